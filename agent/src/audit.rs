@@ -1,0 +1,1 @@
+//! The one-shot audit: discover, observe, read the log window, diagnose, report.

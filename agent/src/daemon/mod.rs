@@ -1,0 +1,2 @@
+//! The daemon (`origin-agent run`): tails the logs, re-runs probes, opens and closes incidents,
+//! notifies, and serves Prometheus metrics.

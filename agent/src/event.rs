@@ -1,0 +1,197 @@
+//! What the logs said, as typed values: [`Event`]s (a server-side line that a rule matched, tied to
+//! a cause) and [`Response`]s (access-log lines with a 5xx status), gathered with per-file and
+//! per-status counts into [`Evidence`]. The log readers produce it; the diagnosis consumes it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cause::CauseId;
+
+/// Which kind of log a line came from. The names are the config keys of `logs:` and the `source`
+/// label of `origin_agent_log_lines_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSource {
+    NginxAccess,
+    NginxError,
+    PhpFpm,
+    PhpFpmSlow,
+    Php,
+    MysqlError,
+    Kernel,
+    ApacheError,
+}
+
+impl LogSource {
+    pub const ALL: &'static [LogSource] = &[
+        LogSource::NginxAccess,
+        LogSource::NginxError,
+        LogSource::PhpFpm,
+        LogSource::PhpFpmSlow,
+        LogSource::Php,
+        LogSource::MysqlError,
+        LogSource::Kernel,
+        LogSource::ApacheError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogSource::NginxAccess => "nginx_access",
+            LogSource::NginxError => "nginx_error",
+            LogSource::PhpFpm => "php_fpm",
+            LogSource::PhpFpmSlow => "php_fpm_slow",
+            LogSource::Php => "php",
+            LogSource::MysqlError => "mysql_error",
+            LogSource::Kernel => "kernel",
+            LogSource::ApacheError => "apache_error",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LogSource> {
+        LogSource::ALL.iter().copied().find(|s| s.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for LogSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad an event is on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+/// A server-side log entry that a rule matched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub source: LogSource,
+    pub file: PathBuf,
+    /// 1-based number of the entry's first physical line in `file`.
+    pub line: u64,
+    /// When it happened (each format's own meaning, in UTC), if the line carries a time.
+    pub time: Option<jiff::Timestamp>,
+    /// The rule's id (`nginx.connect-enoent`).
+    pub rule: String,
+    /// The event's name (`upstream-socket-missing`).
+    pub event: String,
+    pub cause: CauseId,
+    pub severity: Severity,
+    /// The entry as written (continuation lines joined with `\n`), capped in length.
+    pub text: String,
+    /// Named captures and parser fields: `errno`, `upstream`, `request`, `client`, `server`,
+    /// `host`, `connection`, `pid`, `pool`, `child`, `signal`, `plugin`, `theme`, `script`, ...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Event {
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// An access-log line whose status is 5xx (or 499, the client giving up).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub file: PathBuf,
+    pub line: u64,
+    /// When the request *finished* (the access log stamps the end of the request).
+    pub time: Option<jiff::Timestamp>,
+    pub status: u16,
+    /// The request line (`GET /x HTTP/1.1`), as the visitor sent it: never matched by rules.
+    pub request: String,
+    pub client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<u64>,
+    /// `$http_cf_connecting_ip` / `$http_x_forwarded_for` when the format logs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
+}
+
+/// Counts over every access-log line read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseStats {
+    pub total: u64,
+    pub by_status: BTreeMap<u16, u64>,
+    /// Responses per minute (Unix seconds of the minute's start): total and 5xx.
+    pub per_minute: BTreeMap<i64, MinuteCount>,
+    /// How often each client address was seen (capped to the most frequent few thousand), for
+    /// telling which CDN fronts the origin.
+    pub clients: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    pub total: u64,
+    pub errors: u64,
+}
+
+/// What was learnt from one file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    pub source: Option<LogSource>,
+    /// The detected or configured format (`combined`, `main`, `mariadb`, ...).
+    pub format: String,
+    pub lines: u64,
+    pub events: u64,
+    /// Lines that did not parse (counted and skipped, never fatal).
+    pub bad_lines: u64,
+    /// Lines outside the time window.
+    pub outside_window: u64,
+    /// Why the file could not be read, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Everything the logs said within the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub events: Vec<Event>,
+    pub responses: ResponseStats,
+    /// 5xx (and 499) responses, in file order, capped at [`Evidence::MAX_ERRORS`].
+    pub errors: Vec<Response>,
+    pub files: Vec<FileSummary>,
+}
+
+impl Evidence {
+    pub const MAX_ERRORS: usize = 200_000;
+    pub const MAX_EVENTS: usize = 200_000;
+
+    /// Folds another file's evidence into this one.
+    pub fn merge(&mut self, other: Evidence) {
+        let room = Self::MAX_EVENTS.saturating_sub(self.events.len());
+        self.events.extend(other.events.into_iter().take(room));
+        let room = Self::MAX_ERRORS.saturating_sub(self.errors.len());
+        self.errors.extend(other.errors.into_iter().take(room));
+        self.files.extend(other.files);
+        let stats = &mut self.responses;
+        stats.total += other.responses.total;
+        for (status, n) in other.responses.by_status {
+            *stats.by_status.entry(status).or_default() += n;
+        }
+        for (minute, count) in other.responses.per_minute {
+            let entry = stats.per_minute.entry(minute).or_default();
+            entry.total += count.total;
+            entry.errors += count.errors;
+        }
+        for (client, n) in other.responses.clients {
+            *stats.clients.entry(client).or_default() += n;
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! Firewall evaluation: what verdict a new TCP connection from each CDN range gets from the
+//! host's iptables, nftables, ipset, ufw, CSF and fail2ban.

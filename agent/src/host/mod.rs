@@ -1,0 +1,296 @@
+//! The host seam: every read of a file, of /proc or /sys, every directory listing, every external
+//! command and every connectivity probe goes through [`Host`].
+//!
+//! Three implementations live here:
+//! - [`live::LiveHost`] reads the machine the agent runs on;
+//! - [`snapshot::SnapshotHost`] replays a snapshot (a directory or a `.tar.gz`) written by
+//!   `origin-agent collect`, so a support engineer can audit a customer's host offline and every
+//!   probe can be tested on fixtures;
+//! - [`recorder::Recorder`] wraps another host and records every answer it gives, which is how
+//!   `collect` captures exactly what the audit reads.
+//!
+//! Parsers never touch the file system themselves: they take the bytes a `Host` returned.
+
+pub mod live;
+pub mod recorder;
+pub mod snapshot;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a host operation could not answer. Probes turn these into `skip` checks with the reason.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "error", rename_all = "kebab-case")]
+pub enum HostError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: permission denied")]
+    PermissionDenied { path: String },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("`{command}` is not installed")]
+    CommandMissing { command: String },
+    #[error("`{command}` did not finish within {seconds} s and was stopped")]
+    Timeout { command: String, seconds: u64 },
+    #[error("{what}: not captured in this snapshot")]
+    NotInSnapshot { what: String },
+}
+
+impl HostError {
+    pub(crate) fn from_io(path: &Path, err: &std::io::Error) -> Self {
+        let path = path.display().to_string();
+        match err.kind() {
+            std::io::ErrorKind::NotFound => HostError::NotFound { path },
+            std::io::ErrorKind::PermissionDenied => HostError::PermissionDenied { path },
+            _ => HostError::Io {
+                path,
+                message: err.to_string(),
+            },
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, HostError::NotFound { .. })
+    }
+}
+
+/// The kind of a directory entry, as `lstat`'s file type says (symlinks are followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+    Socket,
+    Other,
+}
+
+/// What `stat(2)` says of a path (symlinks followed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub kind: FileKind,
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// A command to run: program, arguments and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub program: String,
+    pub args: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Command {
+    pub fn new(program: &str, args: &[&str]) -> Self {
+        Command {
+            program: program.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The key a snapshot stores the command under: the program and arguments, space-joined.
+    pub fn key(&self) -> String {
+        let mut key = self.program.clone();
+        for arg in &self.args {
+            key.push(' ');
+            key.push_str(arg);
+        }
+        key
+    }
+}
+
+/// What a finished command left behind. A non-zero exit is an output, not an error: the caller
+/// decides what it means.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// The exit code, or `None` when a signal ended it.
+    pub status: Option<i32>,
+    #[serde(skip)]
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Something to connect to, to learn whether it accepts connections *now*.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `host:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
+    Tcp(String),
+}
+
+impl Endpoint {
+    pub fn key(&self) -> String {
+        match self {
+            Endpoint::Unix(path) => format!("unix:{}", path.display()),
+            Endpoint::Tcp(addr) => format!("tcp:{addr}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(addr) => f.write_str(addr),
+        }
+    }
+}
+
+/// The outcome of a connection attempt. `errno` is the raw OS error number (match numbers, not
+/// texts: libcs word them differently).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectOutcome {
+    pub connected: bool,
+    pub errno: Option<i32>,
+    pub message: String,
+    pub millis: u64,
+}
+
+/// Space and inodes of the file system holding a path (`statvfs(3)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsStats {
+    pub total_bytes: u64,
+    pub avail_bytes: u64,
+    pub total_inodes: u64,
+    pub free_inodes: u64,
+}
+
+/// The one interface to the machine under audit.
+pub trait Host: Send + Sync {
+    /// A whole (small) file: configs, /proc and /sys files. Reads at most `MAX_READ` bytes.
+    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
+    /// A streaming reader for large files (logs). The bytes are raw (a `.gz` stays compressed).
+    fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError>;
+    /// The names in a directory, sorted.
+    fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError>;
+    /// `stat(2)`, following symlinks.
+    fn metadata(&self, path: &Path) -> Result<FileMeta, HostError>;
+    /// Where a symlink points (`/proc/PID/exe`, `/etc/localtime`).
+    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError>;
+    /// Runs a command, bounded by its timeout.
+    fn run(&self, command: &Command) -> Result<CommandOutput, HostError>;
+    /// Tries to connect, bounded by `timeout`.
+    fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome;
+    /// `statvfs(3)` of the file system holding `path`.
+    fn statvfs(&self, path: &Path) -> Result<FsStats, HostError>;
+    /// The host's current time (a snapshot's capture time).
+    fn now(&self) -> jiff::Timestamp;
+    /// Waits between two samples of a counter (a snapshot returns at once).
+    fn pause(&self, duration: Duration);
+    /// True when this is the live machine (some checks only make sense there).
+    fn is_live(&self) -> bool;
+}
+
+/// The most a `Host::read` returns: configs and /proc files are small, and a huge "config" must
+/// not take the agent's memory.
+pub const MAX_READ: u64 = 16 * 1024 * 1024;
+
+/// Convenience helpers over any host.
+pub trait HostExt: Host {
+    /// A file as text (lossy UTF-8).
+    fn read_text(&self, path: &Path) -> Result<String, HostError> {
+        self.read(path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Expands a glob pattern (`*`, `?`, `[...]` in any component) against this host's files.
+    fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+        glob_on(self, pattern)
+    }
+
+    /// The host's hostname.
+    fn hostname(&self) -> String {
+        self.read_text(Path::new("/proc/sys/kernel/hostname"))
+            .or_else(|_| self.read_text(Path::new("/etc/hostname")))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string())
+    }
+
+    /// The host's time zone, from `/etc/localtime` (TZif) read through the seam, else UTC.
+    /// nginx error logs and PHP-FPM logs carry no zone: this is the zone they are written in.
+    fn time_zone(&self) -> jiff::tz::TimeZone {
+        let name = self
+            .read_link(Path::new("/etc/localtime"))
+            .ok()
+            .and_then(|target| {
+                let s = target.to_string_lossy().into_owned();
+                s.split_once("zoneinfo/").map(|(_, name)| name.to_string())
+            })
+            .unwrap_or_else(|| "localtime".to_string());
+        match self.read(Path::new("/etc/localtime")) {
+            Ok(bytes) => jiff::tz::TimeZone::tzif(&name, &bytes).unwrap_or(jiff::tz::TimeZone::UTC),
+            Err(_) => jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
+impl<H: Host + ?Sized> HostExt for H {}
+
+fn glob_on<H: Host + ?Sized>(host: &H, pattern: &str) -> Vec<PathBuf> {
+    let mut current: Vec<PathBuf> = vec![PathBuf::from("/")];
+    let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    if !pattern.starts_with('/') {
+        return Vec::new();
+    }
+    for (i, component) in components.iter().enumerate() {
+        let last = i + 1 == components.len();
+        let mut next = Vec::new();
+        let is_pattern = component.contains(['*', '?', '[']);
+        for base in &current {
+            if is_pattern {
+                let Ok(matcher) = glob::Pattern::new(component) else {
+                    return Vec::new();
+                };
+                if let Ok(names) = host.read_dir(base) {
+                    for name in names {
+                        if name.starts_with('.') && !component.starts_with('.') {
+                            continue;
+                        }
+                        if matcher.matches(&name) {
+                            next.push(base.join(&name));
+                        }
+                    }
+                }
+            } else {
+                let candidate = base.join(component);
+                if last || host.metadata(&candidate).is_ok() {
+                    next.push(candidate);
+                }
+            }
+        }
+        current = next;
+        if current.is_empty() {
+            break;
+        }
+    }
+    current.retain(|p| host.metadata(p).is_ok());
+    current.sort();
+    current
+}

@@ -1,0 +1,32 @@
+//! origin-agent: explains the 502s (and the rest of the gateway family) that visitors of a web
+//! server behind a CDN or load balancer get, and names the one local cause with its fix.
+//!
+//! # Layout
+//!
+//! - [`host`]: the seam every read of the machine goes through (live, snapshot, recorder).
+//! - [`config`]: the agent's YAML config: parse, validate, resolve.
+//! - [`discover`]: zero-config discovery of nginx, PHP-FPM and MySQL/MariaDB.
+//! - [`probes`]: the state now (services, load, limits, disk), as [`check::Check`]s.
+//! - [`logs`] and [`rules`]: log lines into typed [`event::Event`]s by data-driven rules.
+//! - [`cdn`] and [`firewall`]: the CDNs' ranges against the host's firewall and nginx real-IP.
+//! - [`diagnose`]: correlation and ranking of causes from the [`cause`] catalog.
+//! - [`report`]: the JSON contract and the human and Nagios renderings.
+//! - [`audit`]: the one-shot pipeline that ties them together.
+//! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
+
+pub mod audit;
+pub mod cause;
+pub mod cdn;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod diagnose;
+pub mod discover;
+pub mod event;
+pub mod firewall;
+pub mod host;
+pub mod logs;
+pub mod probes;
+pub mod report;
+pub mod rules;
+pub mod whitelist;
