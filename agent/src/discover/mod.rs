@@ -13,3 +13,12 @@ use crate::host::Host;
 pub fn discover(_host: &dyn Host, _config: &Config) -> Discovery {
     Discovery::default()
 }
+
+/// Every log the audit reads (the stack helper's discovery fills this in).
+pub fn log_files(
+    _host: &dyn Host,
+    _discovery: &Discovery,
+    _config: &Config,
+) -> Vec<crate::logs::LogFile> {
+    Vec::new()
+}
