@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::check::{Area, Check};
-use crate::event::{Event, Evidence, LogSource, MinuteCount, Response, Severity};
+use crate::event::{Event, Evidence, LogSource, Response, Severity};
 
 fn ts(secs: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(1_795_000_000 + secs).unwrap()
@@ -59,11 +59,7 @@ fn evidence(events: Vec<Event>, errors: Vec<Response>, ok: u64) -> Evidence {
     for r in &errors {
         *ev.responses.by_status.entry(r.status).or_default() += 1;
         let minute = r.time.unwrap().as_second() / 60 * 60;
-        let m = ev
-            .responses
-            .per_minute
-            .entry(minute)
-            .or_insert(MinuteCount::default());
+        let m = ev.responses.per_minute.entry(minute).or_default();
         m.total += 1;
         m.errors += 1;
     }
