@@ -187,6 +187,7 @@ pub struct Lab {
     dir: tempfile::TempDir,
     port: u16,
     refused_port: u16,
+    refused_port2: u16,
     mariadb_port: u16,
     nginx: Option<Child>,
     php_fpm: Option<Child>,
@@ -216,12 +217,20 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn free_port() -> Result<u16, LabError> {
-    let l =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| failed(format!("bind 127.0.0.1:0: {e}")))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| failed(format!("local_addr: {e}")))
+/// `N` distinct free TCP ports on 127.0.0.1 (all listeners are held until every port is known).
+fn free_ports<const N: usize>() -> Result<[u16; N], LabError> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for slot in &mut ports {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| failed(format!("bind 127.0.0.1:0: {e}")))?;
+        *slot = l
+            .local_addr()
+            .map_err(|e| failed(format!("local_addr: {e}")))?
+            .port();
+        held.push(l);
+    }
+    Ok(ports)
 }
 
 /// The last `max` bytes of a file (lossy UTF-8), or a note that it cannot be read.
@@ -303,11 +312,13 @@ impl Lab {
             .prefix("origin-agent-lab-")
             .tempdir()
             .map_err(|e| failed(format!("temp dir: {e}")))?;
+        let [port, refused_port, refused_port2, mariadb_port] = free_ports::<4>()?;
         let mut lab = Lab {
             opts,
-            port: free_port()?,
-            refused_port: free_port()?,
-            mariadb_port: free_port()?,
+            port,
+            refused_port,
+            refused_port2,
+            mariadb_port,
             dir,
             nginx: None,
             php_fpm: None,
@@ -479,6 +490,7 @@ http {{
 
     upstream php_backend {{
         server 127.0.0.1:{refused} max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:{refused2} max_fails=1 fail_timeout=30s;
     }}
 
     server {{
@@ -508,7 +520,8 @@ http {{
             fastcgi_pass 127.0.0.1:{refused};
         }}
 
-        # An upstream group whose only server refuses: then "no live upstreams".
+        # An upstream group whose two servers refuse: after one failed try of each, every
+        # request gets "no live upstreams" (a group of one server is never marked failed).
         location ^~ /nolive/ {{
             include {params};
             fastcgi_pass php_backend;
@@ -521,6 +534,7 @@ http {{
             access_log = self.access_log().display(),
             tmp = tmp.display(),
             refused = self.refused_port,
+            refused2 = self.refused_port2,
             port = self.port,
             www = d.join("www").display(),
             read_timeout = o.fastcgi_read_timeout,
@@ -753,6 +767,10 @@ http {{
     pub fn refused_port(&self) -> u16 {
         self.refused_port
     }
+    /// The second server of the `php_backend` upstream (nothing listens there either).
+    pub fn refused_port2(&self) -> u16 {
+        self.refused_port2
+    }
     pub fn nginx_pid(&self) -> Option<u32> {
         self.nginx.as_ref().map(Child::id)
     }
@@ -853,6 +871,19 @@ http {{
         let pgid = pid_of(&child);
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = child.wait();
+        // Workers close their copy of the listening socket only when they are gone; until then
+        // a connect() still succeeds (and is then reset). Wait for the real "refused" state.
+        let sock = self.socket();
+        let refused = wait_until(
+            READY_TIMEOUT,
+            || matches!(UnixStream::connect(&sock), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        );
+        if !refused {
+            return Err(failed(format!(
+                "{} still accepts connections after SIGKILL of php-fpm's process group",
+                sock.display()
+            )));
+        }
         Ok(())
     }
 
