@@ -155,6 +155,7 @@ impl FixtureHost {
         self.extra_dirs.iter().any(|d| d.starts_with(path))
             || self.files.keys().any(|f| f.starts_with(path) && f != path)
             || self.meta.keys().any(|f| f.starts_with(path) && f != path)
+            || self.links.keys().any(|f| f.starts_with(path) && f != path)
     }
 }
 
