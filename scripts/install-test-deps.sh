@@ -1,0 +1,47 @@
+#!/bin/sh
+# Installs the Debian packages the end-to-end tests start for real (nginx, PHP-FPM 8.2 with
+# mysqli, MariaDB, the firewalls, fail2ban, curl and the process/network tools). Idempotent: it
+# runs `apt-get update` and `apt-get install` only when something is missing, and only installs:
+# it never starts, stops, enables or disables any service (Debian may auto-start a freshly
+# installed service unless policy-rc.d forbids it, as in most containers; the tests start their
+# own instances in temp dirs and do not use the system ones).
+#
+# Usage: scripts/install-test-deps.sh        (as root, or through sudo when not root)
+set -eu
+
+PACKAGES="nginx php-fpm php-mysql mariadb-server mariadb-client iptables nftables ipset ufw fail2ban curl iproute2 procps psmisc ca-certificates"
+
+missing=""
+for pkg in $PACKAGES; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+    if [ "$status" != "installed" ]; then
+        missing="$missing $pkg"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "install-test-deps: all packages already installed"
+    exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "install-test-deps: need root (or sudo) to install:$missing" >&2
+    exit 1
+fi
+
+echo "install-test-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
+# shellcheck disable=SC2086 # word splitting of the package list is intended
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing
+
+# The tests run php-fpm8.2; php-fpm is the Debian metapackage that pulls the default version.
+if ! command -v php-fpm8.2 >/dev/null 2>&1 && [ ! -x /usr/sbin/php-fpm8.2 ]; then
+    echo "install-test-deps: warning: php-fpm8.2 not found (this is not Debian 12?); lab tests will skip" >&2
+fi
+echo "install-test-deps: done"

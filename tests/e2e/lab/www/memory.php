@@ -1,0 +1,1 @@
+<?php $a = []; while (true) { $a[] = str_repeat('x', 2097152 - 64); }
