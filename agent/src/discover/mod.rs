@@ -337,19 +337,44 @@ fn discover_php_fpm(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Di
 }
 
 fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Discovery) {
-    let server = procs.iter().find(|p| {
-        matches!(process::role(p), Role::Database { .. })
-            && !procs
-                .iter()
-                .any(|q| q.pid == p.ppid && matches!(process::role(q), Role::Database { .. }))
-    });
+    let servers: Vec<&Proc> = procs
+        .iter()
+        .filter(|p| {
+            matches!(process::role(p), Role::Database { .. })
+                && !procs
+                    .iter()
+                    .any(|q| q.pid == p.ppid && matches!(process::role(q), Role::Database { .. }))
+        })
+        .collect();
+    // With several servers, the one using the socket or port the agent's config names.
+    let server = servers
+        .iter()
+        .find(|p| {
+            let words = p.words();
+            let socket = process::option_value(&words, None, Some("--socket"));
+            let port = process::option_value(&words, None, Some("--port"));
+            config
+                .mysql_socket
+                .as_ref()
+                .is_some_and(|s| socket.as_deref() == Some(&*s.to_string_lossy()))
+                || config
+                    .mysql_port
+                    .is_some_and(|p| port.as_deref() == Some(&*p.to_string()))
+        })
+        .or(servers.first())
+        .copied();
     let words = server.map(Proc::words).unwrap_or_default();
+    let no_defaults = words.iter().any(|w| w == "--no-defaults");
     let defaults_file = process::option_value(&words, None, Some("--defaults-file"));
     let main = config
         .mysql_config
         .clone()
         .or_else(|| defaults_file.map(PathBuf::from))
+        .filter(|_| !no_defaults || config.mysql_config.is_some())
         .or_else(|| {
+            if no_defaults {
+                return None;
+            }
             ["/etc/mysql/my.cnf", "/etc/my.cnf"]
                 .iter()
                 .map(PathBuf::from)
