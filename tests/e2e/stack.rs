@@ -14,6 +14,8 @@ use origin_agent::config::Config;
 use origin_agent::discover::{self, Address, Discovery, UpstreamKind};
 use origin_agent::event::LogSource;
 use origin_agent::host::live::LiveHost;
+use origin_agent::host::recorder::Recorder;
+use origin_agent::host::snapshot::SnapshotHost;
 use origin_agent::probes;
 
 use crate::lab::{start_or_skip, Lab, LabOptions};
@@ -261,4 +263,55 @@ fn stack_health_checks_follow_the_real_state() {
         Status::Fail
     );
     assert_eq!(find(&checks, "nginx.running").status, Status::Ok);
+}
+
+#[test]
+fn stack_snapshot_replays_the_same_discovery_and_checks() {
+    let Some(mut lab) = start_or_skip(LabOptions::default()) else {
+        return;
+    };
+    // A state worth capturing: the socket is gone while PHP-FPM runs.
+    lab.remove_socket().unwrap();
+    let config = lab_config(&lab);
+    let recorder = Recorder::new(LiveHost);
+    let live_d = discover::discover(&recorder, &config);
+    let live_checks = probes::run_all(&recorder, &live_d, &config);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap.tar.gz");
+    recorder.write(&out, "lab").unwrap();
+    // Stop everything: the snapshot alone must answer.
+    lab.stop_php_fpm().unwrap();
+    drop(lab);
+    let snap = SnapshotHost::open(&out).unwrap();
+    let d = discover::discover(&snap, &config);
+    assert_eq!(d, live_d);
+    let checks = probes::run_all(&snap, &d, &config);
+    let summary = |cs: &[Check]| {
+        cs.iter()
+            .map(|c| (c.id.clone(), c.status, c.cause))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(summary(&checks), summary(&live_checks));
+    let c = find(&checks, "php-fpm.pool.www.socket");
+    assert_eq!(c.status, Status::Fail);
+}
+
+/// Prints what discovery and the probes see on this machine (run by hand:
+/// `cargo test --test e2e stack_print_live -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn stack_print_live() {
+    let config = Config::default();
+    let d = discover::discover(&LiveHost, &config);
+    println!("{}", serde_json::to_string_pretty(&d.notes).unwrap());
+    for c in probes::run_all(&LiveHost, &d, &config) {
+        println!(
+            "{:5} {:45} {} | {}{}",
+            c.status.label(),
+            c.id,
+            c.title,
+            c.detail,
+            c.fix.map(|f| format!(" | fix: {f}")).unwrap_or_default()
+        );
+    }
 }
