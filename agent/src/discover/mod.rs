@@ -94,8 +94,35 @@ fn nginx_v(
     )
 }
 
+/// `nginx -T` output, when the binary runs and prints a configuration.
+fn nginx_dump(
+    host: &dyn Host,
+    config: &Config,
+    exe: Option<&Path>,
+    conf: &Path,
+    prefix: Option<&Path>,
+) -> Option<String> {
+    let binary = config
+        .nginx_binary
+        .clone()
+        .or_else(|| exe.map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("nginx"));
+    let conf = conf.display().to_string();
+    let mut args = vec!["-T", "-q", "-c", conf.as_str()];
+    let prefix = prefix.map(|p| p.display().to_string());
+    if let Some(p) = &prefix {
+        args.extend(["-p", p.as_str()]);
+    }
+    let cmd = Command::new(&binary.display().to_string(), &args).timeout(config.command_timeout);
+    let out = host.run(&cmd).ok()?;
+    let text = out.stdout_text();
+    text.contains("# configuration file ").then_some(text)
+}
+
 fn load_nginx(
     host: &dyn Host,
+    config: &Config,
+    exe: Option<&Path>,
     config_path: &Path,
     prefix: Option<PathBuf>,
     cpus: u32,
@@ -104,7 +131,22 @@ fn load_nginx(
     let prefix_dir = prefix
         .clone()
         .unwrap_or_else(|| PathBuf::from(NGINX_DEFAULT_PREFIX));
-    let mut nginx = match nginx::load(host, config_path) {
+    let loaded = nginx::load(host, config_path).or_else(|err| match err {
+        nginx::NginxConfigError::Read { .. } => {
+            match nginx_dump(host, config, exe, config_path, prefix.as_deref()) {
+                Some(dump) => {
+                    notes.push(format!(
+                        "nginx: {} not readable ({err}); config read from `nginx -T`",
+                        config_path.display()
+                    ));
+                    nginx::load_dump(&dump, config_path)
+                }
+                None => Err(err),
+            }
+        }
+        other => Err(other),
+    });
+    let mut nginx = match loaded {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 notes.push(format!("nginx: {w}"));
@@ -173,7 +215,15 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
                 .unwrap_or_else(|| PathBuf::from(NGINX_DEFAULT_PREFIX))
                 .join(conf);
         }
-        let mut n = load_nginx(host, &conf, prefix, cpus, &mut d.notes);
+        let mut n = load_nginx(
+            host,
+            config,
+            master.exe.as_deref(),
+            &conf,
+            prefix,
+            cpus,
+            &mut d.notes,
+        );
         let workers: Vec<u32> = procs
             .iter()
             .filter(|p| p.ppid == master.pid && process::role(p) == Role::NginxWorker)
@@ -224,7 +274,15 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
                         "the distro default path"
                     }
                 ));
-                d.nginx = Some(load_nginx(host, &path, None, cpus, &mut d.notes));
+                d.nginx = Some(load_nginx(
+                    host,
+                    config,
+                    None,
+                    &path,
+                    None,
+                    cpus,
+                    &mut d.notes,
+                ));
             } else if found.is_empty() {
                 d.notes
                     .push("nginx: not found (no master process, no /etc/nginx/nginx.conf)".into());
@@ -616,6 +674,69 @@ mod tests {
             d.database.as_ref().unwrap().port.as_ref().unwrap().origin,
             Origin::Config
         );
+    }
+
+    #[test]
+    fn apache_is_noted_and_a_second_nginx_is_kept_aside() {
+        let host = testdata::stack()
+            .file("/proc/500/cmdline", b"/usr/sbin/apache2\0-k\0start\0")
+            .file("/proc/500/status", testdata::status(1, 0, 1000))
+            .file("/proc/501/cmdline", b"/usr/sbin/apache2\0-k\0start\0")
+            .file("/proc/501/status", testdata::status(500, 33, 1000))
+            .file("/etc/apache2/apache2.conf", "")
+            .file("/var/log/apache2/error.log", "")
+            .file(
+                "/proc/600/cmdline",
+                b"nginx: master process nginx -c /srv/other/nginx.conf\0",
+            )
+            .file("/proc/600/status", testdata::status(1, 0, 1000))
+            .file("/srv/other/nginx.conf", "events {}\n");
+        let d = discover(&host, &Config::default());
+        let apache = d.apache.as_ref().unwrap();
+        assert_eq!(apache.master.as_ref().unwrap().pid, 500);
+        assert_eq!(apache.master.as_ref().unwrap().children, vec![501]);
+        assert_eq!(
+            apache.config_path.as_deref(),
+            Some(Path::new("/etc/apache2/apache2.conf"))
+        );
+        assert_eq!(apache.error_logs.len(), 1);
+        // The default-config nginx stays the primary one.
+        assert_eq!(d.nginx.as_ref().unwrap().master.as_ref().unwrap().pid, 100);
+        assert_eq!(d.other_nginx.len(), 1);
+        assert_eq!(
+            d.other_nginx[0].config_path.as_deref(),
+            Some(Path::new("/srv/other/nginx.conf"))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_nginx_config_is_read_through_nginx_t() {
+        let dump = format!(
+            "# configuration file /etc/nginx/nginx.conf:\n{}",
+            testdata::NGINX_CONF
+        );
+        let host = testdata::stack()
+            .error(
+                "/etc/nginx/nginx.conf",
+                crate::host::HostError::PermissionDenied {
+                    path: "/etc/nginx/nginx.conf".into(),
+                },
+            )
+            .command_ok("/usr/sbin/nginx -T -q -c /etc/nginx/nginx.conf", &dump);
+        let d = discover(&host, &Config::default());
+        let nginx = d.nginx.as_ref().unwrap();
+        assert!(nginx.config_error.is_none(), "{:?}", nginx.config_error);
+        assert_eq!(nginx.worker_connections.as_ref().unwrap().value, 1024);
+        assert!(d.notes.iter().any(|n| n.contains("nginx -T")));
+        // Without the binary the error is kept and noted.
+        let host = testdata::stack().error(
+            "/etc/nginx/nginx.conf",
+            crate::host::HostError::PermissionDenied {
+                path: "/etc/nginx/nginx.conf".into(),
+            },
+        );
+        let d = discover(&host, &Config::default());
+        assert!(d.nginx.as_ref().unwrap().config_error.is_some());
     }
 
     #[test]

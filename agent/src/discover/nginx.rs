@@ -4,6 +4,7 @@
 //! logs and their formats, servers and listens, upstream targets and groups, timeouts, buffer
 //! sizes, real-IP directives. Every value keeps its file and line.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -277,22 +278,102 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// Where config files come from: the host's files, or the files of an `nginx -T` dump.
+trait Source {
+    fn read(&self, path: &Path) -> Result<String, String>;
+    fn glob(&self, pattern: &str) -> Vec<PathBuf>;
+}
+
+struct HostSource<'a>(&'a dyn Host);
+
+impl Source for HostSource<'_> {
+    fn read(&self, path: &Path) -> Result<String, String> {
+        self.0.read_text(path).map_err(|e| e.to_string())
+    }
+    fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+        self.0.glob(pattern)
+    }
+}
+
+struct DumpSource(BTreeMap<PathBuf, String>);
+
+impl Source for DumpSource {
+    fn read(&self, path: &Path) -> Result<String, String> {
+        self.0
+            .get(path)
+            .cloned()
+            .ok_or_else(|| format!("{}: not in the nginx -T output", path.display()))
+    }
+    fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+        let Ok(p) = glob::Pattern::new(pattern) else {
+            return Vec::new();
+        };
+        let opts = glob::MatchOptions {
+            require_literal_separator: true,
+            require_literal_leading_dot: true,
+            ..Default::default()
+        };
+        self.0
+            .keys()
+            .filter(|k| p.matches_path_with(k, opts))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Splits `nginx -T` output into its files (`# configuration file PATH:` headers).
+pub fn split_dump(text: &str) -> BTreeMap<PathBuf, String> {
+    let mut files = BTreeMap::new();
+    let mut current: Option<(PathBuf, String)> = None;
+    for line in text.lines() {
+        if let Some(path) = line
+            .strip_prefix("# configuration file ")
+            .and_then(|r| r.strip_suffix(':'))
+        {
+            if let Some((p, t)) = current.take() {
+                files.insert(p, t);
+            }
+            current = Some((PathBuf::from(path), String::new()));
+            continue;
+        }
+        if let Some((_, text)) = current.as_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    if let Some((p, t)) = current {
+        files.insert(p, t);
+    }
+    files
+}
+
 /// Reads `main` and every file it includes through the host.
 pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, NginxConfigError> {
+    load_from(&HostSource(host), main)
+}
+
+/// Loads the configuration from `nginx -T` output (for when the files cannot be read).
+pub fn load_dump(dump: &str, main: &Path) -> Result<Loaded, NginxConfigError> {
+    load_from(&DumpSource(split_dump(dump)), main)
+}
+
+fn load_from(source: &dyn Source, main: &Path) -> Result<Loaded, NginxConfigError> {
     let conf_dir = main.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut loaded = Loaded::default();
-    let text = host.read_text(main).map_err(|e| NginxConfigError::Read {
-        path: main.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let text = source
+        .read(main)
+        .map_err(|message| NginxConfigError::Read {
+            path: main.to_path_buf(),
+            message,
+        })?;
     loaded.files.push(main.to_path_buf());
     let tree = parse(&text, main)?;
-    loaded.directives = inline_includes(host, tree, &conf_dir, &mut loaded, 0);
+    loaded.directives = inline_includes(source, tree, &conf_dir, &mut loaded, 0);
     Ok(loaded)
 }
 
 fn inline_includes(
-    host: &dyn Host,
+    host: &dyn Source,
     tree: Vec<Directive>,
     conf_dir: &Path,
     loaded: &mut Loaded,
@@ -333,7 +414,7 @@ fn inline_includes(
                         .push(format!("more than {MAX_FILES} config files; rest ignored"));
                     break;
                 }
-                match host.read_text(&file) {
+                match host.read(&file) {
                     Ok(text) => {
                         loaded.files.push(file.clone());
                         match parse(&text, &file) {
@@ -870,6 +951,21 @@ server {
         assert!(loaded.files.len() <= MAX_DEPTH + 2);
         let err = load(&host, Path::new("/e/none.conf")).unwrap_err();
         assert!(matches!(err, NginxConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn an_nginx_t_dump_loads_like_the_files() {
+        let dump = format!(
+            "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n# configuration file /etc/nginx/nginx.conf:\n{MAIN}\n# configuration file /etc/nginx/conf.d/a.conf:\ngzip on;\n\n# configuration file /etc/nginx/sites-enabled/default:\n{SITE}\n"
+        );
+        let from_dump = load_dump(&dump, Path::new("/etc/nginx/nginx.conf")).unwrap();
+        let from_files = load(&host(), Path::new("/etc/nginx/nginx.conf")).unwrap();
+        assert_eq!(from_dump.files, from_files.files);
+        let a = extract(&from_dump.directives, Path::new("/p"), 1);
+        let b = extract(&from_files.directives, Path::new("/p"), 1);
+        assert_eq!(a.upstream_targets.len(), b.upstream_targets.len());
+        assert_eq!(a.fastcgi_read_timeout, b.fastcgi_read_timeout);
+        assert!(load_dump("garbage", Path::new("/etc/nginx/nginx.conf")).is_err());
     }
 
     #[test]

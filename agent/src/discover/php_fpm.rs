@@ -12,6 +12,18 @@ use crate::host::{Host, HostExt};
 use super::model::{Address, Origin, PhpFpm, Pool, Sourced};
 
 const MAX_FILES: usize = 256;
+/// php-fpm's install prefix on Debian/Ubuntu/RHEL: relative `include=` paths start here.
+pub const PHP_PREFIX: &str = "/usr";
+/// Where relative `error_log` / `slowlog` / `access.log` paths start (`PHP_LOCALSTATEDIR`).
+pub const PHP_LOCALSTATEDIR: &str = "/var";
+
+fn state_path(value: &str) -> PathBuf {
+    if value.starts_with('/') {
+        PathBuf::from(value)
+    } else {
+        Path::new(PHP_LOCALSTATEDIR).join(value)
+    }
+}
 
 /// One `key = value` as written, with its section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +88,8 @@ pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, String> {
     let mut section = "global".to_string();
     let mut entries = Vec::new();
     let mut queue = parse(&text, main, &mut section);
-    let prefix = main.parent().map(Path::to_path_buf).unwrap_or_default();
+    // php-fpm prefixes a relative include with its install prefix (`/usr` on distros).
+    let prefix = PathBuf::from(PHP_PREFIX);
     while !queue.is_empty() {
         let entry = queue.remove(0);
         if entry.key == "include" {
@@ -160,7 +173,7 @@ pub fn build(entries: &[Entry], config_path: &Path) -> PhpFpm {
         };
         if entry.section == "global" {
             if entry.key == "error_log" && entry.value != "syslog" {
-                fpm.error_log = Some(Sourced::new(PathBuf::from(&entry.value), origin.clone()));
+                fpm.error_log = Some(Sourced::new(state_path(&entry.value), origin.clone()));
             }
             fpm.globals
                 .insert(entry.key.clone(), Sourced::new(entry.value.clone(), origin));
@@ -221,7 +234,7 @@ pub fn build(entries: &[Entry], config_path: &Path) -> PhpFpm {
                 pool.request_slowlog_timeout =
                     parse_time(&value).map(|v| Sourced::new(v, origin.clone()))
             }
-            "slowlog" => pool.slowlog = Some(Sourced::new(PathBuf::from(value), origin.clone())),
+            "slowlog" => pool.slowlog = Some(Sourced::new(state_path(&value), origin.clone())),
             "access.log" => {
                 pool.access_log = Some(Sourced::new(PathBuf::from(value), origin.clone()))
             }
@@ -343,6 +356,31 @@ pm.start_servers = 2
         assert_eq!(
             fpm.pools[1].listen.as_ref().unwrap().value,
             Address::Tcp("127.0.0.1:9001".into())
+        );
+    }
+
+    #[test]
+    fn relative_paths_follow_php_fpm_prefixes() {
+        let host = FixtureHost::new()
+            .file(
+                "/opt/fpm/php-fpm.conf",
+                "error_log = log/php-fpm.log\ninclude = etc/fpm.d/*.conf\n",
+            )
+            .file(
+                "/usr/etc/fpm.d/a.conf",
+                "[a]\nslowlog = log/$pool.slow\nlisten = [::1]:9000\n",
+            );
+        let main = Path::new("/opt/fpm/php-fpm.conf");
+        let (entries, files, _) = load(&host, main).unwrap();
+        assert_eq!(files.len(), 2);
+        let fpm = build(&entries, main);
+        assert_eq!(
+            fpm.error_log.unwrap().value,
+            PathBuf::from("/var/log/php-fpm.log")
+        );
+        assert_eq!(
+            fpm.pools[0].slowlog.as_ref().unwrap().value,
+            PathBuf::from("/var/log/a.slow")
         );
     }
 
