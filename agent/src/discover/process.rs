@@ -80,7 +80,9 @@ pub fn parse_status_ids(text: &str) -> (Option<u32>, Option<u32>) {
     (ppid, uid)
 }
 
-/// Every process the host shows (kernel threads, with no command line, are left out).
+/// The web stack's processes (nginx, PHP-FPM, the database, Apache, with their workers). Every
+/// command line is read; `status` and `exe` only for those, so a busy host stays cheap (and a
+/// snapshot small). Kernel threads (no command line) and vanished processes are left out.
 pub fn list(host: &dyn Host) -> Vec<Proc> {
     let Ok(names) = host.read_dir(Path::new("/proc")) else {
         return Vec::new();
@@ -98,6 +100,17 @@ pub fn list(host: &dyn Host) -> Vec<Proc> {
         if argv.is_empty() {
             continue;
         }
+        let candidate = Proc {
+            pid,
+            ppid: 0,
+            uid: u32::MAX,
+            argv,
+            exe: None,
+        };
+        if role(&candidate) == Role::Other {
+            continue;
+        }
+        let argv = candidate.argv;
         let (ppid, uid) = host
             .read(&base.join("status"))
             .map(|b| parse_status_ids(&String::from_utf8_lossy(&b)))
@@ -152,6 +165,8 @@ pub enum Role {
         prefix: Option<PathBuf>,
     },
     NginxWorker,
+    /// `nginx: cache manager process`, `nginx: cache loader process`.
+    NginxHelper,
     /// `php-fpm: master process (FILE)`.
     PhpFpmMaster {
         config: Option<PathBuf>,
@@ -180,11 +195,12 @@ pub fn role(proc: &Proc) -> Role {
             prefix: option_value(&rest, Some("-p"), None).map(PathBuf::from),
         };
     }
-    if joined.starts_with("nginx: worker process")
-        || joined.starts_with("nginx: cache ")
-        || joined.starts_with("nginx: ")
-    {
+    if joined.starts_with("nginx: worker process") {
         return Role::NginxWorker;
+    }
+    if joined.starts_with("nginx: ") {
+        // cache manager / loader processes.
+        return Role::NginxHelper;
     }
     if let Some(rest) = joined.strip_prefix("php-fpm: master process") {
         let config = rest
@@ -268,6 +284,10 @@ mod tests {
         );
         assert_eq!(role(&proc(&["nginx: worker process"])), Role::NginxWorker);
         assert_eq!(
+            role(&proc(&["nginx: cache manager process"])),
+            Role::NginxHelper
+        );
+        assert_eq!(
             role(&proc(&[
                 "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)"
             ])),
@@ -322,10 +342,11 @@ mod tests {
             .file("/proc/self/cmdline", b"x\0")
             .dir("/proc/400");
         let procs = list(&host);
-        assert_eq!(procs.len(), 2);
-        assert_eq!(procs[1].pid, 300);
-        assert_eq!(procs[1].ppid, 299);
-        assert_eq!(procs[1].uid, 33);
-        assert_eq!(procs[1].cmdline(), "nginx: worker process");
+        // init is not part of the stack.
+        assert_eq!(procs.len(), 1);
+        assert_eq!(procs[0].pid, 300);
+        assert_eq!(procs[0].ppid, 299);
+        assert_eq!(procs[0].uid, 33);
+        assert_eq!(procs[0].cmdline(), "nginx: worker process");
     }
 }

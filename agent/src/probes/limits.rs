@@ -29,9 +29,10 @@ pub fn checks(host: &dyn Host, d: &Discovery, samples: &Samples) -> Vec<Check> {
         .and_then(|m| m.mem_available);
     for fpm in &d.php_fpm {
         for pool in &fpm.pools {
-            out.push(max_children(host, pool, mem_available));
-            out.push(terminate_timeout(pool, d.nginx.as_ref()));
-            out.push(backlog(pool, somaxconn));
+            let base = super::pool_id(d, fpm, pool);
+            out.push(max_children(host, &base, pool, mem_available));
+            out.push(terminate_timeout(&base, pool, d.nginx.as_ref()));
+            out.push(backlog(&base, pool, somaxconn));
         }
     }
     if let Some(nginx) = &d.nginx {
@@ -47,8 +48,8 @@ fn read_u64(host: &dyn Host, path: &str) -> Option<u64> {
     host.read_text(Path::new(path)).ok()?.trim().parse().ok()
 }
 
-fn max_children(host: &dyn Host, pool: &Pool, mem_available: Option<u64>) -> Check {
-    let id = format!("php-fpm.pool.{}.max-children", pool.name);
+fn max_children(host: &dyn Host, base: &str, pool: &Pool, mem_available: Option<u64>) -> Check {
+    let id = format!("{base}.max-children");
     let title = format!("pool {} pm.max_children fits in memory", pool.name);
     let Some(max) = &pool.max_children else {
         return Check::skip(id, Area::Limits, title, "pm.max_children is not set");
@@ -124,8 +125,8 @@ fn max_children(host: &dyn Host, pool: &Pool, mem_available: Option<u64>) -> Che
         .metric("worker_rss_avg", avg as f64, Some("B"))
 }
 
-fn terminate_timeout(pool: &Pool, nginx: Option<&Nginx>) -> Check {
-    let id = format!("php-fpm.pool.{}.terminate-timeout", pool.name);
+fn terminate_timeout(base: &str, pool: &Pool, nginx: Option<&Nginx>) -> Check {
+    let id = format!("{base}.terminate-timeout");
     let title = format!(
         "pool {} request_terminate_timeout vs nginx fastcgi_read_timeout",
         pool.name
@@ -178,8 +179,8 @@ fn terminate_timeout(pool: &Pool, nginx: Option<&Nginx>) -> Check {
     }
 }
 
-fn backlog(pool: &Pool, somaxconn: Option<u64>) -> Check {
-    let id = format!("php-fpm.pool.{}.backlog", pool.name);
+fn backlog(base: &str, pool: &Pool, somaxconn: Option<u64>) -> Check {
+    let id = format!("{base}.backlog");
     let title = format!("pool {} listen.backlog vs net.core.somaxconn", pool.name);
     let Some(somaxconn) = somaxconn else {
         return Check::skip(

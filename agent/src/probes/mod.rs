@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::check::Check;
 use crate::config::Config;
-use crate::discover::Discovery;
+use crate::discover::{Discovery, PhpFpm, Pool};
 use crate::host::{Host, HostError, HostExt};
 
 /// How long counters (swap, listen overflows) are sampled for.
@@ -180,6 +180,25 @@ pub(crate) fn group_id(host: &dyn Host, name: &str) -> Option<u32> {
     })
 }
 
+/// The id prefix of a pool's checks: `php-fpm.pool.NAME`, or `php-fpm.pool.NAME@VERSION` when
+/// another PHP-FPM master (another PHP version) has a pool of the same name.
+pub fn pool_id(d: &Discovery, fpm: &PhpFpm, pool: &Pool) -> String {
+    let clash = d
+        .php_fpm
+        .iter()
+        .filter(|other| other.config_path != fpm.config_path)
+        .any(|other| other.pools.iter().any(|p| p.name == pool.name));
+    if clash {
+        let tag = fpm
+            .version
+            .clone()
+            .unwrap_or_else(|| fpm.config_path.display().to_string());
+        format!("php-fpm.pool.{}@{tag}", pool.name)
+    } else {
+        format!("php-fpm.pool.{}", pool.name)
+    }
+}
+
 /// Bytes in a human unit.
 pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -244,6 +263,37 @@ mod tests {
         let d = discover(&host, &Config::default());
         let checks = run_all(&host, &d, &Config::default());
         assert!(checks.len() > 10);
+    }
+
+    #[test]
+    fn pools_of_two_php_versions_get_distinct_ids() {
+        let host = testdata::stack()
+            .file(
+                "/etc/php/7.4/fpm/php-fpm.conf",
+                "include=/etc/php/7.4/fpm/pool.d/*.conf\n",
+            )
+            .file(
+                "/etc/php/7.4/fpm/pool.d/www.conf",
+                "[www]\nlisten = /run/php/php7.4-fpm.sock\n",
+            );
+        let config = Config {
+            php_fpm_configs: Some(vec![
+                "/etc/php/8.2/fpm/php-fpm.conf".into(),
+                "/etc/php/7.4/fpm/php-fpm.conf".into(),
+            ]),
+            ..Config::default()
+        };
+        let d = discover(&host, &config);
+        let checks = run_all(&host, &d, &config);
+        assert!(checks
+            .iter()
+            .any(|c| c.id == "php-fpm.pool.www@8.2.running"));
+        assert!(checks.iter().any(|c| c.id == "php-fpm.pool.www@7.4.socket"));
+        let mut ids: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "check ids are unique");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
         ));
     }
     for fpm in &d.php_fpm {
-        pool_checks(host, fpm, worker.as_ref(), config, &mut out);
+        pool_checks(host, d, fpm, worker.as_ref(), config, &mut out);
     }
     upstream_checks(host, d, config, &mut out);
     db_checks(host, d, config, &mut out);
@@ -119,6 +119,14 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/etc/nginx/nginx.conf".into());
+    if let Some(err) = &nginx.config_error {
+        out.push(Check::skip(
+            "nginx.config",
+            Area::Services,
+            "nginx config",
+            format!("the config could not be read, so checks that need it are skipped: {err}"),
+        ));
+    }
     let Some(master) = &nginx.master else {
         out.push(
             Check::fail("nginx.running", Area::Services, "nginx is not running")
@@ -324,6 +332,7 @@ fn service_name(fpm: &PhpFpm) -> String {
 
 fn pool_checks(
     host: &dyn Host,
+    d: &Discovery,
     fpm: &PhpFpm,
     worker: Option<&Identity>,
     config: &Config,
@@ -351,7 +360,7 @@ fn pool_checks(
         );
     }
     for pool in &fpm.pools {
-        let id = format!("php-fpm.pool.{}", pool.name);
+        let id = super::pool_id(d, fpm, pool);
         match &fpm.master {
             None => out.push(
                 Check::fail(
