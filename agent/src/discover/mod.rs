@@ -748,3 +748,38 @@ mod tests {
         assert_eq!(cpu_count(&FixtureHost::new()), None);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Parsers take any bytes without panicking.
+    use super::*;
+    use crate::host::fixture::FixtureHost;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn config_parsers_never_panic(text in "[ -~\n\t{};'\"\\\\#$\u{0}-\u{7f}é]{0,400}") {
+            let _ = nginx::parse(&text, Path::new("/x.conf"));
+            let _ = nginx::load_dump(&text, Path::new("/x.conf"));
+            let _ = nginx::parse_time(&text);
+            let _ = nginx::parse_size(&text);
+            let mut section = String::new();
+            let _ = php_fpm::parse(&text, Path::new("/x.conf"), &mut section);
+            let _ = php_fpm::parse_time(&text);
+            let _ = process::parse_cmdline(text.as_bytes());
+            let _ = process::parse_status_ids(&text);
+            let _ = crate::probes::netstat::parse_tcp_listen(&text);
+            let _ = crate::probes::netstat::parse_netstat(&text);
+            let _ = crate::probes::load::parse_psi(&text);
+            let _ = crate::probes::cgroup::cgroup_path(&text);
+            let host = FixtureHost::new()
+                .file("/etc/mysql/my.cnf", &text)
+                .file("/etc/nginx/nginx.conf", &text)
+                .file("/etc/php/8.2/fpm/php-fpm.conf", &text);
+            let d = discover(&host, &Config::default());
+            let _ = log_files(&host, &d, &Config::default());
+        }
+    }
+}
