@@ -156,6 +156,35 @@ fn stack_discovery_finds_the_lab_without_configuration() {
     assert_eq!(find(&checks, "db.running").status, Status::Ok);
     let c = find(&checks, "db.connect");
     assert_eq!(c.status, Status::Ok, "{}", c.detail);
+    let c = find(&checks, "fd.mariadb");
+    assert_ne!(c.status, Status::Skip, "{}", c.detail);
+
+    // Stopped: its socket refuses (whatever other server may run on this machine).
+    let mut lab = lab;
+    lab.stop_mariadb().unwrap();
+    let d4 = discover::discover(&LiveHost, &config_db(&lab));
+    let checks = probes::run_all(&LiveHost, &d4, &config_db(&lab));
+    let c = find(&checks, "db.connect");
+    assert_eq!(c.status, Status::Fail, "{}", c.detail);
+    assert_eq!(c.cause, Some(CauseId::DbDown));
+    assert!(
+        c.detail
+            .contains(&lab.mariadb_socket().display().to_string()),
+        "{}",
+        c.detail
+    );
+    // Other servers may run on this machine; none uses the lab's socket now.
+    let c = find(&checks, "db.running");
+    assert_eq!(c.status, Status::Fail, "{}", c.detail);
+    assert_eq!(c.cause, Some(CauseId::DbDown));
+}
+
+fn config_db(lab: &Lab) -> Config {
+    Config {
+        mysql_socket: Some(lab.mariadb_socket()),
+        mysql_port: Some(lab.mariadb_port()),
+        ..Config::default()
+    }
 }
 
 #[test]
@@ -202,6 +231,19 @@ fn stack_health_checks_follow_the_real_state() {
     let c = find(&checks, "php-fpm.pool.www.max-children");
     assert_ne!(c.status, Status::Skip, "{}", c.detail);
     assert!(c.detail.contains("pm.max_children = 4"), "{}", c.detail);
+    // Real /proc/PID/limits and fd counts of the lab's nginx and PHP-FPM.
+    for id in [
+        "nginx.worker-connections",
+        "nginx.open-files",
+        "fd.nginx",
+        "fd.php-fpm",
+    ] {
+        let c = find(&checks, id);
+        assert_ne!(c.status, Status::Skip, "{id}: {}", c.detail);
+    }
+    assert!(find(&checks, "nginx.worker-connections")
+        .detail
+        .contains("worker_connections = 512"));
     // request_terminate_timeout = 0 in the lab: PHP outlives nginx's 30 s.
     let c = find(&checks, "php-fpm.pool.www.terminate-timeout");
     assert_eq!(c.status, Status::Warn, "{}", c.detail);
@@ -302,9 +344,16 @@ fn stack_snapshot_replays_the_same_discovery_and_checks() {
 #[ignore]
 fn stack_print_live() {
     let config = Config::default();
+    let started = std::time::Instant::now();
     let d = discover::discover(&LiveHost, &config);
+    let discovered = started.elapsed();
+    let checks = probes::run_all(&LiveHost, &d, &config);
+    println!(
+        "discover: {discovered:?}; probes: {:?} (includes the 1 s counter sample)",
+        started.elapsed() - discovered
+    );
     println!("{}", serde_json::to_string_pretty(&d.notes).unwrap());
-    for c in probes::run_all(&LiveHost, &d, &config) {
+    for c in checks {
         println!(
             "{:5} {:45} {} | {}{}",
             c.status.label(),

@@ -394,6 +394,42 @@ fn discover_php_fpm(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Di
     }
 }
 
+/// One server's view: its config files read (as it would) and its command line on top.
+fn database_view(
+    host: &dyn Host,
+    config: &Config,
+    server: Option<&Proc>,
+) -> (Database, Vec<String>) {
+    let words = server.map(Proc::words).unwrap_or_default();
+    let no_defaults = words.iter().any(|w| w == "--no-defaults");
+    let defaults_file = process::option_value(&words, None, Some("--defaults-file"));
+    let main = config.mysql_config.clone().or_else(|| {
+        if no_defaults {
+            return None;
+        }
+        defaults_file.map(PathBuf::from).or_else(|| {
+            ["/etc/mysql/my.cnf", "/etc/my.cnf"]
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| host.metadata(p).is_ok())
+        })
+    });
+    let (mut options, files, warnings) = match &main {
+        Some(main) => mysql::load(host, main),
+        None => Default::default(),
+    };
+    let mut mariadb = files
+        .iter()
+        .any(|f| f.display().to_string().contains("mariadb"));
+    if let Some(p) = server {
+        mysql::apply_cmdline(&mut options, &words, p.pid);
+        if let Role::Database { mariadb: m } = process::role(p) {
+            mariadb |= m;
+        }
+    }
+    (mysql::build(&options, files, mariadb), warnings)
+}
+
 fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Discovery) {
     let servers: Vec<&Proc> = procs
         .iter()
@@ -404,45 +440,38 @@ fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut D
                     .any(|q| q.pid == p.ppid && matches!(process::role(q), Role::Database { .. }))
         })
         .collect();
-    // With several servers, the one using the socket or port the agent's config names.
-    let server = servers
-        .iter()
-        .find(|p| {
-            let words = p.words();
-            let socket = process::option_value(&words, None, Some("--socket"));
-            let port = process::option_value(&words, None, Some("--port"));
-            config
+    let pinned = config.mysql_socket.is_some() || config.mysql_port.is_some();
+    let mut chosen: Option<(&Proc, Database, Vec<String>)> = None;
+    for server in &servers {
+        let (db, warnings) = database_view(host, config, Some(server));
+        // When the agent's config names a socket or port, the server must use it.
+        let matches = !pinned
+            || config
                 .mysql_socket
                 .as_ref()
-                .is_some_and(|s| socket.as_deref() == Some(&*s.to_string_lossy()))
-                || config
-                    .mysql_port
-                    .is_some_and(|p| port.as_deref() == Some(&*p.to_string()))
-        })
-        .or(servers.first())
-        .copied();
-    let words = server.map(Proc::words).unwrap_or_default();
-    let no_defaults = words.iter().any(|w| w == "--no-defaults");
-    let defaults_file = process::option_value(&words, None, Some("--defaults-file"));
-    let main = config
-        .mysql_config
-        .clone()
-        .or_else(|| defaults_file.map(PathBuf::from))
-        .filter(|_| !no_defaults || config.mysql_config.is_some())
-        .or_else(|| {
-            if no_defaults {
-                return None;
-            }
-            ["/etc/mysql/my.cnf", "/etc/my.cnf"]
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| host.metadata(p).is_ok())
-        });
-    let (mut options, files, warnings) = match &main {
-        Some(main) => mysql::load(host, main),
-        None => Default::default(),
+                .is_some_and(|s| db.socket.as_ref().is_some_and(|x| &x.value == s))
+            || config
+                .mysql_port
+                .is_some_and(|p| db.port.as_ref().is_some_and(|x| x.value == p));
+        if matches {
+            chosen = Some((server, db, warnings));
+            break;
+        }
+    }
+    if pinned && chosen.is_none() && !servers.is_empty() {
+        d.notes.push(format!(
+            "database: {} server(s) run, none on the socket/port the agent's config names",
+            servers.len()
+        ));
+    }
+    let (server, mut db, warnings) = match chosen {
+        Some((p, db, w)) => (Some(p), db, w),
+        None => {
+            let (db, w) = database_view(host, config, None);
+            (None, db, w)
+        }
     };
-    if server.is_none() && files.is_empty() && config.mysql_socket.is_none() {
+    if server.is_none() && db.config_files.is_empty() && !pinned {
         d.notes
             .push("database: not found (no mysqld/mariadbd process, no my.cnf)".into());
         return;
@@ -450,16 +479,6 @@ fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut D
     for w in warnings {
         d.notes.push(format!("database: {w}"));
     }
-    let mut mariadb = files
-        .iter()
-        .any(|f| f.display().to_string().contains("mariadb"));
-    if let Some(p) = server {
-        mysql::apply_cmdline(&mut options, &words, p.pid);
-        if let Role::Database { mariadb: m } = process::role(p) {
-            mariadb |= m;
-        }
-    }
-    let mut db = mysql::build(&options, files, mariadb);
     if let Some(socket) = &config.mysql_socket {
         db.socket = Some(Sourced::new(socket.clone(), Origin::Config));
     }
@@ -737,6 +756,30 @@ mod tests {
         );
         let d = discover(&host, &Config::default());
         assert!(d.nginx.as_ref().unwrap().config_error.is_some());
+    }
+
+    #[test]
+    fn the_database_named_by_socket_is_chosen_among_several() {
+        let host = testdata::stack()
+            .file(
+                "/proc/310/cmdline",
+                b"/usr/sbin/mariadbd\0--no-defaults\0--socket=/tmp/b.sock\0--port=3310\0",
+            )
+            .file("/proc/310/status", testdata::status(1, 0, 1000));
+        let pick = |socket: &str| {
+            let config = Config {
+                mysql_socket: Some(PathBuf::from(socket)),
+                ..Config::default()
+            };
+            let d = discover(&host, &config);
+            let db = d.database.unwrap();
+            (db.process.map(|p| p.pid), db.port.map(|p| p.value))
+        };
+        // The first server's socket comes from /etc/mysql/my.cnf, the second's from its
+        // command line (it reads no my.cnf).
+        assert_eq!(pick("/run/mysqld/mysqld.sock"), (Some(300), None));
+        assert_eq!(pick("/tmp/b.sock"), (Some(310), Some(3310)));
+        assert_eq!(pick("/tmp/none.sock"), (None, None));
     }
 
     #[test]

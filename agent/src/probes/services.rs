@@ -668,7 +668,6 @@ fn db_checks(host: &dyn Host, d: &Discovery, config: &Config, out: &mut Vec<Chec
                         .unwrap_or_else(|| format!("`journalctl -u {unit}`"))
                 )),
             );
-            return;
         }
         Some(p) => out.push(
             Check::ok("db.running", Area::Services, format!("{unit} is running"))
