@@ -1065,6 +1065,13 @@ mod tests {
                 && access.contains(r#""Mozilla/5.0 (lab)" ua="unix:"#),
             "access log: {access}"
         );
+        let status = lab.request("/fpm-status?json", LAB_UA);
+        assert_eq!(status.status, 200);
+        assert!(
+            status.body.contains("\"listen queue\":0"),
+            "{}",
+            status.body
+        );
         drop(lab);
         assert!(!dir.exists(), "lab dir left behind");
         for pid in [nginx, fpm] {
@@ -1073,5 +1080,41 @@ mod tests {
                 "process {pid} survived the lab"
             );
         }
+    }
+
+    #[test]
+    fn php_fpm_restarts_over_a_stale_socket() {
+        let Some(mut lab) = start_or_skip(LabOptions::default()) else {
+            return;
+        };
+        let old = lab.php_fpm_pid().unwrap();
+        lab.kill_php_fpm().unwrap();
+        assert!(lab.socket().exists(), "SIGKILL leaves the socket file");
+        assert_eq!(lab.get("/index.php"), 502);
+        lab.start_php_fpm().unwrap();
+        assert_ne!(lab.php_fpm_pid(), Some(old));
+        assert_eq!(lab.get("/index.php"), 200);
+        lab.stop_php_fpm().unwrap();
+        assert!(!lab.socket().exists(), "a clean stop removes the socket");
+        assert!(
+            lab.stop_php_fpm().is_err(),
+            "stopping twice is an error, not a panic"
+        );
+    }
+
+    #[test]
+    fn get_many_is_bounded_and_ordered() {
+        let Some(lab) = start_or_skip(LabOptions::default()) else {
+            return;
+        };
+        let statuses = lab.get_many("/index.php", 20, 4);
+        assert_eq!(statuses, vec![200; 20]);
+        assert_eq!(
+            lab.get_many("/index.php", MAX_REQUESTS + 5, 0).len(),
+            MAX_REQUESTS
+        );
+        // Nothing listens on the refused port: no answer is 0, not a hang or a panic.
+        let r = http_get(lab.refused_port(), "/", LAB_UA, Duration::from_secs(1));
+        assert_eq!(r.status, 0);
     }
 }

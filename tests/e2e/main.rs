@@ -5,3 +5,4 @@
 mod cli;
 pub mod lab;
 pub mod scenarios;
+pub mod stack;

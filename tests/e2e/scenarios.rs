@@ -452,8 +452,22 @@ pub fn db_too_many_connections(lab: &mut Lab) -> Result<ScenarioOutcome, LabErro
     let lab_ref: &Lab = lab;
     let (holders, late) = std::thread::scope(|s| {
         let holders = s.spawn(|| lab_ref.get_many("/db.php?hold=3", DB_HOLDERS, DB_HOLDERS));
-        // Let the holders connect first (bounded: they hold for 3 s).
-        std::thread::sleep(Duration::from_millis(1000));
+        // Let the holders take every connection first (bounded, well inside their 3 s hold).
+        // Root has SUPER, so MariaDB keeps one extra connection for this query.
+        let full = crate::lab::wait_until(Duration::from_millis(2500), || {
+            lab_ref
+                .mariadb_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                .ok()
+                .and_then(|t| {
+                    t.split_whitespace()
+                        .nth(1)
+                        .and_then(|n| n.parse::<u32>().ok())
+                })
+                .is_some_and(|n| n > DB_MAX_CONNECTIONS)
+        });
+        if !full {
+            eprintln!("db_too_many_connections: the holders did not fill max_connections in time");
+        }
         let late = lab_ref.get_many("/db.php", DB_LATE, DB_LATE);
         (holders.join().unwrap_or_default(), late)
     });

@@ -87,6 +87,12 @@ pub struct ProcessInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Nginx {
     pub master: Option<ProcessInfo>,
+    /// The worker processes' PIDs (children of the master).
+    #[serde(default)]
+    pub workers: Vec<u32>,
+    /// The prefix relative paths resolve against (`-p`, `--prefix=` of `nginx -V`).
+    #[serde(default)]
+    pub prefix: Option<PathBuf>,
     /// The main config file, and how it was found (process, `nginx -V`, default path).
     pub config_path: Option<PathBuf>,
     /// Every file the config loaded (includes resolved), in load order.
@@ -260,7 +266,12 @@ pub struct Apache {
 /// Everything discovery found.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Discovery {
+    /// The nginx the probes look at: the one started with `/etc/nginx/nginx.conf` (or the
+    /// config the agent names), else the oldest running master.
     pub nginx: Option<Nginx>,
+    /// Other running nginx masters (test instances, a second site), discovered the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_nginx: Vec<Nginx>,
     pub apache: Option<Apache>,
     pub php_fpm: Vec<PhpFpm>,
     pub database: Option<Database>,
