@@ -359,6 +359,6 @@ mod tests {
         assert_eq!(c.intersect(&s), AddrSet::empty(Family::V4));
         assert_eq!(c.union(&s), AddrSet::full(Family::V4));
         let v6 = set(Family::V6, &["2400:cb00::/32"]);
-        assert_eq!(v6.intersect_interval(0, 5).is_empty(), true);
+        assert!(v6.intersect_interval(0, 5).is_empty());
     }
 }

@@ -64,11 +64,13 @@ impl IpSets {
     }
 }
 
+/// Entries of one set while reading: addresses, `nomatch` addresses, member sets.
+type Pending = (Vec<(u128, u128)>, Vec<(u128, u128)>, Vec<String>);
+
 /// Parses `ipset save` text. Unknown lines are counted, never fatal.
 pub fn parse(text: &str) -> IpSets {
     let mut out = IpSets::default();
-    let mut adds: BTreeMap<String, (Vec<(u128, u128)>, Vec<(u128, u128)>, Vec<String>)> =
-        BTreeMap::new();
+    let mut adds: BTreeMap<String, Pending> = BTreeMap::new();
     for line in text.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
