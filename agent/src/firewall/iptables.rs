@@ -378,15 +378,27 @@ fn compile_rule(
                 i += 1;
             }
             "--tcp-flags" => {
-                let comp = words.get(i + 2).map(String::as_str).unwrap_or("");
-                cond = cond.and(if comp == "SYN" {
-                    if neg {
-                        Cond::No
-                    } else {
-                        Cond::Yes
+                // The first packet of a new connection carries SYN alone.
+                let flags = |text: &str| -> Vec<String> {
+                    match text {
+                        "ALL" => ["FIN", "SYN", "RST", "PSH", "ACK", "URG"]
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
+                        "NONE" => Vec::new(),
+                        t => t.split(',').map(str::to_string).collect(),
                     }
+                };
+                let mask = flags(value(i));
+                let comp = flags(words.get(i + 2).map(String::as_str).unwrap_or(""));
+                let mut want: Vec<String> = mask.iter().filter(|f| *f == "SYN").cloned().collect();
+                let mut comp: Vec<String> = comp.into_iter().filter(|f| mask.contains(f)).collect();
+                want.sort();
+                comp.sort();
+                cond = cond.and(if (want == comp) != neg {
+                    Cond::Yes
                 } else {
-                    Cond::Maybe(format!("--tcp-flags {}", value(i)))
+                    Cond::No
                 });
                 i += 3;
             }
