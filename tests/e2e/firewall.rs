@@ -203,11 +203,11 @@ fn run_audit(host: &dyn Host, providers: &[Provider], ports: &[u16]) -> Firewall
     audit(host, &input)
 }
 
-/// The blocked parts of one provider as (ports, verdict, ranges, chain, rule position).
-fn blocked(
-    report: &FirewallReport,
-    p: Provider,
-) -> Vec<(Vec<u16>, Verdict, Vec<IpNet>, String, usize)> {
+/// A blocked part as (ports, verdict, ranges, chain, rule position).
+type BlockedRow = (Vec<u16>, Verdict, Vec<IpNet>, String, usize);
+
+/// The blocked parts of one provider.
+fn blocked(report: &FirewallReport, p: Provider) -> Vec<BlockedRow> {
     let v = report.providers.iter().find(|v| v.provider == p).unwrap();
     let mut out: Vec<_> = v
         .blocked
