@@ -19,22 +19,34 @@ impl Rng {
     }
     fn addr(&mut self) -> String {
         let v = self.next() as u32;
-        format!("{}.{}.{}.{}", v >> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255)
+        format!(
+            "{}.{}.{}.{}",
+            v >> 24,
+            (v >> 16) & 255,
+            (v >> 8) & 255,
+            v & 255
+        )
     }
 }
 
 /// `rules` rules across INPUT and 50 user chains; one rule in 50 bans an address inside a
 /// Cloudflare or Fastly range.
 fn ruleset(rules: usize, rng: &mut Rng) -> String {
-    let mut s = String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let mut s =
+        String::from("*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
     let chains = 50;
     for c in 0..chains {
         let _ = writeln!(s, ":USER{c} - [0:0]");
     }
-    s.push_str("-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
+    s.push_str(
+        "-A INPUT -i lo -j ACCEPT\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n",
+    );
     s.push_str("-A INPUT -m set --match-set blocklist src -j DROP\n");
     for c in 0..chains {
-        let _ = writeln!(s, "-A INPUT -p tcp -m multiport --dports 80,443,8080 -j USER{c}");
+        let _ = writeln!(
+            s,
+            "-A INPUT -p tcp -m multiport --dports 80,443,8080 -j USER{c}"
+        );
     }
     let per_chain = rules / chains;
     for c in 0..chains {
@@ -49,7 +61,11 @@ fn ruleset(rules: usize, rng: &mut Rng) -> String {
                     (r >> 16) % 256
                 );
             } else if i % 10 == 3 {
-                let _ = writeln!(s, "-A USER{c} -s {}/24 -p tcp --dport 22 -j REJECT", rng.addr());
+                let _ = writeln!(
+                    s,
+                    "-A USER{c} -s {}/24 -p tcp --dport 22 -j REJECT",
+                    rng.addr()
+                );
             } else if i % 97 == 5 {
                 let _ = writeln!(s, "-A USER{c} ! -s 10.0.0.0/8 -p udp -j RETURN");
             } else {
@@ -62,7 +78,8 @@ fn ruleset(rules: usize, rng: &mut Rng) -> String {
 }
 
 fn ipset(entries: usize, rng: &mut Rng) -> String {
-    let mut s = String::from("create blocklist hash:net family inet hashsize 65536 maxelem 1000000\n");
+    let mut s =
+        String::from("create blocklist hash:net family inet hashsize 65536 maxelem 1000000\n");
     for i in 0..entries {
         if i % 1000 == 0 {
             // a few inside CDN ranges
@@ -83,7 +100,9 @@ fn run(rules: usize, entries: usize) -> (f64, f64, usize) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let texts = RuleTexts {
         iptables: Some(ruleset(rules, &mut rng)),
-        ip6tables: Some("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 2400:cb00::1/128 -j DROP\nCOMMIT\n".into()),
+        ip6tables: Some(
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 2400:cb00::1/128 -j DROP\nCOMMIT\n".into(),
+        ),
         ipset: Some(ipset(entries, &mut rng)),
         ..Default::default()
     };

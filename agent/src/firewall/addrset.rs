@@ -361,4 +361,49 @@ mod tests {
         let v6 = set(Family::V6, &["2400:cb00::/32"]);
         assert!(v6.intersect_interval(0, 5).is_empty());
     }
+
+    use proptest::prelude::*;
+
+    /// Intervals inside 0..=255 and the same set as a bitmap (the model).
+    fn model(ivs: &[(u8, u8)]) -> (AddrSet, [bool; 256]) {
+        let mut bits = [false; 256];
+        let mut list = Vec::new();
+        for &(a, b) in ivs {
+            let (a, b) = (a.min(b), a.max(b));
+            for x in a..=b {
+                bits[x as usize] = true;
+            }
+            list.push((a as u128, b as u128));
+        }
+        (AddrSet::from_intervals(Family::V4, list), bits)
+    }
+
+    fn bits_of(s: &AddrSet) -> [bool; 256] {
+        let mut bits = [false; 256];
+        for x in 0..256u128 {
+            bits[x as usize] = s.contains(x);
+        }
+        bits
+    }
+
+    proptest! {
+        #[test]
+        fn set_operations_match_a_bitmap_model(
+            a in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..8),
+            b in proptest::collection::vec((any::<u8>(), any::<u8>()), 0..8),
+        ) {
+            let (sa, ma) = model(&a);
+            let (sb, mb) = model(&b);
+            let and: Vec<bool> = (0..256).map(|i| ma[i] && mb[i]).collect();
+            let or: Vec<bool> = (0..256).map(|i| ma[i] || mb[i]).collect();
+            let minus: Vec<bool> = (0..256).map(|i| ma[i] && !mb[i]).collect();
+            prop_assert_eq!(bits_of(&sa.intersect(&sb)).to_vec(), and);
+            prop_assert_eq!(bits_of(&sa.union(&sb)).to_vec(), or);
+            prop_assert_eq!(bits_of(&sa.subtract(&sb)).to_vec(), minus);
+            // The CIDR cover is exact: rebuilt from its blocks, it is the same set.
+            let nets = sa.to_nets();
+            prop_assert_eq!(AddrSet::from_nets(Family::V4, &nets), sa.clone());
+            prop_assert_eq!(sa.size() as usize, ma.iter().filter(|x| **x).count());
+        }
+    }
 }

@@ -139,6 +139,8 @@ pub struct SaveSummary {
     pub tables: Vec<String>,
     /// The rule lines, in order (for comparing two views of the same rules).
     pub rule_lines: Vec<String>,
+    /// Tables iptables-nft reported as incompatible (changed with `nft`).
+    pub incompatible: Vec<String>,
 }
 
 /// Reads the header and rules of an `iptables-save` output without compiling it.
@@ -154,6 +156,13 @@ pub fn summarize(text: &str) -> SaveSummary {
             }
         } else if let Some(t) = line.strip_prefix('*') {
             s.tables.push(t.to_string());
+        } else if let Some(rest) = line.strip_prefix("# Table `") {
+            // iptables-nft cannot show a table nft changed: `nft -j` must read it instead.
+            if let Some((name, _)) = rest.split_once('\'') {
+                if rest.contains("incompatible") {
+                    s.incompatible.push(name.to_string());
+                }
+            }
         } else if line.starts_with("-A ") || line.starts_with(':') {
             s.rule_lines
                 .push(line.split(" [").next().unwrap_or(line).to_string());

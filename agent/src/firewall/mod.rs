@@ -8,6 +8,7 @@
 //! - [`iptables`], [`nft`], [`ipset`]: the readers of `iptables-save`, `nft -j list ruleset`,
 //!   `ipset save`.
 //! - [`fail2ban`]: current bans and `ignoreip`.
+//! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`.
 //! - [`realip`]: nginx `set_real_ip_from` / `real_ip_header` against the provider's ranges.
 //! - this file: [`audit`] (reads the host, builds the checks), [`evaluate_rules`] (the part that
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
@@ -15,6 +16,7 @@
 pub mod addrset;
 pub mod eval;
 pub mod fail2ban;
+pub mod files;
 pub mod ipset;
 pub mod iptables;
 pub mod nft;
@@ -183,7 +185,9 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
             let backend = sum.backend.clone().unwrap_or_else(|| "unknown".into());
             if backend != "legacy" {
                 for t in &sum.tables {
-                    skip_nft.insert((nft_family.to_string(), t.clone()));
+                    if !sum.incompatible.contains(t) {
+                        skip_nft.insert((nft_family.to_string(), t.clone()));
+                    }
                 }
             }
             sources.push(format!(
@@ -549,6 +553,15 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         )),
         None => {}
     }
+
+    // Deny lists in files (CSF, TCP wrappers).
+    let all_providers: Vec<Provider> = if input.providers.is_empty() {
+        Provider::ALL.to_vec()
+    } else {
+        input.providers.clone()
+    };
+    checks.extend(files::csf_check(host, input.catalog, &all_providers));
+    checks.extend(files::hosts_deny_check(host, input.catalog, &all_providers));
 
     // Stale allow rules.
     if !rulesets.is_empty() {
