@@ -936,4 +936,54 @@ mod tests {
         assert!(table.contains("cloudflare: PARTLY BLOCKED"), "{table}");
         assert!(table.contains("103.21.244.0/22"), "{table}");
     }
+
+    #[test]
+    fn stale_allow_rules_in_a_provider_allow_list() {
+        let ipt = "*filter\n:INPUT DROP [0:0]\n:CLOUDFLARE - [0:0]\n:OFFICE - [0:0]\n\
+            -A INPUT -p tcp -m multiport --dports 80,443 -j CLOUDFLARE\n\
+            -A INPUT -p tcp --dport 22 -j OFFICE\n\
+            -A CLOUDFLARE -s 173.245.48.0/20 -j ACCEPT\n\
+            -A CLOUDFLARE -s 103.21.244.0/22 -j ACCEPT\n\
+            -A CLOUDFLARE -s 104.16.0.0/13 -j ACCEPT\n\
+            -A CLOUDFLARE -s 199.27.128.0/21 -j ACCEPT\n\
+            -A CLOUDFLARE -s 198.51.100.0/24 -j ACCEPT\n\
+            -A CLOUDFLARE -s 10.0.0.0/8 -j ACCEPT\n\
+            -A OFFICE -s 203.0.113.0/24 -j ACCEPT\nCOMMIT\n";
+        let rs = build_rulesets(&RuleTexts {
+            iptables: Some(ipt.into()),
+            ..Default::default()
+        });
+        let cat = CdnCatalog::bundled();
+        let c = stale_allow_check(&rs, &cat, &[80, 443]);
+        assert_eq!(c.status, crate::check::Status::Warn);
+        assert!(
+            c.detail
+                .contains("rule 4: -A CLOUDFLARE -s 199.27.128.0/21"),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("withdrawn"));
+        assert!(c.detail.contains("198.51.100.0/24"));
+        assert!(!c.detail.contains("10.0.0.0/8"));
+        assert!(!c.detail.contains("203.0.113.0/24"));
+        let fix = c.fix.unwrap();
+        assert!(
+            fix.contains("iptables -t filter -D CLOUDFLARE -s 199.27.128.0/21 -j ACCEPT"),
+            "{fix}"
+        );
+        // Without the stale entries the same chain is clean.
+        let clean = ipt
+            .lines()
+            .filter(|l| !l.contains("199.27") && !l.contains("198.51"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let rs = build_rulesets(&RuleTexts {
+            iptables: Some(clean),
+            ..Default::default()
+        });
+        assert_eq!(
+            stale_allow_check(&rs, &cat, &[80, 443]).status,
+            crate::check::Status::Ok
+        );
+    }
 }

@@ -646,4 +646,55 @@ mod tests {
         compile_into(&mut rs, &nft, &HashSet::new());
         assert_eq!(rs.rule_count(), 0);
     }
+
+    #[test]
+    fn captured_vmaps_concatenations_limits_and_priorities() {
+        // Captured from `nft -j list ruleset` after `nft -f ruleset.nft` in a namespace.
+        let json = include_str!("../../../tests/fixtures/firewall/nft-vmap/nft.json");
+        let nft = parse(json).unwrap();
+        let cat = crate::cdn::CdnCatalog::bundled();
+        let cf = crate::cdn::Provider::Cloudflare;
+        let mut rs = Ruleset::new(Family::V4);
+        compile_into(&mut rs, &nft, &HashSet::new());
+        let t = cat.set(cf, Family::V4);
+        let e80 = evaluate(&rs, &t, 80);
+        let b80 = e80.blocked_in(&t);
+        assert_eq!(b80.len(), 1);
+        assert_eq!(b80[0].set, t);
+        assert!(b80[0].by.is_policy());
+        let reasons: Vec<String> = e80
+            .uncertain_in(&t)
+            .iter()
+            .map(|u| u.reason.clone())
+            .collect();
+        assert!(reasons.iter().any(|r| r.contains("limit")), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("match")), "{reasons:?}");
+        let e443 = evaluate(&rs, &t, 443);
+        let mut b443: Vec<(String, String, usize)> = e443
+            .blocked_in(&t)
+            .iter()
+            .map(|d| (d.set.describe(4), d.by.chain.clone(), d.by.position))
+            .collect();
+        b443.sort();
+        assert_eq!(
+            b443,
+            [
+                ("104.16.0.0/13".to_string(), "web".to_string(), 1),
+                ("172.64.0.0/16".to_string(), "pre".to_string(), 1)
+            ]
+        );
+        let mut rs6 = Ruleset::new(Family::V6);
+        compile_into(&mut rs6, &nft, &HashSet::new());
+        let t6 = cat.set(cf, Family::V6);
+        assert!(evaluate(&rs6, &t6, 443).blocked_in(&t6).is_empty());
+        let a = evaluate(&rs6, &t6, 443);
+        let by_input: Vec<String> = a
+            .accepted_in(&t6)
+            .iter()
+            .filter(|d| d.by.chain == "input")
+            .map(|d| d.set.describe(4))
+            .collect();
+        assert_eq!(by_input, ["2400:cb00::/32, 2606:4700::/32"]);
+        assert_eq!(evaluate(&rs6, &t6, 80).blocked_in(&t6)[0].set, t6);
+    }
 }
