@@ -845,3 +845,49 @@ fn fixture_csf_host() {
         v[0]
     );
 }
+
+#[test]
+fn a_recorded_snapshot_replays_to_the_same_verdicts() {
+    require!("ip", "iptables", "ipset", "nft");
+    let Some(ns) = Netns::new() else { return };
+    ns.script(
+        "ipset create cdnban hash:net family inet
+         ipset add cdnban 141.101.70.0/23
+         iptables -A INPUT -p tcp --dport 443 -m set --match-set cdnban src -j DROP
+         nft add table inet extra
+         nft add chain inet extra input '{ type filter hook input priority 10; policy accept; }'
+         nft add rule inet extra input ip saddr 190.93.240.0/24 tcp dport 80 drop",
+    );
+    let recorder = origin_agent::host::recorder::Recorder::new(NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    });
+    let live = run_audit(&recorder, &[Provider::Cloudflare], &[80, 443]);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    recorder.write(&snap, "test-host").unwrap();
+    let replay_host = origin_agent::host::snapshot::SnapshotHost::open(&snap).unwrap();
+    let replay = run_audit(&replay_host, &[Provider::Cloudflare], &[80, 443]);
+    assert_eq!(live.providers, replay.providers);
+    let got = blocked(&replay, Provider::Cloudflare);
+    assert_eq!(
+        got,
+        vec![
+            (
+                vec![80],
+                Verdict::Drop,
+                vec![net("190.93.240.0/24")],
+                "input".to_string(),
+                1
+            ),
+            (
+                vec![443],
+                Verdict::Drop,
+                vec![net("141.101.70.0/23")],
+                "INPUT".to_string(),
+                1
+            ),
+        ]
+    );
+}
