@@ -139,6 +139,8 @@ pub struct Rulesets {
     pub v4: Ruleset,
     pub v6: Ruleset,
     pub sources: Vec<String>,
+    /// Families no rule source could be read for (their verdicts would be guesses).
+    pub unread: Vec<Family>,
 }
 
 impl Rulesets {
@@ -247,7 +249,23 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
             ipsets.sets.values().map(|s| s.entries).sum::<usize>()
         ));
     }
-    Rulesets { v4, v6, sources }
+    let nft_ok = texts
+        .nft_json
+        .as_deref()
+        .is_some_and(|j| nft::parse(j).is_ok());
+    let mut unread = Vec::new();
+    if texts.iptables.is_none() && texts.iptables_legacy.is_none() && !nft_ok {
+        unread.push(Family::V4);
+    }
+    if texts.ip6tables.is_none() && texts.ip6tables_legacy.is_none() && !nft_ok {
+        unread.push(Family::V6);
+    }
+    Rulesets {
+        v4,
+        v6,
+        sources,
+        unread,
+    }
 }
 
 /// Evaluates every provider's ranges on every port through the rule sets (no host needed:
@@ -270,6 +288,9 @@ pub fn evaluate_rules(
         })
         .collect();
     for family in [Family::V4, Family::V6] {
+        if rulesets.unread.contains(&family) {
+            continue;
+        }
         let sets: Vec<AddrSet> = providers.iter().map(|p| catalog.set(*p, family)).collect();
         let all = sets
             .iter()
@@ -494,7 +515,19 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
             .collect();
     } else {
         for v in &verdicts {
-            checks.push(provider_check(v, &ports));
+            let mut c = provider_check(v, &ports);
+            for f in &rulesets.unread {
+                c.detail.push_str(&format!(
+                    " ({} rules could not be read, so {} was not evaluated: {})",
+                    f.label(),
+                    f.label(),
+                    notes.join("; ")
+                ));
+                if c.status == crate::check::Status::Ok {
+                    c.status = crate::check::Status::Warn;
+                }
+            }
+            checks.push(c);
         }
     }
 
@@ -985,5 +1018,17 @@ mod tests {
             stale_allow_check(&rs, &cat, &[80, 443]).status,
             crate::check::Status::Ok
         );
+    }
+
+    #[test]
+    fn a_family_whose_rules_could_not_be_read_is_not_called_allowed() {
+        let rs = build_rulesets(&RuleTexts {
+            iptables: Some("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n".into()),
+            ..Default::default()
+        });
+        assert_eq!(rs.unread, [Family::V6]);
+        let v = evaluate_rules(&rs, &CdnCatalog::bundled(), &[Provider::Cloudflare], &[443]);
+        assert!(v[0].allowed.iter().all(|p| p.family == Family::V4));
+        assert!(!v[0].allowed.is_empty());
     }
 }
