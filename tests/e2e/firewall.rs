@@ -253,6 +253,13 @@ fn iptables_user_chains_ipset_and_ip6tables_in_a_namespace() {
         remap: vec![],
     };
     let report = run_audit(&host, &[Provider::Cloudflare, Provider::Fastly], &[80, 443]);
+    eprintln!("{}", table_text(&report));
+    for c in &report.checks {
+        eprintln!(
+            "{:?} {} {}: {}\n  fix: {:?}",
+            c.status, c.id, c.title, c.detail, c.fix
+        );
+    }
     let cf = blocked(&report, Provider::Cloudflare);
     let expected = vec![
         // IPv4: the ipset entries (exactly those addresses) on both ports.
@@ -306,11 +313,15 @@ fn iptables_user_chains_ipset_and_ip6tables_in_a_namespace() {
         check.cause,
         Some(origin_agent::cause::CauseId::FirewallCdnBlocked)
     );
-    assert!(check
-        .fix
-        .as_ref()
-        .unwrap()
-        .contains("iptables -t filter -D WEB -s 104.16.5.7/32"));
+    let fix = check.fix.as_ref().unwrap();
+    assert!(
+        fix.contains("iptables -t filter -D WEB -s 104.16.5.7/32"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("ipset del bad 162.158.5.0/24; ipset del bad 198.41.200.7/32"),
+        "{fix}"
+    );
     // Fastly has no rule against it: allowed by WEB's last rule (IPv4) and INPUT (IPv6).
     let fastly = report
         .providers
@@ -465,6 +476,19 @@ table inet web {
         .any(|b| b.rule.text.contains("ip saddr @banned4")));
     let fix = report.checks[0].fix.clone().unwrap();
     assert!(fix.contains("nft delete rule inet web cdn handle"), "{fix}");
+    assert!(
+        fix.contains("nft delete element inet web banned4 { 141.101.64.0/24, 173.245.48.16/28 }"),
+        "{fix}"
+    );
+    // The fix works on the real set: after it, rule 1 of `cdn` blocks nothing of Cloudflare.
+    ns.exec(&[
+        "nft",
+        "delete element inet web banned4 { 141.101.64.0/24, 173.245.48.16/28 }",
+    ]);
+    let after = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    assert!(blocked(&after, Provider::Cloudflare)
+        .iter()
+        .all(|b| !(b.3 == "cdn" && b.4 == 1)));
 }
 
 /// Copies the Debian ufw config into `dir` and runs ufw inside the namespace with that copy

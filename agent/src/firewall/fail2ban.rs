@@ -130,10 +130,15 @@ pub fn read_state(host: &dyn Host) -> Result<Fail2banState, String> {
                 jails,
             });
         }
-        Ok(out) => format!(
-            "fail2ban-client status failed: {}",
-            out.stderr.lines().last().unwrap_or("no output")
-        ),
+        Ok(out) => {
+            let last = out.stderr.lines().last().unwrap_or("no output");
+            // Drop fail2ban's log prefix (`2026-… fail2ban [pid]: ERROR   `).
+            let msg = last
+                .split_once("ERROR")
+                .map(|(_, m)| m.trim())
+                .unwrap_or(last);
+            format!("fail2ban-client status failed: {msg}")
+        }
         Err(e) => e.to_string(),
     };
     if host.metadata(Path::new(DATABASE)).is_err() {

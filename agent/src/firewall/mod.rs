@@ -420,6 +420,22 @@ fn nets_text(nets: &[IpNet], max: usize) -> String {
     s.join(", ")
 }
 
+/// The set a rule matches the source against: `--match-set NAME src` or `saddr @NAME`.
+fn set_name(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        if *w == "--match-set" && words.get(i + 2).is_some_and(|f| f.starts_with("src")) {
+            return words.get(i + 1).map(|s| s.to_string());
+        }
+        if *w == "saddr" {
+            if let Some(name) = words.get(i + 1).and_then(|n| n.strip_prefix('@')) {
+                return Some(name.to_string());
+            }
+        }
+    }
+    None
+}
+
 /// The command that removes a rule, or adds the missing allow before a policy.
 fn fix_for(part: &Part, provider: Provider) -> String {
     let r = &part.rule;
@@ -451,6 +467,25 @@ fn fix_for(part: &Part, provider: Provider) -> String {
             r.table,
             r.chain,
             nets_text(&part.ranges, 8)
+        );
+    }
+    // A ban list in a set: take the CDN's addresses out of the set, keep the rule.
+    if let Some(set) = set_name(&r.text) {
+        let ranges: Vec<String> = part.ranges.iter().map(|n| n.to_string()).collect();
+        if r.source == "nftables" {
+            return format!(
+                "take {provider}'s addresses out of the set: nft delete element {} {set} {{ {} }} (an element wider than these must be deleted and its parts outside {provider} added back)",
+                r.table,
+                ranges.join(", ")
+            );
+        }
+        return format!(
+            "take {provider}'s addresses out of the set: {} (an entry wider than these must be deleted and its parts outside {provider} added back)",
+            ranges
+                .iter()
+                .map(|n| format!("ipset del {set} {n}"))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     if r.source == "nftables" {
