@@ -2,4 +2,6 @@
 //! notifies, and serves Prometheus metrics.
 
 pub mod checkpoint;
+pub mod incident;
+pub mod metrics;
 pub mod tail;
