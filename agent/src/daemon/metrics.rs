@@ -162,7 +162,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut out = String::with_capacity(4096);
-        let mut family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
         family(
