@@ -300,8 +300,7 @@ pub fn without_own(save: &str) -> String {
             }
             if let Some(body) = line.strip_prefix("-A ") {
                 let words = tokenize(body);
-                if words.first().map(String::as_str) == Some(CHAIN)
-                    || target(&words) == Some(CHAIN)
+                if words.first().map(String::as_str) == Some(CHAIN) || target(&words) == Some(CHAIN)
                 {
                     continue;
                 }
@@ -394,7 +393,10 @@ COMMIT
         let p = plan(
             Family::V4,
             &read_state(BEFORE),
-            &[(Provider::Cloudflare, nets(&["173.245.48.0/20", "103.21.244.0/22"]))],
+            &[(
+                Provider::Cloudflare,
+                nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+            )],
             &[80, 443],
         );
         assert_eq!(p.add.len(), 2);
@@ -405,7 +407,14 @@ COMMIT
         assert!(lines.contains(&"-I INPUT 1 -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
         assert_eq!(*lines.last().unwrap(), "COMMIT");
         // What the agent writes is what iptables-save prints back, so it reads as its own.
-        let added = read_state(&format!("*filter\n{}\n", rule_line(Provider::Cloudflare, &nets(&["173.245.48.0/20"])[0], "80,443")));
+        let added = read_state(&format!(
+            "*filter\n{}\n",
+            rule_line(
+                Provider::Cloudflare,
+                &nets(&["173.245.48.0/20"])[0],
+                "80,443"
+            )
+        ));
         assert!(added.rules[0].owned.is_some());
     }
 
@@ -415,7 +424,10 @@ COMMIT
         let p = plan(
             Family::V4,
             &read_state(APPLIED),
-            &[(Provider::Cloudflare, nets(&["173.245.48.0/20", "103.21.244.0/22"]))],
+            &[(
+                Provider::Cloudflare,
+                nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+            )],
             &[80, 443],
         );
         assert_eq!(p.remove.len(), 1);
@@ -426,7 +438,9 @@ COMMIT
         assert!(!p.script.contains("151.101"));
         assert!(p.script.contains("-D ORIGIN-AGENT-CDN -s 199.27.128.0/21 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT"));
         // The jump sits behind fail2ban's: it moves to the top.
-        assert!(p.script.contains("-D INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
+        assert!(p
+            .script
+            .contains("-D INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
         assert_eq!(p.unchanged, 2);
     }
 
@@ -468,9 +482,15 @@ COMMIT
 
     #[test]
     fn comparison_ignores_counters_comments_and_own_objects() {
-        assert_eq!(without_own(APPLIED).contains("ORIGIN-AGENT"), false);
+        assert!(!without_own(APPLIED).contains("ORIGIN-AGENT"));
         assert!(without_own(APPLIED).contains("-j f2b-sshd"));
-        assert_eq!(normalized(BEFORE), normalized(&BEFORE.replace("[10:600]", "[0:0]")));
-        assert_eq!(strip_counters("[3:180] -A INPUT -j DROP"), "-A INPUT -j DROP");
+        assert_eq!(
+            normalized(BEFORE),
+            normalized(&BEFORE.replace("[10:600]", "[0:0]"))
+        );
+        assert_eq!(
+            strip_counters("[3:180] -A INPUT -j DROP"),
+            "-A INPUT -j DROP"
+        );
     }
 }
