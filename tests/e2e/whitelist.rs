@@ -241,6 +241,41 @@ impl Lab {
         }
     }
 
+    /// The same origin with a native nftables table instead: default drop in `inet filter`.
+    fn default_drop_nft(&self) {
+        let script = "table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    meta l4proto ipv6-icmp accept
+    tcp dport 22 accept
+  }
+}
+";
+        let out = Proc::new("ip")
+            .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn nft_text(&self) -> String {
+        self.origin_exec(&["nft", "list", "ruleset"])
+    }
+
     fn origin_exec(&self, args: &[&str]) -> String {
         let mut full = vec!["ip", "netns", "exec", &self.origin];
         full.extend_from_slice(args);
@@ -297,10 +332,14 @@ impl Lab {
     }
 
     fn request(&self, apply: bool, rollback: bool) -> WhitelistRequest {
+        self.request_for(Backend::Iptables, apply, rollback)
+    }
+
+    fn request_for(&self, backend: Backend, apply: bool, rollback: bool) -> WhitelistRequest {
         WhitelistRequest {
             providers: vec![Provider::Cloudflare],
             ports: vec![80, 443],
-            backend: Backend::Iptables,
+            backend,
             apply,
             rollback,
             persist: false,
@@ -336,10 +375,19 @@ impl Host for NetnsHost {
         LiveHost.read_link(path)
     }
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
-        if self.panic_on.as_deref() == Some(command.program.as_str()) {
-            panic!("simulated kill before {}", command.program);
+        let key = command.key();
+        if self
+            .panic_on
+            .as_ref()
+            .is_some_and(|p| key.starts_with(p.as_str()))
+        {
+            panic!("simulated kill before {key}");
         }
-        let mut wrapped = if self.fail.as_deref() == Some(command.program.as_str()) {
+        let mut wrapped = if self
+            .fail
+            .as_ref()
+            .is_some_and(|f| key.starts_with(f.as_str()))
+        {
             Command::new("sh", &["-c", "echo 'injected failure' >&2; exit 4"])
         } else {
             let mut args = vec!["netns", "exec", &self.ns, &command.program];
@@ -388,6 +436,7 @@ fn iptables_dry_run_apply_idempotence_and_rollback_with_real_traffic() {
     // Dry run: prints the change for both families, changes nothing.
     let dry = whitelist::run(&host, &lab.request(false, false), &catalog).unwrap();
     let text = whitelist::render(&dry);
+    eprintln!("{text}");
     assert!(text.contains("dry run"), "{text}");
     assert!(text.contains("+ 173.245.48.0/20 (cloudflare)"), "{text}");
     assert!(text.contains("+ 2400:cb00::/32 (cloudflare)"), "{text}");
@@ -398,6 +447,7 @@ fn iptables_dry_run_apply_idempotence_and_rollback_with_real_traffic() {
     // Apply: the CDN connects, the other address still cannot.
     let applied = whitelist::run(&host, &lab.request(true, false), &catalog).unwrap();
     let text = whitelist::render(&applied);
+    eprintln!("{text}");
     assert!(applied.succeeded() && applied.applied, "{text}");
     assert!(applied.verification.as_ref().unwrap().ok(), "{text}");
     assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{text}");
@@ -552,4 +602,146 @@ fn a_range_still_blocked_after_apply_rolls_the_change_back() {
     );
     assert!(text.contains("still blocked"), "{text}");
     assert_eq!(lab.rules(), pristine);
+}
+
+#[test]
+fn nftables_auto_detected_apply_dropped_range_idempotence_and_exact_rollback() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let host = lab.host();
+    let pristine = lab.nft_text();
+    assert!(!lab.reaches(CDN4) && !lab.reaches(CDN6));
+
+    let dry = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&dry);
+    assert_eq!(dry.backend, Backend::Nftables, "{text}");
+    assert!(
+        text.contains("add element inet filter oa_cdn_cloudflare_v4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("insert rule inet filter input ip6 saddr @oa_cdn_cloudflare_v6"),
+        "{text}"
+    );
+    assert_eq!(lab.nft_text(), pristine);
+
+    // First apply with an extra range the provider will "drop" later.
+    let first = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog_with_extra("203.0.113.0/24"),
+    )
+    .unwrap();
+    let text = whitelist::render(&first);
+    assert!(first.succeeded() && first.applied, "{text}");
+    assert!(
+        lab.reaches(CDN4) && lab.reaches(CDN6) && lab.reaches(EXTRA4),
+        "{text}"
+    );
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    assert!(lab.nft_text().contains("tcp dport 22 accept"));
+
+    // The list changes: only the dropped range goes, in place (no rule is touched).
+    let second = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&second);
+    assert!(second.succeeded(), "{text}");
+    assert_eq!(second.plans[0].remove.len(), 1, "{text}");
+    assert!(
+        second.plans[0]
+            .script
+            .starts_with("delete element inet filter oa_cdn_cloudflare_v4 { 203.0.113.0/24 }"),
+        "{text}"
+    );
+    assert!(
+        !second.plans.iter().any(|p| p.script.contains("rule")),
+        "{text}"
+    );
+    assert!(!lab.reaches(EXTRA4) && lab.reaches(CDN4));
+    let settled = lab.nft_text();
+
+    // Idempotent.
+    let third = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(
+        third.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&third)
+    );
+    assert_eq!(lab.nft_text(), settled);
+
+    // Rollback undoes the last change (back to the first apply's state), then nothing is left.
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert!(lab.reaches(EXTRA4));
+    assert!(matches!(
+        whitelist::run(
+            &host,
+            &lab.request_for(Backend::Auto, false, true),
+            &CdnCatalog::bundled()
+        ),
+        Err(WhitelistError::NothingToRollBack(_))
+    ));
+}
+
+#[test]
+fn nftables_rollback_restores_the_ruleset_text_exactly_and_failures_change_nothing() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let pristine = lab.nft_text();
+    let catalog = CdnCatalog::bundled();
+    let mut host = lab.host();
+    host.fail = Some("nft -f".into());
+    let failed = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(
+        !failed.succeeded() && !failed.applied,
+        "{}",
+        whitelist::render(&failed)
+    );
+    assert_eq!(lab.nft_text(), pristine);
+
+    host.fail = None;
+    let applied = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(applied.succeeded(), "{}", whitelist::render(&applied));
+    assert_ne!(lab.nft_text(), pristine);
+    assert!(lab.reaches(CDN4));
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, false, true),
+        &catalog,
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.nft_text(), pristine);
+    assert!(!lab.reaches(CDN4));
 }

@@ -5,12 +5,15 @@
 //!   run (dry run, apply, rollback) and the human rendering;
 //! - [`ipt`]: the iptables / ip6tables back end (a dedicated chain jumped to first from INPUT,
 //!   changed with one `iptables-restore --noflush` transaction per family);
+//! - [`nft`]: the nftables back end (per-provider interval sets and an accept rule at the top
+//!   of the input chain that decides, changed with one `nft -f` transaction);
 //! - [`state`]: the apply lock and the saved "before" state in the state directory.
 //!
 //! Every command goes through [`Host::run`], so tests run the real tools inside a network
 //! namespace with a host that prefixes `ip netns exec`.
 
 pub mod ipt;
+pub mod nft;
 pub mod state;
 
 use std::collections::HashSet;
@@ -206,6 +209,8 @@ pub enum WhitelistError {
     UnsupportedOption(&'static str),
     #[error("another whitelist apply is running (lock {lock} is held)")]
     Busy { lock: PathBuf },
+    #[error("no native nftables input chain drops anything: there is nothing to whitelist in nftables (use --backend iptables)")]
+    NoNftChain,
     #[error("nothing to roll back: no saved state in {0}")]
     NothingToRollBack(PathBuf),
     #[error("the saved state was taken with the {0} back end")]
@@ -351,8 +356,7 @@ pub fn run(
     match req.backend {
         Backend::Ufw => return Err(WhitelistError::Unsupported("ufw")),
         Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
-        Backend::Nftables => return Err(WhitelistError::Unsupported("nftables")),
-        Backend::Auto | Backend::Iptables => {}
+        Backend::Auto | Backend::Iptables | Backend::Nftables => {}
     }
     if req.rollback {
         return rollback(host, req);
@@ -360,85 +364,81 @@ pub fn run(
     let ports = checked_ports(&req.ports)?;
     let lists = checked_lists(&req.providers, catalog)?;
     let mode = if req.apply { Mode::Apply } else { Mode::DryRun };
-    let mut out = WhitelistOutcome::new(mode, Backend::Iptables, req, &ports);
-    out.providers = lists.iter().map(|(p, _, _)| *p).collect();
-    if req.backend == Backend::Auto {
-        out.notes.push(
-            "back end: iptables (the agent's chain ORIGIN-AGENT-CDN, jumped to first from INPUT)"
-                .to_string(),
-        );
-    }
     let _lock = if req.apply {
         Some(state::lock(&req.state_dir)?)
     } else {
         None
     };
+    let mut notes = Vec::new();
     if req.apply {
-        recover_interrupted(host, req, &mut out)?;
+        recover_interrupted(host, req, &mut notes)?;
     }
     let before = Saves::read(host)?;
-    out.plans = before.plan(&lists, &ports);
-    for plan in &out.plans {
-        if !plan.is_empty() {
-            out.commands.push(restore_cmd(plan.family, "").key());
-        }
-    }
+    let fw = resolve(req.backend, &before)?;
+    let mut out = WhitelistOutcome::new(mode, fw.backend(), req, &ports);
+    out.notes = notes;
+    out.providers = lists.iter().map(|(p, _, _)| *p).collect();
+    out.notes.push(match &fw {
+        Fw::Ipt => format!(
+            "back end: iptables (the agent's chain {}, jumped to first from INPUT)",
+            ipt::CHAIN
+        ),
+        Fw::Nft(c) => format!(
+            "back end: nftables (sets and rules in the deciding chain {} {} {})",
+            c.family, c.table, c.name
+        ),
+    });
+    out.plans = fw.plan(&before, &lists, &ports);
+    out.commands = fw.commands(&out.plans);
     if !req.apply {
         return Ok(out);
     }
     if out.plans.iter().all(FamilyPlan::is_empty) {
         out.notes
             .push("nothing to change: the firewall already has exactly this whitelist".into());
-        out.verification = Some(verify(host, &before, &before, &lists, &ports));
+        out.verification = Some(verify(host, &fw, &before, &before, &lists, &ports));
         return Ok(out);
     }
     let saved = state::SavedState {
         version: 1,
         taken_at: host.now().to_string(),
-        backend: Backend::Iptables,
+        backend: fw.backend(),
         providers: out.providers.clone(),
         ports: ports.clone(),
         complete: false,
         iptables: before.v4.clone(),
         ip6tables: before.v6.clone(),
-        nft_json: None,
+        nft_json: before.nft.clone(),
+        nft_chain: match &fw {
+            Fw::Nft(c) => Some(c.clone()),
+            Fw::Ipt => None,
+        },
     };
     out.state_file = Some(state::save(&req.state_dir, &saved)?);
 
-    // One transaction per family; a failure undoes the families already changed.
-    let mut done: Vec<Family> = Vec::new();
-    for plan in &out.plans {
-        if plan.is_empty() {
-            continue;
+    if let Err((failure, partial)) = fw.apply(host, &out.plans) {
+        out.failure = Some(failure);
+        if partial {
+            out.rolled_back = Some(fw.restore_to(host, &before, &mut out.notes));
         }
-        if let Err(e) = run_ok(host, &restore_cmd(plan.family, &plan.script)) {
-            out.failure = Some(format!(
-                "{e}; the {} transaction was not applied",
-                plan.family.label()
-            ));
-            if !done.is_empty() {
-                out.rolled_back = Some(restore_to(host, &before, &mut out.notes));
-            } else {
-                out.rolled_back = None;
-            }
-            let _ = state::retire(&req.state_dir);
-            return Ok(out);
+        if let Err(e) = state::retire(&req.state_dir) {
+            out.notes.push(e.to_string());
         }
-        done.push(plan.family);
+        return Ok(out);
     }
     let after = match Saves::read(host) {
         Ok(a) => a,
         Err(e) => {
             out.failure = Some(format!("could not read the firewall after the change: {e}"));
-            out.rolled_back = Some(restore_to(host, &before, &mut out.notes));
+            out.rolled_back = Some(fw.restore_to(host, &before, &mut out.notes));
             return Ok(out);
         }
     };
-    let verification = verify(host, &before, &after, &lists, &ports);
+    let verification = verify(host, &fw, &before, &after, &lists, &ports);
     let ok = verification.ok();
     out.verification = Some(verification);
     if !ok {
-        out.rolled_back = Some(restore_to(host, &before, &mut out.notes));
+        out.rolled_back = Some(fw.restore_to(host, &before, &mut out.notes));
         if let Err(e) = state::retire(&req.state_dir) {
             out.notes.push(e.to_string());
         }
@@ -449,24 +449,45 @@ pub fn run(
     complete.complete = true;
     state::save(&req.state_dir, &complete)?;
     if req.persist {
-        out.persisted = Some(persist(host, &mut out.notes));
+        out.persisted = Some(fw.persist(host, &mut out.notes));
     }
     Ok(out)
 }
 
-/// Both families' `iptables-save` text.
-#[derive(Debug, Clone)]
+/// The firewall as the tools print it: both `iptables-save` texts and `nft -j list ruleset`.
+#[derive(Debug, Clone, Default)]
 struct Saves {
     v4: Option<String>,
     v6: Option<String>,
+    nft: Option<String>,
 }
 
 impl Saves {
     fn read(host: &dyn Host) -> Result<Saves, WhitelistError> {
+        let nft = match host.run(&Command::new("nft", &["-j", "list", "ruleset"])) {
+            Ok(o) if o.success() => Some(o.stdout_text()),
+            Ok(o) => {
+                return Err(WhitelistError::Command {
+                    command: "nft -j list ruleset".into(),
+                    message: o.stderr.trim().to_string(),
+                })
+            }
+            Err(HostError::CommandMissing { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         Ok(Saves {
             v4: read_save(host, Family::V4)?,
             v6: read_save(host, Family::V6)?,
+            nft,
         })
+    }
+
+    fn from_state(s: &state::SavedState) -> Saves {
+        Saves {
+            v4: s.iptables.clone(),
+            v6: s.ip6tables.clone(),
+            nft: s.nft_json.clone(),
+        }
     }
 
     fn get(&self, family: Family) -> Option<&String> {
@@ -476,33 +497,230 @@ impl Saves {
         }
     }
 
-    fn plan(&self, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
-        let mut plans = Vec::new();
-        for family in [Family::V4, Family::V6] {
-            let Some(text) = self.get(family) else {
-                continue;
-            };
-            let wanted: Vec<(Provider, Vec<IpNet>)> = lists
-                .iter()
-                .map(|(p, v4, v6)| {
-                    (
-                        *p,
-                        if family == Family::V4 {
-                            v4.clone()
-                        } else {
-                            v6.clone()
-                        },
-                    )
-                })
-                .collect();
-            plans.push(ipt::plan(family, &ipt::read_state(text), &wanted, ports));
+    fn nft_doc(&self) -> Option<serde_json::Value> {
+        self.nft
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+    }
+
+    /// The nftables tables iptables-nft owns (they show in `iptables-save`).
+    fn iptables_nft_tables(&self) -> HashSet<(String, String)> {
+        let mut skip = HashSet::new();
+        for (fam, nft_family) in [(Family::V4, "ip"), (Family::V6, "ip6")] {
+            if let Some(text) = self.get(fam) {
+                let summary = crate::firewall::iptables::summarize(text);
+                if summary.backend.as_deref() != Some("legacy") {
+                    for t in &summary.tables {
+                        skip.insert((nft_family.to_string(), t.clone()));
+                    }
+                }
+            }
         }
-        plans
+        skip
     }
 }
 
-/// Puts the agent's objects back as they were in `before`; returns what was done, in words.
-fn restore_to(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
+/// The back end resolved, with what it needs.
+#[derive(Debug, Clone)]
+enum Fw {
+    Ipt,
+    Nft(nft::NftChain),
+}
+
+fn resolve(backend: Backend, saves: &Saves) -> Result<Fw, WhitelistError> {
+    let chain = saves
+        .nft_doc()
+        .and_then(|doc| nft::deciding_chain(&doc, &saves.iptables_nft_tables()));
+    match (backend, chain) {
+        (Backend::Nftables, Some(c)) | (Backend::Auto, Some(c)) => Ok(Fw::Nft(c)),
+        (Backend::Nftables, None) => Err(WhitelistError::NoNftChain),
+        _ if saves.v4.is_none() => Err(WhitelistError::Host(HostError::CommandMissing {
+            command: "iptables-save".into(),
+        })),
+        _ => Ok(Fw::Ipt),
+    }
+}
+
+impl Fw {
+    fn backend(&self) -> Backend {
+        match self {
+            Fw::Ipt => Backend::Iptables,
+            Fw::Nft(_) => Backend::Nftables,
+        }
+    }
+
+    fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
+        match self {
+            Fw::Ipt => {
+                let mut plans = Vec::new();
+                for family in [Family::V4, Family::V6] {
+                    let Some(text) = saves.get(family) else {
+                        continue;
+                    };
+                    let wanted: Vec<(Provider, Vec<IpNet>)> = lists
+                        .iter()
+                        .map(|(p, v4, v6)| (*p, if family == Family::V4 { v4 } else { v6 }.clone()))
+                        .collect();
+                    plans.push(ipt::plan(family, &ipt::read_state(text), &wanted, ports));
+                }
+                plans
+            }
+            Fw::Nft(chain) => {
+                let doc = saves.nft_doc().unwrap_or(serde_json::Value::Null);
+                nft::plan(chain, &nft::read_state(&doc, chain), lists, ports)
+            }
+        }
+    }
+
+    fn commands(&self, plans: &[FamilyPlan]) -> Vec<String> {
+        match self {
+            Fw::Ipt => plans
+                .iter()
+                .filter(|p| !p.is_empty())
+                .map(|p| restore_cmd(p.family, "").key())
+                .collect(),
+            Fw::Nft(_) if plans.iter().any(|p| !p.is_empty()) => vec!["nft -f -".to_string()],
+            Fw::Nft(_) => Vec::new(),
+        }
+    }
+
+    /// Applies the plans; on error, the failure and whether part of it was applied.
+    fn apply(&self, host: &dyn Host, plans: &[FamilyPlan]) -> Result<(), (String, bool)> {
+        match self {
+            Fw::Ipt => {
+                let mut done = false;
+                for plan in plans.iter().filter(|p| !p.is_empty()) {
+                    if let Err(e) = run_ok(host, &restore_cmd(plan.family, &plan.script)) {
+                        return Err((
+                            format!(
+                                "{e}; the {} transaction was not applied",
+                                plan.family.label()
+                            ),
+                            done,
+                        ));
+                    }
+                    done = true;
+                }
+                Ok(())
+            }
+            Fw::Nft(_) => {
+                let script: String = plans.iter().map(|p| p.script.as_str()).collect();
+                run_ok(host, &nft_cmd(&script))
+                    .map(drop)
+                    .map_err(|e| (format!("{e}; the transaction was not applied"), false))
+            }
+        }
+    }
+
+    /// Puts the agent's objects back as they were in `before`; returns what was done, in words.
+    fn restore_to(&self, host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
+        match self {
+            Fw::Ipt => restore_ipt(host, before, notes),
+            Fw::Nft(chain) => {
+                let current = match Saves::read(host) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        notes.push(format!("nftables: ROLLBACK FAILED: cannot read: {e}"));
+                        return "NOT restored".into();
+                    }
+                };
+                let (Some(cur), Some(old)) = (current.nft_doc(), before.nft_doc()) else {
+                    notes.push("nftables: ROLLBACK FAILED: no ruleset to compare".into());
+                    return "NOT restored".into();
+                };
+                let Some(script) = nft::restore_script(
+                    chain,
+                    &nft::read_state(&cur, chain),
+                    &nft::read_state(&old, chain),
+                ) else {
+                    return "nothing had changed".into();
+                };
+                match run_ok(host, &nft_cmd(&script)) {
+                    Ok(_) => "nftables restored".into(),
+                    Err(e) => {
+                        notes.push(format!("nftables: ROLLBACK FAILED: {e}"));
+                        "nftables NOT restored".into()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rule-set lines outside the agent's objects that differ between two reads.
+    fn other_changes(&self, before: &Saves, after: &Saves) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut diff = |label: &str, b: Vec<String>, a: Vec<String>| {
+            if a == b {
+                return;
+            }
+            let old: HashSet<&String> = b.iter().collect();
+            let new: HashSet<&String> = a.iter().collect();
+            let n = out.len();
+            for l in b.iter().filter(|l| !new.contains(l)) {
+                out.push(format!("{label}: - {l}"));
+            }
+            for l in a.iter().filter(|l| !old.contains(l)) {
+                out.push(format!("{label}: + {l}"));
+            }
+            if out.len() == n {
+                out.push(format!("{label}: rules reordered"));
+            }
+        };
+        let lines = |t: String| t.lines().map(str::to_string).collect::<Vec<_>>();
+        match self {
+            Fw::Ipt => {
+                for family in [Family::V4, Family::V6] {
+                    if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                        diff(
+                            family.label(),
+                            lines(ipt::without_own(b)),
+                            lines(ipt::without_own(a)),
+                        );
+                    }
+                }
+            }
+            Fw::Nft(chain) => {
+                for family in [Family::V4, Family::V6] {
+                    if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                        diff(
+                            family.label(),
+                            lines(ipt::normalized(b)),
+                            lines(ipt::normalized(a)),
+                        );
+                    }
+                }
+                if let (Some(b), Some(a)) = (before.nft_doc(), after.nft_doc()) {
+                    diff(
+                        "nftables",
+                        nft::without_own(&b, chain),
+                        nft::without_own(&a, chain),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Saves the rule set with the host's own mechanism.
+    fn persist(&self, host: &dyn Host, notes: &mut Vec<String>) -> String {
+        match self {
+            Fw::Ipt => persist_ipt(host, notes),
+            Fw::Nft(_) => {
+                let msg = "not persisted: writing the nftables include is not implemented yet; the change lasts until the ruleset is reloaded".to_string();
+                notes.push(msg.clone());
+                msg
+            }
+        }
+    }
+}
+
+fn nft_cmd(script: &str) -> Command {
+    Command::new("nft", &["-f", "-"])
+        .timeout(Duration::from_secs(60))
+        .stdin(script.as_bytes().to_vec())
+}
+
+fn restore_ipt(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
     let mut done = Vec::new();
     for family in [Family::V4, Family::V6] {
         let Some(saved) = before.get(family) else {
@@ -512,7 +730,10 @@ fn restore_to(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> Strin
             Ok(Some(text)) => text,
             Ok(None) => continue,
             Err(e) => {
-                notes.push(format!("{}: rollback could not read: {e}", family.label()));
+                notes.push(format!(
+                    "{}: ROLLBACK FAILED: cannot read: {e}",
+                    family.label()
+                ));
                 continue;
             }
         };
@@ -535,25 +756,30 @@ fn restore_to(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> Strin
     }
 }
 
+fn fw_of_state(saved: &state::SavedState) -> Result<Fw, WhitelistError> {
+    match (saved.backend, &saved.nft_chain) {
+        (Backend::Iptables, _) => Ok(Fw::Ipt),
+        (Backend::Nftables, Some(c)) => Ok(Fw::Nft(c.clone())),
+        (b, _) => Err(WhitelistError::StateBackend(b.name())),
+    }
+}
+
 /// An apply that was interrupted (killed between saving the state and verifying) is undone
 /// before anything else.
 fn recover_interrupted(
     host: &dyn Host,
     req: &WhitelistRequest,
-    out: &mut WhitelistOutcome,
+    notes: &mut Vec<String>,
 ) -> Result<(), WhitelistError> {
     let Some((path, saved)) = state::load(&req.state_dir)? else {
         return Ok(());
     };
-    if saved.complete || saved.backend != Backend::Iptables {
+    if saved.complete {
         return Ok(());
     }
-    let before = Saves {
-        v4: saved.iptables.clone(),
-        v6: saved.ip6tables.clone(),
-    };
-    let what = restore_to(host, &before, &mut out.notes);
-    out.notes.push(format!(
+    let fw = fw_of_state(&saved)?;
+    let what = fw.restore_to(host, &Saves::from_state(&saved), notes);
+    notes.push(format!(
         "an interrupted apply ({}) was found and undone first: {what}",
         path.display()
     ));
@@ -566,50 +792,62 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
     let Some((path, saved)) = state::load(&req.state_dir)? else {
         return Err(WhitelistError::NothingToRollBack(req.state_dir.clone()));
     };
-    if saved.backend != Backend::Iptables {
-        return Err(WhitelistError::StateBackend(saved.backend.name()));
-    }
+    let fw = fw_of_state(&saved)?;
     let mut out = WhitelistOutcome::new(Mode::Rollback, saved.backend, req, &saved.ports);
     out.providers = saved.providers.clone();
     out.state_file = Some(path);
-    let before = Saves {
-        v4: saved.iptables.clone(),
-        v6: saved.ip6tables.clone(),
-    };
+    let before = Saves::from_state(&saved);
     let current = Saves::read(host)?;
-    for family in [Family::V4, Family::V6] {
-        let (Some(cur), Some(old)) = (current.get(family), before.get(family)) else {
-            continue;
-        };
-        let frag =
-            ipt::restore_fragment(&ipt::read_state(cur), &ipt::read_state(old)).unwrap_or_default();
-        if !frag.is_empty() {
-            out.commands.push(restore_cmd(family, "").key());
+    match &fw {
+        Fw::Ipt => {
+            for family in [Family::V4, Family::V6] {
+                let (Some(cur), Some(old)) = (current.get(family), before.get(family)) else {
+                    continue;
+                };
+                let frag = ipt::restore_fragment(&ipt::read_state(cur), &ipt::read_state(old))
+                    .unwrap_or_default();
+                out.plans.push(FamilyPlan {
+                    family,
+                    add: Vec::new(),
+                    remove: Vec::new(),
+                    unchanged: 0,
+                    structure: vec!["restore the agent's chain and jumps as saved".to_string()],
+                    script: frag,
+                });
+            }
         }
-        out.plans.push(FamilyPlan {
-            family,
-            add: Vec::new(),
-            remove: Vec::new(),
-            unchanged: 0,
-            structure: vec!["restore the agent's chain and jumps as saved".to_string()],
-            script: frag,
-        });
-    }
-    let what = restore_to(host, &before, &mut out.notes);
-    out.notes.push(format!("rollback: {what}"));
-    let after = Saves::read(host)?;
-    for family in [Family::V4, Family::V6] {
-        if let (Some(a), Some(b)) = (after.get(family), before.get(family)) {
-            if ipt::normalized(a) != ipt::normalized(b) {
-                out.notes.push(format!(
-                    "{}: the rule set still differs from the saved one outside the agent's chain (changed by someone else since the apply; left as it is)",
-                    family.label()
-                ));
+        Fw::Nft(chain) => {
+            if let (Some(cur), Some(old)) = (current.nft_doc(), before.nft_doc()) {
+                let script = nft::restore_script(
+                    chain,
+                    &nft::read_state(&cur, chain),
+                    &nft::read_state(&old, chain),
+                )
+                .unwrap_or_default();
+                out.plans.push(FamilyPlan {
+                    family: Family::V4,
+                    add: Vec::new(),
+                    remove: Vec::new(),
+                    unchanged: 0,
+                    structure: vec!["restore the agent's sets and rules as saved".to_string()],
+                    script,
+                });
             }
         }
     }
+    out.commands = fw.commands(&out.plans);
+    let what = fw.restore_to(host, &before, &mut out.notes);
+    out.notes.push(format!("rollback: {what}"));
+    let after = Saves::read(host)?;
+    let changed = fw.other_changes(&before, &after);
+    if !changed.is_empty() {
+        out.notes.push(format!(
+            "the rule set differs from the saved one outside the agent's objects (changed by someone else since the apply; left as it is): {}",
+            changed.join("; ")
+        ));
+    }
     if out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
-        out.failure = Some("the rollback could not restore every family".to_string());
+        out.failure = Some("the rollback could not restore everything".to_string());
     } else {
         out.applied = true;
         state::retire(&req.state_dir)?;
@@ -618,7 +856,7 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
 }
 
 /// The rule sets the evaluator sees for one family: iptables (with ipsets) plus native nftables
-/// tables, when `nft` is there.
+/// tables.
 fn ruleset(host: &dyn Host, family: Family, saves: &Saves, notes: &mut Vec<String>) -> Ruleset {
     let mut rs = Ruleset::new(family);
     let ipsets = host
@@ -627,29 +865,19 @@ fn ruleset(host: &dyn Host, family: Family, saves: &Saves, notes: &mut Vec<Strin
         .filter(|o| o.success())
         .map(|o| crate::firewall::ipset::parse(&o.stdout_text()))
         .unwrap_or_default();
-    let mut skip: HashSet<(String, String)> = HashSet::new();
-    for (fam, nft_family, label) in [
-        (Family::V4, "ip", "iptables"),
-        (Family::V6, "ip6", "ip6tables"),
-    ] {
-        if let Some(text) = saves.get(fam) {
-            let summary = crate::firewall::iptables::summarize(text);
-            if summary.backend.as_deref() != Some("legacy") {
-                for t in &summary.tables {
-                    skip.insert((nft_family.to_string(), t.clone()));
-                }
-            }
-            if fam == family {
-                crate::firewall::iptables::parse_into(&mut rs, text, label, &ipsets);
-            }
-        }
+    if let Some(text) = saves.get(family) {
+        let label = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        crate::firewall::iptables::parse_into(&mut rs, text, label, &ipsets);
     }
-    if let Ok(o) = host.run(&Command::new("nft", &["-j", "list", "ruleset"])) {
-        if o.success() {
-            match crate::firewall::nft::parse(&o.stdout_text()) {
-                Ok(nft) => crate::firewall::nft::compile_into(&mut rs, &nft, &skip),
-                Err(e) => notes.push(format!("nftables not evaluated: {e}")),
+    if let Some(text) = &saves.nft {
+        match crate::firewall::nft::parse(text) {
+            Ok(nft) => {
+                crate::firewall::nft::compile_into(&mut rs, &nft, &saves.iptables_nft_tables())
             }
+            Err(e) => notes.push(format!("nftables not evaluated: {e}")),
         }
     }
     rs
@@ -660,32 +888,18 @@ fn ruleset(host: &dyn Host, family: Family, saves: &Saves, notes: &mut Vec<Strin
 /// nothing to do.
 fn verify(
     host: &dyn Host,
+    fw: &Fw,
     before: &Saves,
     after: &Saves,
     lists: &[ProviderList],
     ports: &[u16],
 ) -> Verification {
-    let mut v = Verification::default();
+    let mut v = Verification {
+        other_changes: fw.other_changes(before, after),
+        ..Verification::default()
+    };
     let mut notes = Vec::new();
     for family in [Family::V4, Family::V6] {
-        let (Some(b), Some(a)) = (before.get(family), after.get(family)) else {
-            continue;
-        };
-        let (b, a) = (ipt::without_own(b), ipt::without_own(a));
-        if a != b {
-            let old: HashSet<&str> = b.lines().collect();
-            let new: HashSet<&str> = a.lines().collect();
-            for l in b.lines().filter(|l| !new.contains(l)) {
-                v.other_changes.push(format!("{}: - {l}", family.label()));
-            }
-            for l in a.lines().filter(|l| !old.contains(l)) {
-                v.other_changes.push(format!("{}: + {l}", family.label()));
-            }
-            if v.other_changes.is_empty() {
-                v.other_changes
-                    .push(format!("{}: rules reordered", family.label()));
-            }
-        }
         let targets = lists
             .iter()
             .fold(AddrSet::empty(family), |acc, (_, v4, v6)| {
@@ -718,7 +932,7 @@ fn verify(
             }
         }
     }
-    for plan in after.plan(lists, ports) {
+    for plan in fw.plan(after, lists, ports) {
         if !plan.is_empty() {
             v.left_to_do.push(format!(
                 "{}: {} to add, {} to remove, {}",
@@ -733,8 +947,8 @@ fn verify(
     v
 }
 
-/// Saves the rule set with the host's own mechanism (netfilter-persistent).
-fn persist(host: &dyn Host, notes: &mut Vec<String>) -> String {
+/// Saves the iptables rule set with netfilter-persistent.
+fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
     let tool = "/usr/sbin/netfilter-persistent";
     if host.metadata(std::path::Path::new(tool)).is_err() {
         let msg = "not persisted: netfilter-persistent is not installed (apt install iptables-persistent), the change lasts until reboot".to_string();
@@ -774,10 +988,14 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
         ports.join(",")
     );
     for plan in &outcome.plans {
+        let label = match (outcome.mode, outcome.backend) {
+            (Mode::Rollback, Backend::Nftables) => "nftables",
+            _ => plan.family.label(),
+        };
         let _ = writeln!(
             s,
             "\n{}: {} to add, {} to remove, {} unchanged",
-            plan.family.label(),
+            label,
             plan.add.len(),
             plan.remove.len(),
             plan.unchanged
@@ -794,14 +1012,18 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
         if plan.is_empty() {
             let _ = writeln!(s, "  nothing to change");
         } else {
-            let cmd = match plan.family {
-                Family::V4 => "iptables-restore",
-                Family::V6 => "ip6tables-restore",
+            let cmd = match (outcome.backend, plan.family) {
+                (Backend::Nftables, _) => {
+                    "part of one transaction for both families: nft -f - <<'EOF'".to_string()
+                }
+                (_, Family::V4) => format!(
+                    "one transaction: iptables-restore -w {XTABLES_WAIT_SECS} --noflush <<'EOF'"
+                ),
+                (_, Family::V6) => format!(
+                    "one transaction: ip6tables-restore -w {XTABLES_WAIT_SECS} --noflush <<'EOF'"
+                ),
             };
-            let _ = writeln!(
-                s,
-                "  one transaction: {cmd} -w {XTABLES_WAIT_SECS} --noflush <<'EOF'"
-            );
+            let _ = writeln!(s, "  {cmd}");
             for line in plan.script.lines() {
                 let _ = writeln!(s, "    {line}");
             }

@@ -79,6 +79,9 @@ pub struct SavedState {
     pub ip6tables: Option<String>,
     /// `nft -j list ruleset`, when nftables is the back end.
     pub nft_json: Option<String>,
+    /// The nftables chain the agent's rules went into.
+    #[serde(default)]
+    pub nft_chain: Option<super::nft::NftChain>,
 }
 
 /// Writes the state atomically; returns its path.
@@ -173,6 +176,7 @@ mod tests {
             iptables: Some("*filter\nCOMMIT\n".into()),
             ip6tables: None,
             nft_json: None,
+            nft_chain: None,
         };
         save(dir.path(), &st).unwrap();
         let (_, back) = load(dir.path()).unwrap().unwrap();
