@@ -85,6 +85,8 @@ struct Lab {
     origin: String,
     server: Option<Child>,
     state: tempfile::TempDir,
+    /// `/etc/netns/ORIGIN`: `ip netns exec` mounts its entries over /etc (ufw's own files).
+    etc: Option<PathBuf>,
 }
 
 impl Drop for Lab {
@@ -95,6 +97,10 @@ impl Drop for Lab {
         }
         let _ = sh(&["ip", "netns", "del", &self.edge]);
         let _ = sh(&["ip", "netns", "del", &self.origin]);
+        if let Some(etc) = self.etc.take() {
+            let _ = std::fs::remove_dir_all(etc);
+            let _ = std::fs::remove_dir("/etc/netns"); // only when empty
+        }
     }
 }
 
@@ -107,6 +113,7 @@ impl Lab {
             origin: format!("oa-wl-origin-{id}"),
             server: None,
             state: tempfile::tempdir().unwrap(),
+            etc: None,
         };
         ok(&["ip", "netns", "add", &lab.edge]);
         ok(&["ip", "netns", "add", &lab.origin]);
@@ -270,6 +277,22 @@ impl Lab {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The origin firewalled by ufw (default deny incoming, SSH allowed), with ufw's files
+    /// copied to /etc/netns/ORIGIN/ufw so the machine's own /etc/ufw is never touched.
+    fn ufw_enabled(&mut self) -> bool {
+        if !Path::new("/usr/sbin/ufw").exists() || !Path::new("/etc/ufw").is_dir() {
+            return false;
+        }
+        let etc = PathBuf::from("/etc/netns").join(&self.origin);
+        std::fs::create_dir_all(&etc).unwrap();
+        self.etc = Some(etc.clone());
+        ok(&["cp", "-a", "/etc/ufw", etc.join("ufw").to_str().unwrap()]);
+        self.origin_exec(&["ufw", "default", "deny", "incoming"]);
+        self.origin_exec(&["ufw", "allow", "22/tcp"]);
+        self.origin_exec(&["ufw", "--force", "enable"]);
+        true
     }
 
     fn nft_text(&self) -> String {
@@ -743,5 +766,58 @@ fn nftables_rollback_restores_the_ruleset_text_exactly_and_failures_change_nothi
     .unwrap();
     assert!(back.succeeded(), "{}", whitelist::render(&back));
     assert_eq!(lab.nft_text(), pristine);
+    assert!(!lab.reaches(CDN4));
+}
+
+#[test]
+fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let catalog = CdnCatalog::bundled();
+    let pristine = lab.rules();
+    let ufw_status = lab.origin_exec(&["ufw", "status", "verbose"]);
+    assert!(!lab.reaches(CDN4) && !lab.reaches(CDN6));
+
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog,
+    )
+    .unwrap();
+    let text = whitelist::render(&out);
+    assert_eq!(out.backend, Backend::Iptables, "{text}");
+    assert!(out.succeeded() && out.applied, "{text}");
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{text}");
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    // ufw's own rules and state are untouched.
+    assert_eq!(lab.origin_exec(&["ufw", "status", "verbose"]), ufw_status);
+
+    lab.origin_exec(&["ufw", "reload"]);
+    assert!(lab.reaches(CDN4), "the allow is lost after `ufw reload`");
+    let again = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(
+        again.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&again)
+    );
+
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, true),
+        &catalog,
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.rules(), pristine);
     assert!(!lab.reaches(CDN4));
 }

@@ -331,9 +331,8 @@ fn run_ok(host: &dyn Host, cmd: &Command) -> Result<String, WhitelistError> {
 fn read_save(host: &dyn Host, family: Family) -> Result<Option<String>, WhitelistError> {
     match run_ok(host, &save_cmd(family)) {
         Ok(text) => Ok(Some(text)),
-        Err(WhitelistError::Host(HostError::CommandMissing { .. })) if family == Family::V6 => {
-            Ok(None)
-        }
+        // No ip6tables, or IPv6 disabled in the kernel: the IPv6 family is left out.
+        Err(_) if family == Family::V6 => Ok(None),
         Err(e) => Err(e),
     }
 }
