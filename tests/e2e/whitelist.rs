@@ -369,6 +369,7 @@ impl Lab {
             fail2ban: false,
             nginx_real_ip: false,
             state_dir: self.state.path().to_path_buf(),
+            ..WhitelistRequest::default()
         }
     }
 }
@@ -820,4 +821,201 @@ fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
     assert!(back.succeeded(), "{}", whitelist::render(&back));
     assert_eq!(lab.rules(), pristine);
     assert!(!lab.reaches(CDN4));
+}
+
+/// nginx inside the origin namespace on 10.77.0.2:8080, configured in a temp dir, logging only
+/// `$remote_addr`; `http_extra` goes into `http {}`, `events_include` puts the conf.d include in
+/// `events {}` (where `set_real_ip_from` is not allowed) instead of `http {}`.
+struct Nginx {
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl Nginx {
+    fn start(lab: &Lab, http_extra: &str, events_include: bool) -> Option<Nginx> {
+        if !Path::new("/usr/sbin/nginx").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        let (ev, ht) = if events_include {
+            (format!("include {d}/conf.d/*.conf;"), String::new())
+        } else {
+            (String::new(), format!("include {d}/conf.d/*.conf;"))
+        };
+        let conf = format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ {ev} }}\nhttp {{\n  log_format ra '$remote_addr';\n  access_log {d}/access.log ra;\n  {http_extra}\n  {ht}\n  server {{ listen {ORIGIN4}:8080; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let n = Nginx {
+            dir,
+            ns: lab.origin.clone(),
+        };
+        lab.origin_exec(&["nginx", "-c", &n.conf(), "-p", &d]);
+        Some(n)
+    }
+
+    fn conf(&self) -> String {
+        self.dir.path().join("nginx.conf").display().to_string()
+    }
+
+    fn include(&self) -> PathBuf {
+        self.dir.path().join("conf.d/origin-agent-real-ip.conf")
+    }
+
+    /// The client address nginx logs for a request from `from` claiming `visitor`.
+    fn logged_client(&self, lab: &Lab, from: &str, visitor: &str) -> Option<String> {
+        let log = self.dir.path().join("access.log");
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let ok = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.edge,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "2",
+            "--interface",
+            from,
+            "-H",
+            &format!("CF-Connecting-IP: {visitor}"),
+            &format!("http://{ORIGIN4}:8080/"),
+        ])
+        .status
+        .success();
+        if !ok {
+            return None;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().nth(before).map(str::to_string)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("nginx.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = &self.ns;
+    }
+}
+
+#[test]
+fn nginx_real_ip_include_is_tested_then_reloaded_and_only_cdn_ranges_are_trusted() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let Some(nginx) = Nginx::start(&lab, "", false) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    // A rule of the operator's own lets the non-CDN address reach nginx too.
+    lab.origin_exec(&[
+        "iptables", "-A", "INPUT", "-s", OTHER4, "-p", "tcp", "--dport", "8080", "-j", "ACCEPT",
+    ]);
+    assert_eq!(
+        nginx.logged_client(&lab, CDN4, "192.0.2.33"),
+        None,
+        "blocked before"
+    );
+    let mut req = lab.request(true, false);
+    req.ports = vec![8080];
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+
+    let dry = whitelist::run(
+        &lab.host(),
+        &WhitelistRequest {
+            apply: false,
+            ..req.clone()
+        },
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(whitelist::render(&dry).contains("set_real_ip_from 173.245.48.0/20;"));
+    assert!(!nginx.include().exists());
+
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(out.succeeded() && r.tested && r.reloaded, "{text}");
+    // nginx reloads asynchronously: give the new workers a moment (bounded).
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        seen = nginx.logged_client(&lab, CDN4, "192.0.2.33");
+        if seen.as_deref() == Some("192.0.2.33") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen.as_deref(), Some("192.0.2.33"), "{text}");
+    // A visitor outside the CDN cannot claim another address.
+    assert_eq!(
+        nginx.logged_client(&lab, OTHER4, "192.0.2.33").as_deref(),
+        Some(OTHER4)
+    );
+}
+
+#[test]
+fn nginx_real_ip_include_failing_nginx_t_is_put_back_and_nothing_reloads() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    let Some(nginx) = Nginx::start(&lab, "", true) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    let mut req = lab.request(true, false);
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(!out.succeeded() && !r.tested && !r.reloaded, "{text}");
+    assert!(
+        r.error.as_deref().unwrap().contains("nginx -t failed"),
+        "{text}"
+    );
+    assert!(!nginx.include().exists(), "the include was not put back");
+    assert_eq!(
+        nginx.logged_client(&lab, CDN4, "192.0.2.33").as_deref(),
+        Some(CDN4)
+    );
+}
+
+#[test]
+fn nginx_real_ip_keeps_an_existing_real_ip_header() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    let Some(nginx) = Nginx::start(&lab, "real_ip_header X-Real-IP;", false) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    let mut req = lab.request(true, false);
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(out.succeeded() && r.tested && r.reloaded, "{text}");
+    let written = std::fs::read_to_string(nginx.include()).unwrap();
+    assert!(
+        written.contains("set_real_ip_from 173.245.48.0/20;")
+            && !written.contains("real_ip_header")
+    );
 }

@@ -309,6 +309,39 @@ pub fn without_own(save: &str) -> String {
         out.push_str(strip_counters(line));
         out.push('\n');
     }
+    drop_empty_tables(&out)
+}
+
+/// Leaves out tables that hold nothing but built-in chains with an ACCEPT policy: creating the
+/// agent's chain on a host without any rule makes iptables-nft create an empty filter table,
+/// which changes nothing for any packet.
+fn drop_empty_tables(text: &str) -> String {
+    let mut out = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('*') {
+            block.clear();
+        }
+        block.push(line);
+        if line == "COMMIT" {
+            let empty = block.iter().all(|l| {
+                l.starts_with('*')
+                    || *l == "COMMIT"
+                    || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("ACCEPT"))
+            });
+            if !empty {
+                for l in &block {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            block.clear();
+        }
+    }
+    for l in &block {
+        out.push_str(l);
+        out.push('\n');
+    }
     out
 }
 
@@ -491,6 +524,13 @@ COMMIT
         assert_eq!(
             strip_counters("[3:180] -A INPUT -j DROP"),
             "-A INPUT -j DROP"
+        );
+        // An empty filter table created for the agent's chain is no change.
+        let created = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:ORIGIN-AGENT-CDN - [0:0]\n-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN\nCOMMIT\n";
+        assert_eq!(without_own(created), without_own(""));
+        assert_ne!(
+            without_own(&created.replace(":INPUT ACCEPT", ":INPUT DROP")),
+            without_own("")
         );
     }
 }

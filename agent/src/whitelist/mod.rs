@@ -7,6 +7,7 @@
 //!   changed with one `iptables-restore --noflush` transaction per family);
 //! - [`nft`]: the nftables back end (per-provider interval sets and an accept rule at the top
 //!   of the input chain that decides, changed with one `nft -f` transaction);
+//! - [`realip`]: `--nginx-real-ip`, the `set_real_ip_from` include checked with `nginx -t`;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory.
 //!
 //! Every command goes through [`Host::run`], so tests run the real tools inside a network
@@ -14,6 +15,7 @@
 
 pub mod ipt;
 pub mod nft;
+pub mod realip;
 pub mod state;
 
 use std::collections::HashSet;
@@ -79,6 +81,28 @@ pub struct WhitelistRequest {
     pub fail2ban: bool,
     pub nginx_real_ip: bool,
     pub state_dir: PathBuf,
+    /// The nginx main configuration for `nginx -c` (`None`: nginx's compiled-in default).
+    pub nginx_conf: Option<PathBuf>,
+    /// Where `--nginx-real-ip` writes its include (`None`: [`realip::DEFAULT_INCLUDE`]).
+    pub nginx_include: Option<PathBuf>,
+}
+
+impl Default for WhitelistRequest {
+    fn default() -> Self {
+        WhitelistRequest {
+            providers: Vec::new(),
+            ports: Vec::new(),
+            backend: Backend::Auto,
+            apply: false,
+            rollback: false,
+            persist: false,
+            fail2ban: false,
+            nginx_real_ip: false,
+            state_dir: PathBuf::from("/var/lib/origin-agent"),
+            nginx_conf: None,
+            nginx_include: None,
+        }
+    }
 }
 
 /// One range added or removed.
@@ -158,13 +182,17 @@ pub struct WhitelistOutcome {
     pub state_file: Option<PathBuf>,
     /// The persistence mechanism used (`--persist`).
     pub persisted: Option<String>,
+    /// `--nginx-real-ip`: the include written (or planned), its test and reload.
+    pub real_ip: Option<realip::RealIpOutcome>,
     pub notes: Vec<String>,
 }
 
 impl WhitelistOutcome {
     /// True when the run did what was asked (a dry run always does).
     pub fn succeeded(&self) -> bool {
-        self.failure.is_none() && self.rolled_back.is_none()
+        self.failure.is_none()
+            && self.rolled_back.is_none()
+            && self.real_ip.as_ref().is_none_or(|r| r.error.is_none())
     }
 
     fn new(mode: Mode, backend: Backend, req: &WhitelistRequest, ports: &[u16]) -> Self {
@@ -181,6 +209,7 @@ impl WhitelistOutcome {
             failure: None,
             state_file: None,
             persisted: None,
+            real_ip: None,
             notes: Vec::new(),
         }
     }
@@ -349,19 +378,53 @@ pub fn run(
     if req.fail2ban {
         return Err(WhitelistError::UnsupportedOption("--fail2ban"));
     }
-    if req.nginx_real_ip {
-        return Err(WhitelistError::UnsupportedOption("--nginx-real-ip"));
-    }
     match req.backend {
         Backend::Ufw => return Err(WhitelistError::Unsupported("ufw")),
         Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
         Backend::Auto | Backend::Iptables | Backend::Nftables => {}
     }
     if req.rollback {
-        return rollback(host, req);
+        let mut out = rollback(host, req)?;
+        if req.nginx_real_ip {
+            out.notes
+                .push("--rollback does not touch the nginx real-ip include".to_string());
+        }
+        return Ok(out);
     }
     let ports = checked_ports(&req.ports)?;
     let lists = checked_lists(&req.providers, catalog)?;
+    let mut out = firewall(host, req, &lists, &ports)?;
+    if req.nginx_real_ip {
+        let path = req
+            .nginx_include
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(realip::DEFAULT_INCLUDE));
+        if out.succeeded() {
+            out.real_ip = Some(realip::run(
+                host,
+                &lists,
+                &path,
+                req.nginx_conf.as_deref(),
+                req.apply,
+            ));
+        } else {
+            out.notes.push(
+                "the nginx real-ip include was left alone because the firewall change failed"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The firewall part of a dry run or an apply.
+fn firewall(
+    host: &dyn Host,
+    req: &WhitelistRequest,
+    lists: &[ProviderList],
+    ports: &[u16],
+) -> Result<WhitelistOutcome, WhitelistError> {
+    let (lists, ports) = (lists.to_vec(), ports.to_vec());
     let mode = if req.apply { Mode::Apply } else { Mode::DryRun };
     let _lock = if req.apply {
         Some(state::lock(&req.state_dir)?)
@@ -1073,6 +1136,37 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
     }
     if let Some(p) = &outcome.persisted {
         let _ = writeln!(s, "persistence: {p}");
+    }
+    if let Some(r) = &outcome.real_ip {
+        let _ = writeln!(s, "\nnginx real IP: {}", r.path.display());
+        if r.unchanged {
+            let _ = writeln!(s, "  already up to date");
+        } else if outcome.mode == Mode::DryRun {
+            let _ = writeln!(
+                s,
+                "  would write (then `nginx -t`, and reload only if it passes):"
+            );
+            for line in r.text.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "  written; nginx -t {}; {}",
+                if r.tested { "passed" } else { "FAILED" },
+                if r.reloaded {
+                    "nginx reloaded"
+                } else {
+                    "nginx NOT reloaded"
+                }
+            );
+        }
+        if let Some(e) = &r.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        for n in &r.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
     }
     for n in &outcome.notes {
         let _ = writeln!(s, "note: {n}");
