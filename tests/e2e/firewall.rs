@@ -166,6 +166,7 @@ impl Host for NsHost<'_> {
             program: "ip".into(),
             args,
             timeout: command.timeout,
+            stdin: command.stdin.clone(),
         };
         LiveHost.run(&cmd)
     }

@@ -7,3 +7,4 @@ mod firewall;
 pub mod lab;
 pub mod scenarios;
 pub mod stack;
+mod whitelist;
