@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod incident;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline;
 pub mod systemd;
 pub mod tail;
 

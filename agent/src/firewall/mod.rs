@@ -1087,11 +1087,16 @@ pub fn audit_for(
     let providers: Vec<Provider> = match &config.cdn_providers {
         Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
         None => {
-            let detected = crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            let detected =
+                crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
             if !detected.is_empty() {
-                let why: Vec<String> = detected.iter().map(|(p, why)| format!("{p}: {why}")).collect();
+                let why: Vec<String> = detected
+                    .iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect();
                 checks.push(
-                    Check::ok("cdn.detected", Area::Cdn, "CDN in front of this origin").detail(why.join("; ")),
+                    Check::ok("cdn.detected", Area::Cdn, "CDN in front of this origin")
+                        .detail(why.join("; ")),
                 );
             }
             detected.into_iter().map(|(p, _)| p).collect()
@@ -1102,7 +1107,11 @@ pub fn audit_for(
         None => {
             let mut ports = vec![80, 443];
             if let Some(n) = nginx {
-                ports.extend(n.servers.iter().flat_map(|s| s.listens.iter().filter_map(|l| l.port)));
+                ports.extend(
+                    n.servers
+                        .iter()
+                        .flat_map(|s| s.listens.iter().filter_map(|l| l.port)),
+                );
             }
             ports.sort_unstable();
             ports.dedup();
