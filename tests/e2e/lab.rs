@@ -125,6 +125,10 @@ pub struct LabOptions {
     pub fastcgi_read_timeout: u32,
     /// nginx `fastcgi_buffer_size` (e.g. "4k").
     pub fastcgi_buffer_size: String,
+    /// nginx `worker_connections` (each proxied request takes two: client and upstream).
+    pub worker_connections: u32,
+    /// nginx `worker_rlimit_nofile`; `None` leaves the limit alone.
+    pub worker_rlimit_nofile: Option<u32>,
     /// Start MariaDB too.
     pub mariadb: bool,
     /// MariaDB `--max-connections`.
@@ -145,6 +149,8 @@ impl Default for LabOptions {
             php_error_log: false,
             fastcgi_read_timeout: 30,
             fastcgi_buffer_size: "4k".into(),
+            worker_connections: 512,
+            worker_rlimit_nofile: None,
             mariadb: false,
             mariadb_max_connections: 20,
         }
@@ -188,6 +194,7 @@ pub struct Lab {
     port: u16,
     refused_port: u16,
     refused_port2: u16,
+    dns_port: u16,
     mariadb_port: u16,
     nginx: Option<Child>,
     php_fpm: Option<Child>,
@@ -231,6 +238,15 @@ fn free_ports<const N: usize>() -> Result<[u16; N], LabError> {
         held.push(l);
     }
     Ok(ports)
+}
+
+/// A free UDP port on 127.0.0.1 (for a resolver address where nothing answers).
+fn free_udp_port() -> Result<u16, LabError> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| failed(format!("bind udp 127.0.0.1:0: {e}")))?;
+    s.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| failed(format!("local_addr: {e}")))
 }
 
 /// The last `max` bytes of a file (lossy UTF-8), or a note that it cannot be read.
@@ -313,11 +329,13 @@ impl Lab {
             .tempdir()
             .map_err(|e| failed(format!("temp dir: {e}")))?;
         let [port, refused_port, refused_port2, mariadb_port] = free_ports::<4>()?;
+        let dns_port = free_udp_port()?;
         let mut lab = Lab {
             opts,
             port,
             refused_port,
             refused_port2,
+            dns_port,
             mariadb_port,
             dir,
             nginx: None,
@@ -471,9 +489,9 @@ user www-data;
 worker_processes 1;
 pid {pid};
 error_log {error_log} warn;
-
+{rlimit}
 events {{
-    worker_connections 512;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -520,6 +538,15 @@ http {{
             fastcgi_pass 127.0.0.1:{refused};
         }}
 
+        # A variable upstream name, resolved at request time by a resolver where nothing
+        # answers: "could not be resolved (110: Operation timed out)".
+        location ^~ /dns/ {{
+            resolver 127.0.0.1:{dns_port} ipv6=off;
+            resolver_timeout 1s;
+            set $lab_backend backend.example.invalid;
+            proxy_pass http://$lab_backend:8080;
+        }}
+
         # An upstream group whose two servers refuse: after one failed try of each, every
         # request gets "no live upstreams" (a group of one server is never marked failed).
         location ^~ /nolive/ {{
@@ -535,6 +562,12 @@ http {{
             tmp = tmp.display(),
             refused = self.refused_port,
             refused2 = self.refused_port2,
+            dns_port = self.dns_port,
+            worker_connections = o.worker_connections,
+            rlimit = o
+                .worker_rlimit_nofile
+                .map(|n| format!("worker_rlimit_nofile {n};\n"))
+                .unwrap_or_default(),
             port = self.port,
             www = d.join("www").display(),
             read_timeout = o.fastcgi_read_timeout,
@@ -766,6 +799,10 @@ http {{
     /// listens there).
     pub fn refused_port(&self) -> u16 {
         self.refused_port
+    }
+    /// The UDP port of the `/dns/` location's resolver (nothing answers there).
+    pub fn dns_port(&self) -> u16 {
+        self.dns_port
     }
     /// The second server of the `php_backend` upstream (nothing listens there either).
     pub fn refused_port2(&self) -> u16 {

@@ -95,6 +95,11 @@ pub const ALL: &[Scenario] = &[
         run: pool_exhausted,
     },
     Scenario {
+        name: "pool_queue_timeout",
+        options: pool_queue_timeout_options,
+        run: pool_queue_timeout,
+    },
+    Scenario {
         name: "read_timeout",
         options: read_timeout_options,
         run: read_timeout,
@@ -118,6 +123,21 @@ pub const ALL: &[Scenario] = &[
         name: "too_big_header",
         options: LabOptions::default,
         run: too_big_header,
+    },
+    Scenario {
+        name: "upstream_unresolvable",
+        options: LabOptions::default,
+        run: upstream_unresolvable,
+    },
+    Scenario {
+        name: "nginx_worker_connections",
+        options: nginx_worker_connections_options,
+        run: nginx_worker_connections,
+    },
+    Scenario {
+        name: "nginx_fd_exhausted",
+        options: nginx_fd_exhausted_options,
+        run: nginx_fd_exhausted,
     },
     Scenario {
         name: "plugin_fatal_error",
@@ -324,6 +344,26 @@ pub fn pool_exhausted(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
     Ok(r.finish("pool_exhausted", Some(CauseId::UpstreamSaturated)))
 }
 
+/// One worker, PHP-FPM's default backlog (511), `fastcgi_read_timeout 3s`.
+pub fn pool_queue_timeout_options() -> LabOptions {
+    LabOptions {
+        pm: Pm::Dynamic,
+        max_children: 1,
+        fastcgi_read_timeout: 3,
+        ..LabOptions::default()
+    }
+}
+
+/// 4 concurrent 2 s requests against one worker with a roomy backlog: no errno 11, the first is
+/// served (200) and the queued ones wait past the 3 s read timeout → 504 `upstream timed out
+/// (110…)`, with `server reached pm.max_children setting (1)`: saturation seen as timeouts.
+pub fn pool_queue_timeout(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 4, 4);
+    r.wait_php_fpm("server reached");
+    Ok(r.finish("pool_queue_timeout", Some(CauseId::UpstreamSaturated)))
+}
+
 /// `fastcgi_read_timeout 2s`.
 pub fn read_timeout_options() -> LabOptions {
     LabOptions {
@@ -387,6 +427,53 @@ pub fn too_big_header(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
         r.get("/bigheader.php");
     }
     Ok(r.finish("too_big_header", Some(CauseId::UpstreamBadResponse)))
+}
+
+/// A variable `proxy_pass` host resolved at request time by a resolver where nothing answers →
+/// `backend.example.invalid could not be resolved (110: Operation timed out)` → 502 after 1 s.
+pub fn upstream_unresolvable(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    for _ in 0..2 {
+        r.get("/dns/");
+    }
+    Ok(r.finish("upstream_unresolvable", Some(CauseId::UpstreamUnresolvable)))
+}
+
+/// nginx `worker_connections 8`.
+pub fn nginx_worker_connections_options() -> LabOptions {
+    LabOptions {
+        worker_connections: 8,
+        ..LabOptions::default()
+    }
+}
+
+/// 6 concurrent 2 s requests through nginx with 8 worker connections (listener + client +
+/// upstream per request): nginx logs `8 worker_connections are not enough` and drops the
+/// connections it cannot hold (no answer: status 0, no access-log line).
+pub fn nginx_worker_connections(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 6, 6);
+    Ok(r.finish(
+        "nginx_worker_connections",
+        Some(CauseId::NetWorkerConnections),
+    ))
+}
+
+/// nginx `worker_rlimit_nofile 16`.
+pub fn nginx_fd_exhausted_options() -> LabOptions {
+    LabOptions {
+        worker_rlimit_nofile: Some(16),
+        ..LabOptions::default()
+    }
+}
+
+/// 10 concurrent 2 s requests through an nginx worker limited to 16 fds: `socket() failed (24:
+/// Too many open files) while connecting to upstream` → 500, and, depending on timing,
+/// `accept4() failed (24: …)` (those connections wait in the kernel and are served later).
+pub fn nginx_fd_exhausted(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 10, 10);
+    Ok(r.finish("nginx_fd_exhausted", Some(CauseId::HostFdExhausted)))
 }
 
 /// A fatal error in `wp-content/plugins/acme-slider` → 500 (not 502), seen by nginx as
@@ -564,13 +651,16 @@ mod tests {
             out.logs.mariadb,
         );
         assert!(!out.requests.is_empty());
-        assert!(
-            !out.statuses().contains(&0),
-            "a request got no answer: {:?}",
-            out.statuses()
-        );
+        // Only dropped connections (nginx out of worker connections) go unanswered and unlogged.
+        if name != "nginx_worker_connections" {
+            assert!(
+                !out.statuses().contains(&0),
+                "a request got no answer: {:?}",
+                out.statuses()
+            );
+        }
         let mut logged = access_statuses(&out.logs.access);
-        let mut sent = out.statuses();
+        let mut sent: Vec<u16> = out.statuses().into_iter().filter(|s| *s != 0).collect();
         logged.sort_unstable();
         sent.sort_unstable();
         assert_eq!(logged, sent, "access log statuses vs client statuses");
@@ -737,6 +827,86 @@ mod tests {
             out.logs.php_fpm
         );
         assert_eq!(count(&out.logs.access, r#"" 502 157 ""#), n502);
+    }
+
+    #[test]
+    fn pool_queue_timeout_gives_504_and_max_children() {
+        let Some((lab, out)) = run_named("pool_queue_timeout") else {
+            return;
+        };
+        assert_eq!(out.count(200), 1, "{:?}", out.statuses());
+        assert_eq!(out.count(504), 3, "{:?}", out.statuses());
+        let needle = format!(
+            "upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: example.com, request: \"GET /sleep.php?s=2 HTTP/1.1\", upstream: \"fastcgi://unix:{}\"",
+            sock(&lab)
+        );
+        assert_eq!(count(&out.logs.error, &needle), 3, "{}", out.logs.error);
+        assert!(!out.logs.error.contains("(11: "));
+        assert!(
+            out.logs
+                .php_fpm
+                .contains("server reached pm.max_children setting (1)"),
+            "{}",
+            out.logs.php_fpm
+        );
+    }
+
+    #[test]
+    fn upstream_unresolvable_gives_502_without_upstream_field() {
+        let Some((_lab, out)) = run_named("upstream_unresolvable") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![502; 2]);
+        let needle = "backend.example.invalid could not be resolved (110: Operation timed out), client: 127.0.0.1, server: example.com, request: \"GET /dns/ HTTP/1.1\", host: ";
+        assert_eq!(count(&out.logs.error, needle), 2, "{}", out.logs.error);
+        assert_eq!(count(&out.logs.access, r#"ua="-" us="-" urt="-""#), 2);
+    }
+
+    #[test]
+    fn nginx_worker_connections_drops_connections() {
+        let Some((_lab, out)) = run_named("nginx_worker_connections") else {
+            return;
+        };
+        assert!(out.count(0) >= 1, "{:?}", out.statuses());
+        assert_eq!(out.count(0) + out.count(200), 6, "{:?}", out.statuses());
+        assert!(
+            out.logs.error.contains("[alert]")
+                && out
+                    .logs
+                    .error
+                    .contains("8 worker_connections are not enough"),
+            "{}",
+            out.logs.error
+        );
+    }
+
+    #[test]
+    fn nginx_fd_exhausted_gives_500_and_errno_24() {
+        let Some((_lab, out)) = run_named("nginx_fd_exhausted") else {
+            return;
+        };
+        let n500 = out.count(500);
+        assert!(n500 >= 1, "{:?}", out.statuses());
+        assert_eq!(n500 + out.count(200), 10, "{:?}", out.statuses());
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "socket() failed (24: Too many open files) while connecting to upstream"
+            ),
+            n500,
+            "{}",
+            out.logs.error
+        );
+        // accept4() fails too when the timing puts the fd limit on a new client (not always):
+        // then the kernel keeps the connection until a later accept, with no access-log line.
+        for line in out.logs.error.lines().filter(|l| l.contains("accept4()")) {
+            assert!(
+                line.contains("[crit]") && line.contains("accept4() failed (24: "),
+                "{line}"
+            );
+        }
+        assert_eq!(count(&out.logs.access, r#"" 500 177 ""#), n500);
+        assert!(!out.statuses().contains(&502));
     }
 
     #[test]
