@@ -343,13 +343,22 @@ impl Lab {
             mariadb: None,
             _lock: lock,
         };
-        lab.prepare_dir(www_uid, www_gid)?;
-        lab.start_php_fpm()?;
-        if lab.opts.mariadb {
-            lab.start_mariadb()?;
+        let started = lab.prepare_dir(www_uid, www_gid).and_then(|()| {
+            lab.start_php_fpm()?;
+            if lab.opts.mariadb {
+                lab.start_mariadb()?;
+            }
+            lab.start_nginx()
+        });
+        match started {
+            Ok(()) => Ok(lab),
+            // Dropping `lab` stops what did start and removes the dir.
+            Err(LabError::Failed(msg)) => Err(failed(format!(
+                "{msg}\n(lab dir {}, removed)",
+                lab.dir().display()
+            ))),
+            Err(e) => Err(e),
         }
-        lab.start_nginx()?;
-        Ok(lab)
     }
 
     fn prepare_dir(&self, www_uid: u32, www_gid: u32) -> Result<(), LabError> {
@@ -606,12 +615,20 @@ http {{
         let child = self.spawn("php-fpm", "php-fpm8.2", &["-F", "-y", &conf])?;
         self.php_fpm = Some(child);
         let sock = self.socket();
-        let ok = wait_until(READY_TIMEOUT, || UnixStream::connect(&sock).is_ok());
-        if !ok {
+        let mut exited = false;
+        let ok = wait_until(READY_TIMEOUT, || {
+            exited = self
+                .php_fpm
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || UnixStream::connect(&sock).is_ok()
+        });
+        if !ok || exited {
             return Err(failed(format!(
-                "php-fpm did not listen on {} within {:?}\n--- php-fpm.log ---\n{}\n--- stderr ---\n{}",
+                "php-fpm did not listen on {} within {:?}{}\n--- php-fpm.log ---\n{}\n--- stderr ---\n{}",
                 sock.display(),
                 READY_TIMEOUT,
+                if exited { " (it exited)" } else { "" },
                 tail(&self.php_fpm_log(), 2000),
                 tail(&self.logs_dir().join("php-fpm.stderr"), 2000)
             )));
@@ -695,11 +712,19 @@ http {{
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = self.spawn("mariadb", "mariadbd", &args)?;
         self.mariadb = Some(child);
-        let ok = wait_until(READY_TIMEOUT, || UnixStream::connect(&sock).is_ok());
-        if !ok {
+        let mut exited = false;
+        let ok = wait_until(READY_TIMEOUT, || {
+            exited = self
+                .mariadb
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || UnixStream::connect(&sock).is_ok()
+        });
+        if !ok || exited {
             return Err(failed(format!(
-                "mariadbd did not listen on {} within {READY_TIMEOUT:?}\n--- mariadb.err ---\n{}",
+                "mariadbd did not listen on {} within {READY_TIMEOUT:?}{}\n--- mariadb.err ---\n{}",
                 sock.display(),
+                if exited { " (it exited)" } else { "" },
                 tail(&self.mariadb_log(), 3000)
             )));
         }
@@ -816,6 +841,51 @@ http {{
     }
     pub fn mariadb_pid(&self) -> Option<u32> {
         self.mariadb.as_ref().map(Child::id)
+    }
+
+    /// An `origin-agent` config (YAML) that points at this lab: its logs, nginx and PHP-FPM
+    /// configs, the status page, MariaDB's socket/port (when started), and a state dir inside the
+    /// lab. Discovery should find the same things on its own; this is for tests that pin them.
+    pub fn agent_config_yaml(&self) -> String {
+        let q = |p: PathBuf| format!("\"{}\"", p.display());
+        let mut y = format!(
+            "# origin-agent config for lab {dir}\n\
+             logs:\n  nginx_access: [{access}]\n  nginx_error: [{error}]\n  php_fpm: [{fpm}]\n",
+            dir = self.dir().display(),
+            access = q(self.access_log()),
+            error = q(self.error_log()),
+            fpm = q(self.php_fpm_log()),
+        );
+        if self.opts.php_error_log {
+            y.push_str(&format!("  php: [{}]\n", q(self.php_error_log())));
+        }
+        if self.opts.mariadb {
+            y.push_str(&format!("  mysql_error: [{}]\n", q(self.mariadb_log())));
+        }
+        y.push_str(&format!(
+            "nginx:\n  config: {}\nphp_fpm:\n  configs: [{}]\n  status_url: \"/fpm-status\"\n",
+            q(self.nginx_conf()),
+            q(self.php_fpm_conf())
+        ));
+        if self.opts.mariadb {
+            y.push_str(&format!(
+                "mysql:\n  socket: {}\n  port: {}\n",
+                q(self.mariadb_socket()),
+                self.mariadb_port
+            ));
+        }
+        y.push_str(&format!(
+            "state_dir: {}\n",
+            q(self.dir().join("agent-state"))
+        ));
+        y
+    }
+
+    /// Writes [`Lab::agent_config_yaml`] to `<lab>/agent.yaml` and returns its path.
+    pub fn write_agent_config(&self) -> Result<PathBuf, LabError> {
+        let p = self.dir().join("agent.yaml");
+        fs::write(&p, self.agent_config_yaml()).map_err(|e| io_failed("write", &p, e))?;
+        Ok(p)
     }
 
     // ----- logs -----
@@ -1153,5 +1223,58 @@ mod tests {
         // Nothing listens on the refused port: no answer is 0, not a hang or a panic.
         let r = http_get(lab.refused_port(), "/", LAB_UA, Duration::from_secs(1));
         assert_eq!(r.status, 0);
+    }
+
+    #[test]
+    fn agent_config_points_at_the_lab_and_loads() {
+        let Some(lab) = start_or_skip(LabOptions::default()) else {
+            return;
+        };
+        let path = lab.write_agent_config().unwrap();
+        let cfg = origin_agent::config::Config::load(&path).unwrap();
+        assert_eq!(
+            cfg.nginx_config.as_deref(),
+            Some(lab.nginx_conf().as_path())
+        );
+        assert_eq!(cfg.php_fpm_configs, Some(vec![lab.php_fpm_conf()]));
+        assert_eq!(
+            cfg.logs.nginx_error,
+            Some(vec![lab.error_log().display().to_string()])
+        );
+        assert_eq!(cfg.state_dir, lab.dir().join("agent-state"));
+    }
+
+    #[test]
+    fn a_broken_pool_config_fails_with_the_php_fpm_log_and_cleans_up() {
+        let opts = LabOptions {
+            listen_owner: "no-such-user-lab".into(),
+            ..LabOptions::default()
+        };
+        let t = Instant::now();
+        match Lab::start(opts) {
+            Err(LabError::Skip(reason)) => eprintln!("SKIP lab test: {reason}"),
+            Err(LabError::Failed(msg)) => {
+                assert!(msg.contains("php-fpm did not listen"), "{msg}");
+                assert!(msg.contains("(it exited)"), "{msg}");
+                assert!(
+                    msg.contains("no-such-user-lab"),
+                    "the log tail names the cause: {msg}"
+                );
+                assert!(
+                    t.elapsed() < READY_TIMEOUT,
+                    "an exited child is not waited for"
+                );
+                let dir = msg
+                    .rsplit_once("(lab dir ")
+                    .and_then(|(_, rest)| rest.split_once(", removed)"))
+                    .map(|(d, _)| PathBuf::from(d))
+                    .unwrap();
+                assert!(!dir.exists(), "the failed lab's dir was left behind");
+                // The lock was released: a good lab starts right after.
+                let lab = start_or_skip(LabOptions::default()).unwrap();
+                assert_eq!(lab.get("/index.php"), 200);
+            }
+            Ok(_) => panic!("a pool with an unknown listen.owner must not start"),
+        }
     }
 }
