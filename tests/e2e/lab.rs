@@ -42,6 +42,14 @@ use nix::unistd::Pid;
 /// Serialises labs: at most one lab (and its processes) exists at any time in this test binary.
 pub static LAB_LOCK: Mutex<()> = Mutex::new(());
 
+/// Takes [`LAB_LOCK`] without starting a lab: for tests that must see no lab processes (e.g.
+/// discovery on the live host). Recovers from a poisoned lock (a panicked test).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    LAB_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How long any readiness wait may take.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a child gets between SIGTERM and SIGKILL.
@@ -680,6 +688,9 @@ http {{
                 "--user=root",
                 "--skip-test-db",
                 "--auth-root-authentication-method=socket",
+                // Small files: 20 MB per lab instead of 110 MB.
+                "--innodb-log-file-size=8M",
+                "--innodb-buffer-pool-size=16M",
             ])
             .stdin(Stdio::null())
             .output()
@@ -708,6 +719,7 @@ http {{
             "--user=root".to_string(),
             "--skip-name-resolve".to_string(),
             "--innodb-buffer-pool-size=16M".to_string(),
+            "--innodb-log-file-size=8M".to_string(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = self.spawn("mariadb", "mariadbd", &args)?;
