@@ -305,9 +305,7 @@ impl Lab {
     /// Starts PHP-FPM, MariaDB (when `opts.mariadb`) and nginx, each waited for (bounded by
     /// [`READY_TIMEOUT`]). Takes [`LAB_LOCK`] for the lab's lifetime.
     pub fn start(opts: LabOptions) -> Result<Lab, LabError> {
-        let lock = LAB_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = exclusive();
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::Skip(
                 "the lab needs root (nginx and php-fpm switch to www-data)".into(),

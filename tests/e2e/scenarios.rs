@@ -58,7 +58,7 @@ pub struct Scenario {
 }
 
 /// Every scenario, in a stable order.
-pub const ALL: &[Scenario] = &[
+pub static ALL: &[Scenario] = &[
     Scenario {
         name: "php_fpm_stopped",
         options: LabOptions::default,
@@ -650,6 +650,7 @@ mod tests {
             out.logs.php_fpm,
             out.logs.mariadb,
         );
+        assert_eq!(out.name, name);
         assert!(!out.requests.is_empty());
         // Only dropped connections (nginx out of worker connections) go unanswered and unlogged.
         if name != "nginx_worker_connections" {
@@ -688,6 +689,28 @@ mod tests {
 
     fn alive(pid: Option<u32>) -> bool {
         pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_found() {
+        for (i, s) in ALL.iter().enumerate() {
+            assert!(
+                ALL[..i].iter().all(|o| o.name != s.name),
+                "duplicate {}",
+                s.name
+            );
+            assert!(std::ptr::eq(by_name(s.name).unwrap(), s));
+        }
+        assert!(by_name("no_such_scenario").is_none());
+    }
+
+    #[test]
+    fn encode_path_keeps_the_path_valid() {
+        assert_eq!(
+            encode_path("connect() to unix:/x failed (11: \"x\")"),
+            "connect()%20to%20unix:/x%20failed%20(11:%20%22x%22)"
+        );
+        assert_eq!(encode_path("a?b#c%"), "a%3Fb%23c%25");
     }
 
     #[test]
