@@ -139,8 +139,12 @@ pub struct LabOptions {
     pub worker_rlimit_nofile: Option<u32>,
     /// Start MariaDB too.
     pub mariadb: bool,
-    /// MariaDB `--max-connections`.
+    /// MariaDB `--max-connections` (MariaDB raises anything below 10 to 10).
     pub mariadb_max_connections: u32,
+    /// Extra mariadbd arguments, e.g. `--myisam-recover-options=OFF`.
+    pub mariadb_args: Vec<String>,
+    /// `request_slowlog_timeout` in seconds, with `slowlog` = `logs/php-fpm-slow.log`.
+    pub request_slowlog_timeout: Option<u32>,
 }
 
 impl Default for LabOptions {
@@ -161,6 +165,8 @@ impl Default for LabOptions {
             worker_rlimit_nofile: None,
             mariadb: false,
             mariadb_max_connections: 20,
+            mariadb_args: Vec::new(),
+            request_slowlog_timeout: None,
         }
     }
 }
@@ -181,6 +187,7 @@ pub struct LogMark {
     pub access: u64,
     pub php_fpm: u64,
     pub php_error: u64,
+    pub php_fpm_slow: u64,
     pub mariadb: u64,
 }
 
@@ -191,6 +198,7 @@ pub struct LogsSince {
     pub access: String,
     pub php_fpm: String,
     pub php_error: String,
+    pub php_fpm_slow: String,
     pub mariadb: String,
 }
 
@@ -369,7 +377,16 @@ impl Lab {
 
     fn prepare_dir(&self, www_uid: u32, www_gid: u32) -> Result<(), LabError> {
         let root = self.dir();
-        for sub in ["", "www", "logs", "run", "state", "tmp", "mysql"] {
+        for sub in [
+            "",
+            "www",
+            "logs",
+            "run",
+            "state",
+            "tmp",
+            "tmp/mysql",
+            "mysql",
+        ] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| io_failed("mkdir", &p, e))?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
@@ -473,6 +490,14 @@ impl Lab {
             "request_terminate_timeout = {}\n",
             o.request_terminate_timeout.unwrap_or(0)
         ));
+        // Workers killed by SIGSEGV must not write core files outside the lab.
+        s.push_str("rlimit_core = 0\n");
+        if let Some(t) = o.request_slowlog_timeout {
+            s.push_str(&format!(
+                "request_slowlog_timeout = {t}\nslowlog = {}\n",
+                self.php_fpm_slow_log().display()
+            ));
+        }
         s.push_str(&format!(
             "catch_workers_output = yes\n\
              pm.status_path = /fpm-status\n\
@@ -599,7 +624,12 @@ http {{
         let err_path = self.logs_dir().join(format!("{name}.stderr"));
         let out = fs::File::create(&out_path).map_err(|e| io_failed("create", &out_path, e))?;
         let err = fs::File::create(&err_path).map_err(|e| io_failed("create", &err_path, e))?;
-        Command::new(&exe)
+        // Through sh only to set RLIMIT_CORE to 0 (no core files from the crash scenarios, on
+        // any CI's core_pattern); `exec` keeps the pid, so the child is the daemon itself.
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("ulimit -c 0 && exec \"$0\" \"$@\"")
+            .arg(&exe)
             .args(args)
             .current_dir(self.dir())
             .stdin(Stdio::null())
@@ -686,6 +716,7 @@ http {{
                 "--user=root",
                 "--skip-test-db",
                 "--auth-root-authentication-method=socket",
+                &format!("--tmpdir={}", self.mariadb_tmpdir().display()),
                 // Small files: 20 MB per lab instead of 110 MB.
                 "--innodb-log-file-size=8M",
                 "--innodb-buffer-pool-size=16M",
@@ -701,8 +732,20 @@ http {{
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        self.launch_mariadb()?;
+        // The user db.php connects as: no SUPER/CONNECTION ADMIN, so it gets no extra connection
+        // beyond max_connections.
+        self.mariadb_sql(
+            "CREATE USER 'lab'@'localhost' IDENTIFIED BY 'lab'; GRANT SELECT ON *.* TO 'lab'@'localhost';",
+        )?;
+        Ok(())
+    }
+
+    /// Starts mariadbd on the lab's (already installed) datadir and waits for its socket.
+    fn launch_mariadb(&mut self) -> Result<(), LabError> {
+        let datadir_s = self.dir().join("mysql").to_string_lossy().into_owned();
         let sock = self.mariadb_socket();
-        let args = [
+        let mut args = vec![
             "--no-defaults".to_string(),
             format!("--datadir={datadir_s}"),
             format!("--socket={}", sock.display()),
@@ -718,7 +761,10 @@ http {{
             "--skip-name-resolve".to_string(),
             "--innodb-buffer-pool-size=16M".to_string(),
             "--innodb-log-file-size=8M".to_string(),
+            // Its own temp dir: nothing shared with other processes' files in /tmp.
+            format!("--tmpdir={}", self.mariadb_tmpdir().display()),
         ];
+        args.extend(self.opts.mariadb_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = self.spawn("mariadb", "mariadbd", &args)?;
         self.mariadb = Some(child);
@@ -738,12 +784,19 @@ http {{
                 tail(&self.mariadb_log(), 3000)
             )));
         }
-        // The user db.php connects as: no SUPER/CONNECTION ADMIN, so it gets no extra connection
-        // beyond max_connections.
-        self.mariadb_sql(
-            "CREATE USER 'lab'@'localhost' IDENTIFIED BY 'lab'; GRANT SELECT ON *.* TO 'lab'@'localhost';",
-        )?;
         Ok(())
+    }
+
+    /// Starts MariaDB again on the same datadir (after `stop_mariadb` / `kill_mariadb`), with
+    /// crash recovery when it was killed.
+    pub fn restart_mariadb(&mut self) -> Result<(), LabError> {
+        if !self.opts.mariadb {
+            return Err(failed("this lab has no MariaDB"));
+        }
+        if let Some(child) = self.mariadb.take() {
+            stop_child(child);
+        }
+        self.launch_mariadb()
     }
 
     /// Runs SQL as root over the lab MariaDB's socket with the `mariadb` client.
@@ -809,12 +862,19 @@ http {{
     pub fn php_fpm_access_log(&self) -> PathBuf {
         self.logs_dir().join("php-fpm-access.log")
     }
+    /// PHP-FPM slow log (written when `LabOptions::request_slowlog_timeout` is set).
+    pub fn php_fpm_slow_log(&self) -> PathBuf {
+        self.logs_dir().join("php-fpm-slow.log")
+    }
     /// PHP's own error_log (only written when `LabOptions::php_error_log`).
     pub fn php_error_log(&self) -> PathBuf {
         self.logs_dir().join("php-error.log")
     }
     pub fn mariadb_log(&self) -> PathBuf {
         self.logs_dir().join("mariadb.err")
+    }
+    fn mariadb_tmpdir(&self) -> PathBuf {
+        self.dir().join("tmp/mysql")
     }
     pub fn mariadb_socket(&self) -> PathBuf {
         self.dir().join("run/mysql.sock")
@@ -866,6 +926,12 @@ http {{
             error = q(self.error_log()),
             fpm = q(self.php_fpm_log()),
         );
+        if self.opts.request_slowlog_timeout.is_some() {
+            y.push_str(&format!(
+                "  php_fpm_slow: [{}]\n",
+                q(self.php_fpm_slow_log())
+            ));
+        }
         if self.opts.php_error_log {
             y.push_str(&format!("  php: [{}]\n", q(self.php_error_log())));
         }
@@ -907,6 +973,7 @@ http {{
             access: file_len(&self.access_log()),
             php_fpm: file_len(&self.php_fpm_log()),
             php_error: file_len(&self.php_error_log()),
+            php_fpm_slow: file_len(&self.php_fpm_slow_log()),
             mariadb: file_len(&self.mariadb_log()),
         }
     }
@@ -918,6 +985,7 @@ http {{
             access: read_from(&self.access_log(), mark.access),
             php_fpm: read_from(&self.php_fpm_log(), mark.php_fpm),
             php_error: read_from(&self.php_error_log(), mark.php_error),
+            php_fpm_slow: read_from(&self.php_fpm_slow_log(), mark.php_fpm_slow),
             mariadb: read_from(&self.mariadb_log(), mark.mariadb),
         }
     }
@@ -1046,6 +1114,22 @@ http {{
             let reply = req.join().map_err(|_| failed("request thread panicked"))?;
             sent.map(|()| reply)
         })
+    }
+
+    /// Sends `signal` to mariadbd (SIGSEGV: its crash report; SIGKILL: an OOM-style kill) and
+    /// waits (bounded) for it to exit; the socket file may stay behind.
+    pub fn kill_mariadb(&mut self, signal: Signal) -> Result<(), LabError> {
+        let mut child = self
+            .mariadb
+            .take()
+            .ok_or_else(|| failed("mariadb is not running"))?;
+        let pid = pid_of(&child);
+        kill(pid, signal).map_err(|e| failed(format!("kill(mariadbd, {signal}): {e}")))?;
+        if !wait_until(READY_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_)))) {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        Ok(())
     }
 
     /// SIGTERM MariaDB and wait for it (bounded).

@@ -160,6 +160,16 @@ pub static ALL: &[Scenario] = &[
         run: db_down,
     },
     Scenario {
+        name: "db_crashed",
+        options: db_options,
+        run: db_crashed,
+    },
+    Scenario {
+        name: "db_crashed_table",
+        options: db_crashed_table_options,
+        run: db_crashed_table,
+    },
+    Scenario {
         name: "healthy_burst",
         options: LabOptions::default,
         run: healthy_burst,
@@ -364,10 +374,11 @@ pub fn pool_queue_timeout(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
     Ok(r.finish("pool_queue_timeout", Some(CauseId::UpstreamSaturated)))
 }
 
-/// `fastcgi_read_timeout 2s`.
+/// `fastcgi_read_timeout 2s`, PHP-FPM slowlog after 1 s.
 pub fn read_timeout_options() -> LabOptions {
     LabOptions {
         fastcgi_read_timeout: 2,
+        request_slowlog_timeout: Some(1),
         ..LabOptions::default()
     }
 }
@@ -580,6 +591,68 @@ pub fn db_down(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
         r.get("/db.php");
     }
     Ok(r.finish("db_down", Some(CauseId::DbDown)))
+}
+
+/// mariadbd gets SIGSEGV: its crash report (`[ERROR] /usr/sbin/mariadbd got signal 11 ;` and an
+/// untimed multi-line report) in its error log; the socket file stays, so db.php gets
+/// `(HY000/2002): Connection refused` → 500.
+pub fn db_crashed(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mark = lab.mark();
+    lab.kill_mariadb(Signal::SIGSEGV)?;
+    let mut r = Recorder::new(lab);
+    r.mark = mark;
+    for _ in 0..3 {
+        r.get("/db.php");
+    }
+    Ok(r.finish("db_crashed", Some(CauseId::DbDown)))
+}
+
+/// The MyISAM table [`db_crashed_table`] damages.
+pub const CRASHED_TABLE: &str = "wp.wp_options";
+
+/// MariaDB with `--myisam-recover-options=OFF` (MySQL's default; MariaDB's default
+/// `BACKUP,QUICK` repairs the table on first open, logging the same `marked as crashed` line
+/// with `Checking table` / `Recovering table` and serving 200s).
+pub fn db_crashed_table_options() -> LabOptions {
+    LabOptions {
+        mariadb_args: vec!["--myisam-recover-options=OFF".into()],
+        ..db_options()
+    }
+}
+
+/// A MyISAM `wp.wp_options` is being written when mariadbd is SIGKILLed (as by the OOM killer);
+/// its data file is then cut short (the damage such a kill can leave; done by hand here so it
+/// happens every time), MariaDB restarts, and every read of the table fails with `Table
+/// 'wp_options' is marked as crashed and should be repaired`: db.php logs `WordPress database
+/// error …` and answers 500.
+pub fn db_crashed_table(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    lab.mariadb_sql(
+        "CREATE DATABASE wp; \
+         CREATE TABLE wp.wp_options (option_id INT AUTO_INCREMENT PRIMARY KEY, option_name VARCHAR(191), option_value TEXT) ENGINE=MyISAM; \
+         INSERT INTO wp.wp_options (option_name, option_value) VALUES ('siteurl', 'https://example.com'), ('blogname', 'Lab'), ('active_plugins', 'a:1:{i:0;s:27:\"acme-slider/acme-slider.php\";}');",
+    )?;
+    // A write after the table was opened: the header's open count stays raised until a flush
+    // that never comes.
+    lab.mariadb_sql(
+        "UPDATE wp.wp_options SET option_value = 'Lab 2' WHERE option_name = 'blogname'",
+    )?;
+    let mark = lab.mark();
+    lab.kill_mariadb(Signal::SIGKILL)?;
+    let myd = lab.dir().join("mysql/wp/wp_options.MYD");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&myd)
+        .map_err(|e| LabError::Failed(format!("open {}: {e}", myd.display())))?;
+    file.set_len(7)
+        .map_err(|e| LabError::Failed(format!("truncate {}: {e}", myd.display())))?;
+    drop(file);
+    lab.restart_mariadb()?;
+    let mut r = Recorder::new(lab);
+    r.mark = mark;
+    for _ in 0..3 {
+        r.get(&format!("/db.php?table={CRASHED_TABLE}"));
+    }
+    Ok(r.finish("db_crashed_table", Some(CauseId::DbCrashedTable)))
 }
 
 // ----- no cause -----
@@ -949,8 +1022,23 @@ mod tests {
             "{}",
             out.logs.access
         );
+        // The slowlog caught the script before nginx gave up (ptrace may be refused in some
+        // containers: then php-fpm says so instead of dumping the stack).
         assert!(
-            out.logs.access.contains(r#"us="504" urt="2.0"#),
+            out.logs
+                .php_fpm
+                .contains("(request: \"GET /sleep.php?s=4\") executing too slow ("),
+            "{}",
+            out.logs.php_fpm
+        );
+        assert!(
+            out.logs.php_fpm_slow.contains("sleep()")
+                || out.logs.php_fpm.contains("failed to ptrace"),
+            "slow log: {}",
+            out.logs.php_fpm_slow
+        );
+        assert!(
+            out.logs.access.contains(r#"us="504" urt="2."#),
             "{}",
             out.logs.access
         );
@@ -1123,6 +1211,57 @@ mod tests {
     }
 
     #[test]
+    fn db_crashed_logs_signal_11_and_gives_500() {
+        let Some((_lab, out)) = run_named("db_crashed") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 3]);
+        assert!(
+            out.logs
+                .mariadb
+                .contains(" [ERROR] /usr/sbin/mariadbd got signal 11 ;")
+                || out
+                    .logs
+                    .mariadb
+                    .contains(" [ERROR] mariadbd got signal 11 ;"),
+            "{}",
+            out.logs.mariadb
+        );
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "mysqli_connect(): (HY000/2002): Connection refused in "
+            ),
+            3,
+            "{}",
+            out.logs.error
+        );
+    }
+
+    #[test]
+    fn db_crashed_table_gives_500_and_marked_as_crashed() {
+        let Some((_lab, out)) = run_named("db_crashed_table") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 3]);
+        assert_eq!(
+            count(&out.logs.error, "PHP message: WordPress database error Table 'wp_options' is marked as crashed and should be repaired for query SELECT * FROM wp.wp_options"),
+            3,
+            "{}",
+            out.logs.error
+        );
+        assert_eq!(
+            count(
+                &out.logs.mariadb,
+                " [ERROR] mariadbd: Table 'wp_options' is marked as crashed and should be repaired"
+            ),
+            3,
+            "{}",
+            out.logs.mariadb
+        );
+    }
+
+    #[test]
     fn healthy_burst_gives_only_200() {
         let Some((_lab, out)) = run_named("healthy_burst") else {
             return;
@@ -1175,5 +1314,49 @@ mod tests {
             );
         }
         assert!(!out.logs.php_fpm.contains("server reached"));
+    }
+}
+#[cfg(test)]
+mod scratch {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    #[test]
+    fn scratch_db() {
+        for mode in ["truncate_myd", "garbage_myd", "truncate_myi"] {
+            let mut o = db_options();
+            o.mariadb_args = vec!["--myisam-recover-options=OFF".into()];
+            let mut lab = start_or_skip(o).unwrap();
+            lab.mariadb_sql("CREATE DATABASE wp; CREATE TABLE wp.wp_options (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT) ENGINE=MyISAM; INSERT INTO wp.wp_options (v) VALUES ('a'),('b'),('c'),('d');").unwrap();
+            lab.mariadb_sql("INSERT INTO wp.wp_options (v) VALUES ('e')")
+                .unwrap();
+            let m = lab.mark();
+            lab.kill_mariadb(Signal::SIGKILL).unwrap();
+            let myd = lab.dir().join("mysql/wp/wp_options.MYD");
+            let myi = lab.dir().join("mysql/wp/wp_options.MYI");
+            match mode {
+                "truncate_myd" => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&myd).unwrap();
+                    f.set_len(7).unwrap();
+                }
+                "garbage_myd" => {
+                    std::fs::write(&myd, vec![0xffu8; 64]).unwrap();
+                }
+                _ => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&myi).unwrap();
+                    f.set_len(1024).unwrap();
+                }
+            }
+            lab.restart_mariadb().unwrap();
+            let st: Vec<u16> = (0..3)
+                .map(|_| lab.get("/db.php?table=wp.wp_options"))
+                .collect();
+            let l = lab.logs_since(&m);
+            let md: Vec<&str> = l
+                .mariadb
+                .lines()
+                .filter(|x| x.contains("wp_options") || x.contains("ERROR"))
+                .collect();
+            eprintln!("== {mode}: {st:?}\n{}\n{}", l.error, md.join("\n"));
+        }
     }
 }
