@@ -705,33 +705,10 @@ http {{
     }
 
     fn start_mariadb(&mut self) -> Result<(), LabError> {
+        // A fresh copy of a datadir that `mariadb-install-db` made once (it takes seconds).
+        let template = mariadb_template()?;
         let datadir = self.dir().join("mysql");
-        let datadir_s = datadir.to_string_lossy().into_owned();
-        let install = find_binary("mariadb-install-db")
-            .ok_or_else(|| LabError::Skip("mariadb-install-db is not installed".into()))?;
-        let out = Command::new(&install)
-            .args([
-                "--no-defaults",
-                &format!("--datadir={datadir_s}"),
-                "--user=root",
-                "--skip-test-db",
-                "--auth-root-authentication-method=socket",
-                &format!("--tmpdir={}", self.mariadb_tmpdir().display()),
-                // Small files: 20 MB per lab instead of 110 MB.
-                "--innodb-log-file-size=8M",
-                "--innodb-buffer-pool-size=16M",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| failed(format!("run {}: {e}", install.display())))?;
-        if !out.status.success() {
-            return Err(failed(format!(
-                "mariadb-install-db failed ({}):\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        copy_tree(&template, &datadir)?;
         self.launch_mariadb()?;
         // The user db.php connects as: no SUPER/CONNECTION ADMIN, so it gets no extra connection
         // beyond max_connections.
@@ -1157,6 +1134,112 @@ impl Drop for Lab {
 
 fn pid_of(child: &Child) -> Pid {
     Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// A pristine MariaDB datadir made by `mariadb-install-db`, cached per mariadbd version under
+/// cargo's integration-test scratch dir (`target/tmp`): made once, then copied for every lab.
+/// Written to a staging dir and renamed into place, so a half-made template is never used.
+fn mariadb_template() -> Result<PathBuf, LabError> {
+    static TEMPLATE: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut cached = TEMPLATE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cached.as_ref() {
+        if p.is_dir() {
+            return Ok(p.clone());
+        }
+    }
+    let mariadbd = find_binary("mariadbd")
+        .ok_or_else(|| LabError::Skip("mariadbd is not installed".into()))?;
+    let version = Command::new(&mariadbd)
+        .arg("--version")
+        .output()
+        .map_err(|e| failed(format!("{} --version: {e}", mariadbd.display())))?;
+    let version: String = String::from_utf8_lossy(&version.stdout)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let final_dir = root.join(format!("lab-mariadb-{}", version.trim_matches('-')));
+    let data = final_dir.join("data");
+    if !data.is_dir() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let staging = root.join(format!(
+            "lab-mariadb-staging-{}-{stamp}",
+            std::process::id()
+        ));
+        let made = install_mariadb_datadir(&staging);
+        let made = made.and_then(|()| match fs::rename(&staging, &final_dir) {
+            Ok(()) => Ok(()),
+            // Another test process made it first: use theirs.
+            Err(_) if data.is_dir() => Ok(()),
+            Err(e) => Err(io_failed("rename", &staging, e)),
+        });
+        let _ = fs::remove_dir_all(&staging);
+        made?;
+    }
+    *cached = Some(data.clone());
+    Ok(data)
+}
+
+/// Runs `mariadb-install-db` into `<dir>/data` (temp files in `<dir>/tmp`).
+fn install_mariadb_datadir(dir: &Path) -> Result<(), LabError> {
+    let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    for d in [&data, &tmp] {
+        fs::create_dir_all(d).map_err(|e| io_failed("mkdir", d, e))?;
+    }
+    let install = find_binary("mariadb-install-db")
+        .ok_or_else(|| LabError::Skip("mariadb-install-db is not installed".into()))?;
+    let out = Command::new(&install)
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+            &format!("--tmpdir={}", tmp.display()),
+            // Small files: 20 MB per lab instead of 110 MB.
+            "--innodb-log-file-size=8M",
+            "--innodb-buffer-pool-size=16M",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("run {}: {e}", install.display())))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "mariadb-install-db failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Copies a directory tree of plain files and dirs (a MariaDB datadir).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    fs::create_dir_all(to).map_err(|e| io_failed("mkdir", to, e))?;
+    let entries = fs::read_dir(from).map_err(|e| io_failed("read dir", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_failed("read dir", from, e))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| io_failed("stat", &src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst).map_err(|e| io_failed("copy", &src, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL the whole process group; always reaps.
