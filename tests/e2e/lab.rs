@@ -5,18 +5,26 @@
 //! # Layout of a lab dir
 //!
 //! - `nginx.conf`, `fastcgi_params`, `php-fpm.conf`: generated from [`LabOptions`].
-//! - `www/`: the docroot (`index.php`, `sleep.php?s=N`, `memory.php`, `bigheader.php`, `db.php?hold=N`,
-//!   `wp-content/plugins/acme-slider/slider.php`), copied from `tests/e2e/lab/www/`.
-//! - `logs/`: nginx `error.log` and `access.log` (the catalog's lab format), `php-fpm.log` (master
-//!   log, `catch_workers_output = yes`), `php-fpm-access.log`, optional `php-error.log`,
-//!   `mariadb.err`, and the children's stdout/stderr.
+//! - `www/`: the docroot, copied from `tests/e2e/lab/www/`: `index.php`, `sleep.php?s=N`,
+//!   `memory.php`, `bigheader.php`, `db.php?hold=N[&table=DB.T]`,
+//!   `wp-content/plugins/acme-slider/slider.php`.
+//! - nginx locations: `~ \.php$` (the pool socket), `/fpm-status` (the pool's status page),
+//!   `/refused/` (a TCP FastCGI port where nothing listens), `/nolive/` (an `upstream
+//!   php_backend` of two such ports), `/dns/` (a variable `proxy_pass` whose resolver never
+//!   answers).
+//! - `logs/`: nginx `error.log` (level `warn`) and `access.log` (the catalog's lab format:
+//!   combined + `ua= us= urt= rt=`), `php-fpm.log` (master log, `catch_workers_output = yes`),
+//!   `php-fpm-access.log`, optional `php-fpm-slow.log` and `php-error.log`, `mariadb.err`, and
+//!   each child's stdout/stderr.
 //! - `run/`: `php-fpm.sock`, `mysql.sock`, pid files. `state/`: files the PHP scripts write
-//!   (`busy.pid`: the worker that holds the latest `sleep.php` request).
+//!   (`busy.pid`: the worker that holds the latest `sleep.php` request). `mysql/`: the datadir,
+//!   a copy of a template made once per mariadbd version under cargo's `target/tmp`.
 //!
-//! Only one lab runs at a time ([`LAB_LOCK`], taken by [`Lab::start`] and held by the [`Lab`]),
-//! because the agent's discovery looks at every running process. `Drop` stops every child
-//! (SIGTERM, then SIGKILL to its process group) and removes the dir. Traffic goes to 127.0.0.1
-//! only, every request has connect/read timeouts, and every wait is bounded.
+//! Only one lab runs at a time ([`LAB_LOCK`], taken by [`Lab::start`] and held by the [`Lab`];
+//! [`exclusive`] for tests that need no lab running), because the agent's discovery looks at
+//! every running process. `Drop` stops every child (SIGTERM, then SIGKILL to its process group)
+//! and removes the dir. Children run with RLIMIT_CORE 0. Traffic goes to 127.0.0.1 only, every
+//! request has connect/read timeouts, and every wait is bounded.
 //!
 //! When not root, or nginx / php-fpm8.2 (or MariaDB, when asked for) is not installed,
 //! [`Lab::start`] returns [`LabError::Skip`]; use [`start_or_skip`] in tests.
