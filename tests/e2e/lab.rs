@@ -145,6 +145,10 @@ pub struct LabOptions {
     pub worker_connections: u32,
     /// nginx `worker_rlimit_nofile`; `None` leaves the limit alone.
     pub worker_rlimit_nofile: Option<u32>,
+    /// Mount a tmpfs of this size (e.g. `"64k"`) on nginx's temp dir (`<lab>/tmp/nginx`: client
+    /// bodies, FastCGI buffers), in a mount namespace of nginx's own (`unshare -m`), so a big
+    /// request body fails with `(28: No space left on device)` without touching the host.
+    pub nginx_temp_tmpfs: Option<String>,
     /// Start MariaDB too.
     pub mariadb: bool,
     /// MariaDB `--max-connections` (MariaDB raises anything below 10 to 10).
@@ -171,6 +175,7 @@ impl Default for LabOptions {
             fastcgi_buffer_size: "4k".into(),
             worker_connections: 512,
             worker_rlimit_nofile: None,
+            nginx_temp_tmpfs: None,
             mariadb: false,
             mariadb_max_connections: 20,
             mariadb_args: Vec::new(),
@@ -392,6 +397,7 @@ impl Lab {
             "run",
             "state",
             "tmp",
+            "tmp/nginx",
             "tmp/mysql",
             "mysql",
         ] {
@@ -530,7 +536,7 @@ impl Lab {
         let d = self.dir();
         let params = d.join("fastcgi_params");
         let sock = self.socket();
-        let tmp = d.join("tmp");
+        let tmp = self.nginx_tmpdir();
         format!(
             r#"# origin-agent lab nginx (generated)
 user www-data;
@@ -684,11 +690,36 @@ http {{
         let d = self.dir().to_string_lossy().into_owned();
         let conf = self.nginx_conf().to_string_lossy().into_owned();
         let elog = self.error_log().to_string_lossy().into_owned();
-        let child = self.spawn(
-            "nginx",
-            "nginx",
-            &["-p", &d, "-e", &elog, "-c", &conf, "-g", "daemon off;"],
-        )?;
+        let nginx_args = ["-p", &d, "-e", &elog, "-c", &conf, "-g", "daemon off;"];
+        let child = match &self.opts.nginx_temp_tmpfs {
+            None => self.spawn("nginx", "nginx", &nginx_args)?,
+            Some(size) => {
+                let nginx = find_binary("nginx")
+                    .ok_or_else(|| LabError::Skip("nginx is not installed".into()))?;
+                let nginx = nginx.to_string_lossy().into_owned();
+                let tmp = self.nginx_tmpdir().to_string_lossy().into_owned();
+                let script = format!(
+                    "mount -t tmpfs -o size={size},mode=0755 lab-nginx-tmp \"$0\" && exec \"$@\""
+                );
+                let mut args = vec![
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "/bin/sh",
+                    "-c",
+                    &script,
+                    &tmp,
+                    &nginx,
+                ];
+                args.extend(nginx_args);
+                if find_binary("unshare").is_none() {
+                    return Err(LabError::Skip(
+                        "unshare (util-linux) is not installed".into(),
+                    ));
+                }
+                self.spawn("nginx", "unshare", &args)?
+            }
+        };
         self.nginx = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut exited = false;
@@ -858,6 +889,10 @@ http {{
     pub fn mariadb_log(&self) -> PathBuf {
         self.logs_dir().join("mariadb.err")
     }
+    /// nginx's temp paths live under this dir.
+    pub fn nginx_tmpdir(&self) -> PathBuf {
+        self.dir().join("tmp/nginx")
+    }
     fn mariadb_tmpdir(&self) -> PathBuf {
         self.dir().join("tmp/mysql")
     }
@@ -991,6 +1026,21 @@ http {{
     /// GET with a chosen user agent and the default 30 s read timeout.
     pub fn request(&self, path: &str, user_agent: &str) -> Reply {
         http_get(self.port, path, user_agent, Duration::from_secs(30))
+    }
+
+    /// POST `body_len` bytes (`x=aaaa…`) to `path`; the status, or 0 when no answer came.
+    pub fn post(&self, path: &str, body_len: usize) -> u16 {
+        let mut body = b"x=".to_vec();
+        body.resize(body_len.max(2), b'a');
+        http_request(
+            self.port,
+            "POST",
+            path,
+            LAB_UA,
+            &body,
+            Duration::from_secs(30),
+        )
+        .status
     }
 
     /// `n` GETs of `path` over `concurrency` threads (both bounded by [`MAX_REQUESTS`] and
@@ -1284,6 +1334,18 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// A minimal HTTP/1.1 GET to 127.0.0.1:`port` (never anywhere else), `Connection: close`,
 /// connect timeout 2 s, read timeout `timeout`, at most 1 MiB read.
 pub fn http_get(port: u16, path: &str, user_agent: &str, timeout: Duration) -> Reply {
+    http_request(port, "GET", path, user_agent, &[], timeout)
+}
+
+/// Like [`http_get`] with a method and a body (sent with `Content-Length`).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    user_agent: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Reply {
     let start = Instant::now();
     let none = |start: Instant| Reply {
         status: 0,
@@ -1296,12 +1358,23 @@ pub fn http_get(port: u16, path: &str, user_agent: &str, timeout: Duration) -> R
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let length = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\n{length}Connection: close\r\n\r\n"
     );
     if stream.write_all(req.as_bytes()).is_err() {
         return none(start);
     }
+    // A server that answers early (an error) may close before the whole body is sent: still
+    // read its answer.
+    let _ = stream.write_all(body);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {

@@ -140,6 +140,11 @@ pub static ALL: &[Scenario] = &[
         run: nginx_fd_exhausted,
     },
     Scenario {
+        name: "nginx_disk_full",
+        options: nginx_disk_full_options,
+        run: nginx_disk_full,
+    },
+    Scenario {
         name: "plugin_fatal_error",
         options: LabOptions::default,
         run: plugin_fatal_error,
@@ -485,6 +490,25 @@ pub fn nginx_fd_exhausted(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
     let mut r = Recorder::new(lab);
     r.get_many("/sleep.php?s=2", 10, 10);
     Ok(r.finish("nginx_fd_exhausted", Some(CauseId::HostFdExhausted)))
+}
+
+/// nginx's temp dir on a 64 KiB tmpfs (in nginx's own mount namespace).
+pub fn nginx_disk_full_options() -> LabOptions {
+    LabOptions {
+        nginx_temp_tmpfs: Some("64k".into()),
+        ..LabOptions::default()
+    }
+}
+
+/// Two 256 KiB POSTs: nginx buffers each body to a temp file on the full file system →
+/// `pwrite() "…/client_body/…" failed (28: No space left on device)` → 500.
+pub fn nginx_disk_full(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    for _ in 0..2 {
+        let status = lab.post("/index.php", 256 * 1024);
+        r.push("/index.php", status);
+    }
+    Ok(r.finish("nginx_disk_full", Some(CauseId::HostDiskFull)))
 }
 
 /// A fatal error in `wp-content/plugins/acme-slider` → 500 (not 502), seen by nginx as
@@ -1128,6 +1152,29 @@ mod tests {
             "{}",
             out.logs.error
         );
+    }
+
+    #[test]
+    fn nginx_disk_full_gives_500_and_errno_28() {
+        let Some((lab, out)) = run_named("nginx_disk_full") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 2]);
+        assert_eq!(count(&out.logs.error, "[crit]"), 2);
+        let pwrite = format!("() \"{}/client_body/", lab.nginx_tmpdir().display());
+        assert_eq!(count(&out.logs.error, &pwrite), 2, "{}", out.logs.error);
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "failed (28: No space left on device), client: 127.0.0.1"
+            ),
+            2,
+            "{}",
+            out.logs.error
+        );
+        // The tmpfs was nginx's alone: the host sees the lab's plain temp dir.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.contains(&lab.nginx_tmpdir().display().to_string()));
     }
 
     #[test]
