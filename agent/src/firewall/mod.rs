@@ -955,6 +955,69 @@ pub fn table_text(report: &FirewallReport) -> String {
     out
 }
 
+/// The audit's glue: which CDNs to check (the config's `cdn.providers`, else the ones detected
+/// from the access log and nginx's config), on which ports (the config's `cdn.ports`, else 80, 443
+/// and every port nginx listens on), and the firewall checks and per-provider table that result.
+pub fn audit_for(
+    host: &dyn Host,
+    config: &crate::config::Config,
+    discovery: &crate::discover::Discovery,
+    evidence: &crate::event::Evidence,
+) -> (Vec<Check>, Option<String>) {
+    let catalog = crate::cdn::load(&config.state_dir);
+    let nginx = discovery.nginx.as_ref();
+    let default_real_ip = RealIp::default();
+    let real_ip = nginx.map_or(&default_real_ip, |n| &n.real_ip);
+    let empty_formats = BTreeMap::new();
+    let formats = nginx.map_or(&empty_formats, |n| &n.log_formats);
+    let mut checks = Vec::new();
+    let providers: Vec<Provider> = match &config.cdn_providers {
+        Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
+        None => {
+            let detected =
+                crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            if !detected.is_empty() {
+                let why: Vec<String> = detected
+                    .iter()
+                    .map(|(p, why)| format!("{p}: {why}"))
+                    .collect();
+                checks.push(
+                    Check::ok("cdn.detected", Area::Cdn, "CDN in front of this origin")
+                        .detail(why.join("; ")),
+                );
+            }
+            detected.into_iter().map(|(p, _)| p).collect()
+        }
+    };
+    let ports: Vec<u16> = match &config.cdn_ports {
+        Some(ports) => ports.clone(),
+        None => {
+            let mut ports = vec![80, 443];
+            if let Some(n) = nginx {
+                ports.extend(
+                    n.servers
+                        .iter()
+                        .flat_map(|s| s.listens.iter().filter_map(|l| l.port)),
+                );
+            }
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        }
+    };
+    let input = FirewallInput {
+        providers,
+        ports,
+        real_ip: nginx.map(|n| &n.real_ip),
+        catalog: &catalog,
+        access_clients: &evidence.responses.clients,
+    };
+    let report = audit(host, &input);
+    let table = (!report.providers.is_empty()).then(|| table_text(&report));
+    checks.extend(report.checks);
+    (checks, table)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1066,67 +1129,4 @@ mod tests {
         assert!(v[0].allowed.iter().all(|p| p.family == Family::V4));
         assert!(!v[0].allowed.is_empty());
     }
-}
-
-/// The audit's glue: which CDNs to check (the config's `cdn.providers`, else the ones detected
-/// from the access log and nginx's config), on which ports (the config's `cdn.ports`, else 80, 443
-/// and every port nginx listens on), and the firewall checks and per-provider table that result.
-pub fn audit_for(
-    host: &dyn Host,
-    config: &crate::config::Config,
-    discovery: &crate::discover::Discovery,
-    evidence: &crate::event::Evidence,
-) -> (Vec<Check>, Option<String>) {
-    let catalog = crate::cdn::load(&config.state_dir);
-    let nginx = discovery.nginx.as_ref();
-    let default_real_ip = RealIp::default();
-    let real_ip = nginx.map_or(&default_real_ip, |n| &n.real_ip);
-    let empty_formats = BTreeMap::new();
-    let formats = nginx.map_or(&empty_formats, |n| &n.log_formats);
-    let mut checks = Vec::new();
-    let providers: Vec<Provider> = match &config.cdn_providers {
-        Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
-        None => {
-            let detected =
-                crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
-            if !detected.is_empty() {
-                let why: Vec<String> = detected
-                    .iter()
-                    .map(|(p, why)| format!("{p}: {why}"))
-                    .collect();
-                checks.push(
-                    Check::ok("cdn.detected", Area::Cdn, "CDN in front of this origin")
-                        .detail(why.join("; ")),
-                );
-            }
-            detected.into_iter().map(|(p, _)| p).collect()
-        }
-    };
-    let ports: Vec<u16> = match &config.cdn_ports {
-        Some(ports) => ports.clone(),
-        None => {
-            let mut ports = vec![80, 443];
-            if let Some(n) = nginx {
-                ports.extend(
-                    n.servers
-                        .iter()
-                        .flat_map(|s| s.listens.iter().filter_map(|l| l.port)),
-                );
-            }
-            ports.sort_unstable();
-            ports.dedup();
-            ports
-        }
-    };
-    let input = FirewallInput {
-        providers,
-        ports,
-        real_ip: nginx.map(|n| &n.real_ip),
-        catalog: &catalog,
-        access_clients: &evidence.responses.clients,
-    };
-    let report = audit(host, &input);
-    let table = (!report.providers.is_empty()).then(|| table_text(&report));
-    checks.extend(report.checks);
-    (checks, table)
 }
