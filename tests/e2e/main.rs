@@ -7,4 +7,5 @@ mod firewall;
 pub mod lab;
 pub mod scenarios;
 pub mod stack;
+mod verdicts;
 mod whitelist;

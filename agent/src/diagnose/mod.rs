@@ -194,6 +194,10 @@ pub fn diagnose(
             0.2
         };
         let mut score = 0.65 * share + 0.15 * specificity + if confirmed { 0.2 } else { 0.0 };
+        if acc.direct + acc.weak == 0 && !cause.state_only() {
+            // Explains none of the 5xx it could have shown in the logs: below any that does.
+            score *= 0.5;
+        }
         if cause.state_only() && confirmed {
             // Errors that never reach the origin's logs: the state is the whole evidence.
             score = score.max(0.6);
@@ -260,11 +264,15 @@ struct Acc<'a> {
 impl Acc<'_> {
     /// Whether this cause belongs in the list.
     fn qualifies(&self, cause: CauseId, any_errors: bool) -> bool {
-        if !self.checks.is_empty() || self.direct + self.weak > 0 {
+        if self.direct + self.weak > 0 {
             return true;
         }
         if self.events.is_empty() {
-            return false;
+            // The state alone: causes whose errors never reach the origin's logs hold whenever
+            // the state shows them; any other failing check is a cause only when there are 5xx
+            // to explain (an idle broken location, an installed but unused database, a busy CPU
+            // are findings of the checklist, not why visitors get 502s).
+            return !self.checks.is_empty() && (cause.state_only() || any_errors);
         }
         match cause {
             // A `pm.max_children` warning alone only slows requests down: not a cause of 5xx.

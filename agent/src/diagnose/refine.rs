@@ -7,12 +7,22 @@
 //! - PHP-FPM's `exited on signal 9` is an OOM kill only when the kernel log agrees; `signal 15`
 //!   after `execution timed out` is the timeout's own consequence; `signal 15`/`SIGQUIT` alone is a
 //!   graceful stop or reload, not a crash.
+//! - nginx's `upstream timed out … while reading response header` after PHP-FPM said `server
+//!   reached pm.max_children` is a request that waited in the pool's queue: saturation (§4.5),
+//!   not one slow script.
+//! - `connect() failed (111…)` to TCP servers just before `no live upstreams` is how nginx marked
+//!   the group's servers failed: one story, `upstream.no-live`.
 
 use crate::cause::CauseId;
 use crate::event::{Event, LogSource};
 
 /// Seconds within which two logs' lines are taken as the same moment (both log whole seconds).
 const SAME_MOMENT: i64 = 2;
+/// How long a `server reached pm.max_children` warning stands for: PHP-FPM logs it once per
+/// episode, not once per queued request.
+const SATURATION_EPISODE: i64 = 300;
+/// How long before `no live upstreams` the refused connects that marked the servers count.
+const NO_LIVE_LEAD: i64 = 60;
 
 pub fn refine(events: &[Event]) -> Vec<Event> {
     let secs = |e: &Event| e.time.map(|t| t.as_second());
@@ -31,6 +41,26 @@ pub fn refine(events: &[Event]) -> Vec<Event> {
         .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
         .map(secs)
         .collect();
+    let max_children: Vec<i64> = events
+        .iter()
+        .filter(|e| e.source == LogSource::PhpFpm && e.cause == CauseId::UpstreamSaturated)
+        .filter_map(secs)
+        .collect();
+    let no_live: Vec<i64> = events
+        .iter()
+        .filter(|e| e.source == LogSource::NginxError && e.cause == CauseId::UpstreamNoLive)
+        .filter_map(secs)
+        .collect();
+    let saturated_at = |t: Option<i64>| {
+        t.is_some_and(|t| {
+            max_children
+                .iter()
+                .any(|m| *m <= t + SAME_MOMENT && t - m <= SATURATION_EPISODE)
+        })
+    };
+    let marks_no_live = |t: Option<i64>| {
+        t.is_some_and(|t| no_live.iter().any(|n| *n >= t && n - t <= NO_LIVE_LEAD))
+    };
     let near = |list: &[Option<i64>], t: Option<i64>| match t {
         Some(t) => list.iter().flatten().any(|s| (s - t).abs() <= SAME_MOMENT),
         None => false,
@@ -61,6 +91,18 @@ pub fn refine(events: &[Event]) -> Vec<Event> {
             } else {
                 event.cause = CauseId::UpstreamCrashed;
             }
+        } else if event.source == LogSource::NginxError
+            && event.cause == CauseId::UpstreamTimeout
+            && saturated_at(t)
+        {
+            event.cause = CauseId::UpstreamSaturated;
+        } else if event.source == LogSource::NginxError
+            && event.cause == CauseId::UpstreamDown
+            && event.field("errno") == Some("111")
+            && event.field("upstream").is_some_and(is_tcp_upstream)
+            && marks_no_live(t)
+        {
+            event.cause = CauseId::UpstreamNoLive;
         } else if event.source == LogSource::NginxError && event.cause == CauseId::UpstreamCrashed {
             if timeout_near(t, None) {
                 event.cause = CauseId::UpstreamTimeout;
@@ -71,6 +113,11 @@ pub fn refine(events: &[Event]) -> Vec<Event> {
         out.push(event);
     }
     out
+}
+
+/// `fastcgi://127.0.0.1:9000`, `http://[::1]:8080/x`: a TCP peer, not a unix socket.
+fn is_tcp_upstream(upstream: &str) -> bool {
+    !upstream.contains("unix:")
 }
 
 fn is_fpm_timeout_kill(event: &Event) -> bool {

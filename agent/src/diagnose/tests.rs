@@ -341,3 +341,98 @@ fn explain_finds_the_response_at_a_moment() {
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].cause, None);
 }
+
+#[test]
+fn timeouts_after_max_children_are_saturation_and_alone_are_slowness() {
+    let timeout = |at| {
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamTimeout,
+            at,
+            &[("request", "GET /busy.php HTTP/1.1"), ("errno", "110")],
+        )
+    };
+    let warning = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamSaturated,
+        0,
+        &[("pool", "www")],
+    );
+    let errors = || {
+        (0..3)
+            .map(|i| response(504, "GET /busy.php HTTP/1.1", 3 + i, 3.0))
+            .collect::<Vec<_>>()
+    };
+    let queued = run(
+        &evidence(
+            vec![warning, timeout(3), timeout(4), timeout(5)],
+            errors(),
+            1,
+        ),
+        &[],
+    );
+    assert_eq!(queued.verdict.cause, Some(CauseId::UpstreamSaturated));
+    let slow = run(
+        &evidence(vec![timeout(3), timeout(4), timeout(5)], errors(), 1),
+        &[],
+    );
+    assert_eq!(slow.verdict.cause, Some(CauseId::UpstreamTimeout));
+}
+
+#[test]
+fn refused_connects_before_no_live_upstreams_are_one_story() {
+    let refused = |at| {
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamDown,
+            at,
+            &[
+                ("request", "GET /nolive/ HTTP/1.1"),
+                ("errno", "111"),
+                ("upstream", "fastcgi://127.0.0.1:19001"),
+            ],
+        )
+    };
+    let no_live = |at| {
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamNoLive,
+            at,
+            &[
+                ("request", "GET /nolive/ HTTP/1.1"),
+                ("upstream", "fastcgi://php_backend"),
+            ],
+        )
+    };
+    let errors = (0..4)
+        .map(|i| response(502, "GET /nolive/ HTTP/1.1", i, 0.0))
+        .collect();
+    let d = run(
+        &evidence(
+            vec![refused(0), refused(0), no_live(1), no_live(2), no_live(3)],
+            errors,
+            0,
+        ),
+        &[],
+    );
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamNoLive));
+    assert!(
+        d.causes.iter().all(|c| c.id != CauseId::UpstreamDown),
+        "{:?}",
+        d.causes
+    );
+}
+
+#[test]
+fn a_failing_check_alone_is_a_cause_only_with_5xx_or_when_logs_cannot_show_it() {
+    let down = Check::fail("upstream.127.0.0.1:9.connect", Area::Services, "refuses")
+        .cause(CauseId::UpstreamDown);
+    let idle = run(&evidence(vec![], vec![], 100), &[down.clone()]);
+    assert_eq!(idle.verdict.cause, None);
+    assert_eq!(idle.verdict.status, VerdictStatus::Warning);
+    let busy = run(
+        &evidence(vec![], vec![response(502, "GET / HTTP/1.1", 0, 0.0)], 100),
+        &[down],
+    );
+    assert_eq!(busy.verdict.cause, Some(CauseId::UpstreamDown));
+}

@@ -1,0 +1,190 @@
+//! The product's promise, end to end: each failure is caused for real on a real nginx + PHP-FPM
+//! (+ MariaDB) lab, then the real `origin-agent` binary names the cause the scenario produced —
+//! through `audit` (discovery, probes, logs; the agent config only pins the lab's config files
+//! among whatever else runs on the machine) and through `scan` over the lab's log files alone.
+//! The evidence must be lines of the lab's own logs, and healthy traffic or visitor-written error
+//! texts must give no cause at all.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+use crate::lab::Lab;
+use crate::scenarios::{by_name, run, ScenarioOutcome};
+
+fn agent_json(args: &[&str]) -> Value {
+    let out = Command::cargo_bin("origin-agent")
+        .expect("binary")
+        .env("NO_COLOR", "1")
+        .args(args)
+        .output()
+        .expect("origin-agent runs");
+    assert!(
+        matches!(out.status.code(), Some(0..=3)),
+        "origin-agent {args:?} exited {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "origin-agent {args:?} did not print JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn audit(lab: &Lab) -> Value {
+    let config = lab.write_agent_config().expect("agent config");
+    agent_json(&[
+        "audit",
+        "--config",
+        config.to_str().unwrap(),
+        "--since",
+        "15m",
+        "--json",
+    ])
+}
+
+fn scan(lab: &Lab) -> Value {
+    let mut files: Vec<String> = Vec::new();
+    for path in [
+        lab.error_log(),
+        lab.access_log(),
+        lab.php_fpm_log(),
+        lab.php_fpm_slow_log(),
+        lab.php_error_log(),
+        lab.mariadb_log(),
+    ] {
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+            files.push(path.display().to_string());
+        }
+    }
+    let mut args = vec!["scan", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    agent_json(&args)
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+fn failing(report: &Value) -> Vec<String> {
+    report["checks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| c["status"] == "fail")
+                .map(|c| {
+                    format!(
+                        "{}: {}",
+                        c["id"].as_str().unwrap_or(""),
+                        c["detail"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn causes(report: &Value) -> Vec<String> {
+    report["causes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c["id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn assert_verdict(what: &str, report: &Value, outcome: &ScenarioOutcome, lab_dir: &Path) {
+    let want = outcome.cause.map(|c| c.id().to_string());
+    let got = report["verdict"]["cause"].as_str().map(str::to_string);
+    assert_eq!(
+        got,
+        want,
+        "{what} of scenario {}: verdict {} (causes {:?}); statuses {:?}; failing checks {:#?}\n--- error log ---\n{}\n--- php error log ---\n{}\n--- mariadb log ---\n{}",
+        outcome.name,
+        report["verdict"],
+        causes(report),
+        outcome.statuses(),
+        failing(report),
+        tail(&outcome.logs.error),
+        tail(&outcome.logs.php_error),
+        tail(&outcome.logs.mariadb),
+    );
+    if let Some(top) = report["causes"].as_array().and_then(|c| c.first()) {
+        assert!(
+            !top["fix"].as_str().unwrap_or("").is_empty(),
+            "a cause has a fix: {top}"
+        );
+        let lines = top["evidence"].as_array().cloned().unwrap_or_default();
+        assert!(!lines.is_empty(), "a cause has evidence: {top}");
+        // Log evidence comes from the lab's own files (checks are named `check …`).
+        for line in &lines {
+            let source = line["source"].as_str().unwrap_or("");
+            assert!(
+                source.starts_with("check ") || source.starts_with(&lab_dir.display().to_string()),
+                "evidence from outside the lab: {line}"
+            );
+        }
+    }
+}
+
+/// Runs one scenario and checks both the audit's and the scan's verdicts.
+fn verdict_of(name: &str, scan_too: bool) {
+    let scenario = by_name(name).unwrap_or_else(|| panic!("no scenario {name}"));
+    let Some((lab, outcome)) = run(scenario) else {
+        return;
+    };
+    let report = audit(&lab);
+    assert_verdict("audit", &report, &outcome, lab.dir());
+    if outcome.cause.is_some() {
+        let five_xx = outcome.statuses().iter().filter(|s| **s >= 500).count() as u64;
+        assert_eq!(
+            report["responses"]["status_5xx"].as_u64(),
+            Some(five_xx),
+            "every 5xx the client saw is counted"
+        );
+    }
+    if scan_too {
+        let report = scan(&lab);
+        assert_verdict("scan", &report, &outcome, lab.dir());
+    }
+}
+
+macro_rules! verdict_tests {
+    ($($name:ident: scan $scan:expr;)*) => {
+        $( #[test] fn $name() { verdict_of(stringify!($name), $scan); } )*
+    };
+}
+
+verdict_tests! {
+    php_fpm_stopped: scan true;
+    php_fpm_socket_removed: scan true;
+    php_fpm_crashed_stale_socket: scan true;
+    tcp_upstream_refused: scan true;
+    no_live_upstreams: scan true;
+    socket_permission_denied: scan true;
+    pool_exhausted: scan true;
+    pool_queue_timeout: scan true;
+    read_timeout: scan true;
+    request_terminate_timeout: scan true;
+    worker_segfault: scan true;
+    worker_sigkill: scan true;
+    too_big_header: scan true;
+    upstream_unresolvable: scan true;
+    nginx_worker_connections: scan true;
+    nginx_fd_exhausted: scan true;
+    nginx_disk_full: scan true;
+    plugin_fatal_error: scan true;
+    memory_limit: scan true;
+    db_too_many_connections: scan true;
+    db_down: scan true;
+    db_crashed: scan true;
+    db_crashed_table: scan true;
+    healthy_burst: scan true;
+    visitor_error_texts: scan true;
+}
