@@ -154,6 +154,9 @@ pub struct FileSummary {
     pub bad_lines: u64,
     /// Lines outside the time window.
     pub outside_window: u64,
+    /// Lines longer than the line cap (their excess was dropped).
+    #[serde(default)]
+    pub truncated_lines: u64,
     /// Why the file could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -167,6 +170,15 @@ pub struct Evidence {
     /// 5xx (and 499) responses, in file order, capped at [`Evidence::MAX_ERRORS`].
     pub errors: Vec<Response>,
     pub files: Vec<FileSummary>,
+    /// Every event counted by rule id, including those not kept in `events` (capped lists).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events_by_rule: BTreeMap<String, u64>,
+    /// Events and 5xx responses counted but not kept in `events` / `errors` (the caps keep the
+    /// newest).
+    #[serde(default)]
+    pub events_dropped: u64,
+    #[serde(default)]
+    pub errors_dropped: u64,
 }
 
 impl Evidence {
@@ -176,9 +188,16 @@ impl Evidence {
     /// Folds another file's evidence into this one.
     pub fn merge(&mut self, other: Evidence) {
         let room = Self::MAX_EVENTS.saturating_sub(self.events.len());
+        self.events_dropped += other.events_dropped
+            + (other.events.len().saturating_sub(room)) as u64;
         self.events.extend(other.events.into_iter().take(room));
         let room = Self::MAX_ERRORS.saturating_sub(self.errors.len());
+        self.errors_dropped += other.errors_dropped
+            + (other.errors.len().saturating_sub(room)) as u64;
         self.errors.extend(other.errors.into_iter().take(room));
+        for (rule, n) in other.events_by_rule {
+            *self.events_by_rule.entry(rule).or_default() += n;
+        }
         self.files.extend(other.files);
         let stats = &mut self.responses;
         stats.total += other.responses.total;

@@ -207,6 +207,18 @@ pub trait Host: Send + Sync {
     fn pause(&self, duration: Duration);
     /// True when this is the live machine (some checks only make sense there).
     fn is_live(&self) -> bool;
+    /// The host's name (a snapshot's recorded name).
+    fn hostname(&self) -> String {
+        let read = |p: &str| {
+            self.read(Path::new(p))
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        };
+        read("/proc/sys/kernel/hostname")
+            .or_else(|_| read("/etc/hostname"))
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".to_string())
+    }
 }
 
 /// The most a `Host::read` returns: configs and /proc files are small, and a huge "config" must
@@ -224,14 +236,6 @@ pub trait HostExt: Host {
     /// Expands a glob pattern (`*`, `?`, `[...]` in any component) against this host's files.
     fn glob(&self, pattern: &str) -> Vec<PathBuf> {
         glob_on(self, pattern)
-    }
-
-    /// The host's hostname.
-    fn hostname(&self) -> String {
-        self.read_text(Path::new("/proc/sys/kernel/hostname"))
-            .or_else(|_| self.read_text(Path::new("/etc/hostname")))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".to_string())
     }
 
     /// The host's time zone, from `/etc/localtime` (TZif) read through the seam, else UTC.

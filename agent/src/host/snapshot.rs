@@ -263,6 +263,10 @@ impl Host for SnapshotHost {
     fn is_live(&self) -> bool {
         false
     }
+
+    fn hostname(&self) -> String {
+        self.journal.host.clone()
+    }
 }
 
 fn read_dir_tree(root: &Path) -> std::io::Result<HashMap<String, Vec<u8>>> {

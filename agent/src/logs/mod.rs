@@ -1,10 +1,50 @@
 //! Log evidence: reads nginx, PHP-FPM, PHP, MySQL/MariaDB and kernel logs through the host seam
 //! and turns them into [`Evidence`] (typed, timestamped events and 5xx responses).
+//!
+//! # Layout
+//!
+//! - [`time`]: each format's time stamp and its zone meaning, parsed from bytes.
+//! - [`formats`]: the header of each server-side format (time, level, ids), the message rules
+//!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
+//! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
+//!   counting fast path.
+//! - [`read`]: files through [`Host::open`] (plain or gzip), rotated siblings, newline- and
+//!   entry-aligned chunks parsed in parallel, bounded memory.
+//! - this file: the public API ([`read_evidence`], [`scan_paths`], [`detect_source`],
+//!   [`starts_entry`], [`LineParser`]).
+//!
+//! Visitor-written text never makes an event: access-log lines only yield [`Response`]s, and
+//! rules are anchored at the start of the server's own message (see [`crate::rules`]).
 
-use std::path::PathBuf;
+pub mod access;
+mod formats;
+mod read;
+mod time;
 
-use crate::event::{Evidence, LogSource};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+pub use access::{AccessFormat, FormatError, COMBINED};
+pub use formats::starts_entry;
+
+use crate::event::{Event, Evidence, LogSource, Response};
 use crate::host::Host;
+use crate::rules::{RuleError, RuleSet};
+
+/// The most of one entry that is kept and parsed; the rest of a longer line is dropped (and
+/// counted), so a huge line never grows memory.
+pub const LINE_CAP: usize = 64 * 1024;
+/// The most of an entry kept as an event's `text`.
+pub const EVENT_TEXT_CAP: usize = 4 * 1024;
+/// Events kept per read (the newest); all are counted in `Evidence::events_by_rule`.
+pub const MAX_KEEP_EVENTS: usize = 10_000;
+/// 5xx responses kept per read (the newest); all are counted in the stats.
+pub const MAX_KEEP_ERRORS: usize = 20_000;
 
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,12 +63,456 @@ pub struct Window {
     pub until: Option<jiff::Timestamp>,
 }
 
-/// Reads every file within the window.
+impl Window {
+    pub fn contains(&self, t: Timestamp) -> bool {
+        !(self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u))
+    }
+}
+
+/// Why a parser could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("access log format: {0}")]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+    #[error("no parser for {0} logs")]
+    Unsupported(LogSource),
+}
+
+/// What one entry of a log said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    /// A server-side entry a rule matched.
+    Event(Event),
+    /// An access-log line (every status: `status` tells 5xx or not).
+    Response(Response),
+    /// A well-formed entry no rule matched.
+    Other,
+    /// An entry that does not follow the format (counted and skipped).
+    Bad,
+}
+
+/// The embedded rules, compiled once per process.
+pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
+    static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
+    match RULES.get_or_init(|| RuleSet::builtin().map(Arc::new).map_err(|e| e.to_string())) {
+        Ok(set) => Ok(set.clone()),
+        Err(e) => Err(LogError::Rules(RuleError::Invalid {
+            file: "(builtin)".into(),
+            id: String::new(),
+            message: e.clone(),
+        })),
+    }
+}
+
+/// A streaming parser of one log's entries, for the daemon (and the batch reader).
+#[derive(Debug)]
+pub struct LineParser {
+    source: LogSource,
+    rules: Arc<RuleSet>,
+    tz: TimeZone,
+    access: Option<AccessFormat>,
+    access_cache: access::TimeCache,
+    cache: time::StampCache,
+    fields: formats::Fields,
+    scratch: Vec<u8>,
+    now: Timestamp,
+}
+
+impl LineParser {
+    /// A parser with the builtin rules.
+    pub fn new(
+        source: LogSource,
+        access_format: Option<&str>,
+        tz: TimeZone,
+    ) -> Result<Self, LogError> {
+        Self::with_rules(source, access_format, tz, builtin_rules()?)
+    }
+
+    /// A parser with the given rules.
+    pub fn with_rules(
+        source: LogSource,
+        access_format: Option<&str>,
+        tz: TimeZone,
+        rules: Arc<RuleSet>,
+    ) -> Result<Self, LogError> {
+        if source == LogSource::ApacheError {
+            return Err(LogError::Unsupported(source));
+        }
+        let access = if source == LogSource::NginxAccess {
+            Some(match access_format {
+                Some(f) => AccessFormat::compile(f)?,
+                None => AccessFormat::combined(),
+            })
+        } else {
+            None
+        };
+        Ok(LineParser {
+            source,
+            rules,
+            tz,
+            access,
+            access_cache: access::TimeCache::default(),
+            cache: time::StampCache::default(),
+            fields: formats::Fields::new(),
+            scratch: Vec::new(),
+            now: Timestamp::now(),
+        })
+    }
+
+    /// The moment syslog stamps (which have no year) are read against: a stamp later than
+    /// this (plus a day) belongs to the year before.
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
+    }
+
+    pub fn source(&self) -> LogSource {
+        self.source
+    }
+
+    /// Parses one logical entry (continuation lines joined with `\n`); `line_no` is the entry's
+    /// first physical line. Only the first [`LINE_CAP`] bytes are looked at.
+    pub fn parse(&mut self, file: &Path, line_no: u64, entry: &[u8]) -> Parsed {
+        let entry = &entry[..entry.len().min(LINE_CAP)];
+        let entry = entry.strip_suffix(b"\n").unwrap_or(entry);
+        if let Some(fmt) = &self.access {
+            return match access::parse_line(fmt, &mut self.access_cache, file, line_no, entry) {
+                Some(r) => Parsed::Response(r),
+                None => Parsed::Bad,
+            };
+        }
+        let Some(head) = formats::head(self.source, entry, &mut self.fields) else {
+            return Parsed::Bad;
+        };
+        let msg: &[u8] = match &head.prog {
+            Some(p) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&entry[p.clone()]);
+                self.scratch.extend_from_slice(b": ");
+                self.scratch.extend_from_slice(&entry[head.msg.clone()]);
+                &self.scratch
+            }
+            None => &entry[head.msg.clone()],
+        };
+        let Some(m) = self.rules.match_message(self.source, msg) else {
+            return Parsed::Other;
+        };
+        if let Some((a, b)) = head.tail {
+            formats::nginx_tail(entry, a, b, &mut self.fields);
+        }
+        let time = stamp_time(&mut self.cache, &self.tz, self.now, entry, &head);
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for (name, r) in &self.fields {
+            fields.insert(
+                (*name).to_string(),
+                String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
+            );
+        }
+        for (name, value) in &m.captures {
+            fields.insert((*name).to_string(), value.clone());
+        }
+        wordpress_component(&mut fields);
+        let text_end = floor_char_boundary(entry, EVENT_TEXT_CAP);
+        Parsed::Event(Event {
+            source: self.source,
+            file: file.to_path_buf(),
+            line: line_no,
+            time,
+            rule: m.rule.id.clone(),
+            event: m.rule.event.clone(),
+            cause: m.rule.cause,
+            severity: m.rule.severity,
+            text: String::from_utf8_lossy(&entry[..text_end]).into_owned(),
+            fields,
+        })
+    }
+}
+
+fn floor_char_boundary(b: &[u8], cap: usize) -> usize {
+    if b.len() <= cap {
+        return b.len();
+    }
+    let mut i = cap;
+    // Do not cut a UTF-8 sequence in half (continuation bytes are 0b10xxxxxx).
+    while i > 0 && (b[i] & 0xC0) == 0x80 {
+        i -= 1;
+    }
+    i
+}
+
+fn stamp_time(
+    cache: &mut time::StampCache,
+    tz: &TimeZone,
+    now: Timestamp,
+    entry: &[u8],
+    head: &formats::Head,
+) -> Option<Timestamp> {
+    use time::Stamp;
+    let raw = entry.get(head.stamp_raw.clone()).unwrap_or_default();
+    match head.stamp {
+        Stamp::None => None,
+        Stamp::Offset(c, off) => c.with_offset(off),
+        Stamp::Local(c) => cache.get_or(raw, || c.in_zone(tz)),
+        Stamp::Named(c, a, b) => cache.get_or(raw, || {
+            let name = std::str::from_utf8(entry.get(a..b)?).ok()?;
+            if name == "UTC" || name == "GMT" {
+                return c.with_offset(0);
+            }
+            match TimeZone::get(name) {
+                Ok(zone) => c.in_zone(&zone),
+                Err(_) => c.in_zone(tz),
+            }
+        }),
+        Stamp::NoYear(c) => cache.get_or(raw, || {
+            let year = now.to_zoned_datetime(tz.clone()).year();
+            let this = time::Civil { y: year.into(), ..c }.in_zone(tz)?;
+            if this.as_second() > now.as_second() + 2 * 86_400 {
+                time::Civil { y: i32::from(year) - 1, ..c }.in_zone(tz)
+            } else {
+                Some(this)
+            }
+        }),
+    }
+}
+
+/// Names the WordPress plugin or theme from a path field (`file`, `script`, `trace`).
+fn wordpress_component(fields: &mut BTreeMap<String, String>) {
+    if fields.contains_key("plugin") || fields.contains_key("theme") {
+        return;
+    }
+    for key in ["file", "script", "trace"] {
+        let Some(path) = fields.get(key) else { continue };
+        let found = [
+            ("/wp-content/plugins/", "plugin"),
+            ("/wp-content/mu-plugins/", "plugin"),
+            ("/wp-content/themes/", "theme"),
+        ]
+        .iter()
+        .filter_map(|(marker, kind)| {
+            let at = path.find(marker)?;
+            let rest = &path[at + marker.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| *c != '/' && *c != ':' && !c.is_whitespace())
+                .collect();
+            (!name.is_empty()).then_some((at, *kind, name))
+        })
+        .min_by_key(|(at, _, _)| *at);
+        if let Some((_, kind, name)) = found {
+            fields.insert(kind.to_string(), name);
+            return;
+        }
+    }
+}
+
+/// Detects a log's kind from its first lines: the source whose header parses on the most
+/// lines (at least one).
+pub fn detect_source(sample: &[u8]) -> Option<LogSource> {
+    const ORDER: [LogSource; 7] = [
+        LogSource::NginxAccess,
+        LogSource::NginxError,
+        LogSource::PhpFpm,
+        LogSource::PhpFpmSlow,
+        LogSource::Php,
+        LogSource::MysqlError,
+        LogSource::Kernel,
+    ];
+    let mut counts = [0usize; 7];
+    let lines = sample
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && *l != b"\r")
+        .take(64);
+    for line in lines {
+        let line = &line[..line.len().min(LINE_CAP)];
+        for (i, source) in ORDER.iter().enumerate() {
+            if formats::looks_like(*source, line) {
+                counts[i] += 1;
+            }
+        }
+    }
+    let (best, n) = counts
+        .iter()
+        .enumerate()
+        .fold((0, 0), |acc, (i, &n)| if n > acc.1 { (i, n) } else { acc });
+    (n > 0).then_some(ORDER[best])
+}
+
+/// Calls `f(first_line_no, entry)` for each entry of `reader`: lines capped at [`LINE_CAP`],
+/// continuation lines of `source` joined to their entry with `\n` (each line on its own when
+/// `source` is `None`). Memory stays bounded by the cap whatever the line lengths.
+pub fn for_each_entry<R: BufRead>(
+    reader: R,
+    source: Option<LogSource>,
+    mut f: impl FnMut(u64, &[u8]),
+) -> std::io::Result<()> {
+    let mut entry: Vec<u8> = Vec::new();
+    let mut entry_line = 0u64;
+    let mut have = false;
+    read::for_each_line(reader, |line_no, line| {
+        let cont = match source {
+            Some(s) => have && !starts_entry(s, line),
+            None => false,
+        };
+        if cont {
+            if entry.len() < LINE_CAP {
+                entry.push(b'\n');
+                let room = LINE_CAP - entry.len();
+                entry.extend_from_slice(&line[..line.len().min(room)]);
+            }
+        } else {
+            if have {
+                f(entry_line, &entry);
+            }
+            entry.clear();
+            if line.is_empty() {
+                have = false;
+                return;
+            }
+            entry.extend_from_slice(line);
+            entry_line = line_no;
+            have = true;
+        }
+    })?;
+    if have {
+        f(entry_line, &entry);
+    }
+    Ok(())
+}
+
+/// Reads every file within the window through the host: also the rotated siblings
+/// (`access.log.1`, `access.log.2.gz`, `access.log-20261123.gz`) whose modification time
+/// reaches into the window (all of them, up to 64, when the window has no start). The format
+/// of a file whose `source` is `None` is detected from its content. Every file gets a
+/// [`crate::event::FileSummary`]; errors land there, never in a panic.
 pub fn read_evidence(
-    _host: &dyn Host,
-    _files: &[LogFile],
-    _window: &Window,
-    _tz: &jiff::tz::TimeZone,
+    host: &dyn Host,
+    files: &[LogFile],
+    window: &Window,
+    tz: &jiff::tz::TimeZone,
 ) -> Evidence {
-    Evidence::default()
+    read::read_files(host, files, window, tz, true)
+}
+
+/// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
+/// format detected from its content.
+pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
+    let files: Vec<LogFile> = paths
+        .iter()
+        .map(|p| LogFile {
+            path: p.clone(),
+            source: None,
+            access_format: None,
+        })
+        .collect();
+    read::read_files(&crate::host::live::LiveHost, &files, window, tz, false)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parser(source: LogSource) -> LineParser {
+        let mut p = LineParser::new(source, None, TimeZone::UTC).unwrap();
+        p.set_now("2026-11-24T12:00:00Z".parse().unwrap());
+        p
+    }
+
+    #[test]
+    fn nginx_event_has_time_in_the_given_zone_and_fields() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        let mut p = LineParser::new(LogSource::NginxError, None, tz).unwrap();
+        let line = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080""#;
+        let Parsed::Event(ev) = p.parse(Path::new("/e.log"), 7, line) else {
+            panic!()
+        };
+        assert_eq!(ev.time.unwrap().to_string(), "2026-11-24T06:45:17Z");
+        assert_eq!(ev.cause, crate::cause::CauseId::UpstreamDown);
+        assert_eq!(ev.field("errno"), Some("2"));
+        assert_eq!(ev.field("socket"), Some("/run/php/php8.2-fpm.sock"));
+        assert_eq!(ev.line, 7);
+    }
+
+    #[test]
+    fn syslog_year_is_inferred_from_now() {
+        let mut p = parser(LogSource::Kernel);
+        let Parsed::Event(ev) = p.parse(
+            Path::new("k"),
+            1,
+            b"Dec 31 23:59:00 web kernel: Out of memory: Killed process 1 (php-fpm8.2) total-vm:1kB",
+        ) else {
+            panic!()
+        };
+        assert_eq!(ev.time.unwrap().to_string(), "2025-12-31T23:59:00Z");
+        let Parsed::Event(ev) = p.parse(
+            Path::new("k"),
+            1,
+            b"Nov 24 07:00:00 web kernel: Out of memory: Killed process 1 (php-fpm8.2) total-vm:1kB",
+        ) else {
+            panic!()
+        };
+        assert_eq!(ev.time.unwrap().to_string(), "2026-11-24T07:00:00Z");
+        assert_eq!(ev.field("victim"), Some("php-fpm8.2"));
+    }
+
+    #[test]
+    fn php_log_zone_name_is_used() {
+        let mut p = parser(LogSource::Php);
+        let Parsed::Event(ev) = p.parse(Path::new("p"), 1, b"[24-Nov-2026 08:45:38 Europe/Berlin] PHP Fatal error:  Uncaught Error: x in /var/www/wp-content/themes/acme/functions.php:3") else { panic!() };
+        assert_eq!(ev.time.unwrap().to_string(), "2026-11-24T07:45:38Z");
+        assert_eq!(ev.field("theme"), Some("acme"));
+    }
+
+    #[test]
+    fn access_lines_are_responses_never_events() {
+        let mut p = parser(LogSource::NginxAccess);
+        let line = br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET /connect()%20to%20unix:/x%20failed%20(2:%20No%20such%20file%20or%20directory) HTTP/1.1" 200 5 "-" "connect() to unix:/run/php.sock failed (2: No such file or directory) while connecting to upstream""#;
+        let Parsed::Response(r) = p.parse(Path::new("a"), 1, line) else {
+            panic!()
+        };
+        assert_eq!(r.status, 200);
+        assert_eq!(p.parse(Path::new("a"), 2, b"not an access line"), Parsed::Bad);
+    }
+
+    #[test]
+    fn detection() {
+        let cases: [(&str, LogSource); 7] = [
+            (r#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#, LogSource::NginxAccess),
+            ("2026/11/24 07:45:17 [error] 1#1: *1 x\nStack trace:\n#0 {main}", LogSource::NginxError),
+            ("[24-Nov-2026 07:45:35] NOTICE: fpm is running, pid 24124", LogSource::PhpFpm),
+            ("\n[24-Nov-2026 07:45:46]  [pool www] pid 24248\nscript_filename = /x\n[0x1] f() /x:1\n", LogSource::PhpFpmSlow),
+            ("[14-Feb-2017 13:07:16 UTC] PHP Fatal error: x", LogSource::Php),
+            ("2026-11-24  7:47:02 0 [Note] mariadbd: ready for connections.", LogSource::MysqlError),
+            ("Nov 24 07:00:00 web kernel: x\nNov 24 07:00:01 web systemd[1]: y", LogSource::Kernel),
+        ];
+        for (text, want) in cases {
+            assert_eq!(detect_source(text.as_bytes()), Some(want), "{text}");
+        }
+        assert_eq!(detect_source(b"\x00\x01\xff binary"), None);
+        assert_eq!(detect_source(b""), None);
+    }
+
+    #[test]
+    fn entries_join_continuations_and_cap_long_lines() {
+        let mut text = Vec::new();
+        text.extend_from_slice(b"2026/11/24 07:45:38 [error] 1#1: *26 FastCGI sent in stderr: \"PHP message: PHP Fatal error:  Uncaught Error: x() in /var/www/wp-content/plugins/acme-slider/slider.php:3\nStack trace:\n#0 {main}\n  thrown in /x.php on line 3\" while reading response header from upstream, client: 127.0.0.1, server: s, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/s:\", host: \"h\"\n");
+        text.extend_from_slice(b"2026/11/24 07:45:39 [error] 1#1: *27 ");
+        text.extend(std::iter::repeat_n(b'a', 3 * LINE_CAP));
+        text.extend_from_slice(b"\n2026/11/24 07:45:40 [error] 1#1: *28 last\n");
+        let mut seen = Vec::new();
+        for_each_entry(&text[..], Some(LogSource::NginxError), |n, e| {
+            seen.push((n, e.len(), e.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 5, 6]);
+        assert!(seen[1].1 <= LINE_CAP);
+        let mut p = parser(LogSource::NginxError);
+        let Parsed::Event(ev) = p.parse(Path::new("e"), 1, &seen[0].2) else {
+            panic!()
+        };
+        assert_eq!(ev.rule, "nginx.php-fatal-error");
+        assert_eq!(ev.field("plugin"), Some("acme-slider"));
+        assert_eq!(ev.field("request"), Some("GET / HTTP/1.1"));
+    }
 }

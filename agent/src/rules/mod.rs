@@ -1,3 +1,724 @@
 //! Rule packs: YAML data (`rules/*.yaml` at the top of the repository, embedded at build time,
 //! extendable from `/etc/origin-agent/rules.d/`) that map server-side log lines to events and
 //! causes.
+//!
+//! A rule names its log source, a pattern with named captures, the event it yields, the cause id
+//! it supports, a severity and the fix text, and carries sample lines that must match (with their
+//! expected captures) and lines that must not. Patterns are matched against the *message* part of
+//! an entry (after the log's own timestamp/level header, and for nginx error logs before the
+//! structural `, client: …` tail) and must be anchored with `^`: a rule anchors on the structure
+//! of the line, never on a substring a visitor could have written anywhere in it.
+//!
+//! Matching per source is: an anchored Aho-Corasick prefilter over the literal prefix of every
+//! pattern (a message that starts with none of them, when every rule has one, is skipped), then
+//! one [`regex::bytes::RegexSet`] that decides which rule matched (the first in file order wins),
+//! then captures for that rule only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use aho_corasick::{AhoCorasick, Anchored, Input, StartKind};
+use regex::bytes::{Regex, RegexSet};
+use serde::Deserialize;
+
+use crate::cause::CauseId;
+use crate::event::{LogSource, Severity};
+
+/// The rule packs built into the binary, by file name.
+pub const BUILTIN_PACKS: &[(&str, &str)] = &[
+    ("nginx.yaml", include_str!("../../../rules/nginx.yaml")),
+    ("php-fpm.yaml", include_str!("../../../rules/php-fpm.yaml")),
+    ("php.yaml", include_str!("../../../rules/php.yaml")),
+    ("mysql.yaml", include_str!("../../../rules/mysql.yaml")),
+    ("kernel.yaml", include_str!("../../../rules/kernel.yaml")),
+];
+
+/// Where the operator's own rules live.
+pub const DEFAULT_RULES_DIR: &str = "/etc/origin-agent/rules.d";
+
+/// Why a rule pack could not be loaded or tested.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{file}: {error}")]
+    Yaml {
+        file: String,
+        #[source]
+        error: yaml_serde::Error,
+    },
+    #[error("{file}: rule `{id}`: {message}")]
+    Invalid {
+        file: String,
+        id: String,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackDoc {
+    rules: Vec<RuleDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDoc {
+    id: String,
+    source: String,
+    pattern: String,
+    event: String,
+    cause: String,
+    severity: String,
+    fix: String,
+    #[serde(default)]
+    samples: SamplesDoc,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SamplesDoc {
+    #[serde(default, rename = "match")]
+    matches: Vec<SampleDoc>,
+    #[serde(default)]
+    no_match: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleDoc {
+    line: String,
+    #[serde(default)]
+    captures: BTreeMap<String, String>,
+}
+
+/// A sample line a rule must match, with the captures it must produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// A whole log entry as the log writes it (continuation lines joined with `\n`).
+    pub line: String,
+    /// Expected values of named captures and parser fields (a subset of what the event carries).
+    pub captures: BTreeMap<String, String>,
+}
+
+/// One rule: a log source, an anchored pattern, and what a match means.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub source: LogSource,
+    pub pattern: String,
+    pub event: String,
+    pub cause: CauseId,
+    pub severity: Severity,
+    pub fix: String,
+    pub samples: Vec<Sample>,
+    pub no_match: Vec<String>,
+    /// The pack file the rule came from (`nginx.yaml`, `/etc/origin-agent/rules.d/site.yaml`).
+    pub origin: String,
+    regex: Regex,
+}
+
+impl Rule {
+    /// The compiled pattern.
+    pub fn regex(&self) -> &Regex {
+        &self.regex
+    }
+}
+
+/// The compiled matcher for one log source.
+#[derive(Debug)]
+struct SourceMatcher {
+    /// Indexes into `RuleSet::rules`, in match priority order.
+    rules: Vec<usize>,
+    set: RegexSet,
+    /// Anchored prefilter over the literal prefixes, when every rule of the source has one.
+    prefilter: Option<AhoCorasick>,
+}
+
+/// A loaded, compiled set of rules.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    matchers: HashMap<LogSource, SourceMatcher>,
+}
+
+/// A rule that matched a message, with its named captures (empty captures left out).
+#[derive(Debug, Clone)]
+pub struct RuleMatch<'a> {
+    pub rule: &'a Rule,
+    pub captures: Vec<(&'a str, String)>,
+}
+
+impl RuleSet {
+    /// The embedded packs.
+    pub fn builtin() -> Result<RuleSet, RuleError> {
+        let mut rules = Vec::new();
+        for (name, text) in BUILTIN_PACKS {
+            merge_rules(&mut rules, parse_pack(name, text)?);
+        }
+        RuleSet::from_rules(rules)
+    }
+
+    /// The embedded packs plus every `*.yaml`/`*.yml` file in `extra_dir` (default
+    /// `/etc/origin-agent/rules.d`), in name order; a rule with an existing id replaces it in
+    /// place. A missing directory is not an error.
+    pub fn load(extra_dir: Option<&Path>) -> Result<RuleSet, RuleError> {
+        let mut rules = Vec::new();
+        for (name, text) in BUILTIN_PACKS {
+            merge_rules(&mut rules, parse_pack(name, text)?);
+        }
+        let dir = extra_dir.unwrap_or(Path::new(DEFAULT_RULES_DIR));
+        for path in pack_files(dir)? {
+            let text = std::fs::read_to_string(&path).map_err(|e| RuleError::Io {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            merge_rules(&mut rules, parse_pack(&path.display().to_string(), &text)?);
+        }
+        RuleSet::from_rules(rules)
+    }
+
+    /// One pack file alone (for `rules test`).
+    pub fn from_file(path: &Path) -> Result<RuleSet, RuleError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RuleError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        RuleSet::from_rules(parse_pack(&path.display().to_string(), &text)?)
+    }
+
+    /// Pack text (YAML) alone.
+    pub fn from_yaml(name: &str, text: &str) -> Result<RuleSet, RuleError> {
+        RuleSet::from_rules(parse_pack(name, text)?)
+    }
+
+    fn from_rules(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
+        let mut matchers = HashMap::new();
+        for source in LogSource::ALL {
+            let idx: Vec<usize> = (0..rules.len())
+                .filter(|&i| rules[i].source == *source)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let set = RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(
+                |e| RuleError::Invalid {
+                    file: "(rule set)".into(),
+                    id: source.as_str().into(),
+                    message: e.to_string(),
+                },
+            )?;
+            let prefixes: Vec<Option<String>> = idx
+                .iter()
+                .map(|&i| literal_prefix(&rules[i].pattern))
+                .collect();
+            let prefilter = if prefixes.iter().all(Option::is_some) {
+                AhoCorasick::builder()
+                    .start_kind(StartKind::Anchored)
+                    .build(prefixes.iter().flatten())
+                    .ok()
+            } else {
+                None
+            };
+            matchers.insert(
+                *source,
+                SourceMatcher {
+                    rules: idx,
+                    set,
+                    prefilter,
+                },
+            );
+        }
+        Ok(RuleSet { rules, matchers })
+    }
+
+    /// Every rule, in priority order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// True when some rule reads this source.
+    pub fn has_source(&self, source: LogSource) -> bool {
+        self.matchers.contains_key(&source)
+    }
+
+    /// The first rule of `source` whose pattern matches `message`, with its captures.
+    pub fn match_message(&self, source: LogSource, message: &[u8]) -> Option<RuleMatch<'_>> {
+        let matcher = self.matchers.get(&source)?;
+        if let Some(pre) = &matcher.prefilter {
+            if !pre.is_match(Input::new(message).anchored(Anchored::Yes)) {
+                return None;
+            }
+        }
+        let hit = matcher.set.matches(message).into_iter().next()?;
+        let rule = self.rules.get(*matcher.rules.get(hit)?)?;
+        let caps = rule.regex.captures(message)?;
+        let mut captures = Vec::new();
+        for (i, name) in rule.regex.capture_names().enumerate() {
+            let (Some(name), Some(m)) = (name, caps.get(i)) else {
+                continue;
+            };
+            if !m.as_bytes().is_empty() {
+                captures.push((name, String::from_utf8_lossy(m.as_bytes()).into_owned()));
+            }
+        }
+        Some(RuleMatch { rule, captures })
+    }
+}
+
+fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(RuleError::Io {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml") | Some("yml")
+            )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn merge_rules(into: &mut Vec<Rule>, new: Vec<Rule>) {
+    for rule in new {
+        if let Some(old) = into.iter_mut().find(|r| r.id == rule.id) {
+            *old = rule;
+        } else {
+            into.push(rule);
+        }
+    }
+}
+
+fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
+    let doc: PackDoc = yaml_serde::from_str(text).map_err(|error| RuleError::Yaml {
+        file: file.to_string(),
+        error,
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    let mut rules = Vec::new();
+    for d in doc.rules {
+        let invalid = |message: String| RuleError::Invalid {
+            file: file.to_string(),
+            id: d.id.clone(),
+            message,
+        };
+        if !seen.insert(d.id.clone()) {
+            return Err(invalid("the id is used twice in this file".into()));
+        }
+        let source = LogSource::parse(&d.source)
+            .ok_or_else(|| invalid(format!("unknown source `{}`", d.source)))?;
+        let cause = CauseId::parse(&d.cause)
+            .ok_or_else(|| invalid(format!("unknown cause id `{}`", d.cause)))?;
+        let severity = match d.severity.as_str() {
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "error" => Severity::Error,
+            "critical" => Severity::Critical,
+            other => return Err(invalid(format!("unknown severity `{other}`"))),
+        };
+        if source == LogSource::NginxAccess {
+            return Err(invalid(
+                "access-log lines are written by visitors and never yield events".into(),
+            ));
+        }
+        if !d.pattern.starts_with('^') {
+            return Err(invalid(
+                "the pattern must be anchored with `^` at the start of the message".into(),
+            ));
+        }
+        if d.event.trim().is_empty() || d.fix.trim().is_empty() {
+            return Err(invalid("`event` and `fix` must not be empty".into()));
+        }
+        let regex = Regex::new(&d.pattern).map_err(|e| invalid(e.to_string()))?;
+        rules.push(Rule {
+            id: d.id.clone(),
+            source,
+            pattern: d.pattern,
+            event: d.event,
+            cause,
+            severity,
+            fix: d.fix.trim().to_string(),
+            samples: d
+                .samples
+                .matches
+                .into_iter()
+                .map(|s| Sample {
+                    line: s.line,
+                    captures: s.captures,
+                })
+                .collect(),
+            no_match: d.samples.no_match,
+            origin: file.to_string(),
+            regex,
+        });
+    }
+    Ok(rules)
+}
+
+/// The literal text every match of an anchored pattern starts with (`^connect\(\) to ` gives
+/// `connect() to `), or `None` when the pattern starts with a group, a class or an alternation.
+pub fn literal_prefix(pattern: &str) -> Option<String> {
+    let body = pattern.strip_prefix('^')?;
+    if has_top_level_alternation(body) {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        let lit = match c {
+            '\\' => match chars.next() {
+                Some(e) if e.is_ascii_punctuation() => e,
+                Some(' ') => ' ',
+                _ => break,
+            },
+            '.' | '(' | '[' | '{' | '|' | '^' | '$' | ')' => break,
+            '*' | '?' | '+' => {
+                // The previous character was optional or repeated: it is not a sure prefix.
+                out.pop();
+                break;
+            }
+            c => c,
+        };
+        if let Some(&next) = chars.peek() {
+            if matches!(next, '*' | '?' | '{') {
+                break;
+            }
+            if next == '+' {
+                out.push(lit);
+                break;
+            }
+        }
+        out.push(lit);
+    }
+    if out.is_empty() {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+fn has_top_level_alternation(body: &str) -> bool {
+    let mut depth = 0i32;
+    let mut in_class = false;
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => depth -= 1,
+            '|' if !in_class && depth == 0 => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `origin-agent rules list`: one line per rule (id, source, cause, severity, event, origin).
+pub fn list_text(set: &RuleSet) -> String {
+    let mut out = String::new();
+    let w = set.rules.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    out.push_str(&format!(
+        "{:<w$}  {:<12}  {:<26}  {:<8}  {:<28}  {}\n",
+        "ID", "SOURCE", "CAUSE", "SEVERITY", "EVENT", "FROM"
+    ));
+    for r in &set.rules {
+        out.push_str(&format!(
+            "{:<w$}  {:<12}  {:<26}  {:<8}  {:<28}  {}\n",
+            r.id,
+            r.source.as_str(),
+            r.cause.id(),
+            severity_str(r.severity),
+            r.event,
+            r.origin
+        ));
+    }
+    out.push_str(&format!("{} rules\n", set.rules.len()));
+    out
+}
+
+pub(crate) fn severity_str(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Error => "error",
+        Severity::Critical => "critical",
+    }
+}
+
+/// The outcome of checking one rule's own samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleFailure {
+    pub rule: String,
+    pub line: String,
+    pub problem: String,
+}
+
+/// Runs every rule's samples through the full parser of its source (header, structure split,
+/// rules of the whole `set`, so a sample that an earlier rule steals fails too). Returns the
+/// failures; a rule with no `match` sample is a failure.
+pub fn check_samples(set: &RuleSet) -> Vec<SampleFailure> {
+    use crate::logs::{LineParser, Parsed};
+    let arc = std::sync::Arc::new(set.clone_compiled());
+    let mut failures = Vec::new();
+    let tz = jiff::tz::TimeZone::UTC;
+    for rule in &set.rules {
+        let fail = |line: &str, problem: String| SampleFailure {
+            rule: rule.id.clone(),
+            line: line.to_string(),
+            problem,
+        };
+        if rule.samples.is_empty() {
+            failures.push(fail("", "the rule has no `match` sample".into()));
+        }
+        if rule.no_match.is_empty() {
+            failures.push(fail("", "the rule has no `no_match` sample".into()));
+        }
+        let Ok(mut parser) = LineParser::with_rules(rule.source, None, tz.clone(), arc.clone())
+        else {
+            failures.push(fail("", "no parser for this source".into()));
+            continue;
+        };
+        for sample in &rule.samples {
+            match parser.parse(Path::new("sample"), 1, sample.line.as_bytes()) {
+                Parsed::Event(ev) if ev.rule == rule.id => {
+                    for (k, v) in &sample.captures {
+                        match ev.fields.get(k) {
+                            Some(got) if got == v => {}
+                            got => failures.push(fail(
+                                &sample.line,
+                                format!("field `{k}`: expected {v:?}, got {got:?}"),
+                            )),
+                        }
+                    }
+                }
+                Parsed::Event(ev) => failures.push(fail(
+                    &sample.line,
+                    format!("matched rule `{}` instead", ev.rule),
+                )),
+                Parsed::Bad => failures.push(fail(
+                    &sample.line,
+                    "the line does not parse as this source".into(),
+                )),
+                _ => failures.push(fail(&sample.line, "no rule matched".into())),
+            }
+        }
+        for line in &rule.no_match {
+            if let Parsed::Event(ev) = parser.parse(Path::new("sample"), 1, line.as_bytes()) {
+                if ev.rule == rule.id {
+                    failures.push(fail(line, "a `no_match` line matched".into()));
+                }
+            }
+        }
+    }
+    failures
+}
+
+impl RuleSet {
+    fn clone_compiled(&self) -> RuleSet {
+        // Regexes are cheap to clone (shared internals); recompile the matchers.
+        RuleSet::from_rules(self.rules.clone()).unwrap_or(RuleSet {
+            rules: Vec::new(),
+            matchers: HashMap::new(),
+        })
+    }
+}
+
+/// `origin-agent rules test FILE LOG`: loads the rule file alone, reports which entries of `log`
+/// match which of its rules (with captures), then the file's own samples' results.
+pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
+    use crate::logs::{LineParser, Parsed};
+    let set = std::sync::Arc::new(RuleSet::from_file(rule_file)?);
+    let mut out = String::new();
+    let sources: Vec<LogSource> = LogSource::ALL
+        .iter()
+        .copied()
+        .filter(|s| set.has_source(*s))
+        .collect();
+    let file = std::fs::File::open(log).map_err(|e| RuleError::Io {
+        path: log.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut parsers: Vec<LineParser> = sources
+        .iter()
+        .filter_map(|s| {
+            LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok()
+        })
+        .collect();
+    let mut matched = 0u64;
+    let mut entries = 0u64;
+    let mut per_rule: BTreeMap<String, u64> = BTreeMap::new();
+    crate::logs::for_each_entry(
+        std::io::BufReader::new(file),
+        sources.first().copied(),
+        |line_no, entry| {
+            entries += 1;
+            for p in parsers.iter_mut() {
+                if let Parsed::Event(ev) = p.parse(log, line_no, entry) {
+                    matched += 1;
+                    *per_rule.entry(ev.rule.clone()).or_default() += 1;
+                    out.push_str(&format!("{}:{}: {} ({})\n", log.display(), line_no, ev.rule, ev.event));
+                    for (k, v) in &ev.fields {
+                        out.push_str(&format!("    {k} = {v}\n"));
+                    }
+                    break;
+                }
+            }
+        },
+    )
+    .map_err(|e| RuleError::Io {
+        path: log.display().to_string(),
+        message: e.to_string(),
+    })?;
+    out.push_str(&format!("{matched} of {entries} entries matched\n"));
+    for (rule, n) in &per_rule {
+        out.push_str(&format!("  {rule}: {n}\n"));
+    }
+    let failures = check_samples(&set);
+    let samples: usize = set
+        .rules
+        .iter()
+        .map(|r| r.samples.len() + r.no_match.len())
+        .sum();
+    if failures.is_empty() {
+        out.push_str(&format!("samples: all {samples} passed\n"));
+    } else {
+        out.push_str(&format!(
+            "samples: {} of {samples} failed\n",
+            failures.len()
+        ));
+        for f in &failures {
+            out.push_str(&format!("  {}: {}: {}\n", f.rule, f.problem, f.line));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_builtin_rule_passes_its_samples_and_has_some() {
+        let set = RuleSet::builtin().unwrap();
+        assert!(set.rules().len() >= 40, "{} rules", set.rules().len());
+        let failures = check_samples(&set);
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn a_rule_without_samples_fails_the_check() {
+        let yaml = r#"
+rules:
+  - id: t.x
+    source: nginx_error
+    pattern: '^no live upstreams'
+    event: e
+    cause: upstream.no-live
+    severity: error
+    fix: f
+"#;
+        let set = RuleSet::from_yaml("t.yaml", yaml).unwrap();
+        let failures = check_samples(&set);
+        assert!(failures.iter().any(|f| f.problem.contains("no `match` sample")));
+    }
+
+    #[test]
+    fn unanchored_patterns_and_access_rules_are_refused() {
+        let base = |source: &str, pattern: &str| {
+            format!("rules:\n  - id: t.x\n    source: {source}\n    pattern: '{pattern}'\n    event: e\n    cause: upstream.down\n    severity: error\n    fix: f\n")
+        };
+        assert!(RuleSet::from_yaml("t", &base("nginx_error", "connect")).is_err());
+        assert!(RuleSet::from_yaml("t", &base("nginx_access", "^x")).is_err());
+        assert!(RuleSet::from_yaml("t", &base("nginx_error", "^x")).is_ok());
+        assert!(RuleSet::from_yaml("t", &base("nowhere", "^x")).is_err());
+        let unknown_key = "rules:\n  - id: a\n    bogus: 1\n";
+        assert!(matches!(
+            RuleSet::from_yaml("t", unknown_key),
+            Err(RuleError::Yaml { .. })
+        ));
+    }
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(
+            literal_prefix(r"^connect\(\) to unix:(?P<s>\S+)").as_deref(),
+            Some("connect() to unix:")
+        );
+        assert_eq!(literal_prefix(r"^(?:a|b)c"), None);
+        assert_eq!(literal_prefix(r"^ab|cd"), None);
+        assert_eq!(literal_prefix(r"^abc?d").as_deref(), Some("ab"));
+        assert_eq!(literal_prefix(r"^ab +c").as_deref(), Some("ab "));
+        assert_eq!(literal_prefix(r"^x\d").as_deref(), Some("x"));
+        assert_eq!(literal_prefix(r"^PHP Fatal error: +A").as_deref(), Some("PHP Fatal error: "));
+    }
+
+    #[test]
+    fn extra_dir_overrides_by_id_and_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = RuleSet::builtin().unwrap();
+        let first = builtin.rules()[0].clone();
+        let yaml = format!(
+            "rules:\n  - id: {}\n    source: nginx_error\n    pattern: '^no live upstreams'\n    event: overridden\n    cause: upstream.no-live\n    severity: error\n    fix: f\n  - id: site.new\n    source: nginx_error\n    pattern: '^my own'\n    event: mine\n    cause: upstream.down\n    severity: error\n    fix: f\n",
+            first.id
+        );
+        std::fs::write(dir.path().join("site.yaml"), yaml).unwrap();
+        std::fs::write(dir.path().join("ignored.txt"), "not yaml").unwrap();
+        let set = RuleSet::load(Some(dir.path())).unwrap();
+        assert_eq!(set.rules().len(), builtin.rules().len() + 1);
+        assert_eq!(set.rules()[0].event, "overridden");
+        assert!(set.rules().iter().any(|r| r.id == "site.new"));
+        let text = list_text(&set);
+        assert!(text.contains("site.new") && text.contains("site.yaml"));
+        // A missing directory is just the builtin set.
+        let set = RuleSet::load(Some(&dir.path().join("missing"))).unwrap();
+        assert_eq!(set.rules().len(), builtin.rules().len());
+    }
+
+    #[test]
+    fn test_file_reports_matches_and_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("r.yaml");
+        std::fs::write(
+            &rules,
+            r#"rules:
+  - id: site.nolive
+    source: nginx_error
+    pattern: '^no live upstreams while (?P<action>connecting) to upstream'
+    event: no-live
+    cause: upstream.no-live
+    severity: error
+    fix: check the upstream group
+    samples:
+      match:
+        - line: '2026/11/24 07:45:29 [error] 1#1: *9 no live upstreams while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET / HTTP/1.1", upstream: "fastcgi://php_backend", host: "x"'
+          captures: {action: connecting, client: 127.0.0.1, upstream: "fastcgi://php_backend"}
+      no_match:
+        - '2026/11/24 07:45:29 [error] 1#1: *9 open() "/var/www/no live upstreams while connecting to upstream" failed (2: No such file or directory), client: 127.0.0.1, server: example.com, request: "GET / HTTP/1.1", host: "x"'
+"#,
+        )
+        .unwrap();
+        let log = dir.path().join("error.log");
+        std::fs::write(&log, "2026/11/24 07:45:29 [error] 1#1: *9 no live upstreams while connecting to upstream, client: 127.0.0.1, server: example.com, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://php_backend\", host: \"x\"\n2026/11/24 07:45:30 [error] 1#1: *10 something else\n").unwrap();
+        let out = test_file(&rules, &log).unwrap();
+        assert!(out.contains("error.log:1: site.nolive"), "{out}");
+        assert!(out.contains("1 of 2 entries matched"), "{out}");
+        assert!(out.contains("samples: all 2 passed"), "{out}");
+    }
+}

@@ -1,0 +1,159 @@
+//! The command line: every subcommand and flag, with clap's derive API. The man page and shell
+//! completions are generated from these definitions (`origin-agent generate`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "origin-agent",
+    version,
+    about = "Explains the 502s behind a CDN: discovers the web stack, audits the host and its firewall, reads the logs, and names the one local cause with its fix.",
+    after_help = "Exit codes (monitoring-plugin convention): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot audit: discover, probe, read the log window, diagnose, report.
+    Audit(AuditArgs),
+    /// Log evidence and diagnosis over the given files alone (formats detected), no host probes.
+    Scan(ScanArgs),
+    /// Which cause explains one moment or one request.
+    Explain(ExplainArgs),
+    /// Capture what the audit reads into a snapshot, for `audit --snapshot` elsewhere.
+    Collect(CollectArgs),
+    /// Work with the agent's config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Work with the log rule packs.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+    /// Generate the man page and shell completions.
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Nagios,
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print the JSON report (same as --format json).
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+impl OutputArgs {
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.format.unwrap_or(Format::Human)
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Config file (default: /etc/origin-agent/config.yaml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How far back to read the logs, e.g. 30m, 1h, 2d (default: the config's audit.since, 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Audit a snapshot (directory or .tar.gz written by `collect`) instead of this host.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub snapshot: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Only lines newer than this, e.g. 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Log files (nginx access/error, PHP-FPM, PHP, MySQL/MariaDB, kernel; .gz too).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "DIR|FILE")]
+    pub snapshot: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// A moment: RFC 3339 (2026-11-24T07:45:17Z) or local "2026-11-24 07:45:17".
+    #[arg(long, value_name = "TIME", group = "query")]
+    pub at: Option<String>,
+    /// Text of the request line, e.g. "/sleep.php".
+    #[arg(long, value_name = "TEXT", group = "query")]
+    pub request: Option<String>,
+    /// An nginx connection id, e.g. 1234 or *1234.
+    #[arg(long, value_name = "ID", group = "query")]
+    pub connection: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// Where to write the snapshot: a .tar.gz file, or a directory (default:
+    /// origin-agent-HOST-TIME.tar.gz here).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate a config file (default: /etc/origin-agent/config.yaml).
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// List every rule: id, source, cause.
+    List,
+    /// Run a rule file against a log: which lines match which rule, with captures.
+    Test {
+        #[arg(value_name = "RULE_FILE")]
+        rules: PathBuf,
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// man, completions, or all.
+    #[arg(value_name = "WHAT")]
+    pub what: String,
+    /// The output directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}

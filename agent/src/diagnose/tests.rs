@@ -1,0 +1,343 @@
+//! Diagnosis on constructed evidence: the correlation and ranking logic alone. The end-to-end
+//! tests check the same verdicts on real logs from real nginx, PHP-FPM and MariaDB.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::check::{Area, Check};
+use crate::event::{Event, Evidence, LogSource, Response, Severity};
+
+fn ts(secs: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(1_795_000_000 + secs).unwrap()
+}
+
+fn event(source: LogSource, cause: CauseId, at: i64, fields: &[(&str, &str)]) -> Event {
+    Event {
+        source,
+        file: PathBuf::from(match source {
+            LogSource::NginxError => "/var/log/nginx/error.log",
+            LogSource::PhpFpm => "/var/log/php8.2-fpm.log",
+            LogSource::Kernel => "/var/log/kern.log",
+            _ => "/var/log/other.log",
+        }),
+        line: at as u64 + 1,
+        time: Some(ts(at)),
+        rule: "test".into(),
+        event: "test".into(),
+        cause,
+        severity: Severity::Error,
+        text: format!("line at {at} {fields:?}"),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+fn response(status: u16, request: &str, at: i64, rt: f64) -> Response {
+    Response {
+        file: PathBuf::from("/var/log/nginx/access.log"),
+        line: at as u64 + 1,
+        time: Some(ts(at)),
+        status,
+        request: request.into(),
+        client: "127.0.0.1".into(),
+        upstream_addr: None,
+        upstream_status: None,
+        request_time: Some(rt),
+        body_bytes: None,
+        forwarded_for: None,
+    }
+}
+
+fn evidence(events: Vec<Event>, errors: Vec<Response>, ok: u64) -> Evidence {
+    let mut ev = Evidence {
+        events,
+        ..Evidence::default()
+    };
+    for r in &errors {
+        *ev.responses.by_status.entry(r.status).or_default() += 1;
+        let minute = r.time.unwrap().as_second() / 60 * 60;
+        let m = ev.responses.per_minute.entry(minute).or_default();
+        m.total += 1;
+        m.errors += 1;
+    }
+    ev.responses.total = errors.len() as u64 + ok;
+    ev.errors = errors;
+    ev
+}
+
+fn run(ev: &Evidence, checks: &[Check]) -> Diagnosis {
+    diagnose(
+        ev,
+        checks,
+        &Discovery::default(),
+        Scope { stack_found: true },
+    )
+}
+
+const SOCK: &str = "fastcgi://unix:/run/php/php8.2-fpm.sock:";
+
+#[test]
+fn missing_socket_502s_are_upstream_down() {
+    let events = (0..3)
+        .map(|i| {
+            event(
+                LogSource::NginxError,
+                CauseId::UpstreamDown,
+                i,
+                &[
+                    ("request", "GET /index.php HTTP/1.1"),
+                    ("errno", "2"),
+                    ("upstream", SOCK),
+                ],
+            )
+        })
+        .collect();
+    let errors = (0..3)
+        .map(|i| response(502, "GET /index.php HTTP/1.1", i, 0.0))
+        .collect();
+    let d = run(&evidence(events, errors, 100), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamDown));
+    assert_eq!(d.verdict.status, VerdictStatus::Critical);
+    assert_eq!(d.causes[0].responses, 3);
+    assert_eq!(d.unexplained, 0);
+    assert!(
+        d.verdict.summary.starts_with("3 of 3 5xx"),
+        "{}",
+        d.verdict.summary
+    );
+}
+
+#[test]
+fn a_reset_after_execution_timed_out_is_a_timeout_not_a_crash() {
+    let events = vec![
+        event(
+            LogSource::PhpFpm,
+            CauseId::UpstreamTimeout,
+            10,
+            &[("child", "24248"), ("pool", "www")],
+        ),
+        event(
+            LogSource::PhpFpm,
+            CauseId::UpstreamCrashed,
+            10,
+            &[("child", "24248"), ("signal", "15")],
+        ),
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamCrashed,
+            10,
+            &[("request", "GET /sleep.php?s=8 HTTP/1.1"), ("errno", "104")],
+        ),
+    ];
+    let errors = vec![response(502, "GET /sleep.php?s=8 HTTP/1.1", 10, 5.242)];
+    let d = run(&evidence(events, errors, 10), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamTimeout));
+    assert!(
+        d.causes.iter().all(|c| c.id != CauseId::UpstreamCrashed),
+        "{:?}",
+        d.causes
+    );
+}
+
+#[test]
+fn sigkill_is_an_oom_kill_only_when_the_kernel_agrees() {
+    let nginx = |at| {
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamCrashed,
+            at,
+            &[("request", "GET /sleep.php?s=3 HTTP/1.1"), ("errno", "104")],
+        )
+    };
+    let fpm = |at| {
+        event(
+            LogSource::PhpFpm,
+            CauseId::UpstreamCrashed,
+            at,
+            &[("child", "1"), ("signal", "9")],
+        )
+    };
+    let kernel = |at| {
+        event(
+            LogSource::Kernel,
+            CauseId::HostOomKill,
+            at,
+            &[("process", "php-fpm8.2")],
+        )
+    };
+    let errors = || vec![response(502, "GET /sleep.php?s=3 HTTP/1.1", 20, 3.0)];
+
+    let with_kernel = run(
+        &evidence(vec![kernel(20), fpm(20), nginx(20)], errors(), 5),
+        &[],
+    );
+    assert_eq!(with_kernel.verdict.cause, Some(CauseId::HostOomKill));
+
+    let without = run(&evidence(vec![fpm(20), nginx(20)], errors(), 5), &[]);
+    assert_eq!(without.verdict.cause, Some(CauseId::UpstreamCrashed));
+}
+
+#[test]
+fn unexplained_5xx_give_no_cause_and_status_unknown() {
+    let errors = vec![
+        response(502, "GET / HTTP/1.1", 0, 0.0),
+        response(502, "GET / HTTP/1.1", 1, 0.0),
+    ];
+    let d = run(&evidence(vec![], errors, 10), &[]);
+    assert_eq!(d.verdict.cause, None);
+    assert_eq!(d.verdict.status, VerdictStatus::Unknown);
+    assert_eq!(d.unexplained, 2);
+    assert!(d.causes.is_empty());
+}
+
+#[test]
+fn a_healthy_host_says_so() {
+    let d = run(
+        &evidence(vec![], vec![], 500),
+        &[Check::ok("nginx.running", Area::Services, "nginx runs")],
+    );
+    assert_eq!(d.verdict.status, VerdictStatus::Ok);
+    assert_eq!(d.verdict.cause, None);
+    assert!(d.timeline.is_none());
+}
+
+#[test]
+fn nothing_found_is_unknown() {
+    let d = diagnose(
+        &Evidence::default(),
+        &[],
+        &Discovery::default(),
+        Scope { stack_found: false },
+    );
+    assert_eq!(d.verdict.status, VerdictStatus::Unknown);
+}
+
+#[test]
+fn state_only_causes_are_listed_without_any_5xx() {
+    let check = Check::fail("firewall.cloudflare", Area::Firewall, "Cloudflare blocked")
+        .cause(CauseId::FirewallCdnBlocked)
+        .fix("allow it");
+    let d = run(&evidence(vec![], vec![], 100), &[check]);
+    assert_eq!(d.verdict.cause, Some(CauseId::FirewallCdnBlocked));
+    assert_eq!(d.verdict.status, VerdictStatus::Critical);
+    assert_eq!(d.causes[0].fix, "allow it");
+    assert!(d.causes[0].confirmed_now);
+}
+
+#[test]
+fn max_children_alone_is_not_saturation() {
+    let events = vec![event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamSaturated,
+        5,
+        &[("pool", "www")],
+    )];
+    let d = run(&evidence(events, vec![], 100), &[]);
+    assert!(d.causes.is_empty(), "{:?}", d.causes);
+    assert_eq!(d.verdict.status, VerdictStatus::Ok);
+}
+
+#[test]
+fn the_dominant_cause_comes_first_and_the_other_is_listed() {
+    let mut events = Vec::new();
+    let mut errors = Vec::new();
+    for i in 0..8 {
+        events.push(event(
+            LogSource::NginxError,
+            CauseId::UpstreamSaturated,
+            i,
+            &[("request", "GET /busy.php HTTP/1.1"), ("errno", "11")],
+        ));
+        errors.push(response(502, "GET /busy.php HTTP/1.1", i, 0.0));
+    }
+    for i in 0..2 {
+        events.push(event(
+            LogSource::NginxError,
+            CauseId::UpstreamBadResponse,
+            20 + i,
+            &[("request", "GET /bigheader.php HTTP/1.1")],
+        ));
+        errors.push(response(502, "GET /bigheader.php HTTP/1.1", 20 + i, 0.0));
+    }
+    let d = run(&evidence(events, errors, 100), &[]);
+    let ids: Vec<CauseId> = d.causes.iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids,
+        vec![CauseId::UpstreamSaturated, CauseId::UpstreamBadResponse]
+    );
+    assert_eq!(d.causes[0].responses, 8);
+    assert_eq!(d.causes[1].responses, 2);
+}
+
+#[test]
+fn an_error_entry_explains_one_response_only() {
+    // Two 502s for the same URL, one error entry: one response stays unexplained.
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::UpstreamDown,
+        0,
+        &[("request", "GET / HTTP/1.1")],
+    )];
+    let errors = vec![
+        response(502, "GET / HTTP/1.1", 0, 0.0),
+        response(502, "GET / HTTP/1.1", 30, 0.0),
+    ];
+    let d = run(&evidence(events, errors, 0), &[]);
+    assert_eq!(d.causes[0].responses, 1);
+    assert_eq!(d.unexplained, 1);
+}
+
+#[test]
+fn a_php_fatal_error_names_the_plugin_in_the_fix() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::AppFatalError,
+        3,
+        &[
+            (
+                "request",
+                "GET /wp-content/plugins/acme-slider/slider.php HTTP/1.1",
+            ),
+            ("plugin", "acme-slider"),
+        ],
+    )];
+    let errors = vec![response(
+        500,
+        "GET /wp-content/plugins/acme-slider/slider.php HTTP/1.1",
+        3,
+        0.0,
+    )];
+    let d = run(&evidence(events, errors, 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::AppFatalError));
+    assert!(
+        d.causes[0].fix.contains("acme-slider"),
+        "{}",
+        d.causes[0].fix
+    );
+}
+
+#[test]
+fn explain_finds_the_response_at_a_moment() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::UpstreamDown,
+        0,
+        &[("request", "GET /a HTTP/1.1"), ("connection", "17")],
+    )];
+    let errors = vec![
+        response(502, "GET /a HTTP/1.1", 0, 0.0),
+        response(502, "GET /b HTTP/1.1", 100, 0.0),
+    ];
+    let ev = evidence(events, errors, 0);
+    let at = explain(&ev, &ExplainQuery::At(ts(1)));
+    assert_eq!(at.len(), 1);
+    assert_eq!(at[0].cause, Some(CauseId::UpstreamDown));
+    let by_conn = explain(&ev, &ExplainQuery::Connection("*17".into()));
+    assert_eq!(by_conn.len(), 1);
+    let b = explain(&ev, &ExplainQuery::Request("/b".into()));
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].cause, None);
+}

@@ -1,0 +1,677 @@
+//! The structure of each server-side log line: its time stamp, level and ids (the *header*), the
+//! message that rules match, and for nginx error lines the structural tail (`, client: …,
+//! server: …, request: "…", upstream: "…", host: "…"`) split off into fields.
+//!
+//! Pure functions over bytes; no allocation on the hot path: fields are ranges into the entry.
+
+use std::ops::Range;
+
+use memchr::memmem;
+
+use super::time::{d2, d4, fraction, hms, iso8601, month, padded, Civil, Stamp};
+use crate::event::LogSource;
+
+/// Structural fields of an entry, as ranges into it.
+pub(crate) type Fields = Vec<(&'static str, Range<usize>)>;
+
+/// The parsed header of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub stamp: Stamp,
+    /// The raw bytes of the stamp (the key of the time cache).
+    pub stamp_raw: Range<usize>,
+    /// The message rules match.
+    pub msg: Range<usize>,
+    /// For kernel-source lines of a user-space program: the program name, which the message is
+    /// prefixed with (`systemd: …`) so such lines cannot pass for the kernel's.
+    pub prog: Option<Range<usize>>,
+    /// nginx error lines: where the structural tail (`client: …`) starts, parsed on demand.
+    pub tail: Option<(usize, usize)>,
+}
+
+/// Parses the header of `e` as `source`; `None` when the entry is not of that format.
+pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> {
+    f.clear();
+    match source {
+        LogSource::NginxError => nginx_error(e, f),
+        LogSource::PhpFpm => php_fpm(e, f),
+        LogSource::PhpFpmSlow => php_fpm_slow(e, f),
+        LogSource::Php => php(e, f),
+        LogSource::MysqlError => mysql(e, f),
+        LogSource::Kernel => kernel(e, f),
+        LogSource::NginxAccess | LogSource::ApacheError => None,
+    }
+}
+
+/// True when `line` begins a new entry of `source` (false for continuation lines: PHP stack
+/// traces after `FastCGI sent in stderr`, MariaDB crash reports, slowlog frames).
+pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
+    match source {
+        LogSource::NginxError => nginx_stamp(line).is_some(),
+        LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
+        LogSource::Php => php_stamp(line).is_some(),
+        LogSource::MysqlError => mysql_stamp(line).is_some(),
+        LogSource::Kernel | LogSource::NginxAccess | LogSource::ApacheError => {
+            !line.is_empty() && line != b"\r"
+        }
+    }
+}
+
+fn trim_end(e: &[u8], mut end: usize) -> usize {
+    while end > 0 && matches!(e[end - 1], b'\r' | b'\n' | b' ') {
+        end -= 1;
+    }
+    end
+}
+
+fn skip_spaces(e: &[u8], mut at: usize) -> usize {
+    while e.get(at) == Some(&b' ') {
+        at += 1;
+    }
+    at
+}
+
+fn digit_run(e: &[u8], at: usize) -> usize {
+    e[at.min(e.len())..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx error log
+
+/// `YYYY/MM/DD HH:MM:SS`
+fn nginx_stamp(e: &[u8]) -> Option<Civil> {
+    if e.len() < 21 || e[4] != b'/' || e[7] != b'/' || e[10] != b' ' || e[19] != b' ' {
+        return None;
+    }
+    let (h, mi, s) = hms(e, 11)?;
+    Some(Civil {
+        y: d4(e, 0)?,
+        mo: d2(e, 5)?,
+        d: d2(e, 8)?,
+        h,
+        mi,
+        s,
+        micros: 0,
+    })
+}
+
+fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let civil = nginx_stamp(e)?;
+    // [level]
+    if e.get(20) != Some(&b'[') {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[21..e.len().min(40)])? + 21;
+    f.push(("level", 21..close));
+    let mut at = close + 1;
+    if e.get(at) != Some(&b' ') {
+        return None;
+    }
+    at += 1;
+    // PID#TID:
+    let n = digit_run(e, at);
+    if n > 0 && e.get(at + n) == Some(&b'#') {
+        f.push(("pid", at..at + n));
+        let t = at + n + 1;
+        let m = digit_run(e, t);
+        f.push(("tid", t..t + m));
+        at = t + m;
+        if e.get(at) == Some(&b':') {
+            at += 1;
+        }
+        at = skip_spaces(e, at);
+        // *CONN
+        if e.get(at) == Some(&b'*') {
+            let c = digit_run(e, at + 1);
+            if c > 0 {
+                f.push(("connection", at + 1..at + 1 + c));
+                at = skip_spaces(e, at + 1 + c);
+            }
+        }
+    }
+    let end = trim_end(e, e.len());
+    let (msg_end, tail) = match memmem::find(&e[at..end], b", client: ") {
+        Some(i) => (at + i, Some((at + i + 2, end))),
+        None => (end, None),
+    };
+    Some(Head {
+        stamp: Stamp::Local(civil),
+        stamp_raw: 0..19,
+        msg: at..msg_end.max(at),
+        prog: None,
+        tail,
+    })
+}
+
+/// `client: A, server: B, request: "C", upstream: "D", host: "E", referrer: "F"` from `at`.
+pub(crate) fn nginx_tail(e: &[u8], at: usize, end: usize, f: &mut Fields) {
+    let t = &e[..end];
+    let Some(rest) = t.get(at..) else { return };
+    let Some(client) = rest.strip_prefix(b"client: ") else {
+        return;
+    };
+    let cstart = at + 8;
+    let cend = memmem::find(client, b", server: ").map_or(end, |i| cstart + i);
+    f.push(("client", cstart..cend));
+    if cend >= end {
+        return;
+    }
+    let sstart = cend + 10;
+    // The server name runs to the next quoted field (or the end).
+    let mut pos = sstart;
+    let quoted = [
+        (&b", request: \""[..], "request"),
+        (&b", subrequest: \""[..], "subrequest"),
+        (&b", upstream: \""[..], "upstream"),
+        (&b", host: \""[..], "host"),
+        (&b", referrer: \""[..], "referrer"),
+    ];
+    let next_field = |from: usize, keys: &[(&[u8], &'static str)]| -> Option<(usize, usize)> {
+        let hay = t.get(from..)?;
+        let mut best: Option<(usize, usize)> = None;
+        for (k, (key, _)) in keys.iter().enumerate() {
+            if let Some(i) = memmem::find(hay, key) {
+                if best.is_none_or(|(b, _)| from + i < b) {
+                    best = Some((from + i, k));
+                }
+            }
+        }
+        best
+    };
+    let first = next_field(sstart, &quoted);
+    let send = first.map_or(end, |(i, _)| i);
+    f.push(("server", sstart..send.max(sstart)));
+    let Some((mut i, mut k)) = first else { return };
+    loop {
+        let (key, name) = quoted[k];
+        let vstart = i + key.len();
+        // The value ends at the quote before the next known field, else at the last quote.
+        let later = &quoted[k + 1..];
+        let next = next_field(vstart, later);
+        let vend = match next {
+            Some((n, _)) => n,
+            None => end,
+        };
+        let vend_q = if vend > vstart && t[vend - 1] == b'"' {
+            vend - 1
+        } else {
+            vend
+        };
+        f.push((name, vstart..vend_q.max(vstart)));
+        match next {
+            Some((n, nk)) => {
+                i = n;
+                k = k + 1 + nk;
+            }
+            None => break,
+        }
+        pos = i;
+    }
+    let _ = pos;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PHP-FPM master log, slowlog, PHP error log: `[DD-Mon-YYYY HH:MM:SS(.micro)?( Zone)?]`
+
+fn fpm_civil(e: &[u8]) -> Option<(Civil, usize)> {
+    if e.first() != Some(&b'[') || e.get(3) != Some(&b'-') || e.get(7) != Some(&b'-') {
+        return None;
+    }
+    if e.get(12) != Some(&b' ') {
+        return None;
+    }
+    let (h, mi, s) = hms(e, 13)?;
+    let (micros, used) = fraction(e, 21);
+    Some((
+        Civil {
+            y: d4(e, 8)?,
+            mo: month(&e[4..7])?,
+            d: d2(e, 1)?,
+            h,
+            mi,
+            s,
+            micros,
+        },
+        21 + used,
+    ))
+}
+
+/// `[DD-Mon-YYYY HH:MM:SS]` (PHP-FPM: no zone).
+fn fpm_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    let (c, at) = fpm_civil(e)?;
+    (e.get(at) == Some(&b']')).then_some((c, at + 1))
+}
+
+/// `[DD-Mon-YYYY HH:MM:SS Zone]` (PHP error log).
+fn php_stamp(e: &[u8]) -> Option<(Civil, Range<usize>, usize)> {
+    let (c, at) = fpm_civil(e)?;
+    if e.get(at) != Some(&b' ') {
+        return None;
+    }
+    let zend = memchr::memchr(b']', &e[at + 1..e.len().min(at + 64)])? + at + 1;
+    if zend == at + 1 || e[at + 1..zend].contains(&b' ') {
+        return None;
+    }
+    Some((c, at + 1..zend, zend + 1))
+}
+
+const FPM_LEVELS: &[&[u8]] = &[b"DEBUG", b"NOTICE", b"WARNING", b"ERROR", b"ALERT"];
+
+fn php_fpm(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let (civil, at) = fpm_stamp(e)?;
+    let lstart = at + 1;
+    let colon = memchr::memchr(b':', &e[lstart.min(e.len())..e.len().min(lstart + 10)])? + lstart;
+    let level = &e[lstart..colon];
+    if e.get(at) != Some(&b' ') || !FPM_LEVELS.contains(&level) {
+        return None;
+    }
+    f.push(("level", lstart..colon));
+    let msg = skip_spaces(e, colon + 1);
+    Some(Head {
+        stamp: Stamp::Local(civil),
+        stamp_raw: 1..at - 1,
+        msg: msg..trim_end(e, e.len()).max(msg),
+        prog: None,
+        tail: None,
+    })
+}
+
+fn php_fpm_slow(e: &[u8], _f: &mut Fields) -> Option<Head> {
+    let (civil, at) = fpm_stamp(e)?;
+    let msg = skip_spaces(e, at);
+    if !e[msg..].starts_with(b"[pool ") {
+        return None;
+    }
+    Some(Head {
+        stamp: Stamp::Local(civil),
+        stamp_raw: 1..at - 1,
+        msg: msg..trim_end(e, e.len()).max(msg),
+        prog: None,
+        tail: None,
+    })
+}
+
+fn php(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let (civil, zone, at) = php_stamp(e)?;
+    f.push(("zone", zone.clone()));
+    let msg = skip_spaces(e, at);
+    Some(Head {
+        stamp: Stamp::Named(civil, zone.start, zone.end),
+        stamp_raw: 1..zone.end,
+        msg: msg..trim_end(e, e.len()).max(msg),
+        prog: None,
+        tail: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// MySQL / MariaDB
+
+/// The stamp forms of MySQL and MariaDB error logs; returns the stamp, its raw range, and where
+/// the rest starts.
+fn mysql_stamp(e: &[u8]) -> Option<(Stamp, Range<usize>, usize)> {
+    // MySQL 5.7/8: ISO 8601 with Z or offset.
+    if let Some((stamp, n)) = iso8601(e) {
+        return Some((stamp, 0..n, n));
+    }
+    // MySQL 5.6 / MariaDB 10+: `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD  H:MM:SS`.
+    if e.get(4) == Some(&b'-') && e.get(7) == Some(&b'-') && e.get(10) == Some(&b' ') {
+        let (civil, n) = padded_time(e, 11, d4(e, 0)?, d2(e, 5)?, d2(e, 8)?)?;
+        return Some((Stamp::Local(civil), 0..n, n));
+    }
+    // MySQL 5.5 / MariaDB 5.5 and crash headers: `YYMMDD HH:MM:SS` / `YYMMDD  H:MM:SS`.
+    if e.len() > 7 && e[..6].iter().all(u8::is_ascii_digit) && e[6] == b' ' {
+        let (civil, n) = padded_time(e, 7, 2000 + i32::from(d2(e, 0)?), d2(e, 2)?, d2(e, 4)?)?;
+        return Some((Stamp::Local(civil), 0..n, n));
+    }
+    // MySQL 5.7 crash header: `HH:MM:SS UTC - ` (no date).
+    if hms(e, 0).is_some() && e[8..].starts_with(b" UTC - ") {
+        return Some((Stamp::None, 0..8, 9));
+    }
+    None
+}
+
+/// `HH:MM:SS` where the hour may be space-padded (one or more spaces before it), at `at`.
+fn padded_time(e: &[u8], at: usize, y: i32, mo: u8, d: u8) -> Option<(Civil, usize)> {
+    let start = skip_spaces(e, at);
+    let colon = memchr::memchr(b':', &e[start..e.len().min(start + 3)])? + start;
+    let h = padded(&e[start..colon])? as u8;
+    let mi = d2(e, colon + 1)?;
+    if e.get(colon + 3) != Some(&b':') {
+        return None;
+    }
+    let s = d2(e, colon + 4)?;
+    let (micros, used) = fraction(e, colon + 6);
+    Some((
+        Civil {
+            y,
+            mo,
+            d,
+            h,
+            mi,
+            s,
+            micros,
+        },
+        colon + 6 + used,
+    ))
+}
+
+fn mysql(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let (stamp, raw, mut at) = mysql_stamp(e)?;
+    let end = trim_end(e, e.len());
+    // Crash header: `... UTC - mysqld got signal 11 ;`
+    let after = skip_spaces(e, at);
+    if e[after..].starts_with(b"UTC - ") {
+        let msg = after + 6;
+        return Some(Head {
+            stamp,
+            stamp_raw: raw,
+            msg: msg..end.max(msg),
+            prog: None,
+        tail: None,
+        });
+    }
+    at = after;
+    // Optional thread id.
+    let n = digit_run(e, at);
+    if n > 0 && e.get(at + n) == Some(&b' ') {
+        f.push(("thread", at..at + n));
+        at = skip_spaces(e, at + n);
+    }
+    if e.get(at) != Some(&b'[') {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 16)])? + at;
+    let level = &e[at + 1..close];
+    if level.is_empty() || !level.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    f.push(("level", at + 1..close));
+    at = skip_spaces(e, close + 1);
+    // MySQL 8: `[MY-010926] [Server] `
+    if e[at..].starts_with(b"[MY-") {
+        if let Some(c) = memchr::memchr(b']', &e[at..]) {
+            f.push(("code", at + 1..at + c));
+            at = skip_spaces(e, at + c + 1);
+            if e.get(at) == Some(&b'[') {
+                if let Some(c2) = memchr::memchr(b']', &e[at..e.len().min(at + 32)]) {
+                    f.push(("subsystem", at + 1..at + c2));
+                    at = skip_spaces(e, at + c2 + 1);
+                }
+            }
+        }
+    }
+    Some(Head {
+        stamp,
+        stamp_raw: raw,
+        msg: at..end.max(at),
+        prog: None,
+        tail: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel: syslog, journalctl, ISO syslog, dmesg, dmesg -T
+
+/// `Mmm dd HH:MM:SS` (day space- or zero-padded).
+fn syslog_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    if e.len() < 16 || e[3] != b' ' || e[6] != b' ' {
+        return None;
+    }
+    let mo = month(e)?;
+    let d = padded(&e[4..6])? as u8;
+    let (h, mi, s) = hms(e, 7)?;
+    let civil = Civil {
+        y: 2000,
+        mo,
+        d,
+        h,
+        mi,
+        s,
+        micros: 0,
+    };
+    Some((civil, 15))
+}
+
+/// `[Www Mmm dd HH:MM:SS YYYY]` (dmesg -T).
+fn dmesg_t_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    if e.len() < 26 || e[0] != b'[' || e[4] != b' ' || e[8] != b' ' || e[25] != b']' {
+        return None;
+    }
+    let (h, mi, s) = hms(e, 12)?;
+    Some((
+        Civil {
+            y: d4(e, 21)?,
+            mo: month(&e[5..8])?,
+            d: padded(&e[9..11])? as u8,
+            h,
+            mi,
+            s,
+            micros: 0,
+        },
+        26,
+    ))
+}
+
+/// `[  123.456789]` / `[  +0.000082]` (uptime or relative): its length.
+fn uptime(e: &[u8], at: usize, f: &mut Fields) -> Option<usize> {
+    if e.get(at) != Some(&b'[') {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 24)])? + at;
+    let inner = &e[at + 1..close];
+    let t = inner.iter().position(|&c| c != b' ')?;
+    let v = &inner[t..];
+    let v = v.strip_prefix(b"+").unwrap_or(v);
+    if v.is_empty() || !v.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
+        return None;
+    }
+    f.push(("uptime", at + 1 + t..close));
+    let mut n = close + 1 - at;
+    // Caller id `[    C1]` / `[  T123]`.
+    if e.get(at + n) == Some(&b'[') {
+        if let Some(c) = memchr::memchr(b']', &e[at + n..e.len().min(at + n + 16)]) {
+            let inner = &e[at + n + 1..at + n + c];
+            let t = inner.iter().position(|&c| c != b' ').unwrap_or(inner.len());
+            let id = &inner[t..];
+            if id.len() >= 2
+                && matches!(id[0], b'C' | b'T')
+                && id[1..].iter().all(u8::is_ascii_digit)
+            {
+                n += c + 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let end = trim_end(e, e.len());
+    // Raw dmesg or dmesg --human relative stamps: `[ 123.456] msg`.
+    if let Some(n) = uptime(e, 0, f) {
+        let msg = skip_spaces(e, n);
+        return Some(Head {
+            stamp: Stamp::None,
+            stamp_raw: 0..0,
+            msg: msg..end.max(msg),
+            prog: None,
+        tail: None,
+        });
+    }
+    // dmesg -T: `[Thu Sep 29 15:24:30 2016] msg`
+    if let Some((civil, n)) = dmesg_t_stamp(e) {
+        let msg = skip_spaces(e, n);
+        return Some(Head {
+            stamp: Stamp::Local(civil),
+            stamp_raw: 0..n,
+            msg: msg..end.max(msg),
+            prog: None,
+        tail: None,
+        });
+    }
+    // syslog / journalctl short, or ISO syslog; then `host prog[pid]: msg`.
+    let (stamp, raw, at) = if let Some((civil, n)) = syslog_stamp(e) {
+        (Stamp::NoYear(civil), 0..n, n)
+    } else if let Some((stamp, n)) = iso8601(e) {
+        (stamp, 0..n, n)
+    } else if e.starts_with(b"kernel: ") {
+        (Stamp::None, 0..0, 0)
+    } else {
+        return None;
+    };
+    let mut at = skip_spaces(e, at);
+    if !e[at..].starts_with(b"kernel:") {
+        // The host name (absent in a few syslog flavours that start at the program).
+        let sp = memchr::memchr(b' ', &e[at..end])? + at;
+        f.push(("hostname", at..sp));
+        at = skip_spaces(e, sp);
+    }
+    // Program: up to `:` or `[`.
+    let pend = e[at..end]
+        .iter()
+        .position(|&c| c == b':' || c == b'[' || c == b' ')
+        .map(|i| at + i)?;
+    if pend == at {
+        return None;
+    }
+    let prog = at..pend;
+    f.push(("program", prog.clone()));
+    let mut p = pend;
+    if e.get(p) == Some(&b'[') {
+        let c = memchr::memchr(b']', &e[p..end])? + p;
+        f.push(("program_pid", p + 1..c));
+        p = c + 1;
+    }
+    if e.get(p) != Some(&b':') {
+        return None;
+    }
+    let mut msg = skip_spaces(e, p + 1);
+    let is_kernel = &e[prog.clone()] == b"kernel";
+    if is_kernel {
+        if let Some(n) = uptime(e, msg, f) {
+            msg = skip_spaces(e, msg + n);
+        }
+    }
+    Some(Head {
+        stamp,
+        stamp_raw: raw,
+        msg: msg..end.max(msg),
+        prog: (!is_kernel).then_some(prog),
+        tail: None,
+    })
+}
+
+/// Whether the entry starts like a header of `source` (for format detection).
+pub(crate) fn looks_like(source: LogSource, line: &[u8]) -> bool {
+    let mut f = Fields::new();
+    match source {
+        LogSource::NginxAccess => super::access::looks_like_access(line),
+        _ => head(source, line, &mut f).is_some(),
+    }
+}
+
+/// A quick guard used by tests: the stamp of a line, if any, in the given zone.
+#[cfg(test)]
+pub(crate) fn digits_ok(b: &[u8]) -> bool {
+    use super::time::digits;
+    digits(b).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn field<'a>(e: &'a [u8], f: &Fields, name: &str) -> Option<&'a str> {
+        f.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| std::str::from_utf8(&e[r.clone()]).unwrap())
+    }
+
+    #[test]
+    fn nginx_error_header_and_tail() {
+        let e = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080", referrer: "https://x/, host: \"y\""
+"#;
+        let mut f = Fields::new();
+        let h = head(LogSource::NginxError, e, &mut f).unwrap();
+        let (a, b) = h.tail.unwrap();
+        nginx_tail(e, a, b, &mut f);
+        assert!(e[h.msg.clone()].starts_with(b"connect() to unix:"));
+        assert!(e[h.msg.clone()].ends_with(b"while connecting to upstream"));
+        assert_eq!(field(e, &f, "level"), Some("crit"));
+        assert_eq!(field(e, &f, "pid"), Some("23673"));
+        assert_eq!(field(e, &f, "connection"), Some("1"));
+        assert_eq!(field(e, &f, "client"), Some("127.0.0.1"));
+        assert_eq!(field(e, &f, "server"), Some("example.com"));
+        assert_eq!(field(e, &f, "request"), Some("GET /index.php HTTP/1.1"));
+        assert_eq!(
+            field(e, &f, "upstream"),
+            Some("fastcgi://unix:/run/php/php8.2-fpm.sock:")
+        );
+        assert_eq!(field(e, &f, "host"), Some("127.0.0.1:18080"));
+        assert_eq!(field(e, &f, "referrer"), Some(r#"https://x/, host: \"y\""#));
+        // No tail, no connection.
+        let e = b"2026/11/24 07:48:33 [crit] 25110#25110: accept4() failed (24: Too many open files)";
+        let h = head(LogSource::NginxError, e, &mut f).unwrap();
+        assert_eq!(&e[h.msg], b"accept4() failed (24: Too many open files)");
+        assert!(digits_ok(b"12"));
+    }
+
+    #[test]
+    fn mysql_stamps() {
+        let mut f = Fields::new();
+        for (line, msg) in [
+            ("2026-11-24  7:47:02 0 [Note] mariadbd: ready for connections.", "mariadbd: ready for connections."),
+            ("2019-01-03T08:50:04.634875Z 113 [Note] [MY-010926] [Server] Access denied", "Access denied"),
+            ("130324  0:04:00 [Warning] Access denied", "Access denied"),
+            ("261124  7:48:19 [ERROR] mariadbd got signal 11 ;", "mariadbd got signal 11 ;"),
+            ("2025-08-14T02:38:35Z UTC - mysqld got signal 11 ;", "mysqld got signal 11 ;"),
+            ("22:22:46 UTC - mysqld got signal 11 ;", "mysqld got signal 11 ;"),
+            ("2017-08-22 8:22:53 140295123512064 [Warning] mysqld: x", "mysqld: x"),
+        ] {
+            let h = head(LogSource::MysqlError, line.as_bytes(), &mut f)
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(&line[h.msg], msg, "{line}");
+        }
+        assert!(head(LogSource::MysqlError, b"Sorry, we probably made a mistake", &mut f).is_none());
+    }
+
+    #[test]
+    fn kernel_forms() {
+        let mut f = Fields::new();
+        for (line, msg, prog) in [
+            ("Mar  2 17:35:10 server1 kernel: [2858609.598568] Killed process 1", "Killed process 1", None),
+            ("Aug 08 13:25:07 localhost kernel: Out of memory", "Out of memory", None),
+            ("[  601.749973][    C1] TCP: x", "TCP: x", None),
+            ("[Thu Sep 29 15:24:30 2016] TCP: y", "TCP: y", None),
+            ("2026-02-08T00:40:07.136582+00:00 web systemd[1]: a.service: b", "a.service: b", Some("systemd")),
+            ("Feb 29 19:54:23 kernel: TCP: z", "TCP: z", None),
+        ] {
+            let h = head(LogSource::Kernel, line.as_bytes(), &mut f)
+                .unwrap_or_else(|| panic!("{line}"));
+            assert_eq!(&line[h.msg.clone()], msg, "{line}");
+            assert_eq!(h.prog.map(|p| &line[p]), prog, "{line}");
+        }
+    }
+
+    #[test]
+    fn fpm_and_php_headers() {
+        let mut f = Fields::new();
+        let l = b"[24-Nov-2026 07:46:04] WARNING: [pool www] server reached";
+        let h = head(LogSource::PhpFpm, l, &mut f).unwrap();
+        assert_eq!(&l[h.msg], b"[pool www] server reached");
+        assert!(head(LogSource::Php, l, &mut f).is_none());
+        let l = b"[14-Feb-2017 13:07:16 UTC] PHP Fatal error: x";
+        let h = head(LogSource::Php, l, &mut f).unwrap();
+        assert_eq!(&l[h.msg], b"PHP Fatal error: x");
+        assert!(head(LogSource::PhpFpm, l, &mut f).is_none());
+        let l = b"[24-Nov-2026 07:45:46]  [pool www] pid 1\nscript_filename = /x";
+        assert!(head(LogSource::PhpFpmSlow, l, &mut f).is_some());
+        assert!(head(LogSource::PhpFpm, l, &mut f).is_none());
+        assert!(starts_entry(LogSource::PhpFpmSlow, l));
+        assert!(!starts_entry(LogSource::PhpFpmSlow, b"[0x00007f0a3c813f20] x() /a.php:1"));
+    }
+}

@@ -1,0 +1,597 @@
+//! Reading log files through the host seam: plain or gzip (by magic bytes), rotated siblings
+//! picked by modification time, big newline- and entry-aligned chunks parsed in parallel
+//! (rayon), merged in file order. Memory is bounded by the chunk size times the batch, and by
+//! [`LINE_CAP`] per line: a 20 MB line is cut, never buffered whole.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use rayon::prelude::*;
+
+use super::access::{cap_clients, AccessAcc, AccessFormat};
+use super::{
+    builtin_rules, detect_source, starts_entry, LineParser, LogFile, Parsed, Window, LINE_CAP,
+    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS,
+};
+use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats};
+use crate::host::Host;
+use crate::rules::RuleSet;
+
+/// Bytes per chunk handed to one parsing task.
+const CHUNK: usize = 2 << 20;
+/// Chunks parsed in parallel at a time (bounds memory: `CHUNK * BATCH` in flight).
+const BATCH: usize = 6;
+/// Rotated siblings read at most, per file.
+const MAX_SIBLINGS: usize = 64;
+
+/// Calls `f(line_no, line)` for every line of `r` (without `\n` and a trailing `\r`), each cut
+/// at [`LINE_CAP`] bytes.
+pub(crate) fn for_each_line<R: BufRead>(
+    mut r: R,
+    mut f: impl FnMut(u64, &[u8]),
+) -> std::io::Result<()> {
+    let mut line: Vec<u8> = Vec::new();
+    let mut n = 0u64;
+    let mut pending = false;
+    loop {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            if pending {
+                n += 1;
+                f(n, strip_cr(&line));
+            }
+            return Ok(());
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i, true),
+            None => (buf.len(), false),
+        };
+        let room = LINE_CAP.saturating_sub(line.len());
+        line.extend_from_slice(&buf[..take.min(room)]);
+        pending = true;
+        r.consume(if done { take + 1 } else { take });
+        if done {
+            n += 1;
+            f(n, strip_cr(&line));
+            line.clear();
+            pending = false;
+        }
+    }
+}
+
+fn strip_cr(l: &[u8]) -> &[u8] {
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+/// Splits a stream into newline-aligned chunks (entry-aligned for multi-line formats).
+struct Chunker<'a> {
+    r: Box<dyn Read + Send + 'a>,
+    buf: Vec<u8>,
+    eof: bool,
+    skipping: bool,
+    truncated: u64,
+    error: Option<String>,
+    source: Option<LogSource>,
+}
+
+impl<'a> Chunker<'a> {
+    fn new(r: Box<dyn Read + Send + 'a>) -> Self {
+        Chunker {
+            r,
+            buf: Vec::with_capacity(CHUNK),
+            eof: false,
+            skipping: false,
+            truncated: 0,
+            error: None,
+            source: None,
+        }
+    }
+
+    /// Reads until the buffer holds a full chunk or the stream ends.
+    fn fill(&mut self) {
+        while !self.eof && self.buf.len() < CHUNK {
+            let old = self.buf.len();
+            self.buf.resize(CHUNK, 0);
+            match self.r.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    self.error = Some(e.to_string());
+                    self.eof = true;
+                }
+            }
+            if self.skipping {
+                // Dropping the rest of an over-long line.
+                match memchr::memchr(b'\n', &self.buf) {
+                    Some(i) => {
+                        self.buf.drain(..=i);
+                        self.skipping = false;
+                    }
+                    None => self.buf.clear(),
+                }
+            }
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<Vec<u8>> {
+        loop {
+            self.fill();
+            if self.buf.is_empty() {
+                return None;
+            }
+            if self.eof {
+                let mut chunk = std::mem::take(&mut self.buf);
+                if chunk.last() != Some(&b'\n') {
+                    chunk.push(b'\n');
+                }
+                return Some(chunk);
+            }
+            let Some(last_nl) = memchr::memrchr(b'\n', &self.buf) else {
+                // One line longer than a whole chunk: keep its head, drop the rest.
+                let mut chunk = self.buf[..LINE_CAP.min(self.buf.len())].to_vec();
+                chunk.push(b'\n');
+                self.truncated += 1;
+                self.skipping = true;
+                self.buf.clear();
+                return Some(chunk);
+            };
+            let cut = self.entry_cut(last_nl);
+            let rest = self.buf.split_off(cut);
+            let chunk = std::mem::replace(&mut self.buf, rest);
+            self.buf.reserve(CHUNK.saturating_sub(self.buf.len()));
+            if chunk.is_empty() {
+                continue;
+            }
+            return Some(chunk);
+        }
+    }
+
+    /// Where to cut so that the next chunk starts with an entry (not a continuation line).
+    fn entry_cut(&self, last_nl: usize) -> usize {
+        let Some(source) = self.source else {
+            return last_nl + 1;
+        };
+        if matches!(source, LogSource::NginxAccess | LogSource::Kernel) {
+            return last_nl + 1;
+        }
+        let mut end = self.buf.len();
+        for _ in 0..4096 {
+            let Some(p) = memchr::memrchr(b'\n', &self.buf[..end]) else {
+                break;
+            };
+            let s = p + 1;
+            let complete = memchr::memchr(b'\n', &self.buf[s..]).is_some();
+            if s < self.buf.len()
+                && (complete || self.buf.len() - s >= 32)
+                && starts_entry(source, &self.buf[s..])
+            {
+                return s;
+            }
+            end = p;
+        }
+        last_nl + 1
+    }
+}
+
+/// Peeks at the first bytes: gzip streams are decompressed (all members).
+fn maybe_gunzip<'a>(mut r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        match r.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let head = std::io::Cursor::new(magic[..got].to_vec());
+    let joined = head.chain(r);
+    if got == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(joined))
+    } else {
+        Box::new(joined)
+    }
+}
+
+/// What one chunk yielded (line numbers local to the chunk).
+#[derive(Debug, Default)]
+struct ChunkOut {
+    lines: u64,
+    bad: u64,
+    outside: u64,
+    truncated: u64,
+    events: Vec<Event>,
+    by_rule: BTreeMap<String, u64>,
+    events_dropped: u64,
+    access: Option<(ResponseStats, Vec<Response>, u64)>,
+}
+
+struct Ctx<'a> {
+    source: LogSource,
+    format: Option<&'a AccessFormat>,
+    format_text: Option<&'a str>,
+    rules: Arc<RuleSet>,
+    tz: &'a TimeZone,
+    now: Timestamp,
+    window: &'a Window,
+    path: &'a Path,
+}
+
+fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', chunk).map(move |i| {
+        let l = &chunk[start..i];
+        start = i + 1;
+        l.strip_suffix(b"\r").unwrap_or(l)
+    })
+}
+
+fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
+    let mut out = ChunkOut::default();
+    if let Some(fmt) = ctx.format {
+        let mut acc = AccessAcc::new();
+        for (i, line) in lines_of(chunk).enumerate() {
+            let line = if line.len() > LINE_CAP {
+                out.truncated += 1;
+                &line[..LINE_CAP]
+            } else {
+                line
+            };
+            acc.line(fmt, ctx.window, ctx.path, i as u64 + 1, line, MAX_KEEP_ERRORS);
+        }
+        out.lines = acc.lines;
+        out.bad = acc.bad;
+        out.outside = acc.outside;
+        out.access = Some(acc.into_stats());
+        return out;
+    }
+    let Ok(mut parser) =
+        LineParser::with_rules(ctx.source, ctx.format_text, ctx.tz.clone(), ctx.rules.clone())
+    else {
+        return out;
+    };
+    parser.set_now(ctx.now);
+    let mut handle = |out: &mut ChunkOut, line_no: u64, entry: &[u8]| {
+        if entry.len() > LINE_CAP {
+            out.truncated += 1;
+        }
+        match parser.parse(ctx.path, line_no, entry) {
+            Parsed::Event(ev) => {
+                if ev.time.is_some_and(|t| !ctx.window.contains(t)) {
+                    out.outside += 1;
+                    return;
+                }
+                *out.by_rule.entry(ev.rule.clone()).or_default() += 1;
+                out.events.push(ev);
+                if out.events.len() >= 2 * MAX_KEEP_EVENTS {
+                    out.events.drain(..MAX_KEEP_EVENTS);
+                    out.events_dropped += MAX_KEEP_EVENTS as u64;
+                }
+            }
+            Parsed::Bad => out.bad += 1,
+            Parsed::Other | Parsed::Response(_) => {}
+        }
+    };
+    // Group continuation lines with their entry: the entry is a contiguous slice of the chunk.
+    let mut entry: Option<(usize, u64)> = None; // (start offset, first line number)
+    let mut prev_end = 0usize;
+    let mut start = 0usize;
+    let mut line_no = 0u64;
+    for i in memchr::memchr_iter(b'\n', chunk) {
+        let line = &chunk[start..i];
+        line_no += 1;
+        let is_start = starts_entry(ctx.source, line);
+        if is_start || line.is_empty() {
+            if let Some((s, n)) = entry.take() {
+                handle(&mut out, n, &chunk[s..prev_end]);
+            }
+            if is_start {
+                entry = Some((start, line_no));
+            }
+        } else if entry.is_none() {
+            // A continuation line whose entry began before this file or chunk: skipped.
+        }
+        prev_end = i;
+        start = i + 1;
+    }
+    if let Some((s, n)) = entry.take() {
+        handle(&mut out, n, &chunk[s..prev_end]);
+    }
+    out.lines = line_no;
+    out
+}
+
+/// Reads one file (plain or gzip) and returns its evidence.
+fn read_one(
+    host: &dyn Host,
+    path: &Path,
+    file: &LogFile,
+    window: &Window,
+    tz: &TimeZone,
+    rules: &Arc<RuleSet>,
+) -> Evidence {
+    let mut ev = Evidence::default();
+    let mut summary = FileSummary {
+        path: path.to_path_buf(),
+        source: file.source,
+        ..Default::default()
+    };
+    let reader = match host.open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            summary.error = Some(e.to_string());
+            ev.files.push(summary);
+            return ev;
+        }
+    };
+    let mut chunker = Chunker::new(maybe_gunzip(reader));
+    chunker.fill();
+    let source = match file.source {
+        Some(s) => s,
+        None => match detect_source(&chunker.buf[..chunker.buf.len().min(LINE_CAP)]) {
+            Some(s) => s,
+            None => {
+                summary.error = Some(match &chunker.error {
+                    Some(e) => e.clone(),
+                    None if chunker.buf.is_empty() => "empty file".into(),
+                    None => "unknown log format".into(),
+                });
+                ev.files.push(summary);
+                return ev;
+            }
+        },
+    };
+    summary.source = Some(source);
+    if source == LogSource::ApacheError {
+        summary.error = Some("no parser for apache_error logs".into());
+        ev.files.push(summary);
+        return ev;
+    }
+    chunker.source = Some(source);
+    let mut format_text = file.access_format.as_deref();
+    let format = if source == LogSource::NginxAccess {
+        match file.access_format.as_deref().map(AccessFormat::compile) {
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                summary.error = Some(format!("log_format: {e}; read as combined"));
+                format_text = None;
+                Some(AccessFormat::combined())
+            }
+            None => Some(AccessFormat::combined()),
+        }
+    } else {
+        None
+    };
+    summary.format = match &format {
+        Some(f) => f.name().to_string(),
+        None => source.as_str().to_string(),
+    };
+    let ctx = Ctx {
+        source,
+        format: format.as_ref(),
+        format_text,
+        rules: rules.clone(),
+        tz,
+        now: host.now(),
+        window,
+        path,
+    };
+    let mut line_base = 0u64;
+    let mut stats_acc: Option<(ResponseStats, Vec<Response>, u64)> = None;
+    loop {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH {
+            match chunker.next_chunk() {
+                Some(c) => batch.push(c),
+                None => break,
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let outs: Vec<ChunkOut> = if batch.len() == 1 {
+            vec![process_chunk(&batch[0], &ctx)]
+        } else {
+            batch.par_iter().map(|c| process_chunk(c, &ctx)).collect()
+        };
+        drop(batch);
+        for mut out in outs {
+            summary.lines += out.lines;
+            summary.bad_lines += out.bad;
+            summary.outside_window += out.outside;
+            summary.truncated_lines += out.truncated;
+            for e in &mut out.events {
+                e.line += line_base;
+            }
+            summary.events += out.by_rule.values().sum::<u64>();
+            for (k, v) in out.by_rule {
+                *ev.events_by_rule.entry(k).or_default() += v;
+            }
+            ev.events_dropped += out.events_dropped;
+            ev.events.append(&mut out.events);
+            if ev.events.len() > MAX_KEEP_EVENTS {
+                let over = ev.events.len() - MAX_KEEP_EVENTS;
+                ev.events.drain(..over);
+                ev.events_dropped += over as u64;
+            }
+            if let Some((stats, mut errors, dropped)) = out.access {
+                for r in &mut errors {
+                    r.line += line_base;
+                }
+                let acc = stats_acc.get_or_insert_with(Default::default);
+                merge_stats(&mut acc.0, stats);
+                acc.1.append(&mut errors);
+                acc.2 += dropped;
+                if acc.1.len() > MAX_KEEP_ERRORS {
+                    let over = acc.1.len() - MAX_KEEP_ERRORS;
+                    acc.1.drain(..over);
+                    acc.2 += over as u64;
+                }
+            }
+            line_base += out.lines;
+        }
+    }
+    summary.truncated_lines += chunker.truncated;
+    if let Some(e) = chunker.error.take() {
+        summary.error = Some(e);
+    }
+    if let Some((stats, errors, dropped)) = stats_acc {
+        ev.responses = stats;
+        ev.errors = errors;
+        ev.errors_dropped = dropped;
+    }
+    ev.files.push(summary);
+    ev
+}
+
+fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
+    let mut tmp = Evidence {
+        responses: std::mem::take(into),
+        ..Default::default()
+    };
+    tmp.merge(Evidence {
+        responses: other,
+        ..Default::default()
+    });
+    *into = tmp.responses;
+    cap_clients(&mut into.clients);
+}
+
+/// Rotated siblings of `path` (`NAME.1`, `NAME.2.gz`, `NAME-20261123`, `NAME-20261123.gz`),
+/// oldest first, whose mtime reaches into the window.
+pub(crate) fn rotated_siblings(host: &dyn Host, path: &Path, window: &Window) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Vec::new();
+    };
+    let Ok(names) = host.read_dir(dir) else {
+        return Vec::new();
+    };
+    // (order key: older first) -> path
+    let mut found: Vec<(i64, PathBuf)> = Vec::new();
+    for n in names {
+        let Some(rest) = n.strip_prefix(name) else {
+            continue;
+        };
+        let rest = rest.strip_suffix(".gz").unwrap_or(rest);
+        let key = if let Some(num) = rest.strip_prefix('.') {
+            match num.parse::<u32>() {
+                Ok(k) if k > 0 => -i64::from(k),
+                _ => continue,
+            }
+        } else if let Some(date) = rest.strip_prefix('-') {
+            match (date.len(), date.parse::<u32>()) {
+                (8, Ok(d)) => i64::from(d) - 100_000_000,
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        found.push((key, dir.join(&n)));
+    }
+    found.sort();
+    let mut out: Vec<PathBuf> = found
+        .into_iter()
+        .filter(|(_, p)| match (window.since, host.metadata(p)) {
+            (Some(since), Ok(meta)) => meta.mtime >= since.as_second(),
+            (None, Ok(_)) => true,
+            (_, Err(_)) => false,
+        })
+        .map(|(_, p)| p)
+        .collect();
+    if out.len() > MAX_SIBLINGS {
+        out.drain(..out.len() - MAX_SIBLINGS);
+    }
+    out
+}
+
+pub(crate) fn read_files(
+    host: &dyn Host,
+    files: &[LogFile],
+    window: &Window,
+    tz: &TimeZone,
+    siblings: bool,
+) -> Evidence {
+    let mut ev = Evidence::default();
+    let rules = match builtin_rules() {
+        Ok(r) => r,
+        Err(e) => {
+            for f in files {
+                ev.files.push(FileSummary {
+                    path: f.path.clone(),
+                    source: f.source,
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                });
+            }
+            return ev;
+        }
+    };
+    for file in files {
+        let mut paths = if siblings {
+            rotated_siblings(host, &file.path, window)
+        } else {
+            Vec::new()
+        };
+        paths.push(file.path.clone());
+        for p in paths {
+            ev.merge(read_one(host, &p, file, window, tz, &rules));
+        }
+    }
+    cap_clients(&mut ev.responses.clients);
+    ev
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn chunker_aligns_on_entries_and_caps_giant_lines() {
+        let mut text = Vec::new();
+        for i in 0..200_000 {
+            text.extend_from_slice(
+                format!("2026/11/24 07:45:17 [error] 1#1: *{i} FastCGI sent in stderr: \"x\nStack trace:\n#0 {{main}}\" while reading upstream\n").as_bytes(),
+            );
+        }
+        let mut c = Chunker::new(Box::new(std::io::Cursor::new(text.clone())));
+        c.source = Some(LogSource::NginxError);
+        let mut total = 0;
+        let mut n = 0;
+        while let Some(chunk) = c.next_chunk() {
+            assert!(chunk.starts_with(b"2026/11/24"), "chunk {n} starts mid-entry");
+            assert!(chunk.len() <= CHUNK + 1);
+            total += chunk.len();
+            n += 1;
+        }
+        assert!(n > 3);
+        assert_eq!(total, text.len());
+
+        let mut giant = vec![b'x'; 3 * CHUNK];
+        giant.extend_from_slice(b"\nshort\n");
+        let mut c = Chunker::new(Box::new(std::io::Cursor::new(giant)));
+        let mut chunks = Vec::new();
+        while let Some(chunk) = c.next_chunk() {
+            chunks.push(chunk);
+        }
+        assert_eq!(c.truncated, 1);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].len(), LINE_CAP + 1);
+        assert_eq!(chunks[1], b"short\n");
+    }
+}

@@ -1,0 +1,145 @@
+//! The binary's contracts that need no web stack: config errors name the key and line, bad
+//! snapshots are clear errors, an empty host answers UNKNOWN with every check skipped, the JSON
+//! report keeps its contract, and the man page and completions generate.
+
+use std::path::Path;
+use std::process::Output;
+
+use assert_cmd::Command;
+use origin_agent::host::live::LiveHost;
+use origin_agent::host::recorder::Recorder;
+use origin_agent::host::Host;
+
+fn agent() -> Command {
+    let mut cmd = Command::cargo_bin("origin-agent").expect("the origin-agent binary");
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+fn run(args: &[&str]) -> Output {
+    agent().args(args).output().expect("origin-agent runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_check_names_an_unknown_key_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "logs:\n  nginx_access: [/var/log/nginx/access.log]\nmetrics:\n  listne: 127.0.0.1:9502\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(err.contains("listne"), "{err}");
+    assert!(err.contains(":4:"), "{err}");
+
+    std::fs::write(
+        &file,
+        "cdn:\n  providers: [cloudflare, fastly]\nstate_dir: /tmp/oa\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_missing_or_foreign_snapshot_is_a_clear_error() {
+    let out = run(&["audit", "--snapshot", "/nonexistent/snapshot.tar.gz"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("/nonexistent/snapshot.tar.gz"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["audit", "--snapshot", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("snapshot.json"), "{}", stderr(&out));
+
+    let junk = dir.path().join("junk.tar.gz");
+    std::fs::write(&junk, b"\x1f\x8b\x08\x00 truncated").unwrap();
+    let out = run(&["audit", "--snapshot", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+/// A snapshot of a host where nothing at all could be read: the audit still answers, every check
+/// that cannot run says why, and nothing panics.
+#[test]
+fn an_empty_host_answers_unknown_with_the_json_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("empty");
+    let recorder = Recorder::new(LiveHost);
+    let _ = recorder.now();
+    recorder.write(&snap, "empty-host").unwrap();
+
+    let out = run(&["audit", "--snapshot", snap.to_str().unwrap(), "--json"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["host"], "empty-host");
+    assert!(report["generated_at"].is_string());
+    assert!(report["window"]["since"].is_string() && report["window"]["until"].is_string());
+    for key in ["total", "status_502", "status_504", "status_5xx"] {
+        assert!(report["responses"][key].is_u64(), "responses.{key}");
+    }
+    assert!(report["verdict"]["status"].is_string());
+    assert!(report["verdict"]["cause"].is_null());
+    assert!(report["verdict"]["summary"].is_string());
+    assert!(report["causes"].as_array().unwrap().is_empty());
+    for check in report["checks"].as_array().unwrap() {
+        assert_ne!(
+            check["status"], "fail",
+            "nothing can fail on an empty host: {check}"
+        );
+        if check["status"] == "skip" {
+            assert!(
+                !check["detail"].as_str().unwrap_or("").is_empty(),
+                "a skip says why: {check}"
+            );
+        }
+    }
+
+    let out = run(&[
+        "audit",
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--format",
+        "nagios",
+    ]);
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("ORIGIN-AGENT "), "{line}");
+    assert!(line.contains(" | responses=0"), "{line}");
+}
+
+#[test]
+fn scan_refuses_a_missing_file() {
+    let out = run(&["scan", "/nonexistent/access.log"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("/nonexistent/access.log"));
+}
+
+#[test]
+fn man_page_and_completions_are_generated_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["generate", "all", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let man = std::fs::read_to_string(dir.path().join("origin-agent.1")).unwrap();
+    assert!(man.contains("audit"));
+    for file in ["origin-agent.bash", "_origin-agent", "origin-agent.fish"] {
+        assert!(
+            Path::new(&dir.path().join("completions").join(file)).exists(),
+            "{file}"
+        );
+    }
+}
