@@ -826,12 +826,3 @@ mod fuzz {
         }
     }
 }
-
-/// Every log the audit reads (the stack helper's discovery fills this in).
-pub fn log_files(
-    _host: &dyn Host,
-    _discovery: &Discovery,
-    _config: &Config,
-) -> Vec<crate::logs::LogFile> {
-    Vec::new()
-}
