@@ -54,10 +54,15 @@ pub fn endpoint(address: &Address) -> Endpoint {
     }
 }
 
+/// `(111: Connection refused)`, as nginx writes it (without Rust's ` (os error 111)`).
 fn errno_text(outcome: &ConnectOutcome) -> String {
+    let message = match outcome.message.rfind(" (os error ") {
+        Some(i) => &outcome.message[..i],
+        None => outcome.message.as_str(),
+    };
     match outcome.errno {
-        Some(n) => format!("({n}: {})", outcome.message),
-        None => outcome.message.clone(),
+        Some(n) => format!("({n}: {message})"),
+        None => message.to_string(),
     }
 }
 
@@ -797,7 +802,12 @@ mod tests {
         let checks = run(&host);
         let c = get(&checks, "php-fpm.pool.www.socket");
         assert_eq!(c.status, Status::Fail);
-        assert!(c.detail.contains("(111:"), "{}", c.detail);
+        assert!(
+            c.detail.contains("(111: Connection refused)"),
+            "{}",
+            c.detail
+        );
+        assert!(!c.detail.contains("os error"), "{}", c.detail);
         assert_eq!(
             get(&checks, "upstream.unix:/run/php/php8.2-fpm.sock.connect").status,
             Status::Fail
