@@ -239,7 +239,16 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
         );
         let workers: Vec<u32> = procs
             .iter()
-            .filter(|p| p.ppid == master.pid && process::role(p) == Role::NginxWorker)
+            .filter(|p| {
+                p.ppid == master.pid
+                    && match process::role(p) {
+                        Role::NginxWorker => true,
+                        // Just forked, still wearing the master's title (a new master of a
+                        // binary upgrade has children of its own).
+                        Role::NginxMaster { .. } => !procs.iter().any(|q| q.ppid == p.pid),
+                        _ => false,
+                    }
+            })
             .map(|p| p.pid)
             .collect();
         d.notes.push(format!(
@@ -833,6 +842,19 @@ mod tests {
                 "/srv/start.log"
             ]
         );
+    }
+
+    #[test]
+    fn a_just_forked_worker_with_the_masters_title_counts_as_a_worker() {
+        let host = testdata::stack()
+            .file(
+                "/proc/103/cmdline",
+                b"nginx: master process /usr/sbin/nginx -g daemon on; master_process on;\0",
+            )
+            .file("/proc/103/status", testdata::status(100, 0, 1000));
+        let d = discover(&host, &Config::default());
+        assert_eq!(d.nginx.as_ref().unwrap().workers, vec![101, 102, 103]);
+        assert!(d.other_nginx.is_empty());
     }
 
     #[test]
