@@ -891,7 +891,7 @@ mod fuzz {
             let _ = crate::probes::netstat::parse_tcp_listen(&text);
             let _ = crate::probes::netstat::parse_netstat(&text);
             let _ = crate::probes::load::parse_psi(&text);
-            let _ = crate::probes::cgroup::cgroup_path(&text);
+            let _ = crate::probes::cgroup::locate(&text);
             let host = FixtureHost::new()
                 .file("/etc/mysql/my.cnf", &text)
                 .file("/etc/nginx/nginx.conf", &text)

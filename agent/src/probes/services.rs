@@ -598,6 +598,13 @@ fn upstream_checks(host: &dyn Host, d: &Discovery, config: &Config, out: &mut Ve
             .iter()
             .filter(|t| t.address.as_ref() == Some(&address))
             .map(|t| t.origin.to_string())
+            .chain(
+                nginx
+                    .upstream_groups
+                    .iter()
+                    .filter(|g| g.servers.contains(&address))
+                    .map(|g| format!("upstream {} ({})", g.name, g.origin)),
+            )
             .take(3)
             .collect();
         if outcome.connected {
