@@ -215,6 +215,7 @@ fn stack_health_checks_follow_the_real_state() {
         let c = find(&checks, id);
         assert_eq!(c.status, Status::Ok, "{id}: {}", c.detail);
     }
+    assert_eq!(find(&checks, "php-fpm.pool.www.queue").status, Status::Ok);
     assert!(find(&checks, "nginx.listening")
         .detail
         .contains(&format!("127.0.0.1:{}", lab.port())));
@@ -327,6 +328,39 @@ fn stack_health_checks_follow_the_real_state() {
         assert_eq!(c.status, Status::Fail, "{id}: {}", c.detail);
         assert_eq!(c.cause, Some(CauseId::WebDown));
     }
+}
+
+#[test]
+fn stack_a_busy_pool_shows_waiting_connections() {
+    let Some(lab) = start_or_skip(LabOptions {
+        max_children: 1,
+        ..LabOptions::default()
+    }) else {
+        return;
+    };
+    wait_for_workers(&lab);
+    let config = lab_config(&lab);
+    let d = discover::discover(&LiveHost, &config);
+    let idle = probes::queues::checks(&LiveHost, &d, &config);
+    assert_eq!(find(&idle, "php-fpm.pool.www.queue").status, Status::Ok);
+    assert_eq!(find(&idle, "nginx.accept-queue").status, Status::Ok);
+    // One worker, four slow requests at once: three wait in the socket's queue.
+    std::thread::scope(|s| {
+        let load = s.spawn(|| lab.get_many("/sleep.php?s=3", 4, 4));
+        let mut busy = None;
+        wait_until(Duration::from_secs(8), || {
+            let checks = probes::queues::checks(&LiveHost, &d, &config);
+            let c = find(&checks, "php-fpm.pool.www.queue").clone();
+            let waiting = c.status == Status::Warn;
+            busy = Some(c);
+            waiting
+        });
+        let c = busy.unwrap();
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.detail.contains("pm.max_children = 1"), "{}", c.detail);
+        let statuses = load.join().unwrap();
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    });
 }
 
 /// Waits (bounded) until the lab's nginx has forked its worker: the lab is ready once the
