@@ -27,6 +27,15 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Capture what the audit reads into a snapshot, for `audit --snapshot` elsewhere.
     Collect(CollectArgs),
+    /// The daemon: follow the logs, diagnose continuously, notify, serve Prometheus metrics.
+    Run(RunArgs),
+    /// Ask the running daemon for its current incident and last audit.
+    Status(StatusArgs),
+    /// The CDNs' published IP ranges: bundled, and refreshed from the official endpoints.
+    #[command(subcommand)]
+    Cdn(CdnCommand),
+    /// Allow the CDNs' ranges through the firewall: a dry run unless --apply.
+    Whitelist(WhitelistArgs),
     /// Work with the agent's config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -156,4 +165,79 @@ pub struct GenerateArgs {
     /// The output directory.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The daemon's address (default: the config's metrics.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdnCommand {
+    /// Every provider and how many ranges it publishes.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// One provider's ranges.
+    Show {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Fetch the lists from the providers' official endpoints, validate them and keep them.
+    Update {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only these providers (repeatable; default: all).
+        #[arg(long = "provider", value_name = "NAME")]
+        providers: Vec<String>,
+        /// Accept a list that shrank by more than half.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WhitelistArgs {
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Provider to allow (repeatable; default: the config's cdn.providers).
+    #[arg(long = "provider", value_name = "NAME")]
+    pub providers: Vec<String>,
+    /// Ports to open, comma-separated (default 80,443).
+    #[arg(long, value_name = "PORTS", value_delimiter = ',')]
+    pub ports: Vec<u16>,
+    /// auto, iptables, nftables, ufw or csf.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub backend: String,
+    /// Change the firewall (otherwise only print the change).
+    #[arg(long)]
+    pub apply: bool,
+    /// Restore the firewall saved before the last apply.
+    #[arg(long, conflicts_with = "apply")]
+    pub rollback: bool,
+    /// Make the change survive a reboot with the host's own mechanism.
+    #[arg(long)]
+    pub persist: bool,
+    /// Also add the ranges to fail2ban's ignoreip and unban CDN addresses.
+    #[arg(long)]
+    pub fail2ban: bool,
+    /// Also write nginx `set_real_ip_from` for the providers (nginx -t, then reload).
+    #[arg(long)]
+    pub nginx_real_ip: bool,
 }

@@ -15,9 +15,10 @@ use origin_agent::host::{Host, HostExt};
 use origin_agent::report::{human, nagios, Report};
 
 use crate::cli::{
-    AuditArgs, CollectArgs, ConfigCommand, ExplainArgs, Format, GenerateArgs, RulesCommand,
-    ScanArgs,
+    AuditArgs, CdnCommand, CollectArgs, ConfigCommand, ExplainArgs, Format, GenerateArgs,
+    RulesCommand, RunArgs, ScanArgs, StatusArgs, WhitelistArgs,
 };
+use origin_agent::cdn::Provider;
 
 /// The exit code of a command that ran and reports a state.
 pub type Exit = u8;
@@ -251,5 +252,146 @@ pub fn generate(args: GenerateArgs, command: clap::Command) -> Result<Exit> {
             clap_complete::generate_to(shell, &mut cmd, "origin-agent", &dir)?;
         }
     }
+    Ok(0)
+}
+
+pub fn run(args: RunArgs) -> Result<Exit> {
+    let config = load_config(args.config.as_deref())?;
+    let mut pipeline = origin_agent::daemon::pipeline::AgentPipeline::new(&config);
+    origin_agent::daemon::run(&config, &mut pipeline)?;
+    Ok(0)
+}
+
+pub fn status(args: StatusArgs) -> Result<Exit> {
+    let config = load_config(args.config.as_deref())?;
+    let addr = args
+        .listen
+        .unwrap_or_else(|| config.metrics_listen.to_string());
+    let url = format!("http://{addr}/status");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .proxy(None)
+        .build()
+        .into();
+    let body = agent
+        .get(&url)
+        .call()
+        .with_context(|| format!("no daemon answers at {url}: is `origin-agent run` (the origin-agent service) running?"))?
+        .body_mut()
+        .read_to_string()?;
+    let status: serde_json::Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
+    if args.json {
+        print(&(serde_json::to_string_pretty(&status)? + "\n"))?;
+    } else {
+        print(&status_text(&status))?;
+    }
+    let open = !status["incident"].is_null();
+    Ok(if open { 2 } else { 0 })
+}
+
+fn status_text(status: &serde_json::Value) -> String {
+    let mut text = String::new();
+    match status.get("incident") {
+        Some(incident) if !incident.is_null() => {
+            text.push_str(&format!(
+                "INCIDENT open since {}: top cause {}\n",
+                incident["opened_at"].as_str().unwrap_or("?"),
+                incident["top_cause"].as_str().unwrap_or("none yet")
+            ));
+        }
+        _ => text.push_str("No open incident.\n"),
+    }
+    text.push_str(&serde_json::to_string_pretty(status).unwrap_or_default());
+    text.push('\n');
+    text
+}
+
+fn providers(names: &[String]) -> Result<Vec<Provider>> {
+    names
+        .iter()
+        .map(|n| {
+            Provider::parse(n).with_context(|| {
+                format!(
+                    "unknown provider `{n}`; known: {}",
+                    Provider::names().join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+pub fn cdn(command: CdnCommand) -> Result<Exit> {
+    match command {
+        CdnCommand::List { config } => {
+            let config = load_config(config.as_deref())?;
+            print(&origin_agent::cdn::list_text(&origin_agent::cdn::load(
+                &config.state_dir,
+            )))?;
+            Ok(0)
+        }
+        CdnCommand::Show { name, config } => {
+            let config = load_config(config.as_deref())?;
+            let provider = providers(&[name])?[0];
+            print(&origin_agent::cdn::show_text(
+                &origin_agent::cdn::load(&config.state_dir),
+                provider,
+            ))?;
+            Ok(0)
+        }
+        CdnCommand::Update {
+            config,
+            providers: names,
+            force,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let wanted = providers(&names)?;
+            let report = origin_agent::cdn::update::update(
+                &config.state_dir,
+                &wanted,
+                force,
+                &origin_agent::cdn::update::Endpoints::official(),
+            )?;
+            print(&report.text())?;
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+    }
+}
+
+pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
+    use origin_agent::whitelist::{self, Backend, WhitelistRequest};
+    let config = load_config(args.config.as_deref())?;
+    let mut wanted = providers(&args.providers)?;
+    if wanted.is_empty() {
+        wanted = providers(config.cdn_providers.as_deref().unwrap_or_default())?;
+    }
+    if wanted.is_empty() && !args.rollback {
+        bail!(
+            "say which CDN to allow: --provider NAME (or cdn.providers in the config); known: {}",
+            Provider::names().join(", ")
+        );
+    }
+    let backend = Backend::parse(&args.backend).with_context(|| {
+        format!(
+            "--backend {}: one of auto, iptables, nftables, ufw, csf",
+            args.backend
+        )
+    })?;
+    let request = WhitelistRequest {
+        providers: wanted,
+        ports: args.ports,
+        backend,
+        apply: args.apply,
+        rollback: args.rollback,
+        persist: args.persist,
+        fail2ban: args.fail2ban,
+        nginx_real_ip: args.nginx_real_ip,
+        state_dir: config.state_dir.clone(),
+        nginx_conf: config.nginx_config.clone(),
+        ..WhitelistRequest::default()
+    };
+    let catalog = origin_agent::cdn::load(&config.state_dir);
+    let outcome = whitelist::run(&LiveHost, &request, &catalog)?;
+    print(&whitelist::render(&outcome))?;
     Ok(0)
 }

@@ -5,18 +5,26 @@
 //! # Layout of a lab dir
 //!
 //! - `nginx.conf`, `fastcgi_params`, `php-fpm.conf`: generated from [`LabOptions`].
-//! - `www/`: the docroot (`index.php`, `sleep.php?s=N`, `memory.php`, `bigheader.php`, `db.php?hold=N`,
-//!   `wp-content/plugins/acme-slider/slider.php`), copied from `tests/e2e/lab/www/`.
-//! - `logs/`: nginx `error.log` and `access.log` (the catalog's lab format), `php-fpm.log` (master
-//!   log, `catch_workers_output = yes`), `php-fpm-access.log`, optional `php-error.log`,
-//!   `mariadb.err`, and the children's stdout/stderr.
+//! - `www/`: the docroot, copied from `tests/e2e/lab/www/`: `index.php`, `sleep.php?s=N`,
+//!   `memory.php`, `bigheader.php`, `db.php?hold=N[&table=DB.T]`,
+//!   `wp-content/plugins/acme-slider/slider.php`.
+//! - nginx locations: `~ \.php$` (the pool socket), `/fpm-status` (the pool's status page),
+//!   `/refused/` (a TCP FastCGI port where nothing listens), `/nolive/` (an `upstream
+//!   php_backend` of two such ports), `/dns/` (a variable `proxy_pass` whose resolver never
+//!   answers).
+//! - `logs/`: nginx `error.log` (level `warn`) and `access.log` (the catalog's lab format:
+//!   combined + `ua= us= urt= rt=`), `php-fpm.log` (master log, `catch_workers_output = yes`),
+//!   `php-fpm-access.log`, optional `php-fpm-slow.log` and `php-error.log`, `mariadb.err`, and
+//!   each child's stdout/stderr.
 //! - `run/`: `php-fpm.sock`, `mysql.sock`, pid files. `state/`: files the PHP scripts write
-//!   (`busy.pid`: the worker that holds the latest `sleep.php` request).
+//!   (`busy.pid`: the worker that holds the latest `sleep.php` request). `mysql/`: the datadir,
+//!   a copy of a template made once per mariadbd version under cargo's `target/tmp`.
 //!
-//! Only one lab runs at a time ([`LAB_LOCK`], taken by [`Lab::start`] and held by the [`Lab`]),
-//! because the agent's discovery looks at every running process. `Drop` stops every child
-//! (SIGTERM, then SIGKILL to its process group) and removes the dir. Traffic goes to 127.0.0.1
-//! only, every request has connect/read timeouts, and every wait is bounded.
+//! Only one lab runs at a time ([`LAB_LOCK`], taken by [`Lab::start`] and held by the [`Lab`];
+//! [`exclusive`] for tests that need no lab running), because the agent's discovery looks at
+//! every running process. `Drop` stops every child (SIGTERM, then SIGKILL to its process group)
+//! and removes the dir. Children run with RLIMIT_CORE 0. Traffic goes to 127.0.0.1 only, every
+//! request has connect/read timeouts, and every wait is bounded.
 //!
 //! When not root, or nginx / php-fpm8.2 (or MariaDB, when asked for) is not installed,
 //! [`Lab::start`] returns [`LabError::Skip`]; use [`start_or_skip`] in tests.
@@ -41,6 +49,14 @@ use nix::unistd::Pid;
 
 /// Serialises labs: at most one lab (and its processes) exists at any time in this test binary.
 pub static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// Takes [`LAB_LOCK`] without starting a lab: for tests that must see no lab processes (e.g.
+/// discovery on the live host). Recovers from a poisoned lock (a panicked test).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    LAB_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// How long any readiness wait may take.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,10 +141,22 @@ pub struct LabOptions {
     pub fastcgi_read_timeout: u32,
     /// nginx `fastcgi_buffer_size` (e.g. "4k").
     pub fastcgi_buffer_size: String,
+    /// nginx `worker_connections` (each proxied request takes two: client and upstream).
+    pub worker_connections: u32,
+    /// nginx `worker_rlimit_nofile`; `None` leaves the limit alone.
+    pub worker_rlimit_nofile: Option<u32>,
+    /// Mount a tmpfs of this size (e.g. `"64k"`) on nginx's temp dir (`<lab>/tmp/nginx`: client
+    /// bodies, FastCGI buffers), in a mount namespace of nginx's own (`unshare -m`), so a big
+    /// request body fails with `(28: No space left on device)` without touching the host.
+    pub nginx_temp_tmpfs: Option<String>,
     /// Start MariaDB too.
     pub mariadb: bool,
-    /// MariaDB `--max-connections`.
+    /// MariaDB `--max-connections` (MariaDB raises anything below 10 to 10).
     pub mariadb_max_connections: u32,
+    /// Extra mariadbd arguments, e.g. `--myisam-recover-options=OFF`.
+    pub mariadb_args: Vec<String>,
+    /// `request_slowlog_timeout` in seconds, with `slowlog` = `logs/php-fpm-slow.log`.
+    pub request_slowlog_timeout: Option<u32>,
 }
 
 impl Default for LabOptions {
@@ -145,8 +173,13 @@ impl Default for LabOptions {
             php_error_log: false,
             fastcgi_read_timeout: 30,
             fastcgi_buffer_size: "4k".into(),
+            worker_connections: 512,
+            worker_rlimit_nofile: None,
+            nginx_temp_tmpfs: None,
             mariadb: false,
             mariadb_max_connections: 20,
+            mariadb_args: Vec::new(),
+            request_slowlog_timeout: None,
         }
     }
 }
@@ -167,6 +200,7 @@ pub struct LogMark {
     pub access: u64,
     pub php_fpm: u64,
     pub php_error: u64,
+    pub php_fpm_slow: u64,
     pub mariadb: u64,
 }
 
@@ -177,6 +211,7 @@ pub struct LogsSince {
     pub access: String,
     pub php_fpm: String,
     pub php_error: String,
+    pub php_fpm_slow: String,
     pub mariadb: String,
 }
 
@@ -188,6 +223,7 @@ pub struct Lab {
     port: u16,
     refused_port: u16,
     refused_port2: u16,
+    dns_port: u16,
     mariadb_port: u16,
     nginx: Option<Child>,
     php_fpm: Option<Child>,
@@ -231,6 +267,15 @@ fn free_ports<const N: usize>() -> Result<[u16; N], LabError> {
         held.push(l);
     }
     Ok(ports)
+}
+
+/// A free UDP port on 127.0.0.1 (for a resolver address where nothing answers).
+fn free_udp_port() -> Result<u16, LabError> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(|e| failed(format!("bind udp 127.0.0.1:0: {e}")))?;
+    s.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| failed(format!("local_addr: {e}")))
 }
 
 /// The last `max` bytes of a file (lossy UTF-8), or a note that it cannot be read.
@@ -281,9 +326,7 @@ impl Lab {
     /// Starts PHP-FPM, MariaDB (when `opts.mariadb`) and nginx, each waited for (bounded by
     /// [`READY_TIMEOUT`]). Takes [`LAB_LOCK`] for the lab's lifetime.
     pub fn start(opts: LabOptions) -> Result<Lab, LabError> {
-        let lock = LAB_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = exclusive();
         if !nix::unistd::geteuid().is_root() {
             return Err(LabError::Skip(
                 "the lab needs root (nginx and php-fpm switch to www-data)".into(),
@@ -313,11 +356,13 @@ impl Lab {
             .tempdir()
             .map_err(|e| failed(format!("temp dir: {e}")))?;
         let [port, refused_port, refused_port2, mariadb_port] = free_ports::<4>()?;
+        let dns_port = free_udp_port()?;
         let mut lab = Lab {
             opts,
             port,
             refused_port,
             refused_port2,
+            dns_port,
             mariadb_port,
             dir,
             nginx: None,
@@ -325,18 +370,37 @@ impl Lab {
             mariadb: None,
             _lock: lock,
         };
-        lab.prepare_dir(www_uid, www_gid)?;
-        lab.start_php_fpm()?;
-        if lab.opts.mariadb {
-            lab.start_mariadb()?;
+        let started = lab.prepare_dir(www_uid, www_gid).and_then(|()| {
+            lab.start_php_fpm()?;
+            if lab.opts.mariadb {
+                lab.start_mariadb()?;
+            }
+            lab.start_nginx()
+        });
+        match started {
+            Ok(()) => Ok(lab),
+            // Dropping `lab` stops what did start and removes the dir.
+            Err(LabError::Failed(msg)) => Err(failed(format!(
+                "{msg}\n(lab dir {}, removed)",
+                lab.dir().display()
+            ))),
+            Err(e) => Err(e),
         }
-        lab.start_nginx()?;
-        Ok(lab)
     }
 
     fn prepare_dir(&self, www_uid: u32, www_gid: u32) -> Result<(), LabError> {
         let root = self.dir();
-        for sub in ["", "www", "logs", "run", "state", "tmp", "mysql"] {
+        for sub in [
+            "",
+            "www",
+            "logs",
+            "run",
+            "state",
+            "tmp",
+            "tmp/nginx",
+            "tmp/mysql",
+            "mysql",
+        ] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(|e| io_failed("mkdir", &p, e))?;
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755))
@@ -440,6 +504,14 @@ impl Lab {
             "request_terminate_timeout = {}\n",
             o.request_terminate_timeout.unwrap_or(0)
         ));
+        // Workers killed by SIGSEGV must not write core files outside the lab.
+        s.push_str("rlimit_core = 0\n");
+        if let Some(t) = o.request_slowlog_timeout {
+            s.push_str(&format!(
+                "request_slowlog_timeout = {t}\nslowlog = {}\n",
+                self.php_fpm_slow_log().display()
+            ));
+        }
         s.push_str(&format!(
             "catch_workers_output = yes\n\
              pm.status_path = /fpm-status\n\
@@ -464,16 +536,16 @@ impl Lab {
         let d = self.dir();
         let params = d.join("fastcgi_params");
         let sock = self.socket();
-        let tmp = d.join("tmp");
+        let tmp = self.nginx_tmpdir();
         format!(
             r#"# origin-agent lab nginx (generated)
 user www-data;
 worker_processes 1;
 pid {pid};
 error_log {error_log} warn;
-
+{rlimit}
 events {{
-    worker_connections 512;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -520,6 +592,15 @@ http {{
             fastcgi_pass 127.0.0.1:{refused};
         }}
 
+        # A variable upstream name, resolved at request time by a resolver where nothing
+        # answers: "could not be resolved (110: Operation timed out)".
+        location ^~ /dns/ {{
+            resolver 127.0.0.1:{dns_port} ipv6=off;
+            resolver_timeout 1s;
+            set $lab_backend backend.example.invalid;
+            proxy_pass http://$lab_backend:8080;
+        }}
+
         # An upstream group whose two servers refuse: after one failed try of each, every
         # request gets "no live upstreams" (a group of one server is never marked failed).
         location ^~ /nolive/ {{
@@ -535,6 +616,12 @@ http {{
             tmp = tmp.display(),
             refused = self.refused_port,
             refused2 = self.refused_port2,
+            dns_port = self.dns_port,
+            worker_connections = o.worker_connections,
+            rlimit = o
+                .worker_rlimit_nofile
+                .map(|n| format!("worker_rlimit_nofile {n};\n"))
+                .unwrap_or_default(),
             port = self.port,
             www = d.join("www").display(),
             read_timeout = o.fastcgi_read_timeout,
@@ -551,7 +638,12 @@ http {{
         let err_path = self.logs_dir().join(format!("{name}.stderr"));
         let out = fs::File::create(&out_path).map_err(|e| io_failed("create", &out_path, e))?;
         let err = fs::File::create(&err_path).map_err(|e| io_failed("create", &err_path, e))?;
-        Command::new(&exe)
+        // Through sh only to set RLIMIT_CORE to 0 (no core files from the crash scenarios, on
+        // any CI's core_pattern); `exec` keeps the pid, so the child is the daemon itself.
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("ulimit -c 0 && exec \"$0\" \"$@\"")
+            .arg(&exe)
             .args(args)
             .current_dir(self.dir())
             .stdin(Stdio::null())
@@ -573,12 +665,20 @@ http {{
         let child = self.spawn("php-fpm", "php-fpm8.2", &["-F", "-y", &conf])?;
         self.php_fpm = Some(child);
         let sock = self.socket();
-        let ok = wait_until(READY_TIMEOUT, || UnixStream::connect(&sock).is_ok());
-        if !ok {
+        let mut exited = false;
+        let ok = wait_until(READY_TIMEOUT, || {
+            exited = self
+                .php_fpm
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || UnixStream::connect(&sock).is_ok()
+        });
+        if !ok || exited {
             return Err(failed(format!(
-                "php-fpm did not listen on {} within {:?}\n--- php-fpm.log ---\n{}\n--- stderr ---\n{}",
+                "php-fpm did not listen on {} within {:?}{}\n--- php-fpm.log ---\n{}\n--- stderr ---\n{}",
                 sock.display(),
                 READY_TIMEOUT,
+                if exited { " (it exited)" } else { "" },
                 tail(&self.php_fpm_log(), 2000),
                 tail(&self.logs_dir().join("php-fpm.stderr"), 2000)
             )));
@@ -590,11 +690,36 @@ http {{
         let d = self.dir().to_string_lossy().into_owned();
         let conf = self.nginx_conf().to_string_lossy().into_owned();
         let elog = self.error_log().to_string_lossy().into_owned();
-        let child = self.spawn(
-            "nginx",
-            "nginx",
-            &["-p", &d, "-e", &elog, "-c", &conf, "-g", "daemon off;"],
-        )?;
+        let nginx_args = ["-p", &d, "-e", &elog, "-c", &conf, "-g", "daemon off;"];
+        let child = match &self.opts.nginx_temp_tmpfs {
+            None => self.spawn("nginx", "nginx", &nginx_args)?,
+            Some(size) => {
+                let nginx = find_binary("nginx")
+                    .ok_or_else(|| LabError::Skip("nginx is not installed".into()))?;
+                let nginx = nginx.to_string_lossy().into_owned();
+                let tmp = self.nginx_tmpdir().to_string_lossy().into_owned();
+                let script = format!(
+                    "mount -t tmpfs -o size={size},mode=0755 lab-nginx-tmp \"$0\" && exec \"$@\""
+                );
+                let mut args = vec![
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "/bin/sh",
+                    "-c",
+                    &script,
+                    &tmp,
+                    &nginx,
+                ];
+                args.extend(nginx_args);
+                if find_binary("unshare").is_none() {
+                    return Err(LabError::Skip(
+                        "unshare (util-linux) is not installed".into(),
+                    ));
+                }
+                self.spawn("nginx", "unshare", &args)?
+            }
+        };
         self.nginx = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut exited = false;
@@ -619,31 +744,24 @@ http {{
     }
 
     fn start_mariadb(&mut self) -> Result<(), LabError> {
+        // A fresh copy of a datadir that `mariadb-install-db` made once (it takes seconds).
+        let template = mariadb_template()?;
         let datadir = self.dir().join("mysql");
-        let datadir_s = datadir.to_string_lossy().into_owned();
-        let install = find_binary("mariadb-install-db")
-            .ok_or_else(|| LabError::Skip("mariadb-install-db is not installed".into()))?;
-        let out = Command::new(&install)
-            .args([
-                "--no-defaults",
-                &format!("--datadir={datadir_s}"),
-                "--user=root",
-                "--skip-test-db",
-                "--auth-root-authentication-method=socket",
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| failed(format!("run {}: {e}", install.display())))?;
-        if !out.status.success() {
-            return Err(failed(format!(
-                "mariadb-install-db failed ({}):\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        copy_tree(&template, &datadir)?;
+        self.launch_mariadb()?;
+        // The user db.php connects as: no SUPER/CONNECTION ADMIN, so it gets no extra connection
+        // beyond max_connections.
+        self.mariadb_sql(
+            "CREATE USER 'lab'@'localhost' IDENTIFIED BY 'lab'; GRANT SELECT ON *.* TO 'lab'@'localhost';",
+        )?;
+        Ok(())
+    }
+
+    /// Starts mariadbd on the lab's (already installed) datadir and waits for its socket.
+    fn launch_mariadb(&mut self) -> Result<(), LabError> {
+        let datadir_s = self.dir().join("mysql").to_string_lossy().into_owned();
         let sock = self.mariadb_socket();
-        let args = [
+        let mut args = vec![
             "--no-defaults".to_string(),
             format!("--datadir={datadir_s}"),
             format!("--socket={}", sock.display()),
@@ -658,24 +776,43 @@ http {{
             "--user=root".to_string(),
             "--skip-name-resolve".to_string(),
             "--innodb-buffer-pool-size=16M".to_string(),
+            "--innodb-log-file-size=8M".to_string(),
+            // Its own temp dir: nothing shared with other processes' files in /tmp.
+            format!("--tmpdir={}", self.mariadb_tmpdir().display()),
         ];
+        args.extend(self.opts.mariadb_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = self.spawn("mariadb", "mariadbd", &args)?;
         self.mariadb = Some(child);
-        let ok = wait_until(READY_TIMEOUT, || UnixStream::connect(&sock).is_ok());
-        if !ok {
+        let mut exited = false;
+        let ok = wait_until(READY_TIMEOUT, || {
+            exited = self
+                .mariadb
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            exited || UnixStream::connect(&sock).is_ok()
+        });
+        if !ok || exited {
             return Err(failed(format!(
-                "mariadbd did not listen on {} within {READY_TIMEOUT:?}\n--- mariadb.err ---\n{}",
+                "mariadbd did not listen on {} within {READY_TIMEOUT:?}{}\n--- mariadb.err ---\n{}",
                 sock.display(),
+                if exited { " (it exited)" } else { "" },
                 tail(&self.mariadb_log(), 3000)
             )));
         }
-        // The user db.php connects as: no SUPER/CONNECTION ADMIN, so it gets no extra connection
-        // beyond max_connections.
-        self.mariadb_sql(
-            "CREATE USER 'lab'@'localhost' IDENTIFIED BY 'lab'; GRANT SELECT ON *.* TO 'lab'@'localhost';",
-        )?;
         Ok(())
+    }
+
+    /// Starts MariaDB again on the same datadir (after `stop_mariadb` / `kill_mariadb`), with
+    /// crash recovery when it was killed.
+    pub fn restart_mariadb(&mut self) -> Result<(), LabError> {
+        if !self.opts.mariadb {
+            return Err(failed("this lab has no MariaDB"));
+        }
+        if let Some(child) = self.mariadb.take() {
+            stop_child(child);
+        }
+        self.launch_mariadb()
     }
 
     /// Runs SQL as root over the lab MariaDB's socket with the `mariadb` client.
@@ -741,12 +878,23 @@ http {{
     pub fn php_fpm_access_log(&self) -> PathBuf {
         self.logs_dir().join("php-fpm-access.log")
     }
+    /// PHP-FPM slow log (written when `LabOptions::request_slowlog_timeout` is set).
+    pub fn php_fpm_slow_log(&self) -> PathBuf {
+        self.logs_dir().join("php-fpm-slow.log")
+    }
     /// PHP's own error_log (only written when `LabOptions::php_error_log`).
     pub fn php_error_log(&self) -> PathBuf {
         self.logs_dir().join("php-error.log")
     }
     pub fn mariadb_log(&self) -> PathBuf {
         self.logs_dir().join("mariadb.err")
+    }
+    /// nginx's temp paths live under this dir.
+    pub fn nginx_tmpdir(&self) -> PathBuf {
+        self.dir().join("tmp/nginx")
+    }
+    fn mariadb_tmpdir(&self) -> PathBuf {
+        self.dir().join("tmp/mysql")
     }
     pub fn mariadb_socket(&self) -> PathBuf {
         self.dir().join("run/mysql.sock")
@@ -767,6 +915,10 @@ http {{
     pub fn refused_port(&self) -> u16 {
         self.refused_port
     }
+    /// The UDP port of the `/dns/` location's resolver (nothing answers there).
+    pub fn dns_port(&self) -> u16 {
+        self.dns_port
+    }
     /// The second server of the `php_backend` upstream (nothing listens there either).
     pub fn refused_port2(&self) -> u16 {
         self.refused_port2
@@ -781,6 +933,57 @@ http {{
         self.mariadb.as_ref().map(Child::id)
     }
 
+    /// An `origin-agent` config (YAML) that points at this lab: its logs, nginx and PHP-FPM
+    /// configs, the status page, MariaDB's socket/port (when started), and a state dir inside the
+    /// lab. Discovery should find the same things on its own; this is for tests that pin them.
+    pub fn agent_config_yaml(&self) -> String {
+        let q = |p: PathBuf| format!("\"{}\"", p.display());
+        let mut y = format!(
+            "# origin-agent config for lab {dir}\n\
+             logs:\n  nginx_access: [{access}]\n  nginx_error: [{error}]\n  php_fpm: [{fpm}]\n",
+            dir = self.dir().display(),
+            access = q(self.access_log()),
+            error = q(self.error_log()),
+            fpm = q(self.php_fpm_log()),
+        );
+        if self.opts.request_slowlog_timeout.is_some() {
+            y.push_str(&format!(
+                "  php_fpm_slow: [{}]\n",
+                q(self.php_fpm_slow_log())
+            ));
+        }
+        if self.opts.php_error_log {
+            y.push_str(&format!("  php: [{}]\n", q(self.php_error_log())));
+        }
+        if self.opts.mariadb {
+            y.push_str(&format!("  mysql_error: [{}]\n", q(self.mariadb_log())));
+        }
+        y.push_str(&format!(
+            "nginx:\n  config: {}\nphp_fpm:\n  configs: [{}]\n  status_url: \"/fpm-status\"\n",
+            q(self.nginx_conf()),
+            q(self.php_fpm_conf())
+        ));
+        if self.opts.mariadb {
+            y.push_str(&format!(
+                "mysql:\n  socket: {}\n  port: {}\n",
+                q(self.mariadb_socket()),
+                self.mariadb_port
+            ));
+        }
+        y.push_str(&format!(
+            "state_dir: {}\n",
+            q(self.dir().join("agent-state"))
+        ));
+        y
+    }
+
+    /// Writes [`Lab::agent_config_yaml`] to `<lab>/agent.yaml` and returns its path.
+    pub fn write_agent_config(&self) -> Result<PathBuf, LabError> {
+        let p = self.dir().join("agent.yaml");
+        fs::write(&p, self.agent_config_yaml()).map_err(|e| io_failed("write", &p, e))?;
+        Ok(p)
+    }
+
     // ----- logs -----
 
     /// Current sizes of the logs.
@@ -790,6 +993,7 @@ http {{
             access: file_len(&self.access_log()),
             php_fpm: file_len(&self.php_fpm_log()),
             php_error: file_len(&self.php_error_log()),
+            php_fpm_slow: file_len(&self.php_fpm_slow_log()),
             mariadb: file_len(&self.mariadb_log()),
         }
     }
@@ -801,6 +1005,7 @@ http {{
             access: read_from(&self.access_log(), mark.access),
             php_fpm: read_from(&self.php_fpm_log(), mark.php_fpm),
             php_error: read_from(&self.php_error_log(), mark.php_error),
+            php_fpm_slow: read_from(&self.php_fpm_slow_log(), mark.php_fpm_slow),
             mariadb: read_from(&self.mariadb_log(), mark.mariadb),
         }
     }
@@ -821,6 +1026,21 @@ http {{
     /// GET with a chosen user agent and the default 30 s read timeout.
     pub fn request(&self, path: &str, user_agent: &str) -> Reply {
         http_get(self.port, path, user_agent, Duration::from_secs(30))
+    }
+
+    /// POST `body_len` bytes (`x=aaaa…`) to `path`; the status, or 0 when no answer came.
+    pub fn post(&self, path: &str, body_len: usize) -> u16 {
+        let mut body = b"x=".to_vec();
+        body.resize(body_len.max(2), b'a');
+        http_request(
+            self.port,
+            "POST",
+            path,
+            LAB_UA,
+            &body,
+            Duration::from_secs(30),
+        )
+        .status
     }
 
     /// `n` GETs of `path` over `concurrency` threads (both bounded by [`MAX_REQUESTS`] and
@@ -931,6 +1151,22 @@ http {{
         })
     }
 
+    /// Sends `signal` to mariadbd (SIGSEGV: its crash report; SIGKILL: an OOM-style kill) and
+    /// waits (bounded) for it to exit; the socket file may stay behind.
+    pub fn kill_mariadb(&mut self, signal: Signal) -> Result<(), LabError> {
+        let mut child = self
+            .mariadb
+            .take()
+            .ok_or_else(|| failed("mariadb is not running"))?;
+        let pid = pid_of(&child);
+        kill(pid, signal).map_err(|e| failed(format!("kill(mariadbd, {signal}): {e}")))?;
+        if !wait_until(READY_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_)))) {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
     /// SIGTERM MariaDB and wait for it (bounded).
     pub fn stop_mariadb(&mut self) -> Result<(), LabError> {
         let child = self
@@ -956,6 +1192,112 @@ impl Drop for Lab {
 
 fn pid_of(child: &Child) -> Pid {
     Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+}
+
+/// A pristine MariaDB datadir made by `mariadb-install-db`, cached per mariadbd version under
+/// cargo's integration-test scratch dir (`target/tmp`): made once, then copied for every lab.
+/// Written to a staging dir and renamed into place, so a half-made template is never used.
+fn mariadb_template() -> Result<PathBuf, LabError> {
+    static TEMPLATE: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut cached = TEMPLATE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cached.as_ref() {
+        if p.is_dir() {
+            return Ok(p.clone());
+        }
+    }
+    let mariadbd = find_binary("mariadbd")
+        .ok_or_else(|| LabError::Skip("mariadbd is not installed".into()))?;
+    let version = Command::new(&mariadbd)
+        .arg("--version")
+        .output()
+        .map_err(|e| failed(format!("{} --version: {e}", mariadbd.display())))?;
+    let version: String = String::from_utf8_lossy(&version.stdout)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let final_dir = root.join(format!("lab-mariadb-{}", version.trim_matches('-')));
+    let data = final_dir.join("data");
+    if !data.is_dir() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let staging = root.join(format!(
+            "lab-mariadb-staging-{}-{stamp}",
+            std::process::id()
+        ));
+        let made = install_mariadb_datadir(&staging);
+        let made = made.and_then(|()| match fs::rename(&staging, &final_dir) {
+            Ok(()) => Ok(()),
+            // Another test process made it first: use theirs.
+            Err(_) if data.is_dir() => Ok(()),
+            Err(e) => Err(io_failed("rename", &staging, e)),
+        });
+        let _ = fs::remove_dir_all(&staging);
+        made?;
+    }
+    *cached = Some(data.clone());
+    Ok(data)
+}
+
+/// Runs `mariadb-install-db` into `<dir>/data` (temp files in `<dir>/tmp`).
+fn install_mariadb_datadir(dir: &Path) -> Result<(), LabError> {
+    let data = dir.join("data");
+    let tmp = dir.join("tmp");
+    for d in [&data, &tmp] {
+        fs::create_dir_all(d).map_err(|e| io_failed("mkdir", d, e))?;
+    }
+    let install = find_binary("mariadb-install-db")
+        .ok_or_else(|| LabError::Skip("mariadb-install-db is not installed".into()))?;
+    let out = Command::new(&install)
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--user=root",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+            &format!("--tmpdir={}", tmp.display()),
+            // Small files: 20 MB per lab instead of 110 MB.
+            "--innodb-log-file-size=8M",
+            "--innodb-buffer-pool-size=16M",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("run {}: {e}", install.display())))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "mariadb-install-db failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Copies a directory tree of plain files and dirs (a MariaDB datadir).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LabError> {
+    fs::create_dir_all(to).map_err(|e| io_failed("mkdir", to, e))?;
+    let entries = fs::read_dir(from).map_err(|e| io_failed("read dir", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_failed("read dir", from, e))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| io_failed("stat", &src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst).map_err(|e| io_failed("copy", &src, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL the whole process group; always reaps.
@@ -992,6 +1334,18 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// A minimal HTTP/1.1 GET to 127.0.0.1:`port` (never anywhere else), `Connection: close`,
 /// connect timeout 2 s, read timeout `timeout`, at most 1 MiB read.
 pub fn http_get(port: u16, path: &str, user_agent: &str, timeout: Duration) -> Reply {
+    http_request(port, "GET", path, user_agent, &[], timeout)
+}
+
+/// Like [`http_get`] with a method and a body (sent with `Content-Length`).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    user_agent: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Reply {
     let start = Instant::now();
     let none = |start: Instant| Reply {
         status: 0,
@@ -1004,12 +1358,23 @@ pub fn http_get(port: u16, path: &str, user_agent: &str, timeout: Duration) -> R
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let length = if body.is_empty() && method == "GET" {
+        String::new()
+    } else {
+        format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+    };
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\n{length}Connection: close\r\n\r\n"
     );
     if stream.write_all(req.as_bytes()).is_err() {
         return none(start);
     }
+    // A server that answers early (an error) may close before the whole body is sent: still
+    // read its answer.
+    let _ = stream.write_all(body);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -1116,5 +1481,58 @@ mod tests {
         // Nothing listens on the refused port: no answer is 0, not a hang or a panic.
         let r = http_get(lab.refused_port(), "/", LAB_UA, Duration::from_secs(1));
         assert_eq!(r.status, 0);
+    }
+
+    #[test]
+    fn agent_config_points_at_the_lab_and_loads() {
+        let Some(lab) = start_or_skip(LabOptions::default()) else {
+            return;
+        };
+        let path = lab.write_agent_config().unwrap();
+        let cfg = origin_agent::config::Config::load(&path).unwrap();
+        assert_eq!(
+            cfg.nginx_config.as_deref(),
+            Some(lab.nginx_conf().as_path())
+        );
+        assert_eq!(cfg.php_fpm_configs, Some(vec![lab.php_fpm_conf()]));
+        assert_eq!(
+            cfg.logs.nginx_error,
+            Some(vec![lab.error_log().display().to_string()])
+        );
+        assert_eq!(cfg.state_dir, lab.dir().join("agent-state"));
+    }
+
+    #[test]
+    fn a_broken_pool_config_fails_with_the_php_fpm_log_and_cleans_up() {
+        let opts = LabOptions {
+            listen_owner: "no-such-user-lab".into(),
+            ..LabOptions::default()
+        };
+        let t = Instant::now();
+        match Lab::start(opts) {
+            Err(LabError::Skip(reason)) => eprintln!("SKIP lab test: {reason}"),
+            Err(LabError::Failed(msg)) => {
+                assert!(msg.contains("php-fpm did not listen"), "{msg}");
+                assert!(msg.contains("(it exited)"), "{msg}");
+                assert!(
+                    msg.contains("no-such-user-lab"),
+                    "the log tail names the cause: {msg}"
+                );
+                assert!(
+                    t.elapsed() < READY_TIMEOUT,
+                    "an exited child is not waited for"
+                );
+                let dir = msg
+                    .rsplit_once("(lab dir ")
+                    .and_then(|(_, rest)| rest.split_once(", removed)"))
+                    .map(|(d, _)| PathBuf::from(d))
+                    .unwrap();
+                assert!(!dir.exists(), "the failed lab's dir was left behind");
+                // The lock was released: a good lab starts right after.
+                let lab = start_or_skip(LabOptions::default()).unwrap();
+                assert_eq!(lab.get("/index.php"), 200);
+            }
+            Ok(_) => panic!("a pool with an unknown listen.owner must not start"),
+        }
     }
 }

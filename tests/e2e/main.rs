@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod firewall;
 pub mod lab;
 pub mod scenarios;
 pub mod stack;
+mod whitelist;

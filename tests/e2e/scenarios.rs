@@ -58,7 +58,7 @@ pub struct Scenario {
 }
 
 /// Every scenario, in a stable order.
-pub const ALL: &[Scenario] = &[
+pub static ALL: &[Scenario] = &[
     Scenario {
         name: "php_fpm_stopped",
         options: LabOptions::default,
@@ -95,6 +95,11 @@ pub const ALL: &[Scenario] = &[
         run: pool_exhausted,
     },
     Scenario {
+        name: "pool_queue_timeout",
+        options: pool_queue_timeout_options,
+        run: pool_queue_timeout,
+    },
+    Scenario {
         name: "read_timeout",
         options: read_timeout_options,
         run: read_timeout,
@@ -120,6 +125,26 @@ pub const ALL: &[Scenario] = &[
         run: too_big_header,
     },
     Scenario {
+        name: "upstream_unresolvable",
+        options: LabOptions::default,
+        run: upstream_unresolvable,
+    },
+    Scenario {
+        name: "nginx_worker_connections",
+        options: nginx_worker_connections_options,
+        run: nginx_worker_connections,
+    },
+    Scenario {
+        name: "nginx_fd_exhausted",
+        options: nginx_fd_exhausted_options,
+        run: nginx_fd_exhausted,
+    },
+    Scenario {
+        name: "nginx_disk_full",
+        options: nginx_disk_full_options,
+        run: nginx_disk_full,
+    },
+    Scenario {
         name: "plugin_fatal_error",
         options: LabOptions::default,
         run: plugin_fatal_error,
@@ -138,6 +163,16 @@ pub const ALL: &[Scenario] = &[
         name: "db_down",
         options: db_options,
         run: db_down,
+    },
+    Scenario {
+        name: "db_crashed",
+        options: db_options,
+        run: db_crashed,
+    },
+    Scenario {
+        name: "db_crashed_table",
+        options: db_crashed_table_options,
+        run: db_crashed_table,
     },
     Scenario {
         name: "healthy_burst",
@@ -324,10 +359,31 @@ pub fn pool_exhausted(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
     Ok(r.finish("pool_exhausted", Some(CauseId::UpstreamSaturated)))
 }
 
-/// `fastcgi_read_timeout 2s`.
+/// One worker, PHP-FPM's default backlog (511), `fastcgi_read_timeout 3s`.
+pub fn pool_queue_timeout_options() -> LabOptions {
+    LabOptions {
+        pm: Pm::Dynamic,
+        max_children: 1,
+        fastcgi_read_timeout: 3,
+        ..LabOptions::default()
+    }
+}
+
+/// 4 concurrent 2 s requests against one worker with a roomy backlog: no errno 11, the first is
+/// served (200) and the queued ones wait past the 3 s read timeout → 504 `upstream timed out
+/// (110…)`, with `server reached pm.max_children setting (1)`: saturation seen as timeouts.
+pub fn pool_queue_timeout(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 4, 4);
+    r.wait_php_fpm("server reached");
+    Ok(r.finish("pool_queue_timeout", Some(CauseId::UpstreamSaturated)))
+}
+
+/// `fastcgi_read_timeout 2s`, PHP-FPM slowlog after 1 s.
 pub fn read_timeout_options() -> LabOptions {
     LabOptions {
         fastcgi_read_timeout: 2,
+        request_slowlog_timeout: Some(1),
         ..LabOptions::default()
     }
 }
@@ -387,6 +443,72 @@ pub fn too_big_header(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
         r.get("/bigheader.php");
     }
     Ok(r.finish("too_big_header", Some(CauseId::UpstreamBadResponse)))
+}
+
+/// A variable `proxy_pass` host resolved at request time by a resolver where nothing answers →
+/// `backend.example.invalid could not be resolved (110: Operation timed out)` → 502 after 1 s.
+pub fn upstream_unresolvable(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    for _ in 0..2 {
+        r.get("/dns/");
+    }
+    Ok(r.finish("upstream_unresolvable", Some(CauseId::UpstreamUnresolvable)))
+}
+
+/// nginx `worker_connections 8`.
+pub fn nginx_worker_connections_options() -> LabOptions {
+    LabOptions {
+        worker_connections: 8,
+        ..LabOptions::default()
+    }
+}
+
+/// 6 concurrent 2 s requests through nginx with 8 worker connections (listener + client +
+/// upstream per request): nginx logs `8 worker_connections are not enough` and drops the
+/// connections it cannot hold (no answer: status 0, no access-log line).
+pub fn nginx_worker_connections(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 6, 6);
+    Ok(r.finish(
+        "nginx_worker_connections",
+        Some(CauseId::NetWorkerConnections),
+    ))
+}
+
+/// nginx `worker_rlimit_nofile 16`.
+pub fn nginx_fd_exhausted_options() -> LabOptions {
+    LabOptions {
+        worker_rlimit_nofile: Some(16),
+        ..LabOptions::default()
+    }
+}
+
+/// 10 concurrent 2 s requests through an nginx worker limited to 16 fds: `socket() failed (24:
+/// Too many open files) while connecting to upstream` → 500, and, depending on timing,
+/// `accept4() failed (24: …)` (those connections wait in the kernel and are served later).
+pub fn nginx_fd_exhausted(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    r.get_many("/sleep.php?s=2", 10, 10);
+    Ok(r.finish("nginx_fd_exhausted", Some(CauseId::HostFdExhausted)))
+}
+
+/// nginx's temp dir on a 64 KiB tmpfs (in nginx's own mount namespace).
+pub fn nginx_disk_full_options() -> LabOptions {
+    LabOptions {
+        nginx_temp_tmpfs: Some("64k".into()),
+        ..LabOptions::default()
+    }
+}
+
+/// Two 256 KiB POSTs: nginx buffers each body to a temp file on the full file system →
+/// `pwrite() "…/client_body/…" failed (28: No space left on device)` → 500.
+pub fn nginx_disk_full(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mut r = Recorder::new(lab);
+    for _ in 0..2 {
+        let status = lab.post("/index.php", 256 * 1024);
+        r.push("/index.php", status);
+    }
+    Ok(r.finish("nginx_disk_full", Some(CauseId::HostDiskFull)))
 }
 
 /// A fatal error in `wp-content/plugins/acme-slider` → 500 (not 502), seen by nginx as
@@ -495,6 +617,68 @@ pub fn db_down(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
     Ok(r.finish("db_down", Some(CauseId::DbDown)))
 }
 
+/// mariadbd gets SIGSEGV: its crash report (`[ERROR] /usr/sbin/mariadbd got signal 11 ;` and an
+/// untimed multi-line report) in its error log; the socket file stays, so db.php gets
+/// `(HY000/2002): Connection refused` → 500.
+pub fn db_crashed(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    let mark = lab.mark();
+    lab.kill_mariadb(Signal::SIGSEGV)?;
+    let mut r = Recorder::new(lab);
+    r.mark = mark;
+    for _ in 0..3 {
+        r.get("/db.php");
+    }
+    Ok(r.finish("db_crashed", Some(CauseId::DbDown)))
+}
+
+/// The MyISAM table [`db_crashed_table`] damages.
+pub const CRASHED_TABLE: &str = "wp.wp_options";
+
+/// MariaDB with `--myisam-recover-options=OFF` (MySQL's default; MariaDB's default
+/// `BACKUP,QUICK` repairs the table on first open, logging the same `marked as crashed` line
+/// with `Checking table` / `Recovering table` and serving 200s).
+pub fn db_crashed_table_options() -> LabOptions {
+    LabOptions {
+        mariadb_args: vec!["--myisam-recover-options=OFF".into()],
+        ..db_options()
+    }
+}
+
+/// A MyISAM `wp.wp_options` is being written when mariadbd is SIGKILLed (as by the OOM killer);
+/// its data file is then cut short (the damage such a kill can leave; done by hand here so it
+/// happens every time), MariaDB restarts, and every read of the table fails with `Table
+/// 'wp_options' is marked as crashed and should be repaired`: db.php logs `WordPress database
+/// error …` and answers 500.
+pub fn db_crashed_table(lab: &mut Lab) -> Result<ScenarioOutcome, LabError> {
+    lab.mariadb_sql(
+        "CREATE DATABASE wp; \
+         CREATE TABLE wp.wp_options (option_id INT AUTO_INCREMENT PRIMARY KEY, option_name VARCHAR(191), option_value TEXT) ENGINE=MyISAM; \
+         INSERT INTO wp.wp_options (option_name, option_value) VALUES ('siteurl', 'https://example.com'), ('blogname', 'Lab'), ('active_plugins', 'a:1:{i:0;s:27:\"acme-slider/acme-slider.php\";}');",
+    )?;
+    // A write after the table was opened: the header's open count stays raised until a flush
+    // that never comes.
+    lab.mariadb_sql(
+        "UPDATE wp.wp_options SET option_value = 'Lab 2' WHERE option_name = 'blogname'",
+    )?;
+    let mark = lab.mark();
+    lab.kill_mariadb(Signal::SIGKILL)?;
+    let myd = lab.dir().join("mysql/wp/wp_options.MYD");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&myd)
+        .map_err(|e| LabError::Failed(format!("open {}: {e}", myd.display())))?;
+    file.set_len(7)
+        .map_err(|e| LabError::Failed(format!("truncate {}: {e}", myd.display())))?;
+    drop(file);
+    lab.restart_mariadb()?;
+    let mut r = Recorder::new(lab);
+    r.mark = mark;
+    for _ in 0..3 {
+        r.get(&format!("/db.php?table={CRASHED_TABLE}"));
+    }
+    Ok(r.finish("db_crashed_table", Some(CauseId::DbCrashedTable)))
+}
+
 // ----- no cause -----
 
 /// A bounded burst (200 requests, 8 at a time) on a healthy lab → only 200s.
@@ -563,14 +747,18 @@ mod tests {
             out.logs.php_fpm,
             out.logs.mariadb,
         );
+        assert_eq!(out.name, name);
         assert!(!out.requests.is_empty());
-        assert!(
-            !out.statuses().contains(&0),
-            "a request got no answer: {:?}",
-            out.statuses()
-        );
+        // Only dropped connections (nginx out of worker connections) go unanswered and unlogged.
+        if name != "nginx_worker_connections" {
+            assert!(
+                !out.statuses().contains(&0),
+                "a request got no answer: {:?}",
+                out.statuses()
+            );
+        }
         let mut logged = access_statuses(&out.logs.access);
-        let mut sent = out.statuses();
+        let mut sent: Vec<u16> = out.statuses().into_iter().filter(|s| *s != 0).collect();
         logged.sort_unstable();
         sent.sort_unstable();
         assert_eq!(logged, sent, "access log statuses vs client statuses");
@@ -598,6 +786,28 @@ mod tests {
 
     fn alive(pid: Option<u32>) -> bool {
         pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    }
+
+    #[test]
+    fn scenario_names_are_unique_and_found() {
+        for (i, s) in ALL.iter().enumerate() {
+            assert!(
+                ALL[..i].iter().all(|o| o.name != s.name),
+                "duplicate {}",
+                s.name
+            );
+            assert!(std::ptr::eq(by_name(s.name).unwrap(), s));
+        }
+        assert!(by_name("no_such_scenario").is_none());
+    }
+
+    #[test]
+    fn encode_path_keeps_the_path_valid() {
+        assert_eq!(
+            encode_path("connect() to unix:/x failed (11: \"x\")"),
+            "connect()%20to%20unix:/x%20failed%20(11:%20%22x%22)"
+        );
+        assert_eq!(encode_path("a?b#c%"), "a%3Fb%23c%25");
     }
 
     #[test]
@@ -740,6 +950,86 @@ mod tests {
     }
 
     #[test]
+    fn pool_queue_timeout_gives_504_and_max_children() {
+        let Some((lab, out)) = run_named("pool_queue_timeout") else {
+            return;
+        };
+        assert_eq!(out.count(200), 1, "{:?}", out.statuses());
+        assert_eq!(out.count(504), 3, "{:?}", out.statuses());
+        let needle = format!(
+            "upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: example.com, request: \"GET /sleep.php?s=2 HTTP/1.1\", upstream: \"fastcgi://unix:{}\"",
+            sock(&lab)
+        );
+        assert_eq!(count(&out.logs.error, &needle), 3, "{}", out.logs.error);
+        assert!(!out.logs.error.contains("(11: "));
+        assert!(
+            out.logs
+                .php_fpm
+                .contains("server reached pm.max_children setting (1)"),
+            "{}",
+            out.logs.php_fpm
+        );
+    }
+
+    #[test]
+    fn upstream_unresolvable_gives_502_without_upstream_field() {
+        let Some((_lab, out)) = run_named("upstream_unresolvable") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![502; 2]);
+        let needle = "backend.example.invalid could not be resolved (110: Operation timed out), client: 127.0.0.1, server: example.com, request: \"GET /dns/ HTTP/1.1\", host: ";
+        assert_eq!(count(&out.logs.error, needle), 2, "{}", out.logs.error);
+        assert_eq!(count(&out.logs.access, r#"ua="-" us="-" urt="-""#), 2);
+    }
+
+    #[test]
+    fn nginx_worker_connections_drops_connections() {
+        let Some((_lab, out)) = run_named("nginx_worker_connections") else {
+            return;
+        };
+        assert!(out.count(0) >= 1, "{:?}", out.statuses());
+        assert_eq!(out.count(0) + out.count(200), 6, "{:?}", out.statuses());
+        assert!(
+            out.logs.error.contains("[alert]")
+                && out
+                    .logs
+                    .error
+                    .contains("8 worker_connections are not enough"),
+            "{}",
+            out.logs.error
+        );
+    }
+
+    #[test]
+    fn nginx_fd_exhausted_gives_500_and_errno_24() {
+        let Some((_lab, out)) = run_named("nginx_fd_exhausted") else {
+            return;
+        };
+        let n500 = out.count(500);
+        assert!(n500 >= 1, "{:?}", out.statuses());
+        assert_eq!(n500 + out.count(200), 10, "{:?}", out.statuses());
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "socket() failed (24: Too many open files) while connecting to upstream"
+            ),
+            n500,
+            "{}",
+            out.logs.error
+        );
+        // accept4() fails too when the timing puts the fd limit on a new client (not always):
+        // then the kernel keeps the connection until a later accept, with no access-log line.
+        for line in out.logs.error.lines().filter(|l| l.contains("accept4()")) {
+            assert!(
+                line.contains("[crit]") && line.contains("accept4() failed (24: "),
+                "{line}"
+            );
+        }
+        assert_eq!(count(&out.logs.access, r#"" 500 177 ""#), n500);
+        assert!(!out.statuses().contains(&502));
+    }
+
+    #[test]
     fn read_timeout_gives_504_not_502() {
         let Some((lab, out)) = run_named("read_timeout") else {
             return;
@@ -756,8 +1046,23 @@ mod tests {
             "{}",
             out.logs.access
         );
+        // The slowlog caught the script before nginx gave up (ptrace may be refused in some
+        // containers: then php-fpm says so instead of dumping the stack).
         assert!(
-            out.logs.access.contains(r#"us="504" urt="2.0"#),
+            out.logs
+                .php_fpm
+                .contains("(request: \"GET /sleep.php?s=4\") executing too slow ("),
+            "{}",
+            out.logs.php_fpm
+        );
+        assert!(
+            out.logs.php_fpm_slow.contains("sleep()")
+                || out.logs.php_fpm.contains("failed to ptrace"),
+            "slow log: {}",
+            out.logs.php_fpm_slow
+        );
+        assert!(
+            out.logs.access.contains(r#"us="504" urt="2."#),
             "{}",
             out.logs.access
         );
@@ -850,6 +1155,29 @@ mod tests {
     }
 
     #[test]
+    fn nginx_disk_full_gives_500_and_errno_28() {
+        let Some((lab, out)) = run_named("nginx_disk_full") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 2]);
+        assert_eq!(count(&out.logs.error, "[crit]"), 2);
+        let pwrite = format!("() \"{}/client_body/", lab.nginx_tmpdir().display());
+        assert_eq!(count(&out.logs.error, &pwrite), 2, "{}", out.logs.error);
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "failed (28: No space left on device), client: 127.0.0.1"
+            ),
+            2,
+            "{}",
+            out.logs.error
+        );
+        // The tmpfs was nginx's alone: the host sees the lab's plain temp dir.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        assert!(!mounts.contains(&lab.nginx_tmpdir().display().to_string()));
+    }
+
+    #[test]
     fn plugin_fatal_error_gives_500_not_502() {
         let Some((_lab, out)) = run_named("plugin_fatal_error") else {
             return;
@@ -930,6 +1258,57 @@ mod tests {
     }
 
     #[test]
+    fn db_crashed_logs_signal_11_and_gives_500() {
+        let Some((_lab, out)) = run_named("db_crashed") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 3]);
+        assert!(
+            out.logs
+                .mariadb
+                .contains(" [ERROR] /usr/sbin/mariadbd got signal 11 ;")
+                || out
+                    .logs
+                    .mariadb
+                    .contains(" [ERROR] mariadbd got signal 11 ;"),
+            "{}",
+            out.logs.mariadb
+        );
+        assert_eq!(
+            count(
+                &out.logs.error,
+                "mysqli_connect(): (HY000/2002): Connection refused in "
+            ),
+            3,
+            "{}",
+            out.logs.error
+        );
+    }
+
+    #[test]
+    fn db_crashed_table_gives_500_and_marked_as_crashed() {
+        let Some((_lab, out)) = run_named("db_crashed_table") else {
+            return;
+        };
+        assert_eq!(out.statuses(), vec![500; 3]);
+        assert_eq!(
+            count(&out.logs.error, "PHP message: WordPress database error Table 'wp_options' is marked as crashed and should be repaired for query SELECT * FROM wp.wp_options"),
+            3,
+            "{}",
+            out.logs.error
+        );
+        assert_eq!(
+            count(
+                &out.logs.mariadb,
+                " [ERROR] mariadbd: Table 'wp_options' is marked as crashed and should be repaired"
+            ),
+            3,
+            "{}",
+            out.logs.mariadb
+        );
+    }
+
+    #[test]
     fn healthy_burst_gives_only_200() {
         let Some((_lab, out)) = run_named("healthy_burst") else {
             return;
@@ -982,5 +1361,49 @@ mod tests {
             );
         }
         assert!(!out.logs.php_fpm.contains("server reached"));
+    }
+}
+#[cfg(test)]
+mod scratch {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    #[test]
+    fn scratch_db() {
+        for mode in ["truncate_myd", "garbage_myd", "truncate_myi"] {
+            let mut o = db_options();
+            o.mariadb_args = vec!["--myisam-recover-options=OFF".into()];
+            let mut lab = start_or_skip(o).unwrap();
+            lab.mariadb_sql("CREATE DATABASE wp; CREATE TABLE wp.wp_options (id INT AUTO_INCREMENT PRIMARY KEY, v TEXT) ENGINE=MyISAM; INSERT INTO wp.wp_options (v) VALUES ('a'),('b'),('c'),('d');").unwrap();
+            lab.mariadb_sql("INSERT INTO wp.wp_options (v) VALUES ('e')")
+                .unwrap();
+            let m = lab.mark();
+            lab.kill_mariadb(Signal::SIGKILL).unwrap();
+            let myd = lab.dir().join("mysql/wp/wp_options.MYD");
+            let myi = lab.dir().join("mysql/wp/wp_options.MYI");
+            match mode {
+                "truncate_myd" => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&myd).unwrap();
+                    f.set_len(7).unwrap();
+                }
+                "garbage_myd" => {
+                    std::fs::write(&myd, vec![0xffu8; 64]).unwrap();
+                }
+                _ => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&myi).unwrap();
+                    f.set_len(1024).unwrap();
+                }
+            }
+            lab.restart_mariadb().unwrap();
+            let st: Vec<u16> = (0..3)
+                .map(|_| lab.get("/db.php?table=wp.wp_options"))
+                .collect();
+            let l = lab.logs_since(&m);
+            let md: Vec<&str> = l
+                .mariadb
+                .lines()
+                .filter(|x| x.contains("wp_options") || x.contains("ERROR"))
+                .collect();
+            eprintln!("== {mode}: {st:?}\n{}\n{}", l.error, md.join("\n"));
+        }
     }
 }

@@ -144,7 +144,11 @@ fn connect_tcp(addr: &str, timeout: Duration) -> std::io::Result<()> {
 fn run_bounded(command: &Command) -> Result<CommandOutput, HostError> {
     let mut child = std::process::Command::new(&command.program)
         .args(&command.args)
-        .stdin(Stdio::null())
+        .stdin(if command.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
@@ -158,6 +162,15 @@ fn run_bounded(command: &Command) -> Result<CommandOutput, HostError> {
                 message: err.to_string(),
             },
         })?;
+    // Written from a thread so a command that fills its stdout pipe before reading all of its
+    // input cannot deadlock us; dropping the pipe at the end closes the command's stdin.
+    let stdin = match (child.stdin.take(), command.stdin.clone()) {
+        (Some(mut pipe), Some(bytes)) => Some(std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&bytes);
+        })),
+        _ => None,
+    };
     let stdout = child.stdout.take().map(spawn_reader);
     let stderr = child.stderr.take().map(spawn_reader);
     let deadline = Instant::now() + command.timeout;
@@ -181,6 +194,9 @@ fn run_bounded(command: &Command) -> Result<CommandOutput, HostError> {
             }
         }
     };
+    if let Some(writer) = stdin {
+        let _ = writer.join();
+    }
     let stdout = stdout
         .map(|h| h.join().unwrap_or_default())
         .unwrap_or_default();
@@ -231,6 +247,15 @@ mod tests {
             .unwrap();
         assert_eq!(out.status, Some(3));
         assert_eq!(out.stderr.trim(), "oops");
+    }
+
+    #[test]
+    fn stdin_bytes_reach_the_command() {
+        let out = LiveHost
+            .run(&Command::new("cat", &[]).stdin(b"line one\nline two\n".to_vec()))
+            .unwrap();
+        assert!(out.success());
+        assert_eq!(out.stdout_text(), "line one\nline two\n");
     }
 
     #[test]

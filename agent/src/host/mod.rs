@@ -89,6 +89,9 @@ pub struct Command {
     pub program: String,
     pub args: Vec<String>,
     pub timeout: Duration,
+    /// Bytes written to the command's standard input (`None`: stdin is `/dev/null`). The live
+    /// host feeds them; the recorder and snapshots ignore them (a command's key is its argv).
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl Command {
@@ -97,7 +100,14 @@ impl Command {
             program: program.to_string(),
             args: args.iter().map(|a| a.to_string()).collect(),
             timeout: Duration::from_secs(10),
+            stdin: None,
         }
+    }
+
+    /// Feeds `bytes` to the command's standard input.
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Self {

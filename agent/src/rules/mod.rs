@@ -201,13 +201,14 @@ impl RuleSet {
             if idx.is_empty() {
                 continue;
             }
-            let set = RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(
-                |e| RuleError::Invalid {
-                    file: "(rule set)".into(),
-                    id: source.as_str().into(),
-                    message: e.to_string(),
-                },
-            )?;
+            let set =
+                RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(|e| {
+                    RuleError::Invalid {
+                        file: "(rule set)".into(),
+                        id: source.as_str().into(),
+                        message: e.to_string(),
+                    }
+                })?;
             let prefixes: Vec<Option<String>> = idx
                 .iter()
                 .map(|&i| literal_prefix(&rules[i].pattern))
@@ -432,7 +433,13 @@ fn has_top_level_alternation(body: &str) -> bool {
 /// `origin-agent rules list`: one line per rule (id, source, cause, severity, event, origin).
 pub fn list_text(set: &RuleSet) -> String {
     let mut out = String::new();
-    let w = set.rules.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    let w = set
+        .rules
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
     out.push_str(&format!(
         "{:<w$}  {:<12}  {:<26}  {:<8}  {:<28}  {}\n",
         "ID", "SOURCE", "CAUSE", "SEVERITY", "EVENT", "FROM"
@@ -556,9 +563,7 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
     })?;
     let mut parsers: Vec<LineParser> = sources
         .iter()
-        .filter_map(|s| {
-            LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok()
-        })
+        .filter_map(|s| LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
         .collect();
     let mut matched = 0u64;
     let mut entries = 0u64;
@@ -572,7 +577,13 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
                 if let Parsed::Event(ev) = p.parse(log, line_no, entry) {
                     matched += 1;
                     *per_rule.entry(ev.rule.clone()).or_default() += 1;
-                    out.push_str(&format!("{}:{}: {} ({})\n", log.display(), line_no, ev.rule, ev.event));
+                    out.push_str(&format!(
+                        "{}:{}: {} ({})\n",
+                        log.display(),
+                        line_no,
+                        ev.rule,
+                        ev.event
+                    ));
                     for (k, v) in &ev.fields {
                         out.push_str(&format!("    {k} = {v}\n"));
                     }
@@ -636,7 +647,9 @@ rules:
 "#;
         let set = RuleSet::from_yaml("t.yaml", yaml).unwrap();
         let failures = check_samples(&set);
-        assert!(failures.iter().any(|f| f.problem.contains("no `match` sample")));
+        assert!(failures
+            .iter()
+            .any(|f| f.problem.contains("no `match` sample")));
     }
 
     #[test]
@@ -666,7 +679,10 @@ rules:
         assert_eq!(literal_prefix(r"^abc?d").as_deref(), Some("ab"));
         assert_eq!(literal_prefix(r"^ab +c").as_deref(), Some("ab "));
         assert_eq!(literal_prefix(r"^x\d").as_deref(), Some("x"));
-        assert_eq!(literal_prefix(r"^PHP Fatal error: +A").as_deref(), Some("PHP Fatal error: "));
+        assert_eq!(
+            literal_prefix(r"^PHP Fatal error: +A").as_deref(),
+            Some("PHP Fatal error: ")
+        );
     }
 
     #[test]

@@ -1,0 +1,618 @@
+//! Where the daemon's words go: its own log ([`Logger`]: structured entries in the systemd
+//! journal through the native protocol on `/run/systemd/journal/socket`, or lines on stderr when
+//! there is no journal), and incident notifications ([`Notifier`]s: the log, a webhook with the
+//! incident as JSON or in Slack's `{"text": ...}` shape, an exec hook that gets the JSON on its
+//! standard input). Notifications are sent from one worker thread ([`Dispatcher`]) behind a small
+//! bounded queue, so a slow webhook never stalls the tailing loop; every send is bounded in time.
+
+use std::io::{self, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, WebhookFormat};
+
+use super::incident::{Notification, NotificationKind};
+use super::metrics::Metrics;
+
+/// The journal's native socket.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Syslog priorities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 3,
+    Warning = 4,
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+            Level::Info => "info",
+            Level::Debug => "debug",
+        }
+    }
+}
+
+/// The daemon's log: journal entries with fields, or stderr lines.
+#[derive(Debug, Clone)]
+pub struct Logger {
+    journal: Option<Arc<UnixDatagram>>,
+    min: Level,
+}
+
+impl Logger {
+    /// The journal when its socket exists, else stderr.
+    pub fn detect() -> Logger {
+        if Path::new(JOURNAL_SOCKET).exists() {
+            if let Ok(logger) = Logger::journal(Path::new(JOURNAL_SOCKET)) {
+                return logger;
+            }
+        }
+        Logger::stderr()
+    }
+
+    pub fn stderr() -> Logger {
+        Logger {
+            journal: None,
+            min: Level::Info,
+        }
+    }
+
+    /// Logs to the journal socket at `path` (tests point it at their own socket).
+    pub fn journal(path: &Path) -> io::Result<Logger> {
+        let socket = UnixDatagram::unbound()?;
+        socket.connect(path)?;
+        Ok(Logger {
+            journal: Some(Arc::new(socket)),
+            min: Level::Info,
+        })
+    }
+
+    /// Logs `message` with extra journal fields (names in upper case: `ORIGIN_AGENT_CAUSE`).
+    pub fn log(&self, level: Level, message: &str, fields: &[(&str, &str)]) {
+        if level > self.min {
+            return;
+        }
+        if let Some(socket) = &self.journal {
+            let entry = journal_entry(level, message, fields);
+            if socket.send(&entry).is_ok() {
+                return;
+            }
+        }
+        let mut line = format!("origin-agent[{}]: {message}", level.label());
+        for (key, value) in fields {
+            line.push_str(&format!(" {}={value:?}", key.to_ascii_lowercase()));
+        }
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+
+    pub fn error(&self, message: &str) {
+        self.log(Level::Error, message, &[]);
+    }
+
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warning, message, &[]);
+    }
+
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message, &[]);
+    }
+}
+
+/// One entry in the journal's native protocol: `KEY=value\n`, or for values with a newline
+/// `KEY\n` + the length as 64-bit little endian + the value + `\n`.
+pub fn journal_entry(level: Level, message: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + message.len());
+    let priority = (level as u8).to_string();
+    let base = [
+        ("MESSAGE", message),
+        ("PRIORITY", priority.as_str()),
+        ("SYSLOG_IDENTIFIER", "origin-agent"),
+    ];
+    for (key, value) in base.iter().chain(fields.iter()) {
+        let key: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let key = key.trim_start_matches('_');
+        if key.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(key.as_bytes());
+        if value.contains('\n') {
+            out.push(b'\n');
+            out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+        } else {
+            out.push(b'=');
+        }
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Why a notification was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("webhook {url}: {message}")]
+    Webhook { url: String, message: String },
+    #[error("cannot run {program}: {source}")]
+    ExecStart { program: PathBuf, source: io::Error },
+    #[error("{program} exited with {status}")]
+    ExecFailed { program: PathBuf, status: String },
+    #[error("{program} did not finish within {seconds} s and was killed")]
+    ExecTimeout { program: PathBuf, seconds: u64 },
+}
+
+/// Somewhere incident notifications go.
+pub trait Notifier: Send + std::fmt::Debug {
+    /// A short name for logs and metrics: `log`, `webhook`, `exec`.
+    fn name(&self) -> &'static str;
+    fn send(&self, note: &Notification) -> Result<(), NotifyError>;
+}
+
+/// Notifications into the daemon's own log (journal fields or stderr).
+#[derive(Debug, Clone)]
+pub struct LogNotifier {
+    pub logger: Logger,
+}
+
+impl Notifier for LogNotifier {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn send(&self, note: &Notification) -> Result<(), NotifyError> {
+        let level = match note.kind {
+            NotificationKind::Opened | NotificationKind::CauseChanged => Level::Warning,
+            NotificationKind::Closed => Level::Notice,
+        };
+        let cause = note.incident.top_cause.map_or("", |c| c.id());
+        let rate = note.incident.errors_per_minute.to_string();
+        self.logger.log(
+            level,
+            &note.summary,
+            &[
+                ("ORIGIN_AGENT_EVENT", note.kind.as_str()),
+                ("ORIGIN_AGENT_INCIDENT", &note.incident.id),
+                ("ORIGIN_AGENT_CAUSE", cause),
+                ("ORIGIN_AGENT_ERRORS_PER_MINUTE", &rate),
+            ],
+        );
+        Ok(())
+    }
+}
+
+/// The JSON body a webhook or exec hook gets.
+pub fn notification_json(note: &Notification) -> String {
+    serde_json::to_string(note).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// Slack's incoming-webhook shape.
+pub fn slack_json(note: &Notification) -> String {
+    let icon = match note.kind {
+        NotificationKind::Opened => ":rotating_light:",
+        NotificationKind::CauseChanged => ":mag:",
+        NotificationKind::Closed => ":white_check_mark:",
+    };
+    let mut text = format!("{icon} {}", note.summary);
+    if let Some(first) = note.incident.causes.first() {
+        text.push_str(&format!(
+            "\n> `{}` (score {:.2}): {}",
+            first.cause.id(),
+            first.score,
+            first.title
+        ));
+    }
+    serde_json::json!({ "text": text }).to_string()
+}
+
+/// POSTs notifications to a URL.
+#[derive(Debug)]
+pub struct WebhookNotifier {
+    url: String,
+    format: WebhookFormat,
+    agent: ureq::Agent,
+}
+
+impl WebhookNotifier {
+    pub fn new(url: impl Into<String>, format: WebhookFormat, timeout: Duration) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(true)
+            .max_redirects(0)
+            .user_agent(concat!("origin-agent/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        WebhookNotifier {
+            url: url.into(),
+            format,
+            agent,
+        }
+    }
+}
+
+impl Notifier for WebhookNotifier {
+    fn name(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn send(&self, note: &Notification) -> Result<(), NotifyError> {
+        let body = match self.format {
+            WebhookFormat::Json => notification_json(note),
+            WebhookFormat::Slack => slack_json(note),
+        };
+        self.agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .send(body)
+            .map(|_| ())
+            .map_err(|err| NotifyError::Webhook {
+                url: self.url.clone(),
+                message: err.to_string(),
+            })
+    }
+}
+
+/// Runs a program with the notification JSON on stdin and `ORIGIN_AGENT_EVENT` in its
+/// environment; killed when it takes longer than the timeout.
+#[derive(Debug, Clone)]
+pub struct ExecNotifier {
+    pub program: PathBuf,
+    pub timeout: Duration,
+}
+
+impl Notifier for ExecNotifier {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn send(&self, note: &Notification) -> Result<(), NotifyError> {
+        let start_err = |source| NotifyError::ExecStart {
+            program: self.program.clone(),
+            source,
+        };
+        let mut child = Command::new(&self.program)
+            .env("ORIGIN_AGENT_EVENT", note.kind.as_str())
+            .env("ORIGIN_AGENT_INCIDENT", &note.incident.id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(start_err)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // Small (well under a pipe buffer); a program that does not read it is fine.
+            let _ = stdin.write_all(notification_json(note).as_bytes());
+        }
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => {
+                    return Err(NotifyError::ExecFailed {
+                        program: self.program.clone(),
+                        status: status.to_string(),
+                    })
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(NotifyError::ExecTimeout {
+                        program: self.program.clone(),
+                        seconds: self.timeout.as_secs(),
+                    });
+                }
+                Err(source) => return Err(start_err(source)),
+            }
+        }
+    }
+}
+
+/// The notifiers a config asks for: the log always, then the webhook and the exec hook.
+pub fn notifiers_from_config(config: &Config, logger: &Logger) -> Vec<Box<dyn Notifier>> {
+    let mut out: Vec<Box<dyn Notifier>> = vec![Box::new(LogNotifier {
+        logger: logger.clone(),
+    })];
+    if let Some(url) = &config.webhook {
+        out.push(Box::new(WebhookNotifier::new(
+            url.clone(),
+            config.webhook_format,
+            Duration::from_secs(5),
+        )));
+    }
+    if let Some(program) = &config.notify_exec {
+        out.push(Box::new(ExecNotifier {
+            program: program.clone(),
+            timeout: Duration::from_secs(10),
+        }));
+    }
+    out
+}
+
+/// Sends notifications from a worker thread; a full queue drops (and logs) rather than blocks.
+#[derive(Debug)]
+pub struct Dispatcher {
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    logger: Logger,
+}
+
+#[derive(Debug)]
+enum Job {
+    Send(Box<Notification>),
+    Replace(Vec<Box<dyn Notifier>>),
+}
+
+/// Notifications waiting at most.
+const QUEUE: usize = 32;
+
+impl Dispatcher {
+    pub fn start(
+        notifiers: Vec<Box<dyn Notifier>>,
+        logger: Logger,
+        metrics: Option<Arc<Metrics>>,
+    ) -> io::Result<Dispatcher> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let log = logger.clone();
+        let thread = std::thread::Builder::new()
+            .name("notify".to_string())
+            .spawn(move || worker(rx, notifiers, log, metrics))?;
+        Ok(Dispatcher {
+            tx: Some(tx),
+            thread: Some(thread),
+            logger,
+        })
+    }
+
+    /// Queues a notification for every notifier.
+    pub fn send(&self, note: Notification) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(Job::Send(Box::new(note))) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => self
+                    .logger
+                    .warn("notification queue full: a notification was dropped"),
+                Err(TrySendError::Disconnected(_)) => {
+                    self.logger.error("notification worker is gone")
+                }
+            }
+        }
+    }
+
+    /// Uses new notifiers from the next notification on (after a config reload).
+    pub fn replace(&self, notifiers: Vec<Box<dyn Notifier>>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Job::Replace(notifiers));
+        }
+    }
+
+    /// Sends what is queued (each send is bounded in time) and stops the worker.
+    pub fn finish(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn worker(
+    rx: Receiver<Job>,
+    mut notifiers: Vec<Box<dyn Notifier>>,
+    logger: Logger,
+    metrics: Option<Arc<Metrics>>,
+) {
+    for job in rx {
+        match job {
+            Job::Replace(new) => notifiers = new,
+            Job::Send(note) => {
+                for notifier in &notifiers {
+                    let result = notifier.send(&note);
+                    if let Some(metrics) = &metrics {
+                        let label = if result.is_ok() { "ok" } else { "error" };
+                        metrics.count_notification(notifier.name(), label);
+                    }
+                    if let Err(err) = result {
+                        logger.log(
+                            Level::Warning,
+                            &format!("notification failed: {err}"),
+                            &[("ORIGIN_AGENT_NOTIFIER", notifier.name())],
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cause::CauseId;
+    use crate::daemon::incident::{IncidentPolicy, IncidentTracker};
+
+    fn opened() -> Notification {
+        let mut t = IncidentTracker::new(IncidentPolicy::default(), "web1");
+        t.tick(
+            jiff::Timestamp::from_second(1_790_000_000).unwrap(),
+            25,
+            &[(CauseId::UpstreamSaturated, 0.9)],
+        )
+        .remove(0)
+    }
+
+    /// Parses a native-protocol entry back into fields.
+    fn parse_entry(mut data: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let nl = data.iter().position(|b| *b == b'\n').unwrap();
+            let head = &data[..nl];
+            if let Some(eq) = head.iter().position(|b| *b == b'=') {
+                out.push((
+                    String::from_utf8(head[..eq].to_vec()).unwrap(),
+                    String::from_utf8(head[eq + 1..].to_vec()).unwrap(),
+                ));
+                data = &data[nl + 1..];
+            } else {
+                let key = String::from_utf8(head.to_vec()).unwrap();
+                let len = u64::from_le_bytes(data[nl + 1..nl + 9].try_into().unwrap()) as usize;
+                let value = String::from_utf8(data[nl + 9..nl + 9 + len].to_vec()).unwrap();
+                assert_eq!(data[nl + 9 + len], b'\n');
+                out.push((key, value));
+                data = &data[nl + 10 + len..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn journal_entries_use_the_native_protocol_with_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sock");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let logger = Logger::journal(&path).unwrap();
+        LogNotifier {
+            logger: logger.clone(),
+        }
+        .send(&opened())
+        .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = server.recv(&mut buf).unwrap();
+        let fields = parse_entry(&buf[..n]);
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("PRIORITY"), Some("4"));
+        assert_eq!(get("SYSLOG_IDENTIFIER"), Some("origin-agent"));
+        assert_eq!(get("ORIGIN_AGENT_EVENT"), Some("opened"));
+        assert_eq!(get("ORIGIN_AGENT_CAUSE"), Some("upstream.saturated"));
+        assert!(get("MESSAGE").unwrap().contains("25 errors/min"));
+        // A multi-line message uses the length-prefixed form.
+        logger.log(
+            Level::Error,
+            "two\nlines",
+            &[("_bad", "x"), ("odd-key", "v")],
+        );
+        let n = server.recv(&mut buf).unwrap();
+        let fields = parse_entry(&buf[..n]);
+        assert!(fields.contains(&("MESSAGE".to_string(), "two\nlines".to_string())));
+        assert!(fields.contains(&("BAD".to_string(), "x".to_string())));
+        assert!(fields.contains(&("ODD_KEY".to_string(), "v".to_string())));
+    }
+
+    #[test]
+    fn exec_hook_gets_the_json_and_is_killed_when_slow() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("got.json");
+        let script = dir.path().join("hook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat > {}\necho \"$ORIGIN_AGENT_EVENT\" >> {}\n",
+                out.display(),
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let hook = ExecNotifier {
+            program: script,
+            timeout: Duration::from_secs(10),
+        };
+        hook.send(&opened()).unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        let (json, event) = got.rsplit_once('}').unwrap();
+        let value: serde_json::Value = serde_json::from_str(&format!("{json}}}")).unwrap();
+        assert_eq!(value["kind"], "opened");
+        assert_eq!(value["incident"]["top_cause"], "upstream.saturated");
+        assert_eq!(event.trim(), "opened");
+
+        let slow = dir.path().join("slow.sh");
+        std::fs::write(&slow, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let start = Instant::now();
+        let err = ExecNotifier {
+            program: slow,
+            timeout: Duration::from_millis(300),
+        }
+        .send(&opened())
+        .unwrap_err();
+        assert!(matches!(err, NotifyError::ExecTimeout { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let missing = ExecNotifier {
+            program: dir.path().join("nope"),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            missing.send(&opened()),
+            Err(NotifyError::ExecStart { .. })
+        ));
+    }
+
+    #[test]
+    fn slack_shape_is_a_text_object() {
+        let v: serde_json::Value = serde_json::from_str(&slack_json(&opened())).unwrap();
+        let text = v["text"].as_str().unwrap();
+        assert!(text.contains("upstream.saturated"), "{text}");
+        assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn webhook_to_a_closed_port_fails_quickly() {
+        // Bind then drop to get a port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let hook = WebhookNotifier::new(
+            format!("http://127.0.0.1:{port}/hook"),
+            WebhookFormat::Json,
+            Duration::from_secs(2),
+        );
+        let start = Instant::now();
+        assert!(matches!(
+            hook.send(&opened()),
+            Err(NotifyError::Webhook { .. })
+        ));
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,536 @@
+//! The iptables / ip6tables back end of the whitelist: reads the agent's own objects out of
+//! `iptables-save` text (the `ORIGIN-AGENT-CDN` chain in the filter table and the jumps to it from
+//! `INPUT`), and writes `iptables-restore --noflush` fragments that move them to the desired state
+//! (apply) or back to a saved one (rollback) in one atomic transaction per family.
+//!
+//! Ownership is by marking: a rule in the chain is the agent's when its comment is
+//! `origin-agent:PROVIDER`; any other rule there (someone added it by hand) is left alone on apply.
+//! A jump is recognised by its target. Deletions use the rule text exactly as `iptables-save`
+//! printed it, so a rule that changed meanwhile makes the whole transaction fail instead of
+//! deleting something else.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+
+use super::{Change, FamilyPlan};
+use crate::cdn::Provider;
+use crate::firewall::addrset::{parse_net, Family};
+use crate::firewall::iptables::tokenize;
+
+/// The agent's chain, in the filter table of both families.
+pub const CHAIN: &str = "ORIGIN-AGENT-CDN";
+/// The comment prefix that marks a rule as the agent's.
+pub const TAG: &str = "origin-agent";
+
+/// One rule of the agent's chain as `iptables-save` printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRule {
+    /// The whole line, `-A ORIGIN-AGENT-CDN …`.
+    pub line: String,
+    /// Set when the rule carries the agent's comment and has the agent's shape.
+    pub owned: Option<OwnedRule>,
+}
+
+/// What an agent-made rule allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRule {
+    pub provider: Provider,
+    pub net: IpNet,
+    /// The `--dports` text (`80,443`).
+    pub ports: String,
+}
+
+/// The agent's objects in one family's filter table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IptState {
+    pub chain_exists: bool,
+    pub rules: Vec<ChainRule>,
+    /// The jumps from INPUT to the chain: (1-based position in INPUT, the line).
+    pub jumps: Vec<(usize, String)>,
+}
+
+/// Reads the agent's objects out of `iptables-save` (or `ip6tables-save`) text. Text it cannot
+/// read is ignored: only lines of the filter table that name the chain matter.
+pub fn read_state(save: &str) -> IptState {
+    let mut st = IptState::default();
+    let mut in_filter = false;
+    let mut input_pos = 0usize;
+    for line in save.lines() {
+        let line = line.trim();
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table.trim() == "filter";
+            continue;
+        }
+        if !in_filter {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            if decl.split_whitespace().next() == Some(CHAIN) {
+                st.chain_exists = true;
+            }
+            continue;
+        }
+        let Some(body) = line.strip_prefix("-A ") else {
+            continue;
+        };
+        let words = tokenize(body);
+        let Some(chain) = words.first() else { continue };
+        if chain == "INPUT" {
+            input_pos += 1;
+            if target(&words) == Some(CHAIN) {
+                st.jumps.push((input_pos, line.to_string()));
+            }
+        } else if chain == CHAIN {
+            st.rules.push(ChainRule {
+                line: line.to_string(),
+                owned: owned_rule(&words),
+            });
+        }
+    }
+    st
+}
+
+fn option<'a>(words: &'a [String], name: &str) -> Option<&'a str> {
+    words
+        .iter()
+        .position(|w| w == name)
+        .and_then(|i| words.get(i + 1))
+        .map(String::as_str)
+}
+
+fn target(words: &[String]) -> Option<&str> {
+    option(words, "-j")
+}
+
+fn owned_rule(words: &[String]) -> Option<OwnedRule> {
+    let comment = option(words, "--comment")?;
+    let provider = Provider::parse(comment.strip_prefix(TAG)?.strip_prefix(':')?)?;
+    if target(words) != Some("ACCEPT") || words.iter().any(|w| w == "!") {
+        return None;
+    }
+    let net = parse_net(option(words, "-s")?)?;
+    let ports = option(words, "--dports")?.to_string();
+    Some(OwnedRule {
+        provider,
+        net,
+        ports,
+    })
+}
+
+/// The rule the agent writes for one range, in the form `iptables-save` prints it back.
+pub fn rule_line(provider: Provider, net: &IpNet, ports: &str) -> String {
+    format!(
+        "-A {CHAIN} -s {net} -p tcp -m multiport --dports {ports} -m comment --comment \"{TAG}:{provider}\" -j ACCEPT"
+    )
+}
+
+fn jump_rule(op: &str) -> String {
+    format!("{op} -m comment --comment {TAG} -j {CHAIN}")
+}
+
+/// The ports as `--dports` prints them.
+pub fn ports_text(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Plans one family: `wanted` holds, for every requested provider, its ranges of this family.
+/// Rules of providers not requested are kept; other rules in the chain are never touched.
+pub fn plan(
+    family: Family,
+    current: &IptState,
+    wanted: &[(Provider, Vec<IpNet>)],
+    ports: &[u16],
+) -> FamilyPlan {
+    let ports = ports_text(ports);
+    let requested: BTreeSet<Provider> = wanted.iter().map(|(p, _)| *p).collect();
+    let mut want: BTreeSet<(Provider, IpNet)> = BTreeSet::new();
+    for (p, nets) in wanted {
+        for n in nets {
+            want.insert((*p, n.trunc()));
+        }
+    }
+    let mut kept: BTreeSet<(Provider, IpNet)> = BTreeSet::new();
+    let mut remove: Vec<Change> = Vec::new();
+    let mut lines_del: Vec<String> = Vec::new();
+    let mut unchanged = 0usize;
+    for rule in &current.rules {
+        let Some(owned) = &rule.owned else {
+            continue;
+        };
+        if !requested.contains(&owned.provider) {
+            unchanged += 1;
+            continue;
+        }
+        let key = (owned.provider, owned.net);
+        if want.contains(&key) && owned.ports == ports && !kept.contains(&key) {
+            kept.insert(key);
+            unchanged += 1;
+        } else {
+            remove.push(Change {
+                provider: owned.provider,
+                net: owned.net,
+            });
+            lines_del.push(delete_line(&rule.line));
+        }
+    }
+    let add: Vec<Change> = want
+        .iter()
+        .filter(|k| !kept.contains(k))
+        .map(|(p, n)| Change {
+            provider: *p,
+            net: *n,
+        })
+        .collect();
+    let anything_owned = current.rules.iter().any(|r| r.owned.is_some());
+    let needed = !want.is_empty() || anything_owned;
+    let jump_ok = current.jumps.len() == 1 && current.jumps.first().map(|j| j.0) == Some(1);
+    let fix_jump = needed && !jump_ok;
+
+    let mut body = Vec::new();
+    if needed && !current.chain_exists {
+        body.push(format!(":{CHAIN} - [0:0]"));
+    }
+    body.extend(lines_del);
+    for c in &add {
+        body.push(rule_line(c.provider, &c.net, &ports));
+    }
+    if fix_jump {
+        for (_, line) in &current.jumps {
+            body.push(delete_line(line));
+        }
+        body.push(jump_rule("-I INPUT 1"));
+    }
+    let jump_note = if !fix_jump {
+        None
+    } else if current.jumps.is_empty() {
+        Some(format!("insert `-j {CHAIN}` as rule 1 of INPUT"))
+    } else {
+        Some(format!(
+            "move the jump to {CHAIN} to rule 1 of INPUT (it is at {})",
+            current
+                .jumps
+                .iter()
+                .map(|j| j.0.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    FamilyPlan {
+        family,
+        add,
+        remove,
+        unchanged,
+        structure: jump_note.into_iter().collect(),
+        script: fragment(&body),
+    }
+}
+
+/// The fragment that moves `current` back to `saved` exactly: the chain's rules as they were
+/// (all of them, in order), the jumps at their old positions, or no chain at all.
+pub fn restore_fragment(current: &IptState, saved: &IptState) -> Option<String> {
+    if current == saved {
+        return None;
+    }
+    let mut body = Vec::new();
+    for (_, line) in &current.jumps {
+        body.push(delete_line(line));
+    }
+    if saved.chain_exists {
+        // Declaring an existing chain under --noflush empties it.
+        body.push(format!(":{CHAIN} - [0:0]"));
+        for rule in &saved.rules {
+            body.push(rule.line.clone());
+        }
+    } else if current.chain_exists {
+        body.push(format!(":{CHAIN} - [0:0]"));
+        body.push(format!("-X {CHAIN}"));
+    }
+    let mut jumps = saved.jumps.clone();
+    jumps.sort();
+    for (pos, line) in &jumps {
+        let rest = line.strip_prefix("-A INPUT").unwrap_or(line);
+        body.push(format!("-I INPUT {pos}{rest}"));
+    }
+    Some(fragment(&body))
+}
+
+fn delete_line(line: &str) -> String {
+    match line.strip_prefix("-A ") {
+        Some(rest) => format!("-D {rest}"),
+        None => line.to_string(),
+    }
+}
+
+fn fragment(body: &[String]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("*filter\n");
+    for line in body {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out
+}
+
+/// `iptables-save` text with counters, comments and the agent's own objects removed: what must
+/// be identical before and after an apply.
+pub fn without_own(save: &str) -> String {
+    let mut out = String::new();
+    let mut in_filter = false;
+    for line in save.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table.trim() == "filter";
+        }
+        if in_filter {
+            if let Some(decl) = line.strip_prefix(':') {
+                if decl.split_whitespace().next() == Some(CHAIN) {
+                    continue;
+                }
+            }
+            if let Some(body) = line.strip_prefix("-A ") {
+                let words = tokenize(body);
+                if words.first().map(String::as_str) == Some(CHAIN) || target(&words) == Some(CHAIN)
+                {
+                    continue;
+                }
+            }
+        }
+        out.push_str(strip_counters(line));
+        out.push('\n');
+    }
+    drop_empty_tables(&out)
+}
+
+/// Leaves out tables that hold nothing but built-in chains with an ACCEPT policy: creating the
+/// agent's chain on a host without any rule makes iptables-nft create an empty filter table,
+/// which changes nothing for any packet.
+fn drop_empty_tables(text: &str) -> String {
+    let mut out = String::new();
+    let mut block: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('*') {
+            block.clear();
+        }
+        block.push(line);
+        if line == "COMMIT" {
+            let empty = block.iter().all(|l| {
+                l.starts_with('*')
+                    || *l == "COMMIT"
+                    || (l.starts_with(':') && l.split_whitespace().nth(1) == Some("ACCEPT"))
+            });
+            if !empty {
+                for l in &block {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            block.clear();
+        }
+    }
+    for l in &block {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// `:INPUT DROP [12:345]` → `:INPUT DROP`; `[0:0] -A …` (save -c) → `-A …`.
+pub fn strip_counters(line: &str) -> &str {
+    let line = line.trim();
+    let line = if line.starts_with('[') {
+        line.split_once("] ").map(|(_, rest)| rest).unwrap_or(line)
+    } else {
+        line
+    };
+    if line.starts_with(':') {
+        line.split(" [").next().unwrap_or(line)
+    } else {
+        line
+    }
+}
+
+/// The whole save text with counters and comments removed, for exact comparisons.
+pub fn normalized(save: &str) -> String {
+    let mut out = String::new();
+    for line in save.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push_str(strip_counters(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const BEFORE: &str = "# Generated by iptables-save v1.8.9 (nf_tables)
+*filter
+:INPUT DROP [10:600]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+COMMIT
+";
+
+    const APPLIED: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:ORIGIN-AGENT-CDN - [0:0]
+-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd
+-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN
+-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT
+-A ORIGIN-AGENT-CDN -s 173.245.48.0/20 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT
+-A ORIGIN-AGENT-CDN -s 10.9.9.0/24 -j ACCEPT
+-A ORIGIN-AGENT-CDN -s 199.27.128.0/21 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT
+-A ORIGIN-AGENT-CDN -s 151.101.0.0/16 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:fastly\" -j ACCEPT
+COMMIT
+";
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn reads_owned_foreign_rules_and_jumps() {
+        let st = read_state(APPLIED);
+        assert!(st.chain_exists);
+        assert_eq!(st.jumps.len(), 1);
+        assert_eq!(st.jumps[0].0, 2);
+        assert_eq!(st.rules.len(), 4);
+        assert_eq!(st.rules.iter().filter(|r| r.owned.is_none()).count(), 1);
+        let first = st.rules[0].owned.clone().unwrap();
+        assert_eq!(first.provider, Provider::Cloudflare);
+        assert_eq!(first.ports, "80,443");
+        assert!(read_state(BEFORE) == IptState::default());
+    }
+
+    #[test]
+    fn a_fresh_plan_creates_the_chain_adds_every_range_and_jumps_first() {
+        let p = plan(
+            Family::V4,
+            &read_state(BEFORE),
+            &[(
+                Provider::Cloudflare,
+                nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+            )],
+            &[80, 443],
+        );
+        assert_eq!(p.add.len(), 2);
+        assert!(p.remove.is_empty());
+        let lines: Vec<&str> = p.script.lines().collect();
+        assert_eq!(lines[0], "*filter");
+        assert_eq!(lines[1], ":ORIGIN-AGENT-CDN - [0:0]");
+        assert!(lines.contains(&"-I INPUT 1 -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
+        assert_eq!(*lines.last().unwrap(), "COMMIT");
+        // What the agent writes is what iptables-save prints back, so it reads as its own.
+        let added = read_state(&format!(
+            "*filter\n{}\n",
+            rule_line(
+                Provider::Cloudflare,
+                &nets(&["173.245.48.0/20"])[0],
+                "80,443"
+            )
+        ));
+        assert!(added.rules[0].owned.is_some());
+    }
+
+    #[test]
+    fn only_dropped_ranges_of_requested_providers_go_and_foreign_rules_stay() {
+        // Cloudflare no longer publishes 199.27.128.0/21; fastly is not part of this request.
+        let p = plan(
+            Family::V4,
+            &read_state(APPLIED),
+            &[(
+                Provider::Cloudflare,
+                nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+            )],
+            &[80, 443],
+        );
+        assert_eq!(p.remove.len(), 1);
+        assert_eq!(p.remove[0].net.to_string(), "199.27.128.0/21");
+        assert_eq!(p.add.len(), 1);
+        assert_eq!(p.add[0].net.to_string(), "103.21.244.0/22");
+        assert!(!p.script.contains("10.9.9.0"));
+        assert!(!p.script.contains("151.101"));
+        assert!(p.script.contains("-D ORIGIN-AGENT-CDN -s 199.27.128.0/21 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT"));
+        // The jump sits behind fail2ban's: it moves to the top.
+        assert!(p
+            .script
+            .contains("-D INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn the_plan_for_the_current_state_is_empty() {
+        let st = read_state(
+            "*filter\n:INPUT DROP [0:0]\n:ORIGIN-AGENT-CDN - [0:0]\n-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN\n-A ORIGIN-AGENT-CDN -s 173.245.48.0/20 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT\nCOMMIT\n",
+        );
+        let p = plan(
+            Family::V4,
+            &st,
+            &[(Provider::Cloudflare, nets(&["173.245.48.0/20"]))],
+            &[80, 443],
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(p.script.is_empty());
+        // A change of ports replaces the rule.
+        let p = plan(
+            Family::V4,
+            &st,
+            &[(Provider::Cloudflare, nets(&["173.245.48.0/20"]))],
+            &[443],
+        );
+        assert_eq!((p.add.len(), p.remove.len()), (1, 1));
+    }
+
+    #[test]
+    fn restore_puts_back_the_saved_chain_and_jump_positions_or_removes_them() {
+        let saved = read_state(APPLIED);
+        let current = read_state(BEFORE);
+        let frag = restore_fragment(&current, &saved).unwrap();
+        assert!(frag.contains(":ORIGIN-AGENT-CDN - [0:0]\n-A ORIGIN-AGENT-CDN -s 173.245.48.0/20"));
+        assert!(frag.contains("-I INPUT 2 -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
+        let back = restore_fragment(&saved, &current).unwrap();
+        assert!(back.contains("-X ORIGIN-AGENT-CDN"));
+        assert!(back.contains("-D INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN"));
+        assert_eq!(restore_fragment(&saved, &saved), None);
+    }
+
+    #[test]
+    fn comparison_ignores_counters_comments_and_own_objects() {
+        assert!(!without_own(APPLIED).contains("ORIGIN-AGENT"));
+        assert!(without_own(APPLIED).contains("-j f2b-sshd"));
+        assert_eq!(
+            normalized(BEFORE),
+            normalized(&BEFORE.replace("[10:600]", "[0:0]"))
+        );
+        assert_eq!(
+            strip_counters("[3:180] -A INPUT -j DROP"),
+            "-A INPUT -j DROP"
+        );
+        // An empty filter table created for the agent's chain is no change.
+        let created = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:ORIGIN-AGENT-CDN - [0:0]\n-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN\nCOMMIT\n";
+        assert_eq!(without_own(created), without_own(""));
+        assert_ne!(
+            without_own(&created.replace(":INPUT ACCEPT", ":INPUT DROP")),
+            without_own("")
+        );
+    }
+}

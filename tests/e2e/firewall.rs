@@ -1,0 +1,918 @@
+//! Firewall and CDN auditor end to end: real iptables, ip6tables, ipset, nftables, ufw and
+//! fail2ban rule sets built inside network namespaces each test creates and deletes, read by the
+//! agent through a `Host` that runs every command inside the namespace (`ip netns exec NS …`).
+//! Also the fixtures of typical hosts captured the same way (ufw + fail2ban + docker, CSF).
+//! Never touches this machine's own tables.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command as Proc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use origin_agent::cdn::{CdnCatalog, Provider};
+use origin_agent::check::Status;
+use origin_agent::firewall::eval::Verdict;
+use origin_agent::firewall::{
+    audit, build_rulesets, evaluate_rules, table_text, FirewallInput, FirewallReport, Reach,
+    RuleTexts,
+};
+use origin_agent::host::live::LiveHost;
+use origin_agent::host::{
+    Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, Host, HostError,
+};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Proc::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+/// Why this test cannot run here, if it cannot.
+fn unavailable(tools: &[&str]) -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root to create network namespaces".into());
+    }
+    for t in tools {
+        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(t).exists());
+        if !found {
+            return Some(format!("`{t}` is not installed"));
+        }
+    }
+    None
+}
+
+macro_rules! require {
+    ($($tool:expr),*) => {
+        if let Some(reason) = unavailable(&[$($tool),*]) {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// A network namespace of this test; deleted on drop (also when the test fails).
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Option<Netns> {
+        let name = format!(
+            "oa-fw-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = sh(&["ip", "netns", "add", &name]);
+        if !out.status.success() {
+            eprintln!(
+                "skipped: ip netns add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        Some(ns)
+    }
+
+    /// Runs a command inside the namespace; panics with its stderr when it fails.
+    fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        let out = sh(&full);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn script(&self, script: &str) {
+        self.exec(&["sh", "-ec", script]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // ipsets are per namespace too; the namespace's deletion frees them.
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// The live host, with every command run inside the namespace. `fail2ban-client` is pointed at
+/// the test's server socket, and some paths are mapped to the test's temp files.
+struct NsHost<'a> {
+    ns: &'a Netns,
+    f2b_socket: Option<PathBuf>,
+    remap: Vec<(String, String)>,
+}
+
+impl NsHost<'_> {
+    fn map(&self, s: &str) -> String {
+        for (from, to) in &self.remap {
+            if s == from {
+                return to.clone();
+            }
+        }
+        s.to_string()
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        PathBuf::from(self.map(&p.to_string_lossy()))
+    }
+}
+
+impl Host for NsHost<'_> {
+    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
+        LiveHost.read(&self.path(path))
+    }
+    fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
+        LiveHost.open(&self.path(path))
+    }
+    fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
+        LiveHost.read_dir(&self.path(path))
+    }
+    fn metadata(&self, path: &Path) -> Result<FileMeta, HostError> {
+        LiveHost.metadata(&self.path(path))
+    }
+    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
+        LiveHost.read_link(&self.path(path))
+    }
+    fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
+        let mut args = vec![
+            "netns".to_string(),
+            "exec".to_string(),
+            self.ns.name.clone(),
+            command.program.clone(),
+        ];
+        if command.program == "fail2ban-client" {
+            let sock = self
+                .f2b_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/nonexistent/f2b.sock"));
+            args.push("-s".into());
+            args.push(sock.display().to_string());
+        }
+        args.extend(command.args.iter().map(|a| self.map(a)));
+        let cmd = Command {
+            program: "ip".into(),
+            args,
+            timeout: command.timeout,
+            stdin: command.stdin.clone(),
+        };
+        LiveHost.run(&cmd)
+    }
+    fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
+        LiveHost.connect(endpoint, timeout)
+    }
+    fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
+        LiveHost.statvfs(path)
+    }
+    fn now(&self) -> jiff::Timestamp {
+        LiveHost.now()
+    }
+    fn pause(&self, duration: Duration) {
+        LiveHost.pause(duration)
+    }
+    fn is_live(&self) -> bool {
+        true
+    }
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn run_audit(host: &dyn Host, providers: &[Provider], ports: &[u16]) -> FirewallReport {
+    let catalog = CdnCatalog::bundled();
+    let clients = BTreeMap::new();
+    let input = FirewallInput {
+        providers: providers.to_vec(),
+        ports: ports.to_vec(),
+        real_ip: None,
+        catalog: &catalog,
+        access_clients: &clients,
+    };
+    audit(host, &input)
+}
+
+/// A blocked part as (ports, verdict, ranges, chain, rule position).
+type BlockedRow = (Vec<u16>, Verdict, Vec<IpNet>, String, usize);
+
+/// The blocked parts of one provider.
+fn blocked(report: &FirewallReport, p: Provider) -> Vec<BlockedRow> {
+    let v = report.providers.iter().find(|v| v.provider == p).unwrap();
+    let mut out: Vec<_> = v
+        .blocked
+        .iter()
+        .map(|b| {
+            (
+                b.ports.clone(),
+                b.verdict,
+                b.ranges.clone(),
+                b.rule.chain.clone(),
+                b.rule.position,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn iptables_user_chains_ipset_and_ip6tables_in_a_namespace() {
+    require!("ip", "iptables", "ip6tables", "ipset", "iptables-save");
+    let Some(ns) = Netns::new() else { return };
+    ns.script(
+        "ipset create bad hash:net family inet
+         ipset add bad 162.158.5.0/24
+         ipset add bad 198.41.200.7
+         iptables -P INPUT DROP
+         iptables -N WEB
+         iptables -A INPUT -i lo -j ACCEPT
+         iptables -A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+         iptables -A INPUT -p tcp -m multiport --dports 80,443 -m comment --comment \"web traffic\" -j WEB
+         iptables -A WEB -m set --match-set bad src -j DROP
+         iptables -A WEB -s 104.16.5.7/32 -j REJECT --reject-with tcp-reset -p tcp
+         iptables -A WEB -s 103.21.244.0/22 -p tcp --dport 443 -j RETURN
+         iptables -A WEB -j ACCEPT
+         ip6tables -P INPUT DROP
+         ip6tables -A INPUT -p tcp -m multiport --dports 80,443 ! -s 2400:cb00::/32 -j ACCEPT
+         ip6tables -A INPUT -p tcp --dport 80 -s 2400:cb00:12::/48 -j ACCEPT",
+    );
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare, Provider::Fastly], &[80, 443]);
+    eprintln!("{}", table_text(&report));
+    for c in &report.checks {
+        eprintln!(
+            "{:?} {} {}: {}\n  fix: {:?}",
+            c.status, c.id, c.title, c.detail, c.fix
+        );
+    }
+    let cf = blocked(&report, Provider::Cloudflare);
+    let expected = vec![
+        // IPv4: the ipset entries (exactly those addresses) on both ports.
+        (
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("162.158.5.0/24"), net("198.41.200.7/32")],
+            "WEB".to_string(),
+            1,
+        ),
+        (
+            vec![80, 443],
+            Verdict::Reject,
+            vec![net("104.16.5.7/32")],
+            "WEB".to_string(),
+            2,
+        ),
+        // IPv6 2400:cb00::/32 falls to the policy except the /48 allowed on port 80.
+        (
+            vec![80],
+            Verdict::Drop,
+            AddrSetText::minus("2400:cb00::/32", "2400:cb00:12::/48"),
+            "INPUT".to_string(),
+            0,
+        ),
+        (
+            vec![443],
+            Verdict::Drop,
+            vec![net("103.21.244.0/22")],
+            "INPUT".to_string(),
+            0,
+        ),
+        (
+            vec![443],
+            Verdict::Drop,
+            vec![net("2400:cb00::/32")],
+            "INPUT".to_string(),
+            0,
+        ),
+    ];
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(cf, expected, "{}", table_text(&report));
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "firewall.cloudflare")
+        .unwrap();
+    assert_eq!(check.status, Status::Fail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::FirewallCdnBlocked)
+    );
+    let fix = check.fix.as_ref().unwrap();
+    assert!(
+        fix.contains("iptables -t filter -D WEB -s 104.16.5.7/32"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("ipset del bad 162.158.5.0/24; ipset del bad 198.41.200.7/32"),
+        "{fix}"
+    );
+    // Fastly has no rule against it: allowed by WEB's last rule (IPv4) and INPUT (IPv6).
+    let fastly = report
+        .providers
+        .iter()
+        .find(|v| v.provider == Provider::Fastly)
+        .unwrap();
+    assert_eq!(fastly.reach, Reach::Allowed);
+    let fc = report
+        .checks
+        .iter()
+        .find(|c| c.id == "firewall.fastly")
+        .unwrap();
+    assert_eq!(fc.status, Status::Ok, "{}", fc.detail);
+    let table = table_text(&report);
+    assert!(table.contains("cloudflare: PARTLY BLOCKED"), "{table}");
+    assert!(table.contains("fastly: ALLOWED"), "{table}");
+}
+
+/// The CIDR cover of `a − b`, computed independently of the agent's code (by splitting).
+struct AddrSetText;
+impl AddrSetText {
+    fn minus(a: &str, b: &str) -> Vec<IpNet> {
+        let a = net(a);
+        let b = net(b);
+        let mut out = Vec::new();
+        let mut work = vec![a];
+        while let Some(n) = work.pop() {
+            if !n.contains(&b) {
+                if !b.contains(&n) {
+                    out.push(n);
+                }
+                continue;
+            }
+            if n == b {
+                continue;
+            }
+            let halves: Vec<IpNet> = n.subnets(n.prefix_len() + 1).unwrap().collect();
+            work.extend(halves);
+        }
+        out.sort();
+        out
+    }
+}
+
+#[test]
+fn nftables_interval_sets_and_base_chain_priorities_in_a_namespace() {
+    require!("ip", "nft");
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.nft");
+    std::fs::write(
+        &file,
+        r#"
+table inet web {
+  set banned4 {
+    type ipv4_addr
+    flags interval
+    elements = { 173.245.48.16-173.245.48.31, 141.101.64.0/24 }
+  }
+  chain early {
+    type filter hook input priority -10; policy accept;
+    ip saddr 172.64.1.1 drop
+  }
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    tcp dport { 80, 443 } jump cdn
+    ip6 saddr 2606:4700::/32 tcp dport 443 accept
+  }
+  chain cdn {
+    ip saddr @banned4 counter drop
+    ip saddr { 103.21.244.0/22, 103.22.200.0/22 } tcp dport 80 reject with tcp reset
+    ip saddr != 198.41.128.0/17 accept
+  }
+}
+"#,
+    )
+    .unwrap();
+    ns.exec(&["nft", "-f", &file.display().to_string()]);
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let got = blocked(&report, Provider::Cloudflare);
+    let mut expected = vec![
+        (
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("172.64.1.1/32")],
+            "early".to_string(),
+            1,
+        ),
+        (
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("141.101.64.0/24"), net("173.245.48.16/28")],
+            "cdn".to_string(),
+            1,
+        ),
+        (
+            vec![80],
+            Verdict::Reject,
+            vec![net("103.21.244.0/22"), net("103.22.200.0/22")],
+            "cdn".to_string(),
+            2,
+        ),
+        // 198.41.128.0/17 is not accepted by `cdn`, returns to `input`, falls to policy drop.
+        (
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("198.41.128.0/17")],
+            "input".to_string(),
+            0,
+        ),
+        // IPv6: only 2606:4700::/32 on 443 is accepted; everything else is dropped by policy.
+        (
+            vec![80],
+            Verdict::Drop,
+            CdnCatalog::bundled()
+                .get(Provider::Cloudflare)
+                .unwrap()
+                .v6
+                .clone(),
+            "input".to_string(),
+            0,
+        ),
+        (
+            vec![443],
+            Verdict::Drop,
+            CdnCatalog::bundled()
+                .get(Provider::Cloudflare)
+                .unwrap()
+                .v6
+                .iter()
+                .copied()
+                .filter(|n| *n != net("2606:4700::/32"))
+                .collect(),
+            "input".to_string(),
+            0,
+        ),
+    ];
+    expected.sort();
+    assert_eq!(got, expected, "{}", table_text(&report));
+    let v = &report.providers[0];
+    assert!(v.blocked.iter().all(|b| b.rule.table == "inet web"));
+    assert!(v
+        .blocked
+        .iter()
+        .any(|b| b.rule.text.contains("ip saddr @banned4")));
+    let fix = report.checks[0].fix.clone().unwrap();
+    assert!(fix.contains("nft delete rule inet web cdn handle"), "{fix}");
+    assert!(
+        fix.contains("nft delete element inet web banned4 { 141.101.64.0/24, 173.245.48.16/28 }"),
+        "{fix}"
+    );
+    // The fix works on the real set: after it, rule 1 of `cdn` blocks nothing of Cloudflare.
+    ns.exec(&[
+        "nft",
+        "delete element inet web banned4 { 141.101.64.0/24, 173.245.48.16/28 }",
+    ]);
+    let after = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    assert!(blocked(&after, Provider::Cloudflare)
+        .iter()
+        .all(|b| !(b.3 == "cdn" && b.4 == 1)));
+}
+
+/// Copies the Debian ufw config into `dir` and runs ufw inside the namespace with that copy
+/// bind-mounted over /etc/ufw (a private mount namespace): the machine's own ufw state is never
+/// touched.
+fn ufw(ns: &Netns, dir: &Path, cmds: &[&str]) {
+    let etc = dir.join("etc-ufw");
+    if !etc.exists() {
+        let out = sh(&["cp", "-a", "/etc/ufw", &etc.display().to_string()]);
+        assert!(out.status.success());
+        let default = std::fs::read_to_string("/etc/default/ufw").unwrap_or_default();
+        let default: String = default
+            .lines()
+            .map(|l| {
+                if l.starts_with("IPT_SYSCTL=") {
+                    format!("IPT_SYSCTL={}/sysctl.conf", dir.display())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.join("default-ufw"), default).unwrap();
+        std::fs::write(dir.join("sysctl.conf"), "").unwrap();
+    }
+    let mut script = format!(
+        "mount --make-rprivate / && mount --bind {etc} /etc/ufw && mount --bind {def} /etc/default/ufw",
+        etc = etc.display(),
+        def = dir.join("default-ufw").display()
+    );
+    for c in cmds {
+        script.push_str(" && ufw ");
+        script.push_str(c);
+    }
+    ns.exec(&["unshare", "-m", "sh", "-ec", &script]);
+}
+
+#[test]
+fn ufw_chains_in_a_namespace() {
+    require!("ip", "ufw", "iptables", "unshare");
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    ufw(
+        &ns,
+        dir.path(),
+        &[
+            "--force enable",
+            "deny proto tcp from 173.245.48.0/24 to any port 80",
+            "allow 80/tcp",
+            "allow 443/tcp",
+        ],
+    );
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let got = blocked(&report, Provider::Cloudflare);
+    assert_eq!(got.len(), 1, "{}", table_text(&report));
+    assert_eq!(got[0].0, vec![80]);
+    assert_eq!(got[0].2, vec![net("173.245.48.0/24")]);
+    assert_eq!(got[0].3, "ufw-user-input");
+    let v = &report.providers[0];
+    assert_eq!(v.reach, Reach::PartlyBlocked);
+    assert!(v
+        .allowed
+        .iter()
+        .all(|a| a.rule.chain.ends_with("-user-input") && !a.rule.is_policy()));
+}
+
+/// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file
+/// and database in a temp dir; stopped on drop.
+struct Fail2ban<'a> {
+    ns: &'a Netns,
+    dir: PathBuf,
+    running: bool,
+}
+
+impl<'a> Fail2ban<'a> {
+    fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
+        let conf = dir.join("conf");
+        assert!(
+            sh(&["cp", "-a", "/etc/fail2ban", &conf.display().to_string()])
+                .status
+                .success()
+        );
+        for sub in ["jail.d", "fail2ban.d"] {
+            let d = conf.join(sub);
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        let d = dir.display();
+        std::fs::write(
+            conf.join("fail2ban.local"),
+            format!(
+                "[Definition]\nloglevel = INFO\nlogtarget = {d}/f2b.log\nsocket = {d}/f2b.sock\npidfile = {d}/f2b.pid\ndbfile = {d}/f2b.sqlite3\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("error.log"), "").unwrap();
+        std::fs::write(
+            conf.join("jail.local"),
+            format!(
+                "[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\nignoreip = 127.0.0.1/8 ::1 192.0.2.0/24\n\n[nginx-test]\nenabled = true\nfilter = nginx-http-auth\nport = http,https\nlogpath = {d}/error.log\nbantime = 3600\n"
+            ),
+        )
+        .unwrap();
+        let f2b = Fail2ban {
+            ns,
+            dir: dir.to_path_buf(),
+            running: true,
+        };
+        ns.exec(&[
+            "fail2ban-server",
+            "-c",
+            &conf.display().to_string(),
+            "-s",
+            &f2b.socket().display().to_string(),
+            "-p",
+            &dir.join("f2b.pid").display().to_string(),
+            "-x",
+            "-b",
+        ]);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if f2b.client(&["ping"]).is_ok() {
+                return f2b;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "fail2ban-server did not answer: {}",
+            std::fs::read_to_string(dir.join("f2b.log")).unwrap_or_default()
+        );
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("f2b.sock")
+    }
+
+    fn client(&self, args: &[&str]) -> Result<String, String> {
+        let sock = self.socket().display().to_string();
+        let mut full = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns.name,
+            "fail2ban-client",
+            "-s",
+            &sock,
+        ];
+        full.extend_from_slice(args);
+        let out = sh(&full);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.running {
+            let _ = self.client(&["stop"]);
+            self.running = false;
+            // Wait for the pid file to go, bounded.
+            let started = Instant::now();
+            while self.dir.join("f2b.pid").exists() && started.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Ok(pid) = std::fs::read_to_string(self.dir.join("f2b.pid")) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Fail2ban<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
+    require!(
+        "ip",
+        "iptables",
+        "fail2ban-server",
+        "fail2ban-client",
+        "sqlite3"
+    );
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut f2b = Fail2ban::start(&ns, dir.path());
+    f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
+        .unwrap();
+    f2b.client(&["set", "nginx-test", "banip", "203.0.113.50"])
+        .unwrap();
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: Some(f2b.socket()),
+        remap: vec![(
+            "/var/lib/fail2ban/fail2ban.sqlite3".into(),
+            dir.path().join("f2b.sqlite3").display().to_string(),
+        )],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "fail2ban.cdn-banned")
+        .unwrap();
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::Fail2banCdnBanned)
+    );
+    assert!(check
+        .detail
+        .contains("jail nginx-test banned 173.245.48.9 (cloudflare)"));
+    assert!(check.detail.contains("the running server"));
+    assert!(!check.detail.contains("203.0.113.50"));
+    let fix = check.fix.clone().unwrap();
+    assert!(fix.contains("fail2ban-client set nginx-test unbanip 173.245.48.9"));
+    // fail2ban normalises the list (`127.0.0.1/8` → `127.0.0.0/8`, addresses before `::1`).
+    assert!(
+        fix.contains("ignoreip = 127.0.0.0/8 192.0.2.0/24 ::1 103.21.244.0/22"),
+        "{fix}"
+    );
+    // The ban is also an iptables rule: exactly that /32, in fail2ban's chain.
+    let got = blocked(&report, Provider::Cloudflare);
+    assert_eq!(got.len(), 1, "{}", table_text(&report));
+    assert_eq!(got[0].2, vec![net("173.245.48.9/32")]);
+    assert_eq!(got[0].3, "f2b-nginx-test");
+    assert_eq!(got[0].1, Verdict::Reject);
+    assert_eq!(report.providers[0].bans.len(), 1);
+
+    // Server down: the bans come from its database.
+    f2b.stop();
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "fail2ban.cdn-banned")
+        .unwrap();
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert!(check.detail.contains("its database"), "{}", check.detail);
+    assert!(check.detail.contains("173.245.48.9"));
+    // fail2ban removed its rules on stop: nothing blocks in the firewall now.
+    assert!(blocked(&report, Provider::Cloudflare).is_empty());
+}
+
+#[test]
+fn no_fail2ban_and_no_tools_are_skips_not_failures() {
+    require!("ip");
+    let Some(ns) = Netns::new() else { return };
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![(
+            "/var/lib/fail2ban/fail2ban.sqlite3".into(),
+            "/nonexistent/f2b.sqlite3".into(),
+        )],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let f = report
+        .checks
+        .iter()
+        .find(|c| c.id == "fail2ban.cdn-banned")
+        .unwrap();
+    assert_eq!(f.status, Status::Skip);
+    // An empty namespace: every table accepts.
+    let fw = report
+        .checks
+        .iter()
+        .find(|c| c.id == "firewall.cloudflare")
+        .unwrap();
+    assert_eq!(fw.status, Status::Ok, "{}", fw.detail);
+}
+
+fn fixture(name: &str) -> Option<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/firewall")
+        .join(name);
+    std::fs::read_to_string(p).ok()
+}
+
+#[test]
+fn fixture_ufw_fail2ban_docker_host() {
+    let texts = RuleTexts {
+        iptables: fixture("ufw-f2b-docker/iptables-save.txt"),
+        ip6tables: fixture("ufw-f2b-docker/ip6tables-save.txt"),
+        nft_json: fixture("ufw-f2b-docker/nft.json"),
+        ipset: fixture("ufw-f2b-docker/ipset-save.txt"),
+        ..Default::default()
+    };
+    assert!(texts.iptables.is_some(), "fixture missing");
+    let rs = build_rulesets(&texts);
+    let cat = CdnCatalog::bundled();
+    let v = evaluate_rules(&rs, &cat, &[Provider::Cloudflare], &[80, 443]);
+    let b: Vec<(Vec<u16>, Vec<IpNet>, String)> = v[0]
+        .blocked
+        .iter()
+        .map(|b| (b.ports.clone(), b.ranges.clone(), b.rule.chain.clone()))
+        .collect();
+    // fail2ban's nginx jail banned one Cloudflare edge; docker's chains are on FORWARD and do
+    // not matter for the input path; ufw allows 80 and 443.
+    assert_eq!(
+        b,
+        vec![(
+            vec![80, 443],
+            vec![net("162.158.100.23/32")],
+            "f2b-nginx-limit-req".to_string()
+        )],
+        "{:#?}",
+        v[0]
+    );
+    assert!(
+        v[0].allowed
+            .iter()
+            .all(
+                |a| (a.rule.chain == "ufw-user-input" || a.rule.chain == "ufw6-user-input")
+                    && a.rule.position > 0
+            ),
+        "{:#?}",
+        v[0].allowed
+    );
+}
+
+#[test]
+fn fixture_csf_host() {
+    let texts = RuleTexts {
+        iptables: fixture("csf/iptables-save.txt"),
+        ip6tables: fixture("csf/ip6tables-save.txt"),
+        ipset: fixture("csf/ipset-save.txt"),
+        ..Default::default()
+    };
+    assert!(texts.iptables.is_some(), "fixture missing");
+    let rs = build_rulesets(&texts);
+    let cat = CdnCatalog::bundled();
+    let v = evaluate_rules(&rs, &cat, &[Provider::Cloudflare], &[80, 443]);
+    let b: Vec<(Vec<u16>, Vec<IpNet>, String, usize)> = v[0]
+        .blocked
+        .iter()
+        .map(|b| {
+            (
+                b.ports.clone(),
+                b.ranges.clone(),
+                b.rule.chain.clone(),
+                b.rule.position,
+            )
+        })
+        .collect();
+    // csf.deny holds one Cloudflare /24 (in the chain_DENY ipset) and one address (a DENYIN rule).
+    assert_eq!(
+        b,
+        vec![
+            (
+                vec![80, 443],
+                vec![net("104.16.77.0/24")],
+                "DENYIN".to_string(),
+                1
+            ),
+            (
+                vec![80, 443],
+                vec![net("108.162.210.5/32")],
+                "DENYIN".to_string(),
+                2
+            ),
+        ],
+        "{:#?}",
+        v[0]
+    );
+}
+
+#[test]
+fn a_recorded_snapshot_replays_to_the_same_verdicts() {
+    require!("ip", "iptables", "ipset", "nft");
+    let Some(ns) = Netns::new() else { return };
+    ns.script(
+        "ipset create cdnban hash:net family inet
+         ipset add cdnban 141.101.70.0/23
+         iptables -A INPUT -p tcp --dport 443 -m set --match-set cdnban src -j DROP
+         nft add table inet extra
+         nft add chain inet extra input '{ type filter hook input priority 10; policy accept; }'
+         nft add rule inet extra input ip saddr 190.93.240.0/24 tcp dport 80 drop",
+    );
+    let recorder = origin_agent::host::recorder::Recorder::new(NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    });
+    let live = run_audit(&recorder, &[Provider::Cloudflare], &[80, 443]);
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    recorder.write(&snap, "test-host").unwrap();
+    let replay_host = origin_agent::host::snapshot::SnapshotHost::open(&snap).unwrap();
+    let replay = run_audit(&replay_host, &[Provider::Cloudflare], &[80, 443]);
+    assert_eq!(live.providers, replay.providers);
+    let got = blocked(&replay, Provider::Cloudflare);
+    assert_eq!(
+        got,
+        vec![
+            (
+                vec![80],
+                Verdict::Drop,
+                vec![net("190.93.240.0/24")],
+                "input".to_string(),
+                1
+            ),
+            (
+                vec![443],
+                Verdict::Drop,
+                vec![net("141.101.70.0/23")],
+                "INPUT".to_string(),
+                1
+            ),
+        ]
+    );
+}

@@ -1,0 +1,1021 @@
+//! `whitelist` against real iptables / ip6tables: an "edge" namespace holding a Cloudflare address
+//! and a non-CDN address (IPv4 and IPv6), an "origin" namespace with a default-drop INPUT policy
+//! serving HTTP, joined by a veth pair. Connections are real `curl`s bounded by `-m 2`; every
+//! firewall command runs inside the origin namespace through a host that prefixes
+//! `ip netns exec`. The namespaces are deleted on drop, also when a test fails.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Proc, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use origin_agent::cdn::{CdnCatalog, Provider};
+use origin_agent::host::live::LiveHost;
+use origin_agent::host::{
+    Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, Host, HostError,
+};
+use origin_agent::whitelist::{self, Backend, WhitelistError, WhitelistRequest};
+
+const CDN4: &str = "173.245.48.10"; // inside Cloudflare's 173.245.48.0/20
+const OTHER4: &str = "198.51.100.7"; // TEST-NET-2, no CDN
+const EXTRA4: &str = "203.0.113.9"; // TEST-NET-3, put in a test list as a "dropped" range
+const CDN6: &str = "2400:cb00::10"; // inside Cloudflare's 2400:cb00::/32
+const OTHER6: &str = "2001:db8::7";
+const ORIGIN4: &str = "10.77.0.2";
+const ORIGIN6: &str = "fd77::2";
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn sh(args: &[&str]) -> std::process::Output {
+    Proc::new(args[0]).args(&args[1..]).output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Why these tests cannot run here, if they cannot.
+fn missing() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("not root".into());
+    }
+    for tool in [
+        "ip",
+        "iptables",
+        "ip6tables",
+        "iptables-restore",
+        "curl",
+        "python3",
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    if !sh(&["ip", "netns", "list"]).status.success() {
+        return Some("network namespaces unavailable".into());
+    }
+    None
+}
+
+macro_rules! need_root_and_tools {
+    () => {
+        if let Some(why) = missing() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// The two namespaces, the veth pair and the HTTP server; all removed on drop.
+struct Lab {
+    edge: String,
+    origin: String,
+    server: Option<Child>,
+    state: tempfile::TempDir,
+    /// `/etc/netns/ORIGIN`: `ip netns exec` mounts its entries over /etc (ufw's own files).
+    etc: Option<PathBuf>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = sh(&["ip", "netns", "del", &self.edge]);
+        let _ = sh(&["ip", "netns", "del", &self.origin]);
+        if let Some(etc) = self.etc.take() {
+            let _ = std::fs::remove_dir_all(etc);
+            let _ = std::fs::remove_dir("/etc/netns"); // only when empty
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}-{n}", std::process::id());
+        let mut lab = Lab {
+            edge: format!("oa-wl-edge-{id}"),
+            origin: format!("oa-wl-origin-{id}"),
+            server: None,
+            state: tempfile::tempdir().unwrap(),
+            etc: None,
+        };
+        ok(&["ip", "netns", "add", &lab.edge]);
+        ok(&["ip", "netns", "add", &lab.origin]);
+        let (e, o) = (lab.edge.clone(), lab.origin.clone());
+        let (e, o) = (e.as_str(), o.as_str());
+        ok(&[
+            "ip", "-n", e, "link", "add", "e0", "type", "veth", "peer", "name", "o0", "netns", o,
+        ]);
+        for (ns, dev) in [(e, "e0"), (o, "o0")] {
+            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        ok(&["ip", "-n", e, "addr", "add", "10.77.0.1/24", "dev", "e0"]);
+        for a in [CDN4, OTHER4, EXTRA4] {
+            ok(&[
+                "ip",
+                "-n",
+                e,
+                "addr",
+                "add",
+                &format!("{a}/32"),
+                "dev",
+                "e0",
+            ]);
+        }
+        ok(&[
+            "ip",
+            "-n",
+            e,
+            "-6",
+            "addr",
+            "add",
+            "fd77::1/64",
+            "dev",
+            "e0",
+            "nodad",
+        ]);
+        for a in [CDN6, OTHER6] {
+            ok(&[
+                "ip",
+                "-n",
+                e,
+                "-6",
+                "addr",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                "e0",
+                "nodad",
+            ]);
+        }
+        ok(&[
+            "ip",
+            "-n",
+            o,
+            "addr",
+            "add",
+            &format!("{ORIGIN4}/24"),
+            "dev",
+            "o0",
+        ]);
+        ok(&[
+            "ip",
+            "-n",
+            o,
+            "-6",
+            "addr",
+            "add",
+            &format!("{ORIGIN6}/64"),
+            "dev",
+            "o0",
+            "nodad",
+        ]);
+        for net in ["173.245.48.0/20", "198.51.100.0/24", "203.0.113.0/24"] {
+            ok(&["ip", "-n", o, "route", "add", net, "dev", "o0"]);
+        }
+        for net in ["2400:cb00::/32", "2001:db8::/32"] {
+            ok(&["ip", "-n", o, "-6", "route", "add", net, "dev", "o0"]);
+        }
+        let server = Proc::new("ip")
+            .args([
+                "netns",
+                "exec",
+                o,
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                "::",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        lab.server = Some(server);
+        let started = Instant::now();
+        while !lab.curl_in(o, "::1", "[::1]") {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        lab
+    }
+
+    /// The origin's own firewall: default drop, loopback, established, ICMPv6, SSH allowed.
+    fn default_drop(&self) {
+        for tool in ["iptables", "ip6tables"] {
+            let run = |args: &[&str]| {
+                let mut full = vec!["ip", "netns", "exec", &self.origin, tool];
+                full.extend_from_slice(args);
+                ok(&full);
+            };
+            run(&["-P", "INPUT", "DROP"]);
+            run(&["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+            run(&[
+                "-A",
+                "INPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ]);
+            if tool == "ip6tables" {
+                run(&["-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT"]);
+            }
+            run(&["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"]);
+        }
+    }
+
+    /// The same origin with a native nftables table instead: default drop in `inet filter`.
+    fn default_drop_nft(&self) {
+        let script = "table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    meta l4proto ipv6-icmp accept
+    tcp dport 22 accept
+  }
+}
+";
+        let out = Proc::new("ip")
+            .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The origin firewalled by ufw (default deny incoming, SSH allowed), with ufw's files
+    /// copied to /etc/netns/ORIGIN/ufw so the machine's own /etc/ufw is never touched.
+    fn ufw_enabled(&mut self) -> bool {
+        if !Path::new("/usr/sbin/ufw").exists() || !Path::new("/etc/ufw").is_dir() {
+            return false;
+        }
+        let etc = PathBuf::from("/etc/netns").join(&self.origin);
+        std::fs::create_dir_all(&etc).unwrap();
+        self.etc = Some(etc.clone());
+        ok(&["cp", "-a", "/etc/ufw", etc.join("ufw").to_str().unwrap()]);
+        self.origin_exec(&["ufw", "default", "deny", "incoming"]);
+        self.origin_exec(&["ufw", "allow", "22/tcp"]);
+        self.origin_exec(&["ufw", "--force", "enable"]);
+        true
+    }
+
+    fn nft_text(&self) -> String {
+        self.origin_exec(&["nft", "list", "ruleset"])
+    }
+
+    fn origin_exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.origin];
+        full.extend_from_slice(args);
+        ok(&full)
+    }
+
+    fn curl_in(&self, ns: &str, from: &str, to: &str) -> bool {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "2",
+            "--interface",
+            from,
+            &format!("http://{to}:80/"),
+        ])
+        .status
+        .success()
+    }
+
+    /// Whether a connection from `from` (an edge address) reaches the origin's web server.
+    fn reaches(&self, from: &str) -> bool {
+        let to = if from.contains(':') {
+            format!("[{ORIGIN6}]")
+        } else {
+            ORIGIN4.to_string()
+        };
+        self.curl_in(&self.edge, from, &to)
+    }
+
+    /// Both families' rule sets, counters and comments aside.
+    fn rules(&self) -> String {
+        let v4 = self.origin_exec(&["iptables-save"]);
+        let v6 = self.origin_exec(&["ip6tables-save"]);
+        format!(
+            "{}----\n{}",
+            whitelist::ipt::normalized(&v4),
+            whitelist::ipt::normalized(&v6)
+        )
+    }
+
+    fn host(&self) -> NetnsHost {
+        NetnsHost {
+            ns: self.origin.clone(),
+            fail: None,
+            panic_on: None,
+        }
+    }
+
+    fn request(&self, apply: bool, rollback: bool) -> WhitelistRequest {
+        self.request_for(Backend::Iptables, apply, rollback)
+    }
+
+    fn request_for(&self, backend: Backend, apply: bool, rollback: bool) -> WhitelistRequest {
+        WhitelistRequest {
+            providers: vec![Provider::Cloudflare],
+            ports: vec![80, 443],
+            backend,
+            apply,
+            rollback,
+            persist: false,
+            fail2ban: false,
+            nginx_real_ip: false,
+            state_dir: self.state.path().to_path_buf(),
+            ..WhitelistRequest::default()
+        }
+    }
+}
+
+/// The live host, with every command run inside a namespace; optionally a command that fails
+/// (a faulty `iptables-restore`) or that "kills" the run (a panic in the middle of the apply).
+struct NetnsHost {
+    ns: String,
+    fail: Option<String>,
+    panic_on: Option<String>,
+}
+
+impl Host for NetnsHost {
+    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
+        LiveHost.read(path)
+    }
+    fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
+        LiveHost.open(path)
+    }
+    fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
+        LiveHost.read_dir(path)
+    }
+    fn metadata(&self, path: &Path) -> Result<FileMeta, HostError> {
+        LiveHost.metadata(path)
+    }
+    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
+        LiveHost.read_link(path)
+    }
+    fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
+        let key = command.key();
+        if self
+            .panic_on
+            .as_ref()
+            .is_some_and(|p| key.starts_with(p.as_str()))
+        {
+            panic!("simulated kill before {key}");
+        }
+        let mut wrapped = if self
+            .fail
+            .as_ref()
+            .is_some_and(|f| key.starts_with(f.as_str()))
+        {
+            Command::new("sh", &["-c", "echo 'injected failure' >&2; exit 4"])
+        } else {
+            let mut args = vec!["netns", "exec", &self.ns, &command.program];
+            args.extend(command.args.iter().map(String::as_str));
+            Command::new("ip", &args)
+        };
+        wrapped.timeout = command.timeout;
+        wrapped.stdin = command.stdin.clone();
+        LiveHost.run(&wrapped)
+    }
+    fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
+        LiveHost.connect(endpoint, timeout)
+    }
+    fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
+        LiveHost.statvfs(path)
+    }
+    fn now(&self) -> jiff::Timestamp {
+        LiveHost.now()
+    }
+    fn pause(&self, duration: Duration) {
+        LiveHost.pause(duration)
+    }
+    fn is_live(&self) -> bool {
+        true
+    }
+}
+
+fn catalog_with_extra(extra: &str) -> CdnCatalog {
+    let mut c = CdnCatalog::bundled();
+    let cf = c.providers.get_mut(&Provider::Cloudflare).unwrap();
+    cf.v4.push(extra.parse::<IpNet>().unwrap());
+    c
+}
+
+#[test]
+fn iptables_dry_run_apply_idempotence_and_rollback_with_real_traffic() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let host = lab.host();
+    let catalog = CdnCatalog::bundled();
+    let pristine = lab.rules();
+    assert!(!lab.reaches(CDN4) && !lab.reaches(OTHER4));
+    assert!(!lab.reaches(CDN6) && !lab.reaches(OTHER6));
+
+    // Dry run: prints the change for both families, changes nothing.
+    let dry = whitelist::run(&host, &lab.request(false, false), &catalog).unwrap();
+    let text = whitelist::render(&dry);
+    eprintln!("{text}");
+    assert!(text.contains("dry run"), "{text}");
+    assert!(text.contains("+ 173.245.48.0/20 (cloudflare)"), "{text}");
+    assert!(text.contains("+ 2400:cb00::/32 (cloudflare)"), "{text}");
+    assert!(text.contains("ip6tables-restore -w 10 --noflush"), "{text}");
+    assert_eq!(lab.rules(), pristine);
+    assert!(!lab.reaches(CDN4));
+
+    // Apply: the CDN connects, the other address still cannot.
+    let applied = whitelist::run(&host, &lab.request(true, false), &catalog).unwrap();
+    let text = whitelist::render(&applied);
+    eprintln!("{text}");
+    assert!(applied.succeeded() && applied.applied, "{text}");
+    assert!(applied.verification.as_ref().unwrap().ok(), "{text}");
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{text}");
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    let after_first = lab.rules();
+    assert!(after_first.contains("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"));
+
+    // A second apply changes nothing.
+    let again = whitelist::run(&host, &lab.request(true, false), &catalog).unwrap();
+    assert!(
+        again.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&again)
+    );
+    assert!(!again.applied && again.succeeded());
+    assert_eq!(lab.rules(), after_first);
+
+    // Rollback restores the rule sets exactly.
+    let back = whitelist::run(&host, &lab.request(false, true), &catalog).unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.rules(), pristine);
+    assert!(!lab.reaches(CDN4) && !lab.reaches(CDN6));
+    let nothing = whitelist::run(&host, &lab.request(false, true), &catalog);
+    assert!(matches!(nothing, Err(WhitelistError::NothingToRollBack(_))));
+}
+
+#[test]
+fn iptables_removes_only_ranges_the_provider_dropped_and_keeps_foreign_rules() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let host = lab.host();
+    let first = whitelist::run(
+        &host,
+        &lab.request(true, false),
+        &catalog_with_extra("203.0.113.0/24"),
+    )
+    .unwrap();
+    assert!(first.succeeded(), "{}", whitelist::render(&first));
+    assert!(lab.reaches(EXTRA4) && lab.reaches(CDN4));
+    // Someone adds a rule of their own to the agent's chain: it must survive.
+    lab.origin_exec(&[
+        "iptables",
+        "-A",
+        "ORIGIN-AGENT-CDN",
+        "-s",
+        "10.99.0.0/16",
+        "-j",
+        "ACCEPT",
+    ]);
+
+    let second = whitelist::run(&host, &lab.request(true, false), &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&second);
+    assert!(second.succeeded(), "{text}");
+    let v4 = &second.plans[0];
+    assert_eq!(v4.remove.len(), 1, "{text}");
+    assert_eq!(v4.remove[0].net.to_string(), "203.0.113.0/24");
+    assert!(v4.add.is_empty(), "{text}");
+    assert!(!lab.reaches(EXTRA4) && lab.reaches(CDN4));
+    assert!(lab
+        .rules()
+        .contains("-A ORIGIN-AGENT-CDN -s 10.99.0.0/16 -j ACCEPT"));
+}
+
+#[test]
+fn a_failing_restore_leaves_the_firewall_exactly_as_it_was() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let pristine = lab.rules();
+    let catalog = CdnCatalog::bundled();
+    // The IPv6 transaction fails after the IPv4 one succeeded: IPv4 is undone.
+    let mut host = lab.host();
+    host.fail = Some("ip6tables-restore".into());
+    let out = whitelist::run(&host, &lab.request(true, false), &catalog).unwrap();
+    let text = whitelist::render(&out);
+    assert!(!out.succeeded() && !out.applied, "{text}");
+    assert!(
+        out.failure.as_deref().unwrap().contains("injected failure"),
+        "{text}"
+    );
+    assert_eq!(lab.rules(), pristine, "{text}");
+    assert!(!lab.reaches(CDN4));
+    // The first transaction fails: nothing was changed at all.
+    host.fail = Some("iptables-restore".into());
+    let out = whitelist::run(&host, &lab.request(true, false), &catalog).unwrap();
+    assert!(!out.succeeded());
+    assert_eq!(lab.rules(), pristine);
+}
+
+#[test]
+fn an_apply_killed_midway_is_undone_by_the_next_run() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let pristine = lab.rules();
+    let catalog = CdnCatalog::bundled();
+    let mut host = lab.host();
+    host.panic_on = Some("ip6tables-restore".into());
+    let req = lab.request(true, false);
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        whitelist::run(&host, &req, &catalog)
+    }));
+    assert!(killed.is_err());
+    assert_ne!(
+        lab.rules(),
+        pristine,
+        "the IPv4 half was applied before the kill"
+    );
+    // The next apply finds the interrupted journal, undoes it, then applies cleanly; rollback
+    // then returns to the state before the interrupted apply.
+    host.panic_on = None;
+    let next = whitelist::run(&host, &req, &catalog).unwrap();
+    let text = whitelist::render(&next);
+    assert!(next.succeeded(), "{text}");
+    assert!(text.contains("interrupted apply"), "{text}");
+    let back = whitelist::run(&host, &lab.request(false, true), &catalog).unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.rules(), pristine);
+}
+
+#[test]
+fn a_range_still_blocked_after_apply_rolls_the_change_back() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    // A drop earlier on the input path than INPUT: the whitelist cannot win there.
+    lab.origin_exec(&[
+        "iptables",
+        "-t",
+        "raw",
+        "-A",
+        "PREROUTING",
+        "-s",
+        "173.245.48.0/24",
+        "-j",
+        "DROP",
+    ]);
+    let pristine = lab.rules();
+    let out = whitelist::run(
+        &lab.host(),
+        &lab.request(true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&out);
+    assert!(out.rolled_back.is_some() && !out.applied, "{text}");
+    let v = out.verification.as_ref().unwrap();
+    assert!(
+        v.blocked.iter().any(|b| b.contains("173.245.48.0/24")),
+        "{text}"
+    );
+    assert!(text.contains("still blocked"), "{text}");
+    assert_eq!(lab.rules(), pristine);
+}
+
+#[test]
+fn nftables_auto_detected_apply_dropped_range_idempotence_and_exact_rollback() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let host = lab.host();
+    let pristine = lab.nft_text();
+    assert!(!lab.reaches(CDN4) && !lab.reaches(CDN6));
+
+    let dry = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&dry);
+    assert_eq!(dry.backend, Backend::Nftables, "{text}");
+    assert!(
+        text.contains("add element inet filter oa_cdn_cloudflare_v4"),
+        "{text}"
+    );
+    assert!(
+        text.contains("insert rule inet filter input ip6 saddr @oa_cdn_cloudflare_v6"),
+        "{text}"
+    );
+    assert_eq!(lab.nft_text(), pristine);
+
+    // First apply with an extra range the provider will "drop" later.
+    let first = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog_with_extra("203.0.113.0/24"),
+    )
+    .unwrap();
+    let text = whitelist::render(&first);
+    assert!(first.succeeded() && first.applied, "{text}");
+    assert!(
+        lab.reaches(CDN4) && lab.reaches(CDN6) && lab.reaches(EXTRA4),
+        "{text}"
+    );
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    assert!(lab.nft_text().contains("tcp dport 22 accept"));
+
+    // The list changes: only the dropped range goes, in place (no rule is touched).
+    let second = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&second);
+    assert!(second.succeeded(), "{text}");
+    assert_eq!(second.plans[0].remove.len(), 1, "{text}");
+    assert!(
+        second.plans[0]
+            .script
+            .starts_with("delete element inet filter oa_cdn_cloudflare_v4 { 203.0.113.0/24 }"),
+        "{text}"
+    );
+    assert!(
+        !second.plans.iter().any(|p| p.script.contains("rule")),
+        "{text}"
+    );
+    assert!(!lab.reaches(EXTRA4) && lab.reaches(CDN4));
+    let settled = lab.nft_text();
+
+    // Idempotent.
+    let third = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(
+        third.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&third)
+    );
+    assert_eq!(lab.nft_text(), settled);
+
+    // Rollback undoes the last change (back to the first apply's state), then nothing is left.
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert!(lab.reaches(EXTRA4));
+    assert!(matches!(
+        whitelist::run(
+            &host,
+            &lab.request_for(Backend::Auto, false, true),
+            &CdnCatalog::bundled()
+        ),
+        Err(WhitelistError::NothingToRollBack(_))
+    ));
+}
+
+#[test]
+fn nftables_rollback_restores_the_ruleset_text_exactly_and_failures_change_nothing() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let pristine = lab.nft_text();
+    let catalog = CdnCatalog::bundled();
+    let mut host = lab.host();
+    host.fail = Some("nft -f".into());
+    let failed = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(
+        !failed.succeeded() && !failed.applied,
+        "{}",
+        whitelist::render(&failed)
+    );
+    assert_eq!(lab.nft_text(), pristine);
+
+    host.fail = None;
+    let applied = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(applied.succeeded(), "{}", whitelist::render(&applied));
+    assert_ne!(lab.nft_text(), pristine);
+    assert!(lab.reaches(CDN4));
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Nftables, false, true),
+        &catalog,
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.nft_text(), pristine);
+    assert!(!lab.reaches(CDN4));
+}
+
+#[test]
+fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let catalog = CdnCatalog::bundled();
+    let pristine = lab.rules();
+    let ufw_status = lab.origin_exec(&["ufw", "status", "verbose"]);
+    assert!(!lab.reaches(CDN4) && !lab.reaches(CDN6));
+
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog,
+    )
+    .unwrap();
+    let text = whitelist::render(&out);
+    assert_eq!(out.backend, Backend::Iptables, "{text}");
+    assert!(out.succeeded() && out.applied, "{text}");
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{text}");
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    // ufw's own rules and state are untouched.
+    assert_eq!(lab.origin_exec(&["ufw", "status", "verbose"]), ufw_status);
+
+    lab.origin_exec(&["ufw", "reload"]);
+    assert!(lab.reaches(CDN4), "the allow is lost after `ufw reload`");
+    let again = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, true, false),
+        &catalog,
+    )
+    .unwrap();
+    assert!(
+        again.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&again)
+    );
+
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Auto, false, true),
+        &catalog,
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.rules(), pristine);
+    assert!(!lab.reaches(CDN4));
+}
+
+/// nginx inside the origin namespace on 10.77.0.2:8080, configured in a temp dir, logging only
+/// `$remote_addr`; `http_extra` goes into `http {}`, `events_include` puts the conf.d include in
+/// `events {}` (where `set_real_ip_from` is not allowed) instead of `http {}`.
+struct Nginx {
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl Nginx {
+    fn start(lab: &Lab, http_extra: &str, events_include: bool) -> Option<Nginx> {
+        if !Path::new("/usr/sbin/nginx").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        let (ev, ht) = if events_include {
+            (format!("include {d}/conf.d/*.conf;"), String::new())
+        } else {
+            (String::new(), format!("include {d}/conf.d/*.conf;"))
+        };
+        let conf = format!(
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ {ev} }}\nhttp {{\n  log_format ra '$remote_addr';\n  access_log {d}/access.log ra;\n  {http_extra}\n  {ht}\n  server {{ listen {ORIGIN4}:8080; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let n = Nginx {
+            dir,
+            ns: lab.origin.clone(),
+        };
+        lab.origin_exec(&["nginx", "-c", &n.conf(), "-p", &d]);
+        Some(n)
+    }
+
+    fn conf(&self) -> String {
+        self.dir.path().join("nginx.conf").display().to_string()
+    }
+
+    fn include(&self) -> PathBuf {
+        self.dir.path().join("conf.d/origin-agent-real-ip.conf")
+    }
+
+    /// The client address nginx logs for a request from `from` claiming `visitor`.
+    fn logged_client(&self, lab: &Lab, from: &str, visitor: &str) -> Option<String> {
+        let log = self.dir.path().join("access.log");
+        let before = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let ok = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &lab.edge,
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "2",
+            "--interface",
+            from,
+            "-H",
+            &format!("CF-Connecting-IP: {visitor}"),
+            &format!("http://{ORIGIN4}:8080/"),
+        ])
+        .status
+        .success();
+        if !ok {
+            return None;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().nth(before).map(str::to_string)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("nginx.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = &self.ns;
+    }
+}
+
+#[test]
+fn nginx_real_ip_include_is_tested_then_reloaded_and_only_cdn_ranges_are_trusted() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let Some(nginx) = Nginx::start(&lab, "", false) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    // A rule of the operator's own lets the non-CDN address reach nginx too.
+    lab.origin_exec(&[
+        "iptables", "-A", "INPUT", "-s", OTHER4, "-p", "tcp", "--dport", "8080", "-j", "ACCEPT",
+    ]);
+    assert_eq!(
+        nginx.logged_client(&lab, CDN4, "192.0.2.33"),
+        None,
+        "blocked before"
+    );
+    let mut req = lab.request(true, false);
+    req.ports = vec![8080];
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+
+    let dry = whitelist::run(
+        &lab.host(),
+        &WhitelistRequest {
+            apply: false,
+            ..req.clone()
+        },
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(whitelist::render(&dry).contains("set_real_ip_from 173.245.48.0/20;"));
+    assert!(!nginx.include().exists());
+
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(out.succeeded() && r.tested && r.reloaded, "{text}");
+    // nginx reloads asynchronously: give the new workers a moment (bounded).
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        seen = nginx.logged_client(&lab, CDN4, "192.0.2.33");
+        if seen.as_deref() == Some("192.0.2.33") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen.as_deref(), Some("192.0.2.33"), "{text}");
+    // A visitor outside the CDN cannot claim another address.
+    assert_eq!(
+        nginx.logged_client(&lab, OTHER4, "192.0.2.33").as_deref(),
+        Some(OTHER4)
+    );
+}
+
+#[test]
+fn nginx_real_ip_include_failing_nginx_t_is_put_back_and_nothing_reloads() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    let Some(nginx) = Nginx::start(&lab, "", true) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    let mut req = lab.request(true, false);
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(!out.succeeded() && !r.tested && !r.reloaded, "{text}");
+    assert!(
+        r.error.as_deref().unwrap().contains("nginx -t failed"),
+        "{text}"
+    );
+    assert!(!nginx.include().exists(), "the include was not put back");
+    assert_eq!(
+        nginx.logged_client(&lab, CDN4, "192.0.2.33").as_deref(),
+        Some(CDN4)
+    );
+}
+
+#[test]
+fn nginx_real_ip_keeps_an_existing_real_ip_header() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    let Some(nginx) = Nginx::start(&lab, "real_ip_header X-Real-IP;", false) else {
+        eprintln!("skipped: nginx is not installed");
+        return;
+    };
+    let mut req = lab.request(true, false);
+    req.nginx_real_ip = true;
+    req.nginx_conf = Some(nginx.conf().into());
+    req.nginx_include = Some(nginx.include());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let r = out.real_ip.as_ref().expect(&text);
+    assert!(out.succeeded() && r.tested && r.reloaded, "{text}");
+    let written = std::fs::read_to_string(nginx.include()).unwrap();
+    assert!(
+        written.contains("set_real_ip_from 173.245.48.0/20;")
+            && !written.contains("real_ip_header")
+    );
+}
