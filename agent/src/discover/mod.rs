@@ -383,7 +383,7 @@ fn discover_php_fpm(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Di
                 ));
                 PhpFpm {
                     config_path: path.clone(),
-                    config_error: Some(err),
+                    config_error: Some(err.to_string()),
                     version: php_fpm::version_from_path(&path),
                     ..PhpFpm::default()
                 }
