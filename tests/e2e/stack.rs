@@ -18,7 +18,12 @@ use origin_agent::host::recorder::Recorder;
 use origin_agent::host::snapshot::SnapshotHost;
 use origin_agent::probes;
 
-use crate::lab::{start_or_skip, Lab, LabOptions};
+use std::time::Duration;
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::lab::{start_or_skip, wait_until, Lab, LabOptions, Signal};
 
 fn find<'a>(checks: &'a [Check], id: &str) -> &'a Check {
     checks.iter().find(|c| c.id == id).unwrap_or_else(|| {
@@ -53,6 +58,7 @@ fn stack_discovery_finds_the_lab_without_configuration() {
     }) else {
         return;
     };
+    wait_for_workers(&lab);
     let d = discover::discover(&LiveHost, &Config::default());
 
     // nginx: found by its master's command line, among any others.
@@ -194,6 +200,7 @@ fn stack_health_checks_follow_the_real_state() {
     };
     let sock = lab.socket().display().to_string();
     let upstream_id = format!("upstream.unix:{sock}.connect");
+    wait_for_workers(&lab);
 
     // Healthy.
     let (_, checks) = probe(&lab);
@@ -208,6 +215,7 @@ fn stack_health_checks_follow_the_real_state() {
         let c = find(&checks, id);
         assert_eq!(c.status, Status::Ok, "{id}: {}", c.detail);
     }
+    assert_eq!(find(&checks, "php-fpm.pool.www.queue").status, Status::Ok);
     assert!(find(&checks, "nginx.listening")
         .detail
         .contains(&format!("127.0.0.1:{}", lab.port())));
@@ -305,6 +313,66 @@ fn stack_health_checks_follow_the_real_state() {
         Status::Fail
     );
     assert_eq!(find(&checks, "nginx.running").status, Status::Ok);
+
+    // nginx stopped (SIGTERM to the lab's own master; the lab reaps it on drop).
+    let pid = lab.nginx_pid().unwrap();
+    kill(Pid::from_raw(pid as i32), Signal::SIGTERM).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || {
+        std::fs::read(format!("/proc/{pid}/cmdline")).map_or(true, |c| c.is_empty())
+    });
+    assert!(gone, "nginx did not stop");
+    let (d, checks) = probe(&lab);
+    assert!(d.nginx.as_ref().unwrap().master.is_none());
+    for id in ["nginx.running", "nginx.listening"] {
+        let c = find(&checks, id);
+        assert_eq!(c.status, Status::Fail, "{id}: {}", c.detail);
+        assert_eq!(c.cause, Some(CauseId::WebDown));
+    }
+}
+
+#[test]
+fn stack_a_busy_pool_shows_waiting_connections() {
+    let Some(lab) = start_or_skip(LabOptions {
+        max_children: 1,
+        ..LabOptions::default()
+    }) else {
+        return;
+    };
+    wait_for_workers(&lab);
+    let config = lab_config(&lab);
+    let d = discover::discover(&LiveHost, &config);
+    let idle = probes::queues::checks(&LiveHost, &d, &config);
+    assert_eq!(find(&idle, "php-fpm.pool.www.queue").status, Status::Ok);
+    assert_eq!(find(&idle, "nginx.accept-queue").status, Status::Ok);
+    // One worker, four slow requests at once: three wait in the socket's queue.
+    std::thread::scope(|s| {
+        let load = s.spawn(|| lab.get_many("/sleep.php?s=3", 4, 4));
+        let mut busy = None;
+        wait_until(Duration::from_secs(8), || {
+            let checks = probes::queues::checks(&LiveHost, &d, &config);
+            let c = find(&checks, "php-fpm.pool.www.queue").clone();
+            let waiting = c.status == Status::Warn;
+            busy = Some(c);
+            waiting
+        });
+        let c = busy.unwrap();
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.detail.contains("pm.max_children = 1"), "{}", c.detail);
+        let statuses = load.join().unwrap();
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    });
+}
+
+/// Waits (bounded) until the lab's nginx has forked its worker: the lab is ready once the
+/// master accepts, which can be just before the fork.
+fn wait_for_workers(lab: &Lab) {
+    let config = lab_config(lab);
+    let ready = wait_until(Duration::from_secs(10), || {
+        discover::discover(&LiveHost, &config)
+            .nginx
+            .is_some_and(|n| !n.workers.is_empty())
+    });
+    assert!(ready, "the lab's nginx has no worker");
 }
 
 #[test]
@@ -312,6 +380,7 @@ fn stack_snapshot_replays_the_same_discovery_and_checks() {
     let Some(mut lab) = start_or_skip(LabOptions::default()) else {
         return;
     };
+    wait_for_workers(&lab);
     // A state worth capturing: the socket is gone while PHP-FPM runs.
     lab.remove_socket().unwrap();
     let config = lab_config(&lab);

@@ -26,6 +26,8 @@ use process::{Proc, Role};
 
 /// The default nginx config on Debian/Ubuntu/RHEL.
 pub const NGINX_DEFAULT_CONFIG: &str = "/etc/nginx/nginx.conf";
+/// Debian's compiled-in error log (`--error-log-path`).
+pub const NGINX_DEFAULT_ERROR_LOG: &str = "/var/log/nginx/error.log";
 /// Debian's compiled-in prefix.
 pub const NGINX_DEFAULT_PREFIX: &str = "/usr/share/nginx";
 
@@ -153,6 +155,17 @@ fn load_nginx(
             }
             let mut n = nginx::extract(&loaded.directives, &prefix_dir, cpus);
             n.config_files = loaded.files;
+            // Without a main-context error_log, nginx writes its own errors to the compiled-in
+            // path as well (servers' error_log only take their requests' errors).
+            let main_level = loaded.directives.iter().any(|d| d.name == "error_log");
+            let default = PathBuf::from(NGINX_DEFAULT_ERROR_LOG);
+            if !main_level
+                && !n.error_logs.is_empty()
+                && !n.error_logs.iter().any(|l| l.value == default)
+                && host.metadata(&default).is_ok()
+            {
+                n.error_logs.push(Sourced::default_value(default));
+            }
             n
         }
         Err(err) => {
@@ -168,7 +181,7 @@ fn load_nginx(
     if nginx.config_error.is_none() {
         if nginx.error_logs.is_empty() {
             nginx.error_logs.push(Sourced::default_value(PathBuf::from(
-                "/var/log/nginx/error.log",
+                NGINX_DEFAULT_ERROR_LOG,
             )));
         }
         if nginx.access_logs.is_empty() {
@@ -226,7 +239,16 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
         );
         let workers: Vec<u32> = procs
             .iter()
-            .filter(|p| p.ppid == master.pid && process::role(p) == Role::NginxWorker)
+            .filter(|p| {
+                p.ppid == master.pid
+                    && match process::role(p) {
+                        Role::NginxWorker => true,
+                        // Just forked, still wearing the master's title (a new master of a
+                        // binary upgrade has children of its own).
+                        Role::NginxMaster { .. } => !procs.iter().any(|q| q.ppid == p.pid),
+                        _ => false,
+                    }
+            })
             .map(|p| p.pid)
             .collect();
         d.notes.push(format!(
@@ -240,6 +262,15 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
                 "(default path)"
             }
         ));
+        // `-e FILE` replaces the compiled-in error log for nginx's own start-up messages.
+        let words = master.words();
+        if let Some(elog) = process::option_value(&words, Some("-e"), None) {
+            let path = PathBuf::from(&elog);
+            if elog != "stderr" && !n.error_logs.iter().any(|l| l.value == path) {
+                n.error_logs
+                    .push(Sourced::new(path, Origin::Process { pid: master.pid }));
+            }
+        }
         n.master = Some(master.info(process::children(procs, master.pid)));
         n.workers = workers;
         found.push(n);
@@ -352,7 +383,7 @@ fn discover_php_fpm(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Di
                 ));
                 PhpFpm {
                     config_path: path.clone(),
-                    config_error: Some(err),
+                    config_error: Some(err.to_string()),
                     version: php_fpm::version_from_path(&path),
                     ..PhpFpm::default()
                 }
@@ -783,6 +814,50 @@ mod tests {
     }
 
     #[test]
+    fn server_only_error_logs_keep_the_default_and_dash_e_adds_one() {
+        let host = FixtureHost::new()
+            .file(
+                "/proc/100/cmdline",
+                b"nginx: master process /usr/sbin/nginx -e /srv/start.log\0",
+            )
+            .file("/proc/100/status", testdata::status(1, 0, 1000))
+            .file(
+                "/etc/nginx/nginx.conf",
+                "events {}\nhttp { server { error_log /srv/site.log; } }\n",
+            )
+            .file("/var/log/nginx/error.log", "");
+        let d = discover(&host, &Config::default());
+        let logs: Vec<String> = d
+            .nginx
+            .unwrap()
+            .error_logs
+            .iter()
+            .map(|l| l.value.display().to_string())
+            .collect();
+        assert_eq!(
+            logs,
+            vec![
+                "/srv/site.log",
+                "/var/log/nginx/error.log",
+                "/srv/start.log"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_just_forked_worker_with_the_masters_title_counts_as_a_worker() {
+        let host = testdata::stack()
+            .file(
+                "/proc/103/cmdline",
+                b"nginx: master process /usr/sbin/nginx -g daemon on; master_process on;\0",
+            )
+            .file("/proc/103/status", testdata::status(100, 0, 1000));
+        let d = discover(&host, &Config::default());
+        assert_eq!(d.nginx.as_ref().unwrap().workers, vec![101, 102, 103]);
+        assert!(d.other_nginx.is_empty());
+    }
+
+    #[test]
     fn cpu_count_from_sys_or_cpuinfo() {
         let host = FixtureHost::new().file("/sys/devices/system/cpu/online", "0-3,6\n");
         assert_eq!(cpu_count(&host), Some(5));
@@ -816,7 +891,7 @@ mod fuzz {
             let _ = crate::probes::netstat::parse_tcp_listen(&text);
             let _ = crate::probes::netstat::parse_netstat(&text);
             let _ = crate::probes::load::parse_psi(&text);
-            let _ = crate::probes::cgroup::cgroup_path(&text);
+            let _ = crate::probes::cgroup::locate(&text);
             let host = FixtureHost::new()
                 .file("/etc/mysql/my.cnf", &text)
                 .file("/etc/nginx/nginx.conf", &text)

@@ -25,6 +25,16 @@ fn state_path(value: &str) -> PathBuf {
     }
 }
 
+/// Why a PHP-FPM main config could not be read (included files that fail are warnings).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhpFpmConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: crate::host::HostError,
+    },
+}
+
 /// One `key = value` as written, with its section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -81,8 +91,13 @@ pub type Loaded = (Vec<Entry>, Vec<PathBuf>, Vec<String>);
 
 /// Reads the main config and its includes. Returns the entries in load order, the files read
 /// and the problems met.
-pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, String> {
-    let text = host.read_text(main).map_err(|e| e.to_string())?;
+pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, PhpFpmConfigError> {
+    let text = host
+        .read_text(main)
+        .map_err(|source| PhpFpmConfigError::Read {
+            path: main.to_path_buf(),
+            source,
+        })?;
     let mut files = vec![main.to_path_buf()];
     let mut warnings = Vec::new();
     let mut section = "global".to_string();
@@ -394,6 +409,7 @@ pm.start_servers = 2
         );
         assert!(load(&host, Path::new("/etc/php-fpm.conf"))
             .unwrap_err()
+            .to_string()
             .contains("permission denied"));
         assert_eq!(parse_time("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_time("0"), Some(Duration::ZERO));

@@ -1,6 +1,9 @@
-//! The services' cgroup v2 limits (the hosting plan's limits): `/proc/PID/cgroup` gives the path,
-//! `/sys/fs/cgroup/<path>/` its `memory.max`/`memory.events`, `pids.max`/`pids.events`,
-//! `cpu.max`/`cpu.stat`. A limit that was hit shows as `host.cgroup-limit`.
+//! The services' cgroup limits (the hosting plan's limits): `/proc/PID/cgroup` gives the path;
+//! cgroup v2 has `memory.max`/`memory.events`, `pids.max`/`pids.events`, `cpu.max`/`cpu.stat`
+//! under `/sys/fs/cgroup/<path>/`; cgroup v1 (and hybrid hosts) has per-controller trees
+//! (`memory/<path>/memory.limit_in_bytes`, `memory.failcnt`, `memory.oom_control`,
+//! `pids/<path>/pids.*`, `cpu/<path>/cpu.cfs_quota_us`, `cpu.stat`). A limit that was hit shows
+//! as `host.cgroup-limit`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,18 +15,71 @@ use crate::host::{Host, HostExt};
 use super::human_bytes;
 use super::netstat::parse_flat;
 
-/// The cgroup v2 path of a process (`0::/system.slice/nginx.service`), or why there is none.
-pub fn cgroup_path(text: &str) -> Result<String, String> {
+/// Where one process's cgroup files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The last component of the path (`php8.2-fpm.service`).
+    pub unit: String,
+    pub v1: bool,
+    pub memory: PathBuf,
+    pub pids: PathBuf,
+    pub cpu: PathBuf,
+}
+
+/// Reads `/proc/PID/cgroup`: v1 controllers (`4:memory:/x`) win over the unified line
+/// (`0::/x`) on hybrid hosts, since the limits live there. A process in the root cgroup has no
+/// limits (an error with the reason).
+pub fn locate(text: &str) -> Result<Cgroup, String> {
+    let mut unified = None;
+    let mut v1: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
-        if let Some(path) = line.strip_prefix("0::") {
-            return Ok(path.trim().to_string());
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            unified = Some(path.trim().to_string());
+        } else {
+            for c in controllers.split(',') {
+                v1.push((c.to_string(), path.trim().to_string()));
+            }
         }
     }
-    if text.lines().any(|l| l.contains(':')) {
-        Err("the host uses the cgroup v1 hierarchy (only v2 limits are checked)".into())
-    } else {
-        Err("no cgroup line".into())
+    let find = |name: &str| v1.iter().find(|(c, _)| c == name).map(|(_, p)| p.clone());
+    let root = Path::new("/sys/fs/cgroup");
+    let unit_of = |path: &str| path.rsplit('/').find(|c| !c.is_empty()).map(str::to_string);
+    let memory = find("memory");
+    if let Some(main) = memory
+        .clone()
+        .or_else(|| find("pids"))
+        .or_else(|| find("cpu"))
+    {
+        let unit = unit_of(&main)
+            .ok_or_else(|| "the process is in the root cgroup: no limits apply".to_string())?;
+        let dir = |controller: &str| {
+            let path = find(controller).unwrap_or_else(|| main.clone());
+            root.join(controller).join(path.trim_start_matches('/'))
+        };
+        return Ok(Cgroup {
+            unit,
+            v1: true,
+            memory: dir("memory"),
+            pids: dir("pids"),
+            cpu: dir("cpu"),
+        });
     }
+    let path = unified.ok_or_else(|| "no cgroup line".to_string())?;
+    let unit = unit_of(&path)
+        .ok_or_else(|| "the process is in the root cgroup: no limits apply".to_string())?;
+    let dir = root.join(path.trim_start_matches('/'));
+    Ok(Cgroup {
+        unit,
+        v1: false,
+        memory: dir.clone(),
+        pids: dir.clone(),
+        cpu: dir,
+    })
 }
 
 /// Every cgroup check for the stack's services.
@@ -49,54 +105,39 @@ pub fn checks(host: &dyn Host, d: &Discovery) -> Vec<Check> {
         )];
     }
     let mut out = Vec::new();
-    let mut seen = Vec::new();
+    let mut seen: Vec<Cgroup> = Vec::new();
     for (service, pid) in pids {
-        let text = match host.read_text(&PathBuf::from(format!("/proc/{pid}/cgroup"))) {
-            Ok(t) => t,
-            Err(e) => {
-                out.push(Check::skip(
-                    format!("cgroup.{service}"),
-                    Area::Limits,
-                    format!("{service} cgroup limits"),
-                    e.to_string(),
-                ));
-                continue;
-            }
-        };
-        let path = match cgroup_path(&text) {
-            Ok(p) => p,
-            Err(reason) => {
-                out.push(Check::skip(
-                    format!("cgroup.{service}"),
-                    Area::Limits,
-                    format!("{service} cgroup limits"),
-                    reason,
-                ));
-                continue;
-            }
-        };
-        if seen.contains(&path) {
-            continue;
-        }
-        seen.push(path.clone());
-        let unit = path
-            .rsplit('/')
-            .find(|c| !c.is_empty())
-            .unwrap_or("root")
-            .to_string();
-        if unit == "root" {
-            out.push(Check::skip(
+        let skip = |reason: String| {
+            Check::skip(
                 format!("cgroup.{service}"),
                 Area::Limits,
                 format!("{service} cgroup limits"),
-                "the process is in the root cgroup: no limits apply",
-            ));
+                reason,
+            )
+        };
+        let cg = match host
+            .read_text(&PathBuf::from(format!("/proc/{pid}/cgroup")))
+            .map_err(|e| e.to_string())
+            .and_then(|t| locate(&t))
+        {
+            Ok(cg) => cg,
+            Err(reason) => {
+                if !out
+                    .iter()
+                    .any(|c: &Check| c.id == format!("cgroup.{service}"))
+                {
+                    out.push(skip(reason));
+                }
+                continue;
+            }
+        };
+        if seen.contains(&cg) {
             continue;
         }
-        let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-        out.push(memory(host, &unit, &dir));
-        out.push(pids_check(host, &unit, &dir));
-        out.push(cpu(host, &unit, &dir));
+        out.push(memory(host, &cg));
+        out.push(pids_check(host, &cg));
+        out.push(cpu(host, &cg));
+        seen.push(cg);
     }
     out
 }
@@ -107,30 +148,60 @@ fn read(host: &dyn Host, dir: &Path, name: &str) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-fn memory(host: &dyn Host, unit: &str, dir: &Path) -> Check {
+/// v1 writes "no limit" as a huge number (PAGE_COUNTER_MAX × page size).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+fn memory(host: &dyn Host, cg: &Cgroup) -> Check {
+    let unit = cg.unit.as_str();
+    let dir = &cg.memory;
     let id = format!("cgroup.{unit}.memory");
     let title = format!("{unit} memory limit");
-    let Some(max) = read(host, dir, "memory.max") else {
+    let (max_file, current_file) = if cg.v1 {
+        ("memory.limit_in_bytes", "memory.usage_in_bytes")
+    } else {
+        ("memory.max", "memory.current")
+    };
+    let Some(max) = read(host, dir, max_file) else {
         return Check::skip(
             id,
             Area::Limits,
             title,
             format!(
                 "{} not readable (memory controller off?)",
-                dir.join("memory.max").display()
+                dir.join(max_file).display()
             ),
         );
     };
-    let events = read(host, dir, "memory.events")
-        .map(|t| parse_flat(&t))
-        .unwrap_or_default();
-    let current = read(host, dir, "memory.current").and_then(|v| v.parse::<u64>().ok());
-    let hits = events.get("max").copied().unwrap_or(0);
-    let ooms = events.get("oom_kill").copied().unwrap_or(0);
-    let limit = max.parse::<u64>().ok();
+    let current = read(host, dir, current_file).and_then(|v| v.parse::<u64>().ok());
+    let (hits, ooms, events_text) = if cg.v1 {
+        let failcnt = read(host, dir, "memory.failcnt")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let ooms = read(host, dir, "memory.oom_control")
+            .map(|t| parse_flat(&t))
+            .and_then(|e| e.get("oom_kill").copied())
+            .unwrap_or(0);
+        (
+            failcnt,
+            ooms,
+            format!("memory.failcnt {failcnt}, oom_kill {ooms}"),
+        )
+    } else {
+        let events = read(host, dir, "memory.events")
+            .map(|t| parse_flat(&t))
+            .unwrap_or_default();
+        let hits = events.get("max").copied().unwrap_or(0);
+        let ooms = events.get("oom_kill").copied().unwrap_or(0);
+        (
+            hits,
+            ooms,
+            format!("memory.events: max {hits}, oom_kill {ooms}"),
+        )
+    };
+    let limit = max.parse::<u64>().ok().filter(|l| *l < V1_UNLIMITED);
     let detail = format!(
-        "memory.max {}, in use {}; memory.events: max {hits}, oom_kill {ooms}",
-        limit.map(human_bytes).unwrap_or_else(|| max.clone()),
+        "{max_file} {}, in use {}; {events_text}",
+        limit.map(human_bytes).unwrap_or_else(|| "max".into()),
         current.map(human_bytes).unwrap_or_else(|| "?".into())
     );
     let fix = format!("raise the memory limit of {unit} (`systemctl set-property {unit} MemoryMax=...`, or the hosting plan), or lower what runs in it");
@@ -162,7 +233,9 @@ fn memory(host: &dyn Host, unit: &str, dir: &Path) -> Check {
     }
 }
 
-fn pids_check(host: &dyn Host, unit: &str, dir: &Path) -> Check {
+fn pids_check(host: &dyn Host, cg: &Cgroup) -> Check {
+    let unit = cg.unit.as_str();
+    let dir = &cg.pids;
     let id = format!("cgroup.{unit}.pids");
     let title = format!("{unit} process limit");
     let Some(max) = read(host, dir, "pids.max") else {
@@ -192,10 +265,22 @@ fn pids_check(host: &dyn Host, unit: &str, dir: &Path) -> Check {
     }
 }
 
-fn cpu(host: &dyn Host, unit: &str, dir: &Path) -> Check {
+fn cpu(host: &dyn Host, cg: &Cgroup) -> Check {
+    let unit = cg.unit.as_str();
+    let dir = &cg.cpu;
     let id = format!("cgroup.{unit}.cpu");
     let title = format!("{unit} CPU limit");
-    let max = read(host, dir, "cpu.max").unwrap_or_else(|| "max".into());
+    let max = if cg.v1 {
+        match read(host, dir, "cpu.cfs_quota_us").and_then(|q| q.parse::<i64>().ok()) {
+            Some(q) if q > 0 => format!(
+                "{q} {}",
+                read(host, dir, "cpu.cfs_period_us").unwrap_or_else(|| "100000".into())
+            ),
+            _ => "max".to_string(),
+        }
+    } else {
+        read(host, dir, "cpu.max").unwrap_or_else(|| "max".into())
+    };
     let Some(stat) = read(host, dir, "cpu.stat").map(|t| parse_flat(&t)) else {
         return Check::skip(id, Area::Limits, title, "cpu.stat not readable");
     };
@@ -237,11 +322,7 @@ mod tests {
         let cg = "/sys/fs/cgroup/system.slice/php8.2-fpm.service";
         let host = testdata::stack()
             .file("/proc/200/cgroup", "0::/system.slice/php8.2-fpm.service\n")
-            .file("/proc/100/cgroup", "12:memory:/x\n0::/\n")
-            .file(
-                "/proc/300/cgroup",
-                "4:memory:/system.slice/mariadb.service\n",
-            )
+            .file("/proc/100/cgroup", "0::/\n")
             .file(format!("{cg}/memory.max"), "536870912\n")
             .file(format!("{cg}/memory.current"), "300000000\n")
             .file(
@@ -275,7 +356,42 @@ mod tests {
             .detail
             .contains("oom_kill 2"));
         assert_eq!(get("cgroup.nginx").status, Status::Skip);
-        assert!(get("cgroup.database").detail.contains("v1"));
+        assert!(get("cgroup.nginx").detail.contains("root cgroup"));
+    }
+
+    #[test]
+    fn cgroup_v1_limits_are_read_too() {
+        let mem = "/sys/fs/cgroup/memory/lve/site1";
+        let host = testdata::stack()
+            .file(
+                "/proc/200/cgroup",
+                "9:name=systemd:/\n8:pids:/lve/site1\n4:memory:/lve/site1\n2:cpu,cpuacct:/lve/site1\n0::/\n",
+            )
+            .file(format!("{mem}/memory.limit_in_bytes"), "1073741824\n")
+            .file(format!("{mem}/memory.usage_in_bytes"), "1000000000\n")
+            .file(format!("{mem}/memory.failcnt"), "17\n")
+            .file(
+                format!("{mem}/memory.oom_control"),
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+            )
+            .file("/sys/fs/cgroup/pids/lve/site1/pids.max", "max\n")
+            .file("/sys/fs/cgroup/cpu/lve/site1/cpu.cfs_quota_us", "-1\n")
+            .file("/sys/fs/cgroup/cpu/lve/site1/cpu.stat", "nr_periods 0\n");
+        let d = discover(&host, &Config::default());
+        let checks = checks(&host, &d);
+        let get = |id: &str| checks.iter().find(|c| c.id == id).unwrap();
+        let c = get("cgroup.site1.memory");
+        assert_eq!(
+            (c.status, c.cause),
+            (Status::Warn, Some(CauseId::HostCgroupLimit)),
+            "{}",
+            c.detail
+        );
+        assert!(c.detail.contains("memory.failcnt 17"), "{}", c.detail);
+        assert_eq!(get("cgroup.site1.pids").status, Status::Ok);
+        assert_eq!(get("cgroup.site1.cpu").status, Status::Ok);
+        let unlimited = locate("4:memory:/\n").unwrap_err();
+        assert!(unlimited.contains("root cgroup"));
     }
 
     #[test]

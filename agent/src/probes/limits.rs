@@ -75,6 +75,7 @@ fn max_children(host: &dyn Host, base: &str, pool: &Pool, mem_available: Option<
             "MemAvailable not readable from /proc/meminfo",
         );
     };
+    let is_static = pool.pm.as_ref().is_none_or(|p| p.value == "static");
     let current: u64 = rss.iter().sum();
     let avg = (current / rss.len() as u64).max(1);
     let budget = available + current;
@@ -104,13 +105,14 @@ fn max_children(host: &dyn Host, base: &str, pool: &Pool, mem_available: Option<
             fits.max(1),
             max.origin
         ))
-    } else if rss.len() as u64 >= u64::from(max.value) && fits > u64::from(max.value) {
+    } else if !is_static && rss.len() as u64 >= u64::from(max.value) && fits > u64::from(max.value)
+    {
+        // Every child is spawned (busy or idle: the status page would tell); memory allows more.
         Check::warn(
             id,
             Area::Limits,
             format!("pool {} runs all its children", pool.name),
         )
-        .cause(CauseId::UpstreamSaturated)
         .fix(format!(
             "memory allows up to {fits}: raise `pm.max_children` at {} if requests queue",
             max.origin
@@ -525,6 +527,16 @@ mod tests {
         let host = testdata::stack().file("/proc/meminfo", meminfo(1_900_000));
         let c = get(&run(&host), "php-fpm.pool.www.max-children");
         assert_eq!(c.status, Status::Ok, "{}", c.detail);
+        // A dynamic pool with every child spawned and room for more: a warning with the number.
+        let host = testdata::stack()
+            .file("/proc/meminfo", meminfo(1_900_000))
+            .file(
+                "/etc/php/8.2/fpm/pool.d/www.conf",
+                testdata::WWW_CONF.replace("pm.max_children = 5", "pm.max_children = 2"),
+            );
+        let c = get(&run(&host), "php-fpm.pool.www.max-children");
+        assert_eq!(c.status, Status::Warn, "{}", c.detail);
+        assert!(c.fix.unwrap().contains("memory allows up to 36"));
     }
 
     #[test]

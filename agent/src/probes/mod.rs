@@ -6,7 +6,8 @@
 //! - [`load`]: load average, PSI, memory, swap activity, OOM kills;
 //! - [`limits`]: PHP-FPM children vs memory, timeouts, backlogs, nginx connections, open files,
 //!   accept-queue overflows, conntrack;
-//! - [`cgroup`]: the services' cgroup v2 limits;
+//! - [`queues`]: connections waiting on the pools' and nginx's listening sockets now (`ss`);
+//! - [`cgroup`]: the services' cgroup limits (v2, v1 and hybrid);
 //! - [`disk`]: space and inodes where logs, temp files, sessions and the datadir live;
 //! - [`netstat`]: parsers for the kernel's network tables.
 
@@ -15,6 +16,7 @@ pub mod disk;
 pub mod limits;
 pub mod load;
 pub mod netstat;
+pub mod queues;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -81,6 +83,7 @@ pub fn run_all(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<C
     checks.extend(services::checks(host, discovery, config));
     checks.extend(load::checks(host, config, &samples));
     checks.extend(limits::checks(host, discovery, &samples));
+    checks.extend(queues::checks(host, discovery, config));
     checks.extend(cgroup::checks(host, discovery));
     checks.extend(disk::checks(host, discovery));
     checks
