@@ -427,7 +427,7 @@ fn refused_connects_before_no_live_upstreams_are_one_story() {
 fn a_failing_check_alone_is_a_cause_only_with_5xx_or_when_logs_cannot_show_it() {
     let down = Check::fail("upstream.127.0.0.1:9.connect", Area::Services, "refuses")
         .cause(CauseId::UpstreamDown);
-    let idle = run(&evidence(vec![], vec![], 100), &[down.clone()]);
+    let idle = run(&evidence(vec![], vec![], 100), std::slice::from_ref(&down));
     assert_eq!(idle.verdict.cause, None);
     assert_eq!(idle.verdict.status, VerdictStatus::Warning);
     let busy = run(
