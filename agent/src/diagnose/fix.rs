@@ -18,11 +18,26 @@ pub fn fix_for(
     let check_fix: Vec<&str> = checks.iter().filter_map(|c| c.fix.as_deref()).collect();
     let specific = specific_fix(cause, events, discovery);
     match (check_fix.first(), specific) {
-        (Some(check), Some(specific)) if !specific.contains(check) => format!("{check} {specific}"),
-        (Some(check), _) => check.to_string(),
+        (Some(check), Some(specific)) if !specific.contains(check) => {
+            format!("{specific} {}", sentence(check))
+        }
+        (Some(check), _) => sentence(check),
         (None, Some(specific)) => specific,
         (None, None) => generic(cause).to_string(),
     }
+}
+
+/// A check's fix as a sentence: capital first letter, final period.
+fn sentence(text: &str) -> String {
+    let mut chars = text.trim().chars();
+    let mut out: String = match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
 }
 
 fn at(origin: &Origin) -> String {
@@ -124,7 +139,7 @@ fn specific_fix(cause: CauseId, events: &[&Event], discovery: &Discovery) -> Opt
             let pool = pool.or_else(|| pools(discovery).next())?;
             let max = pool.max_children.as_ref()?;
             Some(format!(
-                "Every worker of pool `{}` was busy and its listen queue overflowed: `pm.max_children = {}`{}, `listen.backlog = {}`. Raise pm.max_children as far as memory allows (see the max-children check) and make slow requests faster (slowlog).",
+                "Every worker of pool `{}` was busy and its listen queue overflowed: `pm.max_children = {}`{}, `listen.backlog = {}`. Raise pm.max_children as far as memory allows and make the slow requests faster (slowlog).",
                 pool.name,
                 max.value,
                 at(&max.origin),

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::cause::CauseId;
-use crate::event::{Event, LogSource, Response};
+use crate::event::{Event, LogSource, Response, Severity};
 
 /// Slack added to a request's duration when matching its error entry (whole-second log times).
 const SLACK_SECS: i64 = 2;
@@ -92,6 +92,9 @@ pub fn link<'a>(errors: &[&Response], events: &'a [Event]) -> Links<'a> {
                 break;
             }
             let event = &events[i];
+            if event.severity == Severity::Info {
+                continue; // context, not a cause
+            }
             if event.source == LogSource::NginxError && event.field("request").is_some() {
                 continue; // that one belongs to another request
             }

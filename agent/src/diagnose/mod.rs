@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::cause::CauseId;
 use crate::check::{Check, Status};
 use crate::discover::Discovery;
-use crate::event::{Event, Evidence, LogSource, Response};
+use crate::event::{Event, Evidence, LogSource, Response, Severity};
 
 pub use link::{explain, ExplainQuery, Explanation};
 
@@ -150,7 +150,12 @@ pub fn diagnose(
     let mut by_cause: BTreeMap<CauseId, Acc> = BTreeMap::new();
     for event in &events {
         let acc = by_cause.entry(event.cause).or_default();
-        acc.events.push(event);
+        if event.severity == Severity::Info {
+            // Context (a restart, "ready to handle connections"): shown, never the evidence.
+            acc.context.push(event);
+        } else {
+            acc.events.push(event);
+        }
     }
     for link in &links.links {
         let acc = by_cause.entry(link.cause).or_default();
@@ -207,7 +212,14 @@ pub fn diagnose(
         let first_seen = times.clone().min();
         let last_seen = times.max();
         let evidence_lines = acc.evidence();
-        let fix = fix::fix_for(cause, &acc.events, &acc.checks, discovery);
+        // Checks that know a fix for this cause (the max-children sizing from worker RSS and free
+        // memory, a timeout pair) lend it, failing or only warning.
+        let fixing: Vec<&Check> = checks
+            .iter()
+            .filter(|c| c.cause == Some(cause) && c.fix.is_some())
+            .filter(|c| matches!(c.status, Status::Fail | Status::Warn))
+            .collect();
+        let fix = fix::fix_for(cause, &acc.events, &fixing, discovery);
         causes.push(CauseReport {
             id: cause,
             title: cause.title().to_string(),
@@ -255,6 +267,7 @@ pub fn diagnose(
 #[derive(Default)]
 struct Acc<'a> {
     events: Vec<&'a Event>,
+    context: Vec<&'a Event>,
     linked_events: Vec<&'a Event>,
     direct: u64,
     weak: u64,
@@ -320,7 +333,7 @@ impl Acc<'_> {
         for event in &self.linked_events {
             push(event, &mut out);
         }
-        for event in &self.events {
+        for event in self.events.iter().chain(&self.context) {
             push(event, &mut out);
         }
         for check in &self.checks {

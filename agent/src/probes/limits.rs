@@ -113,6 +113,7 @@ fn max_children(host: &dyn Host, base: &str, pool: &Pool, mem_available: Option<
             Area::Limits,
             format!("pool {} runs all its children", pool.name),
         )
+        .cause(CauseId::UpstreamSaturated)
         .fix(format!(
             "memory allows up to {fits}: raise `pm.max_children` at {} if requests queue",
             max.origin
