@@ -133,7 +133,9 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         }
     }
     let end = trim_end(e, e.len());
-    let (msg_end, tail) = match memmem::find(&e[at..end], b", client: ") {
+    static CLIENT: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| memmem::Finder::new(b", client: "));
+    let (msg_end, tail) = match client.find(&e[at..end]) {
         Some(i) => (at + i, Some((at + i + 2, end))),
         None => (end, None),
     };

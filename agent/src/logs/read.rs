@@ -12,12 +12,12 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rayon::prelude::*;
 
-use super::access::{cap_clients, AccessAcc, AccessFormat};
+use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
-    builtin_rules, detect_source, starts_entry, LineParser, LogFile, Parsed, Window, LINE_CAP,
-    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS,
+    builtin_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
+    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
-use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats};
+use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
 use crate::host::Host;
 use crate::rules::RuleSet;
 
@@ -25,6 +25,9 @@ use crate::rules::RuleSet;
 const CHUNK: usize = 2 << 20;
 /// Chunks parsed in parallel at a time (bounds memory: `CHUNK * BATCH` in flight).
 const BATCH: usize = 6;
+/// Events built per rule and chunk (the newest); the others are tallied only. Spreads the kept
+/// samples over time and keeps the cost of a flood of one rule low.
+const KEEP_PER_RULE_CHUNK: usize = 100;
 /// Rotated siblings read at most, per file.
 const MAX_SIBLINGS: usize = 64;
 
@@ -215,9 +218,10 @@ struct ChunkOut {
     outside: u64,
     truncated: u64,
     events: Vec<Event>,
-    by_rule: BTreeMap<String, u64>,
+    /// Tallies by rule index.
+    tally: Vec<RuleTally>,
     events_dropped: u64,
-    access: Option<(ResponseStats, Vec<Response>, u64)>,
+    access: Option<(ResponseStats, ClientMap, Vec<Response>, u64)>,
 }
 
 struct Ctx<'a> {
@@ -256,7 +260,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         out.lines = acc.lines;
         out.bad = acc.bad;
         out.outside = acc.outside;
-        out.access = Some(acc.into_stats());
+        out.access = Some(acc.into_parts());
         return out;
     }
     let Ok(mut parser) =
@@ -265,25 +269,27 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         return out;
     };
     parser.set_now(ctx.now);
-    let mut handle = |out: &mut ChunkOut, line_no: u64, entry: &[u8]| {
+    out.tally = vec![RuleTally::default(); ctx.rules.rules().len()];
+    // Pass 1: classify every entry (no allocation), tally matches, remember where they are.
+    let mut hits: Vec<(usize, usize, u64, usize, Option<Timestamp>)> = Vec::new();
+    let mut classify = |out: &mut ChunkOut, s: usize, e: usize, line_no: u64| {
+        let entry = &chunk[s..e];
         if entry.len() > LINE_CAP {
             out.truncated += 1;
         }
-        match parser.parse(ctx.path, line_no, entry) {
-            Parsed::Event(ev) => {
-                if ev.time.is_some_and(|t| !ctx.window.contains(t)) {
+        match parser.classify(entry) {
+            Class::Match { rule, time } => {
+                if time.is_some_and(|t| !ctx.window.contains(t)) {
                     out.outside += 1;
                     return;
                 }
-                *out.by_rule.entry(ev.rule.clone()).or_default() += 1;
-                out.events.push(ev);
-                if out.events.len() >= 2 * MAX_KEEP_EVENTS {
-                    out.events.drain(..MAX_KEEP_EVENTS);
-                    out.events_dropped += MAX_KEEP_EVENTS as u64;
+                if let Some(t) = out.tally.get_mut(rule) {
+                    t.add(time);
                 }
+                hits.push((s, e, line_no, rule, time));
             }
-            Parsed::Bad => out.bad += 1,
-            Parsed::Other | Parsed::Response(_) => {}
+            Class::Bad => out.bad += 1,
+            Class::Other => {}
         }
     };
     // Group continuation lines with their entry: the entry is a contiguous slice of the chunk.
@@ -297,22 +303,76 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         let is_start = starts_entry(ctx.source, line);
         if is_start || line.is_empty() {
             if let Some((s, n)) = entry.take() {
-                handle(&mut out, n, &chunk[s..prev_end]);
+                classify(&mut out, s, prev_end, n);
             }
             if is_start {
                 entry = Some((start, line_no));
             }
-        } else if entry.is_none() {
-            // A continuation line whose entry began before this file or chunk: skipped.
         }
+        // Else a continuation line: part of the open entry, or (when none is open) the tail of
+        // an entry that began before this file: skipped.
         prev_end = i;
         start = i + 1;
     }
     if let Some((s, n)) = entry.take() {
-        handle(&mut out, n, &chunk[s..prev_end]);
+        classify(&mut out, s, prev_end, n);
     }
     out.lines = line_no;
+    // Pass 2: build the newest few events of each rule.
+    let mut per_rule = vec![0usize; ctx.rules.rules().len()];
+    let mut keep = vec![false; hits.len()];
+    for (k, h) in hits.iter().enumerate().rev() {
+        if let Some(n) = per_rule.get_mut(h.3) {
+            if *n < KEEP_PER_RULE_CHUNK {
+                *n += 1;
+                keep[k] = true;
+            }
+        }
+    }
+    for (k, (s, e, line_no, rule, time)) in hits.into_iter().enumerate() {
+        if !keep[k] {
+            out.events_dropped += 1;
+            continue;
+        }
+        match parser.build(ctx.path, line_no, &chunk[s..e], rule, time) {
+            Some(ev) => out.events.push(ev),
+            None => out.events_dropped += 1,
+        }
+    }
     out
+}
+
+/// Keeps the newest events, at most `MAX_KEEP_PER_RULE` per rule and `MAX_KEEP_EVENTS` in all;
+/// returns how many were dropped.
+fn prune_events(events: &mut Vec<Event>) -> u64 {
+    if events.len() <= MAX_KEEP_EVENTS {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        if events.iter().all(|e| {
+            let n = counts.entry(e.rule.as_str()).or_default();
+            *n += 1;
+            *n <= MAX_KEEP_PER_RULE
+        }) {
+            return 0;
+        }
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut keep = vec![false; events.len()];
+    let mut total = 0;
+    for (k, e) in events.iter().enumerate().rev() {
+        let n = counts.entry(e.rule.clone()).or_default();
+        if *n < MAX_KEEP_PER_RULE && total < MAX_KEEP_EVENTS {
+            *n += 1;
+            total += 1;
+            keep[k] = true;
+        }
+    }
+    let before = events.len();
+    let mut k = 0;
+    events.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
+    (before - events.len()) as u64
 }
 
 /// Reads one file (plain or gzip) and returns its evidence.
@@ -392,6 +452,7 @@ fn read_one(
     };
     let mut line_base = 0u64;
     let mut stats_acc: Option<(ResponseStats, Vec<Response>, u64)> = None;
+    let mut clients = ClientMap::default();
     loop {
         let mut batch = Vec::with_capacity(BATCH);
         while batch.len() < BATCH {
@@ -417,21 +478,26 @@ fn read_one(
             for e in &mut out.events {
                 e.line += line_base;
             }
-            summary.events += out.by_rule.values().sum::<u64>();
-            for (k, v) in out.by_rule {
-                *ev.events_by_rule.entry(k).or_default() += v;
+            for (i, t) in out.tally.iter().enumerate() {
+                if t.count == 0 {
+                    continue;
+                }
+                summary.events += t.count;
+                if let Some(rule) = rules.rules().get(i) {
+                    ev.events_by_rule
+                        .entry(rule.id.clone())
+                        .or_default()
+                        .absorb(t);
+                }
             }
             ev.events_dropped += out.events_dropped;
             ev.events.append(&mut out.events);
-            if ev.events.len() > MAX_KEEP_EVENTS {
-                let over = ev.events.len() - MAX_KEEP_EVENTS;
-                ev.events.drain(..over);
-                ev.events_dropped += over as u64;
-            }
-            if let Some((stats, mut errors, dropped)) = out.access {
+            ev.events_dropped += prune_events(&mut ev.events);
+            if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
                 for r in &mut errors {
                     r.line += line_base;
                 }
+                merge_clients(&mut clients, chunk_clients);
                 let acc = stats_acc.get_or_insert_with(Default::default);
                 merge_stats(&mut acc.0, stats);
                 acc.1.append(&mut errors);
@@ -449,7 +515,8 @@ fn read_one(
     if let Some(e) = chunker.error.take() {
         summary.error = Some(e);
     }
-    if let Some((stats, errors, dropped)) = stats_acc {
+    if let Some((mut stats, errors, dropped)) = stats_acc {
+        stats.clients = clients_text(clients);
         ev.responses = stats;
         ev.errors = errors;
         ev.errors_dropped = dropped;
@@ -468,7 +535,6 @@ fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
         ..Default::default()
     });
     *into = tmp.responses;
-    cap_clients(&mut into.clients);
 }
 
 /// Rotated siblings of `path` (`NAME.1`, `NAME.2.gz`, `NAME-20261123`, `NAME-20261123.gz`),
