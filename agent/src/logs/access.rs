@@ -406,6 +406,9 @@ pub(crate) fn parse_line(
 /// Most client addresses kept in the counts (the least frequent are pruned past it).
 const MAX_CLIENTS: usize = 5_000;
 
+/// Distinct clients counted per chunk of a file.
+const CHUNK_CLIENTS: usize = 2_048;
+
 /// A client address as a fixed-size key (no allocation per line); longer values are cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClientKey {
@@ -543,6 +546,7 @@ impl AccessAcc {
     pub fn new() -> Self {
         AccessAcc {
             by_status: vec![0; 600],
+            clients: ClientMap::with_capacity_and_hasher(CHUNK_CLIENTS, FastBuild::default()),
             minute: i64::MIN,
             ..Default::default()
         }
@@ -598,12 +602,11 @@ impl AccessAcc {
             let key = ClientKey::new(&line[a..b]);
             if let Some(n) = self.clients.get_mut(&key) {
                 *n += 1;
-            } else {
-                if self.clients.len() >= MAX_CLIENTS * 4 {
-                    prune_map(&mut self.clients, MAX_CLIENTS * 2);
-                }
+            } else if self.clients.len() < CHUNK_CLIENTS {
                 self.clients.insert(key, 1);
             }
+            // Else a new client past the chunk's bound: not counted (the counts are for the
+            // frequent clients, e.g. a CDN's edges, and stay exact for up to that many).
         }
         if error {
             if self.errors.len() < max_errors {

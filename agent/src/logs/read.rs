@@ -74,10 +74,26 @@ fn strip_cr(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
-/// Splits a stream into newline-aligned chunks (entry-aligned for multi-line formats).
+/// A chunk of whole lines: `data[..len]`.
+struct Chunk {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// Splits a stream into newline-aligned chunks (entry-aligned for multi-line formats). Buffers
+/// are initialized once and recycled, so reading costs no allocation or page faults per chunk.
 struct Chunker<'a> {
     r: Box<dyn Read + Send + 'a>,
+    /// Always `CHUNK` bytes long; `filled` of them hold data.
     buf: Vec<u8>,
+    filled: usize,
+    pool: Vec<Vec<u8>>,
     eof: bool,
     skipping: bool,
     truncated: u64,
@@ -89,7 +105,9 @@ impl<'a> Chunker<'a> {
     fn new(r: Box<dyn Read + Send + 'a>) -> Self {
         Chunker {
             r,
-            buf: Vec::with_capacity(CHUNK),
+            buf: vec![0; CHUNK],
+            filled: 0,
+            pool: Vec::new(),
             eof: false,
             skipping: false,
             truncated: 0,
@@ -98,68 +116,88 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    /// Reads until the buffer holds a full chunk or the stream ends.
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    fn spare(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| vec![0; CHUNK])
+    }
+
+    /// Gives processed chunks' buffers back for reuse.
+    fn recycle(&mut self, chunks: Vec<Chunk>) {
+        for c in chunks {
+            if self.pool.len() <= BATCH && c.data.len() == CHUNK {
+                self.pool.push(c.data);
+            }
+        }
+    }
+
+    /// Reads until the buffer is full or the stream ends.
     fn fill(&mut self) {
-        while !self.eof && self.buf.len() < CHUNK {
-            let old = self.buf.len();
-            self.buf.resize(CHUNK, 0);
-            match self.r.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
+        while !self.eof && self.filled < CHUNK {
+            match self.r.read(&mut self.buf[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.buf.truncate(old);
                     self.error = Some(e.to_string());
                     self.eof = true;
                 }
             }
             if self.skipping {
                 // Dropping the rest of an over-long line.
-                match memchr::memchr(b'\n', &self.buf) {
+                match memchr::memchr(b'\n', &self.buf[..self.filled]) {
                     Some(i) => {
-                        self.buf.drain(..=i);
+                        self.buf.copy_within(i + 1..self.filled, 0);
+                        self.filled -= i + 1;
                         self.skipping = false;
                     }
-                    None => self.buf.clear(),
+                    None => self.filled = 0,
                 }
             }
         }
     }
 
-    fn next_chunk(&mut self) -> Option<Vec<u8>> {
-        loop {
-            self.fill();
-            if self.buf.is_empty() {
-                return None;
-            }
-            if self.eof {
-                let mut chunk = std::mem::take(&mut self.buf);
-                if chunk.last() != Some(&b'\n') {
-                    chunk.push(b'\n');
-                }
-                return Some(chunk);
-            }
-            let Some(last_nl) = memchr::memrchr(b'\n', &self.buf) else {
-                // One line longer than a whole chunk: keep its head, drop the rest.
-                let mut chunk = self.buf[..LINE_CAP.min(self.buf.len())].to_vec();
-                chunk.push(b'\n');
-                self.truncated += 1;
-                self.skipping = true;
-                self.buf.clear();
-                return Some(chunk);
-            };
-            let cut = self.entry_cut(last_nl);
-            let rest = self.buf.split_off(cut);
-            let chunk = std::mem::replace(&mut self.buf, rest);
-            self.buf.reserve(CHUNK.saturating_sub(self.buf.len()));
-            if chunk.is_empty() {
-                continue;
-            }
-            return Some(chunk);
+    fn next_chunk(&mut self) -> Option<Chunk> {
+        self.fill();
+        if self.filled == 0 {
+            return None;
         }
+        if self.eof {
+            let spare = self.spare();
+            let mut data = std::mem::replace(&mut self.buf, spare);
+            let mut len = std::mem::take(&mut self.filled);
+            if data[len - 1] != b'\n' {
+                if len < data.len() {
+                    data[len] = b'\n';
+                } else {
+                    data.push(b'\n');
+                }
+                len += 1;
+            }
+            return Some(Chunk { data, len });
+        }
+        let Some(last_nl) = memchr::memrchr(b'\n', self.data()) else {
+            // One line longer than a whole chunk: keep its head, drop the rest.
+            let mut data = self.spare();
+            data[..LINE_CAP].copy_from_slice(&self.buf[..LINE_CAP]);
+            data[LINE_CAP] = b'\n';
+            self.truncated += 1;
+            self.skipping = true;
+            self.filled = 0;
+            return Some(Chunk {
+                data,
+                len: LINE_CAP + 1,
+            });
+        };
+        let cut = self.entry_cut(last_nl);
+        let mut next = self.spare();
+        let rest = self.filled - cut;
+        next[..rest].copy_from_slice(&self.buf[cut..self.filled]);
+        let data = std::mem::replace(&mut self.buf, next);
+        self.filled = rest;
+        Some(Chunk { data, len: cut })
     }
 
     /// Where to cut so that the next chunk starts with an entry (not a continuation line).
@@ -170,16 +208,18 @@ impl<'a> Chunker<'a> {
         if matches!(source, LogSource::NginxAccess | LogSource::Kernel) {
             return last_nl + 1;
         }
-        let mut end = self.buf.len();
+        let data = self.data();
+        let mut end = data.len();
         for _ in 0..4096 {
-            let Some(p) = memchr::memrchr(b'\n', &self.buf[..end]) else {
+            let Some(p) = memchr::memrchr(b'\n', &data[..end]) else {
                 break;
             };
             let s = p + 1;
-            let complete = memchr::memchr(b'\n', &self.buf[s..]).is_some();
-            if s < self.buf.len()
-                && (complete || self.buf.len() - s >= 32)
-                && starts_entry(source, &self.buf[s..])
+            let complete = memchr::memchr(b'\n', &data[s..]).is_some();
+            if s < data.len()
+                && s > 0
+                && (complete || data.len() - s >= 32)
+                && starts_entry(source, &data[s..])
             {
                 return s;
             }
@@ -402,12 +442,12 @@ fn read_one(
     chunker.fill();
     let source = match file.source {
         Some(s) => s,
-        None => match detect_source(&chunker.buf[..chunker.buf.len().min(LINE_CAP)]) {
+        None => match detect_source(&chunker.data()[..chunker.filled.min(LINE_CAP)]) {
             Some(s) => s,
             None => {
                 summary.error = Some(match &chunker.error {
                     Some(e) => e.clone(),
-                    None if chunker.buf.is_empty() => "empty file".into(),
+                    None if chunker.filled == 0 => "empty file".into(),
                     None => "unknown log format".into(),
                 });
                 ev.files.push(summary);
@@ -465,11 +505,14 @@ fn read_one(
             break;
         }
         let outs: Vec<ChunkOut> = if batch.len() == 1 {
-            vec![process_chunk(&batch[0], &ctx)]
+            vec![process_chunk(batch[0].bytes(), &ctx)]
         } else {
-            batch.par_iter().map(|c| process_chunk(c, &ctx)).collect()
+            batch
+                .par_iter()
+                .map(|c| process_chunk(c.bytes(), &ctx))
+                .collect()
         };
-        drop(batch);
+        chunker.recycle(batch);
         for mut out in outs {
             summary.lines += out.lines;
             summary.bad_lines += out.bad;
@@ -640,6 +683,7 @@ mod tests {
         let mut total = 0;
         let mut n = 0;
         while let Some(chunk) = c.next_chunk() {
+            let chunk = chunk.bytes();
             assert!(chunk.starts_with(b"2026/11/24"), "chunk {n} starts mid-entry");
             assert!(chunk.len() <= CHUNK + 1);
             total += chunk.len();
@@ -653,7 +697,7 @@ mod tests {
         let mut c = Chunker::new(Box::new(std::io::Cursor::new(giant)));
         let mut chunks = Vec::new();
         while let Some(chunk) = c.next_chunk() {
-            chunks.push(chunk);
+            chunks.push(chunk.bytes().to_vec());
         }
         assert_eq!(c.truncated, 1);
         assert_eq!(chunks.len(), 2);
