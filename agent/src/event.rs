@@ -219,12 +219,12 @@ impl Evidence {
     /// Folds another file's evidence into this one.
     pub fn merge(&mut self, other: Evidence) {
         let room = Self::MAX_EVENTS.saturating_sub(self.events.len());
-        self.events_dropped += other.events_dropped
-            + (other.events.len().saturating_sub(room)) as u64;
+        self.events_dropped +=
+            other.events_dropped + (other.events.len().saturating_sub(room)) as u64;
         self.events.extend(other.events.into_iter().take(room));
         let room = Self::MAX_ERRORS.saturating_sub(self.errors.len());
-        self.errors_dropped += other.errors_dropped
-            + (other.errors.len().saturating_sub(room)) as u64;
+        self.errors_dropped +=
+            other.errors_dropped + (other.errors.len().saturating_sub(room)) as u64;
         self.errors.extend(other.errors.into_iter().take(room));
         for (rule, tally) in other.events_by_rule {
             self.events_by_rule.entry(rule).or_default().absorb(&tally);

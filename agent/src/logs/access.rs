@@ -48,8 +48,11 @@ fn var_kind(name: &str) -> Var {
         "upstream_status" => Var::UpstreamStatus,
         "upstream_response_time" => Var::UpstreamResponseTime,
         "request_time" => Var::RequestTime,
-        "http_cf_connecting_ip" | "http_x_forwarded_for" | "http_x_real_ip"
-        | "http_true_client_ip" | "proxy_add_x_forwarded_for" => Var::Forwarded,
+        "http_cf_connecting_ip"
+        | "http_x_forwarded_for"
+        | "http_x_real_ip"
+        | "http_true_client_ip"
+        | "proxy_add_x_forwarded_for" => Var::Forwarded,
         _ => Var::Other,
     }
 }
@@ -195,9 +198,7 @@ impl AccessFormat {
                     let r = (pos, end);
                     match v {
                         Var::RemoteAddr => s.remote_addr = Some(r),
-                        Var::TimeLocal | Var::TimeIso | Var::Msec => {
-                            s.time = Some((r.0, r.1, *v))
-                        }
+                        Var::TimeLocal | Var::TimeIso | Var::Msec => s.time = Some((r.0, r.1, *v)),
                         Var::Request => s.request = Some(r),
                         Var::Status => s.status = Some(r),
                         Var::BodyBytes => s.body = Some(r),
@@ -259,7 +260,10 @@ impl AccessFormat {
                 b"us" | b"upstream_status" => s.upstream_status = r,
                 b"urt" | b"upstream_response_time" => s.upstream_time = r,
                 b"rt" | b"request_time" => s.request_time = r,
-                b"cf" | b"cf_connecting_ip" | b"http_cf_connecting_ip" | b"xff"
+                b"cf"
+                | b"cf_connecting_ip"
+                | b"http_cf_connecting_ip"
+                | b"xff"
                 | b"x_forwarded_for" => s.forwarded = r,
                 _ => {}
             }
@@ -380,10 +384,7 @@ pub(crate) fn response(
         upstream_addr: text(line, s.upstream_addr),
         upstream_status: text(line, s.upstream_status),
         request_time: float(line, s.request_time),
-        body_bytes: s
-            .body
-            .and_then(|(a, b)| digits(&line[a..b]))
-            .map(u64::from),
+        body_bytes: s.body.and_then(|(a, b)| digits(&line[a..b])).map(u64::from),
         forwarded_for: text(line, s.forwarded),
     }
 }
@@ -679,7 +680,10 @@ mod tests {
         assert_eq!(r.status, 502);
         assert_eq!(r.client, "127.0.0.1");
         assert_eq!(r.request, "GET /nolive.php HTTP/1.1");
-        assert_eq!(r.upstream_addr.as_deref(), Some("127.0.0.1:19001, 127.0.0.1:19002"));
+        assert_eq!(
+            r.upstream_addr.as_deref(),
+            Some("127.0.0.1:19001, 127.0.0.1:19002")
+        );
         assert_eq!(r.upstream_status.as_deref(), Some("502, 502"));
         assert_eq!(r.request_time, Some(0.0));
         assert_eq!(r.body_bytes, Some(157));
@@ -692,7 +696,10 @@ mod tests {
         let line = br#"127.0.0.1 - - [24/Nov/2026:07:45:48 +0000] "GET /sleep.php?s=8 HTTP/1.1" 502 157 "-" "Mozilla/5.0 (lab)" ua="unix:/run/php/php8.2-fpm.sock" us="502" urt="5.242" rt=5.241"#;
         let mut c = TimeCache::default();
         let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
-        assert_eq!(r.upstream_addr.as_deref(), Some("unix:/run/php/php8.2-fpm.sock"));
+        assert_eq!(
+            r.upstream_addr.as_deref(),
+            Some("unix:/run/php/php8.2-fpm.sock")
+        );
         assert_eq!(r.upstream_status.as_deref(), Some("502"));
         assert_eq!(r.request_time, Some(5.241));
         assert!(looks_like_access(line));
@@ -705,7 +712,8 @@ mod tests {
             r#"$http_cf_connecting_ip $remote_addr [$time_iso8601] "$request" $status rt=$request_time"#,
         )
         .unwrap();
-        let line = br#"203.0.113.9 172.70.1.2 [2026-11-24T08:45:17+01:00] "GET / HTTP/2.0" 504 rt=60.001"#;
+        let line =
+            br#"203.0.113.9 172.70.1.2 [2026-11-24T08:45:17+01:00] "GET / HTTP/2.0" 504 rt=60.001"#;
         let mut c = TimeCache::default();
         let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
         assert_eq!(r.forwarded_for.as_deref(), Some("203.0.113.9"));
@@ -716,8 +724,14 @@ mod tests {
 
     #[test]
     fn bad_formats() {
-        assert_eq!(AccessFormat::compile("$remote_addr $request").unwrap_err(), FormatError::NoStatus);
-        assert!(matches!(AccessFormat::compile("$status$request"), Err(FormatError::Adjacent(_))));
+        assert_eq!(
+            AccessFormat::compile("$remote_addr $request").unwrap_err(),
+            FormatError::NoStatus
+        );
+        assert!(matches!(
+            AccessFormat::compile("$status$request"),
+            Err(FormatError::Adjacent(_))
+        ));
         assert_eq!(AccessFormat::compile("").unwrap_err(), FormatError::Empty);
     }
 
@@ -726,7 +740,10 @@ mod tests {
         let f = AccessFormat::combined();
         let mut acc = AccessAcc::new();
         let since = "2026-11-24T07:45:00Z".parse().unwrap();
-        let w = Window { since: Some(since), until: None };
+        let w = Window {
+            since: Some(since),
+            until: None,
+        };
         let lines = [
             r#"1.1.1.1 - - [24/Nov/2026:07:44:59 +0000] "GET / HTTP/1.1" 502 157 "-" "x""#,
             r#"1.1.1.1 - - [24/Nov/2026:07:45:01 +0000] "GET / HTTP/1.1" 200 1 "-" "x""#,
@@ -746,7 +763,19 @@ mod tests {
         assert_eq!(errors.len(), 2);
         assert_eq!(errors[0].line, 3);
         let m = stats.per_minute.values().copied().collect::<Vec<_>>();
-        assert_eq!(m, vec![MinuteCount { total: 2, errors: 1 }, MinuteCount { total: 1, errors: 0 }]);
+        assert_eq!(
+            m,
+            vec![
+                MinuteCount {
+                    total: 2,
+                    errors: 1
+                },
+                MinuteCount {
+                    total: 1,
+                    errors: 0
+                }
+            ]
+        );
         assert_eq!(stats.clients.get("2.2.2.2"), Some(&2));
     }
 }

@@ -373,7 +373,7 @@ fn mysql(e: &[u8], f: &mut Fields) -> Option<Head> {
             stamp_raw: raw,
             msg: msg..end.max(msg),
             prog: None,
-        tail: None,
+            tail: None,
         });
     }
     at = after;
@@ -500,7 +500,7 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
             stamp_raw: 0..0,
             msg: msg..end.max(msg),
             prog: None,
-        tail: None,
+            tail: None,
         });
     }
     // dmesg -T: `[Thu Sep 29 15:24:30 2016] msg`
@@ -511,7 +511,7 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
             stamp_raw: 0..n,
             msg: msg..end.max(msg),
             prog: None,
-        tail: None,
+            tail: None,
         });
     }
     // syslog / journalctl short, or ISO syslog; then `host prog[pid]: msg`.
@@ -616,7 +616,8 @@ mod tests {
         assert_eq!(field(e, &f, "host"), Some("127.0.0.1:18080"));
         assert_eq!(field(e, &f, "referrer"), Some(r#"https://x/, host: \"y\""#));
         // No tail, no connection.
-        let e = b"2026/11/24 07:48:33 [crit] 25110#25110: accept4() failed (24: Too many open files)";
+        let e =
+            b"2026/11/24 07:48:33 [crit] 25110#25110: accept4() failed (24: Too many open files)";
         let h = head(LogSource::NginxError, e, &mut f).unwrap();
         assert_eq!(&e[h.msg], b"accept4() failed (24: Too many open files)");
         assert!(digits_ok(b"12"));
@@ -626,30 +627,65 @@ mod tests {
     fn mysql_stamps() {
         let mut f = Fields::new();
         for (line, msg) in [
-            ("2026-11-24  7:47:02 0 [Note] mariadbd: ready for connections.", "mariadbd: ready for connections."),
-            ("2019-01-03T08:50:04.634875Z 113 [Note] [MY-010926] [Server] Access denied", "Access denied"),
+            (
+                "2026-11-24  7:47:02 0 [Note] mariadbd: ready for connections.",
+                "mariadbd: ready for connections.",
+            ),
+            (
+                "2019-01-03T08:50:04.634875Z 113 [Note] [MY-010926] [Server] Access denied",
+                "Access denied",
+            ),
             ("130324  0:04:00 [Warning] Access denied", "Access denied"),
-            ("261124  7:48:19 [ERROR] mariadbd got signal 11 ;", "mariadbd got signal 11 ;"),
-            ("2025-08-14T02:38:35Z UTC - mysqld got signal 11 ;", "mysqld got signal 11 ;"),
-            ("22:22:46 UTC - mysqld got signal 11 ;", "mysqld got signal 11 ;"),
-            ("2017-08-22 8:22:53 140295123512064 [Warning] mysqld: x", "mysqld: x"),
+            (
+                "261124  7:48:19 [ERROR] mariadbd got signal 11 ;",
+                "mariadbd got signal 11 ;",
+            ),
+            (
+                "2025-08-14T02:38:35Z UTC - mysqld got signal 11 ;",
+                "mysqld got signal 11 ;",
+            ),
+            (
+                "22:22:46 UTC - mysqld got signal 11 ;",
+                "mysqld got signal 11 ;",
+            ),
+            (
+                "2017-08-22 8:22:53 140295123512064 [Warning] mysqld: x",
+                "mysqld: x",
+            ),
         ] {
             let h = head(LogSource::MysqlError, line.as_bytes(), &mut f)
                 .unwrap_or_else(|| panic!("{line}"));
             assert_eq!(&line[h.msg], msg, "{line}");
         }
-        assert!(head(LogSource::MysqlError, b"Sorry, we probably made a mistake", &mut f).is_none());
+        assert!(head(
+            LogSource::MysqlError,
+            b"Sorry, we probably made a mistake",
+            &mut f
+        )
+        .is_none());
     }
 
     #[test]
     fn kernel_forms() {
         let mut f = Fields::new();
         for (line, msg, prog) in [
-            ("Mar  2 17:35:10 server1 kernel: [2858609.598568] Killed process 1", "Killed process 1", None),
-            ("Aug 08 13:25:07 localhost kernel: Out of memory", "Out of memory", None),
+            (
+                "Mar  2 17:35:10 server1 kernel: [2858609.598568] Killed process 1",
+                "Killed process 1",
+                None,
+            ),
+            (
+                "Aug 08 13:25:07 localhost kernel: Out of memory",
+                "Out of memory",
+                None,
+            ),
             ("[  601.749973][    C1] TCP: x", "TCP: x", None),
             ("[Thu Sep 29 15:24:30 2016] TCP: y", "TCP: y", None),
-            ("2026-02-08T00:40:07.136582+00:00 web systemd[1]: a.service: b", "a.service: b", Some("systemd")),
+            (
+                "2026-02-08T00:40:07.136582+00:00 web systemd[1]: a.service: b",
+                "a.service: b",
+                Some("systemd"),
+            ),
             ("Feb 29 19:54:23 kernel: TCP: z", "TCP: z", None),
         ] {
             let h = head(LogSource::Kernel, line.as_bytes(), &mut f)
@@ -674,6 +710,9 @@ mod tests {
         assert!(head(LogSource::PhpFpmSlow, l, &mut f).is_some());
         assert!(head(LogSource::PhpFpm, l, &mut f).is_none());
         assert!(starts_entry(LogSource::PhpFpmSlow, l));
-        assert!(!starts_entry(LogSource::PhpFpmSlow, b"[0x00007f0a3c813f20] x() /a.php:1"));
+        assert!(!starts_entry(
+            LogSource::PhpFpmSlow,
+            b"[0x00007f0a3c813f20] x() /a.php:1"
+        ));
     }
 }

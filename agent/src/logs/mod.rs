@@ -18,6 +18,8 @@
 
 pub mod access;
 mod formats;
+#[cfg(test)]
+mod io_tests;
 mod read;
 mod time;
 
@@ -279,7 +281,10 @@ impl LineParser {
 pub(crate) enum Class {
     Bad,
     Other,
-    Match { rule: usize, time: Option<Timestamp> },
+    Match {
+        rule: usize,
+        time: Option<Timestamp>,
+    },
 }
 
 fn trim_entry(entry: &[u8]) -> &[u8] {
@@ -324,9 +329,17 @@ fn stamp_time(
         }),
         Stamp::NoYear(c) => cache.get_or(raw, || {
             let year = now.to_zoned_datetime(tz.clone()).year();
-            let this = time::Civil { y: year.into(), ..c }.in_zone(tz)?;
+            let this = time::Civil {
+                y: year.into(),
+                ..c
+            }
+            .in_zone(tz)?;
             if this.as_second() > now.as_second() + 2 * 86_400 {
-                time::Civil { y: i32::from(year) - 1, ..c }.in_zone(tz)
+                time::Civil {
+                    y: i32::from(year) - 1,
+                    ..c
+                }
+                .in_zone(tz)
             } else {
                 Some(this)
             }
@@ -340,7 +353,9 @@ fn wordpress_component(fields: &mut BTreeMap<String, String>) {
         return;
     }
     for key in ["file", "script", "trace"] {
-        let Some(path) = fields.get(key) else { continue };
+        let Some(path) = fields.get(key) else {
+            continue;
+        };
         let found = [
             ("/wp-content/plugins/", "plugin"),
             ("/wp-content/mu-plugins/", "plugin"),
@@ -530,7 +545,10 @@ mod tests {
             panic!()
         };
         assert_eq!(r.status, 200);
-        assert_eq!(p.parse(Path::new("a"), 2, b"not an access line"), Parsed::Bad);
+        assert_eq!(
+            p.parse(Path::new("a"), 2, b"not an access line"),
+            Parsed::Bad
+        );
     }
 
     #[test]

@@ -295,7 +295,14 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
             } else {
                 line
             };
-            acc.line(fmt, ctx.window, ctx.path, i as u64 + 1, line, MAX_KEEP_ERRORS);
+            acc.line(
+                fmt,
+                ctx.window,
+                ctx.path,
+                i as u64 + 1,
+                line,
+                MAX_KEEP_ERRORS,
+            );
         }
         out.lines = acc.lines;
         out.bad = acc.bad;
@@ -303,9 +310,12 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         out.access = Some(acc.into_parts());
         return out;
     }
-    let Ok(mut parser) =
-        LineParser::with_rules(ctx.source, ctx.format_text, ctx.tz.clone(), ctx.rules.clone())
-    else {
+    let Ok(mut parser) = LineParser::with_rules(
+        ctx.source,
+        ctx.format_text,
+        ctx.tz.clone(),
+        ctx.rules.clone(),
+    ) else {
         return out;
     };
     parser.set_now(ctx.now);
@@ -583,8 +593,7 @@ fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
 /// Rotated siblings of `path` (`NAME.1`, `NAME.2.gz`, `NAME-20261123`, `NAME-20261123.gz`),
 /// oldest first, whose mtime reaches into the window.
 pub(crate) fn rotated_siblings(host: &dyn Host, path: &Path, window: &Window) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-    else {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
         return Vec::new();
     };
     let Ok(names) = host.read_dir(dir) else {
@@ -684,7 +693,10 @@ mod tests {
         let mut n = 0;
         while let Some(chunk) = c.next_chunk() {
             let chunk = chunk.bytes();
-            assert!(chunk.starts_with(b"2026/11/24"), "chunk {n} starts mid-entry");
+            assert!(
+                chunk.starts_with(b"2026/11/24"),
+                "chunk {n} starts mid-entry"
+            );
             assert!(chunk.len() <= CHUNK + 1);
             total += chunk.len();
             n += 1;

@@ -266,7 +266,11 @@ pub(crate) struct StampCache {
 }
 
 impl StampCache {
-    pub fn get_or(&mut self, raw: &[u8], f: impl FnOnce() -> Option<Timestamp>) -> Option<Timestamp> {
+    pub fn get_or(
+        &mut self,
+        raw: &[u8],
+        f: impl FnOnce() -> Option<Timestamp>,
+    ) -> Option<Timestamp> {
         if !self.key.is_empty() && self.key == raw {
             return self.value;
         }
@@ -289,7 +293,10 @@ mod tests {
                 .to_zoned_datetime(TimeZone::UTC)
                 .unwrap()
                 .timestamp();
-            assert_eq!(days_from_civil(y, m.into(), d.into()) * 86400, ts.as_second());
+            assert_eq!(
+                days_from_civil(y, m.into(), d.into()) * 86400,
+                ts.as_second()
+            );
         }
     }
 
@@ -307,19 +314,36 @@ mod tests {
         let (s, n) = iso8601(b"2019-01-03T08:50:04.634875Z 113 [Note]").unwrap();
         assert_eq!(n, 27);
         let Stamp::Offset(c, 0) = s else { panic!() };
-        assert_eq!(c.with_offset(0).unwrap().to_string(), "2019-01-03T08:50:04.634875Z");
+        assert_eq!(
+            c.with_offset(0).unwrap().to_string(),
+            "2019-01-03T08:50:04.634875Z"
+        );
         let (s, _) = iso8601(b"2026-02-08T00:40:07.136582+02:00 host").unwrap();
         let Stamp::Offset(c, off) = s else { panic!() };
-        assert_eq!(c.with_offset(off).unwrap().to_string(), "2026-02-07T22:40:07.136582Z");
+        assert_eq!(
+            c.with_offset(off).unwrap().to_string(),
+            "2026-02-07T22:40:07.136582Z"
+        );
         let (s, _) = iso8601(b"2026-11-24T07:45:17+0000 host kernel:").unwrap();
         assert!(matches!(s, Stamp::Offset(_, 0)));
     }
 
     #[test]
     fn local_time_uses_the_given_zone() {
-        let c = Civil { y: 2026, mo: 7, d: 1, h: 12, mi: 0, s: 0, micros: 0 };
+        let c = Civil {
+            y: 2026,
+            mo: 7,
+            d: 1,
+            h: 12,
+            mi: 0,
+            s: 0,
+            micros: 0,
+        };
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         assert_eq!(c.in_zone(&tz).unwrap().to_string(), "2026-07-01T10:00:00Z");
-        assert_eq!(c.in_zone(&TimeZone::UTC).unwrap().to_string(), "2026-07-01T12:00:00Z");
+        assert_eq!(
+            c.in_zone(&TimeZone::UTC).unwrap().to_string(),
+            "2026-07-01T12:00:00Z"
+        );
     }
 }

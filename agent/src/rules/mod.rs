@@ -135,6 +135,9 @@ struct SourceMatcher {
     by_first: Vec<Vec<(Box<[u8]>, u16)>>,
     /// Local indexes of rules without a usable literal prefix (always candidates).
     always: Vec<u16>,
+    /// Per first byte, when several rules can match messages starting with it: one RegexSet of
+    /// just those rules (priority order) and their local indexes.
+    bucket_sets: Vec<Option<(RegexSet, Vec<u16>)>>,
 }
 
 /// Every literal a match of `pattern` can start with, or `None` when some match can start with
@@ -216,13 +219,14 @@ impl RuleSet {
             if idx.is_empty() {
                 continue;
             }
-            let set = RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(
-                |e| RuleError::Invalid {
-                    file: "(rule set)".into(),
-                    id: source.as_str().into(),
-                    message: e.to_string(),
-                },
-            )?;
+            let set =
+                RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(|e| {
+                    RuleError::Invalid {
+                        file: "(rule set)".into(),
+                        id: source.as_str().into(),
+                        message: e.to_string(),
+                    }
+                })?;
             let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
             let mut always = Vec::new();
             for (local, &i) in idx.iter().enumerate() {
@@ -238,6 +242,24 @@ impl RuleSet {
                     None => always.push(local as u16),
                 }
             }
+            let mut bucket_sets = Vec::with_capacity(256);
+            for bucket in &by_first {
+                let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
+                locals.extend(&always);
+                locals.sort_unstable();
+                locals.dedup();
+                bucket_sets.push(if locals.len() >= 2 {
+                    RegexSet::new(
+                        locals
+                            .iter()
+                            .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
+                    )
+                    .ok()
+                    .map(|set| (set, locals))
+                } else {
+                    None
+                });
+            }
             matchers.insert(
                 *source,
                 SourceMatcher {
@@ -245,6 +267,7 @@ impl RuleSet {
                     set,
                     by_first,
                     always,
+                    bucket_sets,
                 },
             );
         }
@@ -291,9 +314,16 @@ impl RuleSet {
         if n == 0 && !overflow {
             return None;
         }
+        let bucket = message
+            .first()
+            .and_then(|b| matcher.bucket_sets.get(usize::from(*b)))
+            .and_then(Option::as_ref);
         let local = if n == 1 && !overflow {
             let i = *matcher.rules.get(usize::from(cands[0]))?;
             return self.rules.get(i)?.regex.is_match(message).then_some(i);
+        } else if let (Some((set, locals)), false) = (bucket, overflow) {
+            // One RegexSet over the rules this first byte can start (in priority order).
+            usize::from(*locals.get(set.matches(message).into_iter().next()?)?)
         } else {
             let hits = matcher.set.matches(message);
             if overflow {
@@ -433,7 +463,13 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
 /// `origin-agent rules list`: one line per rule (id, source, cause, severity, event, origin).
 pub fn list_text(set: &RuleSet) -> String {
     let mut out = String::new();
-    let w = set.rules.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
+    let w = set
+        .rules
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
     out.push_str(&format!(
         "{:<w$}  {:<12}  {:<26}  {:<8}  {:<28}  {}\n",
         "ID", "SOURCE", "CAUSE", "SEVERITY", "EVENT", "FROM"
@@ -557,9 +593,7 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
     })?;
     let mut parsers: Vec<LineParser> = sources
         .iter()
-        .filter_map(|s| {
-            LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok()
-        })
+        .filter_map(|s| LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
         .collect();
     let mut matched = 0u64;
     let mut entries = 0u64;
@@ -573,7 +607,13 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
                 if let Parsed::Event(ev) = p.parse(log, line_no, entry) {
                     matched += 1;
                     *per_rule.entry(ev.rule.clone()).or_default() += 1;
-                    out.push_str(&format!("{}:{}: {} ({})\n", log.display(), line_no, ev.rule, ev.event));
+                    out.push_str(&format!(
+                        "{}:{}: {} ({})\n",
+                        log.display(),
+                        line_no,
+                        ev.rule,
+                        ev.event
+                    ));
                     for (k, v) in &ev.fields {
                         out.push_str(&format!("    {k} = {v}\n"));
                     }
@@ -637,7 +677,9 @@ rules:
 "#;
         let set = RuleSet::from_yaml("t.yaml", yaml).unwrap();
         let failures = check_samples(&set);
-        assert!(failures.iter().any(|f| f.problem.contains("no `match` sample")));
+        assert!(failures
+            .iter()
+            .any(|f| f.problem.contains("no `match` sample")));
     }
 
     #[test]
@@ -679,7 +721,10 @@ rules:
     fn the_first_rule_in_file_order_wins() {
         let yaml = "rules:\n  - {id: a, source: php_fpm, pattern: '^x', event: a, cause: upstream.down, severity: info, fix: f}\n  - {id: b, source: php_fpm, pattern: '^xy', event: b, cause: upstream.down, severity: info, fix: f}\n  - {id: c, source: php_fpm, pattern: '^.*z', event: c, cause: upstream.down, severity: info, fix: f}\n";
         let set = RuleSet::from_yaml("t", yaml).unwrap();
-        let id = |m: &[u8]| set.match_message(LogSource::PhpFpm, m).map(|m| m.rule.id.clone());
+        let id = |m: &[u8]| {
+            set.match_message(LogSource::PhpFpm, m)
+                .map(|m| m.rule.id.clone())
+        };
         assert_eq!(id(b"xy").as_deref(), Some("a"));
         assert_eq!(id(b"qz").as_deref(), Some("c"));
         assert_eq!(id(b"q"), None);
