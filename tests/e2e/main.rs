@@ -1,2 +1,4 @@
 //! End-to-end tests: the real `origin-agent` binary against real nginx, PHP-FPM, MariaDB and
 //! firewalls, started by the tests on loopback and in network namespaces they create.
+
+mod logs;
