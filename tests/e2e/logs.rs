@@ -134,7 +134,11 @@ fn events_come_out_of_real_nginx_and_php_fpm_lines() {
         ),
     )
     .unwrap();
-    let mut fpm_args = vec!["-y".to_string(), fpm_conf.display().to_string(), "-F".into()];
+    let mut fpm_args = vec![
+        "-y".to_string(),
+        fpm_conf.display().to_string(),
+        "-F".into(),
+    ];
     if root {
         fpm_args.push("-R".into());
     }
@@ -196,7 +200,12 @@ http {{
     .unwrap();
     let mut nginx = Proc(Some(
         Command::new(NGINX)
-            .args(["-c", &nginx_conf.display().to_string(), "-e", &error_log.display().to_string()])
+            .args([
+                "-c",
+                &nginx_conf.display().to_string(),
+                "-e",
+                &error_log.display().to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -259,11 +268,19 @@ http {{
     let now = jiff::Timestamp::now();
     for r in &ev.errors {
         let t = r.time.unwrap();
-        assert!(t >= started - jiff::SignedDuration::from_secs(2) && t <= now, "{r:?}");
+        assert!(
+            t >= started - jiff::SignedDuration::from_secs(2) && t <= now,
+            "{r:?}"
+        );
     }
 
     // Events, each tied to the real line it came from.
-    let by_rule = |id: &str| ev.events.iter().filter(|e| e.rule == id).collect::<Vec<_>>();
+    let by_rule = |id: &str| {
+        ev.events
+            .iter()
+            .filter(|e| e.rule == id)
+            .collect::<Vec<_>>()
+    };
     let enoent = by_rule("nginx.connect-enoent");
     assert_eq!(enoent.len(), 2, "{:#?}", ev.events);
     let e = enoent[0];

@@ -192,7 +192,12 @@ fn rotated_and_gzip_siblings_are_read_when_the_window_reaches_them() {
         since: Some("2026-11-24T05:00:00Z".parse().unwrap()),
         until: None,
     };
-    let ev = read_evidence(&LiveHost, &[file.clone()], &window, &TimeZone::UTC);
+    let ev = read_evidence(
+        &LiveHost,
+        std::slice::from_ref(&file),
+        &window,
+        &TimeZone::UTC,
+    );
     let names: Vec<String> = ev
         .files
         .iter()
@@ -282,9 +287,9 @@ fn line_numbers_and_counts_hold_across_chunks() {
     let n = 150_000u64;
     for i in 1..=n {
         let status = if i % 1000 == 0 { 502 } else { 200 };
-        write!(
+        writeln!(
             f,
-            "10.0.{}.{} - - [24/Nov/2026:07:{:02}:{:02} +0000] \"GET /p/{i} HTTP/1.1\" {status} 12 \"-\" \"agent/{i}\"\n",
+            "10.0.{}.{} - - [24/Nov/2026:07:{:02}:{:02} +0000] \"GET /p/{i} HTTP/1.1\" {status} 12 \"-\" \"agent/{i}\"",
             i % 7,
             i % 5,
             (i / 60) % 60,
