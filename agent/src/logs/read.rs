@@ -27,7 +27,7 @@ const CHUNK: usize = 2 << 20;
 const BATCH: usize = 6;
 /// Events built per rule and chunk (the newest); the others are tallied only. Spreads the kept
 /// samples over time and keeps the cost of a flood of one rule low.
-const KEEP_PER_RULE_CHUNK: usize = 100;
+const KEEP_PER_RULE_CHUNK: usize = 50;
 /// Rotated siblings read at most, per file.
 const MAX_SIBLINGS: usize = 64;
 

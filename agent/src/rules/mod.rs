@@ -138,6 +138,8 @@ struct SourceMatcher {
     /// Per first byte, when several rules can match messages starting with it: one RegexSet of
     /// just those rules (priority order) and their local indexes.
     bucket_sets: Vec<Option<(RegexSet, Vec<u16>)>>,
+    /// The same for messages whose first byte starts no prefix: the always-candidates alone.
+    always_set: Option<(RegexSet, Vec<u16>)>,
 }
 
 /// Every literal a match of `pattern` can start with, or `None` when some match can start with
@@ -242,24 +244,36 @@ impl RuleSet {
                     None => always.push(local as u16),
                 }
             }
+            let build_set = |locals: &[u16]| {
+                RegexSet::new(
+                    locals
+                        .iter()
+                        .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
+                )
+                .ok()
+                .map(|set| (set, locals.to_vec()))
+            };
             let mut bucket_sets = Vec::with_capacity(256);
             for bucket in &by_first {
                 let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
+                if locals.is_empty() {
+                    bucket_sets.push(None);
+                    continue;
+                }
                 locals.extend(&always);
                 locals.sort_unstable();
                 locals.dedup();
                 bucket_sets.push(if locals.len() >= 2 {
-                    RegexSet::new(
-                        locals
-                            .iter()
-                            .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
-                    )
-                    .ok()
-                    .map(|set| (set, locals))
+                    build_set(&locals)
                 } else {
                     None
                 });
             }
+            let always_set = if always.len() >= 2 {
+                build_set(&always)
+            } else {
+                None
+            };
             matchers.insert(
                 *source,
                 SourceMatcher {
@@ -268,6 +282,7 @@ impl RuleSet {
                     by_first,
                     always,
                     bucket_sets,
+                    always_set,
                 },
             );
         }
@@ -314,10 +329,13 @@ impl RuleSet {
         if n == 0 && !overflow {
             return None;
         }
-        let bucket = message
-            .first()
-            .and_then(|b| matcher.bucket_sets.get(usize::from(*b)))
-            .and_then(Option::as_ref);
+        let bucket = match message.first() {
+            Some(b) if !matcher.by_first[usize::from(*b)].is_empty() => matcher
+                .bucket_sets
+                .get(usize::from(*b))
+                .and_then(Option::as_ref),
+            _ => matcher.always_set.as_ref(),
+        };
         let local = if n == 1 && !overflow {
             let i = *matcher.rules.get(usize::from(cands[0]))?;
             return self.rules.get(i)?.regex.is_match(message).then_some(i);
