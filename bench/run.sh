@@ -20,7 +20,7 @@ runs="${RUNS:-5}"
 cd "$root"
 cargo build --release --quiet --bin origin-agent --example scan
 agent="$root/target/release/origin-agent"
-if "$agent" scan --help >/dev/null 2>&1; then
+if "$agent" scan --help 2>&1 | grep -qi "scan"; then
     scan=("$agent" scan)
     what="origin-agent scan"
 else

@@ -114,6 +114,7 @@ fn events_come_out_of_real_nginx_and_php_fpm_lines() {
     let plugin = www.join("wp-content/plugins/acme-slider");
     std::fs::create_dir_all(&plugin).unwrap();
     std::fs::write(www.join("index.php"), "<?php echo 'ok';\n").unwrap();
+    std::fs::write(www.join("sleep.php"), "<?php sleep(5); echo 'late';\n").unwrap();
     std::fs::write(
         plugin.join("slider.php"),
         "<?php\n\nacme_slider_missing_function();\n",
@@ -218,6 +219,23 @@ http {{
     assert_eq!(get(port, "/index.php"), 200);
     // A fatal error in a WordPress plugin: PHP answers 500, nginx logs stderr over many lines.
     assert_eq!(get(port, "/wp-content/plugins/acme-slider/slider.php"), 500);
+    // A worker crashes mid-request (SIGSEGV sent to every child while one is busy): nginx loses
+    // the connection (502), PHP-FPM logs the signal and starts a new child.
+    let fpm_pid = fpm.0.as_ref().unwrap().id();
+    let slow = std::thread::spawn(move || get(port, "/sleep.php"));
+    std::thread::sleep(Duration::from_millis(700));
+    let children = std::fs::read_to_string(format!("/proc/{fpm_pid}/task/{fpm_pid}/children"))
+        .unwrap_or_default();
+    for child in children.split_whitespace() {
+        let pid = nix::unistd::Pid::from_raw(child.parse().unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSEGV);
+    }
+    assert_eq!(slow.join().unwrap(), 502);
+    wait_for("php-fpm to restart its children", || {
+        std::fs::read_to_string(&fpm_log)
+            .is_ok_and(|l| l.matches("exited on signal 11").count() >= 1)
+    });
+    std::thread::sleep(Duration::from_millis(300));
     // PHP-FPM stopped: its socket is gone, nginx answers 502 (errno 2).
     fpm.stop(libc::SIGQUIT);
     assert!(!sock.exists(), "php-fpm left its socket behind");
@@ -256,12 +274,23 @@ http {{
     assert_eq!(ev.files[2].source, Some(LogSource::PhpFpm));
 
     // Responses: every access line, the 502s with the upstream fields nginx wrote.
-    assert_eq!(ev.responses.total, 4, "{:?}", ev.responses);
+    assert_eq!(ev.responses.total, 5, "{:?}", ev.responses);
     assert_eq!(ev.responses.by_status.get(&200), Some(&1));
     assert_eq!(ev.responses.by_status.get(&500), Some(&1));
-    assert_eq!(ev.responses.by_status.get(&502), Some(&2));
-    let r502: Vec<_> = ev.errors.iter().filter(|r| r.status == 502).collect();
+    assert_eq!(ev.responses.by_status.get(&502), Some(&3));
+    let r502: Vec<_> = ev
+        .errors
+        .iter()
+        .filter(|r| r.status == 502 && r.request.starts_with("GET /index.php"))
+        .collect();
     assert_eq!(r502.len(), 2);
+    let crashed: Vec<_> = ev
+        .errors
+        .iter()
+        .filter(|r| r.request.starts_with("GET /sleep.php"))
+        .collect();
+    assert_eq!(crashed.len(), 1);
+    assert!(crashed[0].request_time.unwrap() > 0.3, "{:?}", crashed[0]);
     assert_eq!(r502[0].request, "GET /index.php HTTP/1.0");
     assert_eq!(r502[0].upstream_status.as_deref(), Some("502"));
     assert_eq!(r502[0].client, "127.0.0.1");
@@ -316,6 +345,30 @@ http {{
         assert_eq!(line_of(&fpm_log, e.line), e.text);
     }
 
+    // The crash: PHP-FPM's signal line and nginx's lost connection.
+    let signal = by_rule("php-fpm.child-signal");
+    assert!(!signal.is_empty(), "{:#?}", ev.events);
+    for e in &signal {
+        assert_eq!(e.field("signal"), Some("11"));
+        assert_eq!(e.field("signal_name"), Some("SIGSEGV"));
+        assert_eq!(e.field("pool"), Some("www"));
+        assert_eq!(line_of(&fpm_log, e.line), e.text);
+    }
+    let lost: Vec<_> = ev
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.rule.as_str(),
+                "nginx.upstream-reset" | "nginx.upstream-closed"
+            )
+        })
+        .collect();
+    assert_eq!(lost.len(), 1, "{:#?}", ev.events);
+    assert_eq!(lost[0].cause, origin_agent::cause::CauseId::UpstreamCrashed);
+    assert_eq!(lost[0].field("request"), Some("GET /sleep.php HTTP/1.0"));
+    assert_eq!(line_of(&error_log, lost[0].line), lost[0].text);
+
     // Nothing else: a 200 and a clean start/stop make no events.
     let other: Vec<_> = ev
         .events
@@ -328,6 +381,9 @@ http {{
                     | "php-fpm.stopped"
                     | "php-fpm.started"
                     | "php-fpm.stderr-fatal-error"
+                    | "php-fpm.child-signal"
+                    | "nginx.upstream-reset"
+                    | "nginx.upstream-closed"
             )
         })
         .collect();

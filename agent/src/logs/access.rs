@@ -185,7 +185,7 @@ impl AccessFormat {
         while k < n {
             match &self.segs[k] {
                 Seg::Lit(l) => {
-                    if !line[pos..].starts_with(l) {
+                    if !starts_with_short(&line[pos..], l) {
                         return None;
                     }
                     pos += l.len();
@@ -278,7 +278,7 @@ fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(first, &hay[from..]) {
         let at = from + i;
-        if hay[at..].starts_with(lit) {
+        if starts_with_short(&hay[at..], lit) {
             return Some(at);
         }
         from = at + 1;
@@ -340,7 +340,10 @@ pub(crate) struct TimeCache {
 impl TimeCache {
     #[inline]
     fn get(&mut self, raw: &[u8], kind: Var) -> Option<Timestamp> {
-        if raw.len() <= 32 && self.len == raw.len() && self.len > 0 && &self.key[..self.len] == raw
+        if raw.len() <= 32
+            && self.len == raw.len()
+            && self.len > 0
+            && eq_short(&self.key[..self.len], raw)
         {
             return self.value;
         }
@@ -411,7 +414,7 @@ const MAX_CLIENTS: usize = 5_000;
 const CHUNK_CLIENTS: usize = 2_048;
 
 /// A client address as a fixed-size key (no allocation per line); longer values are cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Eq)]
 pub(crate) struct ClientKey {
     len: u8,
     bytes: [u8; 47],
@@ -432,6 +435,60 @@ impl ClientKey {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
+}
+
+impl PartialEq for ClientKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && eq_short(self.as_bytes(), other.as_bytes())
+    }
+}
+
+/// Byte equality without a libc call (the values compared here are a few bytes long).
+#[inline(always)]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn starts_with_short(hay: &[u8], lit: &[u8]) -> bool {
+    hay.len() >= lit.len() && eq_short(&hay[..lit.len()], lit)
 }
 
 impl std::hash::Hash for ClientKey {
