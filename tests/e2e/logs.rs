@@ -389,3 +389,123 @@ http {{
         .collect();
     assert!(other.is_empty(), "{other:#?}");
 }
+
+/// MariaDB's own error log: a real start (space-padded hour stamps, `mariadbd` program name), a
+/// kill -9 and a restart, a clean stop; the events come from those lines.
+#[test]
+fn events_come_out_of_real_mariadb_lines() {
+    const MARIADBD: &str = "/usr/sbin/mariadbd";
+    const INSTALL: &str = "/usr/bin/mariadb-install-db";
+    for bin in [MARIADBD, INSTALL] {
+        if !Path::new(bin).exists() {
+            eprintln!("skipped: {bin} is not installed");
+            return;
+        }
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to run mariadbd with --user=root in a temp dir");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path();
+    let data = t.join("data");
+    let log = t.join("mariadb.err");
+    let sock = t.join("mysqld.sock");
+    let out = Command::new(INSTALL)
+        .args([
+            "--no-defaults",
+            &format!("--datadir={}", data.display()),
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "skipped: mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let start = || {
+        Proc(Some(
+            Command::new(MARIADBD)
+                .args([
+                    "--no-defaults".to_string(),
+                    format!("--datadir={}", data.display()),
+                    format!("--socket={}", sock.display()),
+                    format!("--pid-file={}", t.join("mariadb.pid").display()),
+                    format!("--log-error={}", log.display()),
+                    "--skip-networking".into(),
+                    "--user=root".into(),
+                    "--innodb-buffer-pool-size=16M".into(),
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ))
+    };
+    let ready_count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("ready for connections")
+            .count()
+    };
+    let started = jiff::Timestamp::now();
+    let mut db = start();
+    wait_for("mariadbd", || ready_count() >= 1);
+    db.stop(libc::SIGKILL);
+    let mut db = start();
+    wait_for("mariadbd after kill -9", || ready_count() >= 2);
+    db.stop(libc::SIGTERM);
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("Shutdown complete"),
+        "no clean shutdown in the log"
+    );
+
+    let files = [LogFile {
+        path: log.clone(),
+        source: None,
+        access_format: None,
+    }];
+    let window = Window {
+        since: Some(started - jiff::SignedDuration::from_secs(5)),
+        until: None,
+    };
+    let ev = read_evidence(&LiveHost, &files, &window, &jiff::tz::TimeZone::system());
+    let f = &ev.files[0];
+    assert_eq!(f.source, Some(LogSource::MysqlError), "{f:?}");
+    assert_eq!(f.bad_lines, 0, "{f:?}");
+    assert_eq!(f.outside_window, 0, "{f:?}");
+    let by_rule = |id: &str| {
+        ev.events
+            .iter()
+            .filter(|e| e.rule == id)
+            .collect::<Vec<_>>()
+    };
+    let ready = by_rule("mysql.ready");
+    assert_eq!(ready.len(), 2, "{:#?}", ev.events);
+    let now = jiff::Timestamp::now();
+    for e in &ready {
+        assert!(e.field("program").unwrap().ends_with("mariadbd"), "{e:?}");
+        assert_eq!(e.field("level"), Some("Note"));
+        // The untimed `Version: …` line after it is joined to the entry.
+        let mut lines = e.text.lines();
+        assert_eq!(line_of(&log, e.line), lines.next().unwrap());
+        assert!(lines.next().unwrap().starts_with("Version: "), "{}", e.text);
+        let t = e.time.unwrap();
+        assert!(
+            t >= started - jiff::SignedDuration::from_secs(2) && t <= now,
+            "{e:?}"
+        );
+    }
+    let stopped = by_rule("mysql.shutdown");
+    assert!(!stopped.is_empty(), "{:#?}", ev.events);
+    assert_eq!(stopped[0].cause, origin_agent::cause::CauseId::DbDown);
+}
