@@ -162,6 +162,36 @@ pub struct FileSummary {
     pub error: Option<String>,
 }
 
+/// How often one rule matched, and when first and last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTally {
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<jiff::Timestamp>,
+}
+
+impl RuleTally {
+    /// Counts one event at `time`.
+    pub fn add(&mut self, time: Option<jiff::Timestamp>) {
+        self.count += 1;
+        if let Some(t) = time {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+    }
+
+    /// Folds another tally into this one.
+    pub fn absorb(&mut self, other: &RuleTally) {
+        self.count += other.count;
+        for t in [other.first, other.last].into_iter().flatten() {
+            self.first = Some(self.first.map_or(t, |f| f.min(t)));
+            self.last = Some(self.last.map_or(t, |l| l.max(t)));
+        }
+    }
+}
+
 /// Everything the logs said within the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
@@ -170,9 +200,10 @@ pub struct Evidence {
     /// 5xx (and 499) responses, in file order, capped at [`Evidence::MAX_ERRORS`].
     pub errors: Vec<Response>,
     pub files: Vec<FileSummary>,
-    /// Every event counted by rule id, including those not kept in `events` (capped lists).
+    /// Every event within the window, tallied by rule id (count, first and last time), including
+    /// those not kept in `events` (the kept list is capped, newest first per rule).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub events_by_rule: BTreeMap<String, u64>,
+    pub events_by_rule: BTreeMap<String, RuleTally>,
     /// Events and 5xx responses counted but not kept in `events` / `errors` (the caps keep the
     /// newest).
     #[serde(default)]
@@ -195,8 +226,8 @@ impl Evidence {
         self.errors_dropped +=
             other.errors_dropped + (other.errors.len().saturating_sub(room)) as u64;
         self.errors.extend(other.errors.into_iter().take(room));
-        for (rule, n) in other.events_by_rule {
-            *self.events_by_rule.entry(rule).or_default() += n;
+        for (rule, tally) in other.events_by_rule {
+            self.events_by_rule.entry(rule).or_default().absorb(&tally);
         }
         self.files.extend(other.files);
         let stats = &mut self.responses;

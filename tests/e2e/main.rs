@@ -6,6 +6,7 @@ mod cli;
 mod examples;
 mod firewall;
 pub mod lab;
+mod logs;
 pub mod scenarios;
 pub mod stack;
 mod verdicts;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 
-use super::time::{digits, nginx_time_local, Civil};
+use super::time::{digits, nginx_time_local};
 use super::Window;
 use crate::event::{MinuteCount, Response, ResponseStats};
 
@@ -185,7 +185,7 @@ impl AccessFormat {
         while k < n {
             match &self.segs[k] {
                 Seg::Lit(l) => {
-                    if !line[pos..].starts_with(l) {
+                    if !starts_with_short(&line[pos..], l) {
                         return None;
                     }
                     pos += l.len();
@@ -278,7 +278,7 @@ fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(first, &hay[from..]) {
         let at = from + i;
-        if hay[at..].starts_with(lit) {
+        if starts_with_short(&hay[at..], lit) {
             return Some(at);
         }
         from = at + 1;
@@ -340,7 +340,10 @@ pub(crate) struct TimeCache {
 impl TimeCache {
     #[inline]
     fn get(&mut self, raw: &[u8], kind: Var) -> Option<Timestamp> {
-        if raw.len() <= 32 && self.len == raw.len() && self.len > 0 && &self.key[..self.len] == raw
+        if raw.len() <= 32
+            && self.len == raw.len()
+            && self.len > 0
+            && eq_short(&self.key[..self.len], raw)
         {
             return self.value;
         }
@@ -407,6 +410,177 @@ pub(crate) fn parse_line(
 /// Most client addresses kept in the counts (the least frequent are pruned past it).
 const MAX_CLIENTS: usize = 5_000;
 
+/// Distinct clients counted per chunk of a file.
+const CHUNK_CLIENTS: usize = 2_048;
+
+/// A client address as a fixed-size key (no allocation per line); longer values are cut.
+#[derive(Debug, Clone, Copy, Eq)]
+pub(crate) struct ClientKey {
+    len: u8,
+    bytes: [u8; 47],
+}
+
+impl ClientKey {
+    #[inline]
+    fn new(s: &[u8]) -> Self {
+        let n = s.len().min(47);
+        let mut bytes = [0u8; 47];
+        bytes[..n].copy_from_slice(&s[..n]);
+        ClientKey {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for ClientKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && eq_short(self.as_bytes(), other.as_bytes())
+    }
+}
+
+/// Byte equality without a libc call (the values compared here are a few bytes long).
+#[inline(always)]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn starts_with_short(hay: &[u8], lit: &[u8]) -> bool {
+    hay.len() >= lit.len() && eq_short(&hay[..lit.len()], lit)
+}
+
+impl std::hash::Hash for ClientKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.as_bytes());
+    }
+}
+
+/// A fast multiply-rotate hasher with a per-process random seed (client addresses are chosen
+/// by the outside world; the seed and the map's size cap keep collisions from being steered).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        self.0 = h ^ (bytes.len() as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A final avalanche so that the low bits (the table index) depend on every input bit.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastBuild(u64);
+
+impl Default for FastBuild {
+    fn default() -> Self {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        use std::hash::BuildHasher;
+        FastBuild(*SEED.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(0x6f72_6967_696e_u64)
+        }))
+    }
+}
+
+impl std::hash::BuildHasher for FastBuild {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+/// Client address counts.
+pub(crate) type ClientMap = HashMap<ClientKey, u64, FastBuild>;
+
+/// Adds `other` into `into`, pruning the least frequent past a bound.
+pub(crate) fn merge_clients(into: &mut ClientMap, other: ClientMap) {
+    for (k, v) in other {
+        *into.entry(k).or_default() += v;
+    }
+    if into.len() > MAX_CLIENTS * 4 {
+        prune_map(into, MAX_CLIENTS * 2);
+    }
+}
+
+fn prune_map(map: &mut ClientMap, keep: usize) {
+    let mut counts: Vec<u64> = map.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let cut = counts.get(keep).copied().unwrap_or(0);
+    map.retain(|_, n| *n > cut);
+}
+
+/// The most frequent clients, as text.
+pub(crate) fn clients_text(mut map: ClientMap) -> BTreeMap<String, u64> {
+    if map.len() > MAX_CLIENTS {
+        prune_map(&mut map, MAX_CLIENTS);
+    }
+    map.into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k.as_bytes()).into_owned(), v))
+        .collect()
+}
+
 /// Counts for a run of access lines (one chunk of a file), built without allocating per line.
 #[derive(Debug, Default)]
 pub(crate) struct AccessAcc {
@@ -419,7 +593,7 @@ pub(crate) struct AccessAcc {
     minute: i64,
     minute_count: MinuteCount,
     per_minute: BTreeMap<i64, MinuteCount>,
-    clients: HashMap<Vec<u8>, u64>,
+    clients: ClientMap,
     /// 5xx and 499 responses, line numbers local to the chunk.
     pub errors: Vec<Response>,
     pub errors_dropped: u64,
@@ -430,6 +604,7 @@ impl AccessAcc {
     pub fn new() -> Self {
         AccessAcc {
             by_status: vec![0; 600],
+            clients: ClientMap::with_capacity_and_hasher(CHUNK_CLIENTS, FastBuild::default()),
             minute: i64::MIN,
             ..Default::default()
         }
@@ -482,15 +657,14 @@ impl AccessAcc {
             }
         }
         if let Some((a, b)) = s.remote_addr {
-            let client = &line[a..b];
-            if let Some(n) = self.clients.get_mut(client) {
+            let key = ClientKey::new(&line[a..b]);
+            if let Some(n) = self.clients.get_mut(&key) {
                 *n += 1;
-            } else {
-                if self.clients.len() >= MAX_CLIENTS * 2 {
-                    self.prune_clients();
-                }
-                self.clients.insert(client.to_vec(), 1);
+            } else if self.clients.len() < CHUNK_CLIENTS {
+                self.clients.insert(key, 1);
             }
+            // Else a new client past the chunk's bound: not counted (the counts are for the
+            // frequent clients, e.g. a CDN's edges, and stay exact for up to that many).
         }
         if error {
             if self.errors.len() < max_errors {
@@ -512,37 +686,24 @@ impl AccessAcc {
         self.minute_count = MinuteCount::default();
     }
 
-    fn prune_clients(&mut self) {
-        let mut counts: Vec<u64> = self.clients.values().copied().collect();
-        counts.sort_unstable_by(|a, b| b.cmp(a));
-        let cut = counts.get(MAX_CLIENTS).copied().unwrap_or(0);
-        self.clients.retain(|_, n| *n > cut);
-    }
-
-    /// The counts as [`ResponseStats`].
-    pub fn into_stats(mut self) -> (ResponseStats, Vec<Response>, u64) {
+    /// The counts as [`ResponseStats`] (without clients), the raw client counts, the kept
+    /// errors and how many were dropped.
+    pub fn into_parts(mut self) -> (ResponseStats, ClientMap, Vec<Response>, u64) {
         self.flush_minute();
-        if self.clients.len() > MAX_CLIENTS {
-            self.prune_clients();
-        }
         let mut by_status = self.other_status;
         for (status, n) in self.by_status.iter().enumerate() {
             if *n > 0 {
                 by_status.insert(status as u16, *n);
             }
         }
-        let clients = self
-            .clients
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
-            .collect();
         (
             ResponseStats {
                 total: self.total,
                 by_status,
                 per_minute: self.per_minute,
-                clients,
+                clients: BTreeMap::new(),
             },
+            self.clients,
             self.errors,
             self.errors_dropped,
         )
@@ -559,9 +720,6 @@ pub(crate) fn cap_clients(clients: &mut BTreeMap<String, u64>) {
     let cut = counts.get(MAX_CLIENTS).copied().unwrap_or(0);
     clients.retain(|_, n| *n > cut);
 }
-
-#[allow(dead_code)]
-fn _civil_used(_: Civil) {}
 
 #[cfg(test)]
 mod tests {
@@ -654,7 +812,8 @@ mod tests {
             acc.line(&f, &w, Path::new("a"), i as u64 + 1, l.as_bytes(), 10);
         }
         assert_eq!((acc.lines, acc.bad, acc.outside), (5, 1, 1));
-        let (stats, errors, _) = acc.into_stats();
+        let (mut stats, clients, errors, _) = acc.into_parts();
+        stats.clients = clients_text(clients);
         assert_eq!(stats.total, 3);
         assert_eq!(stats.by_status.get(&502), Some(&1));
         assert_eq!(stats.by_status.get(&499), Some(&1));

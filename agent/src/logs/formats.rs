@@ -133,7 +133,9 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         }
     }
     let end = trim_end(e, e.len());
-    let (msg_end, tail) = match memmem::find(&e[at..end], b", client: ") {
+    static CLIENT: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| memmem::Finder::new(b", client: "));
+    let (msg_end, tail) = match client.find(&e[at..end]) {
         Some(i) => (at + i, Some((at + i + 2, end))),
         None => (end, None),
     };
@@ -161,33 +163,41 @@ pub(crate) fn nginx_tail(e: &[u8], at: usize, end: usize, f: &mut Fields) {
     }
     let sstart = cend + 10;
     // The server name runs to the next quoted field (or the end).
-    let mut pos = sstart;
-    let quoted = [
-        (&b", request: \""[..], "request"),
-        (&b", subrequest: \""[..], "subrequest"),
-        (&b", upstream: \""[..], "upstream"),
-        (&b", host: \""[..], "host"),
-        (&b", referrer: \""[..], "referrer"),
-    ];
-    let next_field = |from: usize, keys: &[(&[u8], &'static str)]| -> Option<(usize, usize)> {
-        let hay = t.get(from..)?;
-        let mut best: Option<(usize, usize)> = None;
-        for (k, (key, _)) in keys.iter().enumerate() {
-            if let Some(i) = memmem::find(hay, key) {
-                if best.is_none_or(|(b, _)| from + i < b) {
-                    best = Some((from + i, k));
+    static KEYS: std::sync::OnceLock<Vec<(memmem::Finder<'static>, &'static str)>> =
+        std::sync::OnceLock::new();
+    let quoted = KEYS.get_or_init(|| {
+        [
+            (&b", request: \""[..], "request"),
+            (&b", subrequest: \""[..], "subrequest"),
+            (&b", upstream: \""[..], "upstream"),
+            (&b", host: \""[..], "host"),
+            (&b", referrer: \""[..], "referrer"),
+        ]
+        .iter()
+        .map(|(k, n)| (memmem::Finder::new(*k), *n))
+        .collect()
+    });
+    let next_field =
+        |from: usize, keys: &[(memmem::Finder<'static>, &'static str)]| -> Option<(usize, usize)> {
+            let hay = t.get(from..)?;
+            let mut best: Option<(usize, usize)> = None;
+            for (k, (key, _)) in keys.iter().enumerate() {
+                if let Some(i) = key.find(hay) {
+                    if best.is_none_or(|(b, _)| from + i < b) {
+                        best = Some((from + i, k));
+                    }
                 }
             }
-        }
-        best
-    };
-    let first = next_field(sstart, &quoted);
+            best
+        };
+    let first = next_field(sstart, quoted);
     let send = first.map_or(end, |(i, _)| i);
     f.push(("server", sstart..send.max(sstart)));
     let Some((mut i, mut k)) = first else { return };
     loop {
-        let (key, name) = quoted[k];
-        let vstart = i + key.len();
+        let (key, name) = &quoted[k];
+        let name = *name;
+        let vstart = i + key.needle().len();
         // The value ends at the quote before the next known field, else at the last quote.
         let later = &quoted[k + 1..];
         let next = next_field(vstart, later);
@@ -208,9 +218,7 @@ pub(crate) fn nginx_tail(e: &[u8], at: usize, end: usize, f: &mut Fields) {
             }
             None => break,
         }
-        pos = i;
     }
-    let _ = pos;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@
 
 pub mod access;
 mod formats;
+#[cfg(test)]
+mod io_tests;
 mod read;
 mod time;
 
@@ -41,8 +43,11 @@ use crate::rules::{RuleError, RuleSet};
 pub const LINE_CAP: usize = 64 * 1024;
 /// The most of an entry kept as an event's `text`.
 pub const EVENT_TEXT_CAP: usize = 4 * 1024;
-/// Events kept per read (the newest); all are counted in `Evidence::events_by_rule`.
+/// Events kept per file (the newest, at most [`MAX_KEEP_PER_RULE`] of each rule, so a flood of
+/// one rule does not push out the rare ones); all are tallied in `Evidence::events_by_rule`.
 pub const MAX_KEEP_EVENTS: usize = 10_000;
+/// Events kept per rule and file.
+pub const MAX_KEEP_PER_RULE: usize = 1_000;
 /// 5xx responses kept per read (the newest); all are counted in the stats.
 pub const MAX_KEEP_ERRORS: usize = 20_000;
 
@@ -174,16 +179,28 @@ impl LineParser {
     /// Parses one logical entry (continuation lines joined with `\n`); `line_no` is the entry's
     /// first physical line. Only the first [`LINE_CAP`] bytes are looked at.
     pub fn parse(&mut self, file: &Path, line_no: u64, entry: &[u8]) -> Parsed {
-        let entry = &entry[..entry.len().min(LINE_CAP)];
-        let entry = entry.strip_suffix(b"\n").unwrap_or(entry);
+        let entry = trim_entry(entry);
         if let Some(fmt) = &self.access {
             return match access::parse_line(fmt, &mut self.access_cache, file, line_no, entry) {
                 Some(r) => Parsed::Response(r),
                 None => Parsed::Bad,
             };
         }
+        match self.classify(entry) {
+            Class::Bad => Parsed::Bad,
+            Class::Other => Parsed::Other,
+            Class::Match { rule, time } => match self.build(file, line_no, entry, rule, time) {
+                Some(ev) => Parsed::Event(ev),
+                None => Parsed::Other,
+            },
+        }
+    }
+
+    /// Which rule (if any) an entry of a server-side log matches, and its time; no allocation.
+    pub(crate) fn classify(&mut self, entry: &[u8]) -> Class {
+        let entry = trim_entry(entry);
         let Some(head) = formats::head(self.source, entry, &mut self.fields) else {
-            return Parsed::Bad;
+            return Class::Bad;
         };
         let msg: &[u8] = match &head.prog {
             Some(p) => {
@@ -195,13 +212,38 @@ impl LineParser {
             }
             None => &entry[head.msg.clone()],
         };
-        let Some(m) = self.rules.match_message(self.source, msg) else {
-            return Parsed::Other;
+        let Some(rule) = self.rules.match_index(self.source, msg) else {
+            return Class::Other;
         };
+        let time = stamp_time(&mut self.cache, &self.tz, self.now, entry, &head);
+        Class::Match { rule, time }
+    }
+
+    /// The event of an entry that `classify` matched to `rule`.
+    pub(crate) fn build(
+        &mut self,
+        file: &Path,
+        line_no: u64,
+        entry: &[u8],
+        rule: usize,
+        time: Option<Timestamp>,
+    ) -> Option<Event> {
+        let entry = trim_entry(entry);
+        let head = formats::head(self.source, entry, &mut self.fields)?;
+        let msg: &[u8] = match &head.prog {
+            Some(p) => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&entry[p.clone()]);
+                self.scratch.extend_from_slice(b": ");
+                self.scratch.extend_from_slice(&entry[head.msg.clone()]);
+                &self.scratch
+            }
+            None => &entry[head.msg.clone()],
+        };
+        let m = self.rules.captures(rule, msg)?;
         if let Some((a, b)) = head.tail {
             formats::nginx_tail(entry, a, b, &mut self.fields);
         }
-        let time = stamp_time(&mut self.cache, &self.tz, self.now, entry, &head);
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
         for (name, r) in &self.fields {
             fields.insert(
@@ -209,12 +251,12 @@ impl LineParser {
                 String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
             );
         }
-        for (name, value) in &m.captures {
-            fields.insert((*name).to_string(), value.clone());
+        for (name, value) in m.captures {
+            fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
         let text_end = floor_char_boundary(entry, EVENT_TEXT_CAP);
-        Parsed::Event(Event {
+        Some(Event {
             source: self.source,
             file: file.to_path_buf(),
             line: line_no,
@@ -227,6 +269,27 @@ impl LineParser {
             fields,
         })
     }
+
+    /// The rule set this parser uses.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+}
+
+/// What `classify` found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Class {
+    Bad,
+    Other,
+    Match {
+        rule: usize,
+        time: Option<Timestamp>,
+    },
+}
+
+fn trim_entry(entry: &[u8]) -> &[u8] {
+    let entry = &entry[..entry.len().min(LINE_CAP)];
+    entry.strip_suffix(b"\n").unwrap_or(entry)
 }
 
 fn floor_char_boundary(b: &[u8], cap: usize) -> usize {

@@ -12,12 +12,12 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rayon::prelude::*;
 
-use super::access::{cap_clients, AccessAcc, AccessFormat};
+use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
-    builtin_rules, detect_source, starts_entry, LineParser, LogFile, Parsed, Window, LINE_CAP,
-    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS,
+    builtin_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
+    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
-use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats};
+use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
 use crate::host::Host;
 use crate::rules::RuleSet;
 
@@ -25,6 +25,9 @@ use crate::rules::RuleSet;
 const CHUNK: usize = 2 << 20;
 /// Chunks parsed in parallel at a time (bounds memory: `CHUNK * BATCH` in flight).
 const BATCH: usize = 6;
+/// Events built per rule and chunk (the newest); the others are tallied only. Spreads the kept
+/// samples over time and keeps the cost of a flood of one rule low.
+const KEEP_PER_RULE_CHUNK: usize = 50;
 /// Rotated siblings read at most, per file.
 const MAX_SIBLINGS: usize = 64;
 
@@ -71,10 +74,26 @@ fn strip_cr(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
-/// Splits a stream into newline-aligned chunks (entry-aligned for multi-line formats).
+/// A chunk of whole lines: `data[..len]`.
+struct Chunk {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+/// Splits a stream into newline-aligned chunks (entry-aligned for multi-line formats). Buffers
+/// are initialized once and recycled, so reading costs no allocation or page faults per chunk.
 struct Chunker<'a> {
     r: Box<dyn Read + Send + 'a>,
+    /// Always `CHUNK` bytes long; `filled` of them hold data.
     buf: Vec<u8>,
+    filled: usize,
+    pool: Vec<Vec<u8>>,
     eof: bool,
     skipping: bool,
     truncated: u64,
@@ -86,7 +105,9 @@ impl<'a> Chunker<'a> {
     fn new(r: Box<dyn Read + Send + 'a>) -> Self {
         Chunker {
             r,
-            buf: Vec::with_capacity(CHUNK),
+            buf: vec![0; CHUNK],
+            filled: 0,
+            pool: Vec::new(),
             eof: false,
             skipping: false,
             truncated: 0,
@@ -95,68 +116,88 @@ impl<'a> Chunker<'a> {
         }
     }
 
-    /// Reads until the buffer holds a full chunk or the stream ends.
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+
+    fn spare(&mut self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| vec![0; CHUNK])
+    }
+
+    /// Gives processed chunks' buffers back for reuse.
+    fn recycle(&mut self, chunks: Vec<Chunk>) {
+        for c in chunks {
+            if self.pool.len() <= BATCH && c.data.len() == CHUNK {
+                self.pool.push(c.data);
+            }
+        }
+    }
+
+    /// Reads until the buffer is full or the stream ends.
     fn fill(&mut self) {
-        while !self.eof && self.buf.len() < CHUNK {
-            let old = self.buf.len();
-            self.buf.resize(CHUNK, 0);
-            match self.r.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
+        while !self.eof && self.filled < CHUNK {
+            match self.r.read(&mut self.buf[self.filled..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.buf.truncate(old);
                     self.error = Some(e.to_string());
                     self.eof = true;
                 }
             }
             if self.skipping {
                 // Dropping the rest of an over-long line.
-                match memchr::memchr(b'\n', &self.buf) {
+                match memchr::memchr(b'\n', &self.buf[..self.filled]) {
                     Some(i) => {
-                        self.buf.drain(..=i);
+                        self.buf.copy_within(i + 1..self.filled, 0);
+                        self.filled -= i + 1;
                         self.skipping = false;
                     }
-                    None => self.buf.clear(),
+                    None => self.filled = 0,
                 }
             }
         }
     }
 
-    fn next_chunk(&mut self) -> Option<Vec<u8>> {
-        loop {
-            self.fill();
-            if self.buf.is_empty() {
-                return None;
-            }
-            if self.eof {
-                let mut chunk = std::mem::take(&mut self.buf);
-                if chunk.last() != Some(&b'\n') {
-                    chunk.push(b'\n');
-                }
-                return Some(chunk);
-            }
-            let Some(last_nl) = memchr::memrchr(b'\n', &self.buf) else {
-                // One line longer than a whole chunk: keep its head, drop the rest.
-                let mut chunk = self.buf[..LINE_CAP.min(self.buf.len())].to_vec();
-                chunk.push(b'\n');
-                self.truncated += 1;
-                self.skipping = true;
-                self.buf.clear();
-                return Some(chunk);
-            };
-            let cut = self.entry_cut(last_nl);
-            let rest = self.buf.split_off(cut);
-            let chunk = std::mem::replace(&mut self.buf, rest);
-            self.buf.reserve(CHUNK.saturating_sub(self.buf.len()));
-            if chunk.is_empty() {
-                continue;
-            }
-            return Some(chunk);
+    fn next_chunk(&mut self) -> Option<Chunk> {
+        self.fill();
+        if self.filled == 0 {
+            return None;
         }
+        if self.eof {
+            let spare = self.spare();
+            let mut data = std::mem::replace(&mut self.buf, spare);
+            let mut len = std::mem::take(&mut self.filled);
+            if data[len - 1] != b'\n' {
+                if len < data.len() {
+                    data[len] = b'\n';
+                } else {
+                    data.push(b'\n');
+                }
+                len += 1;
+            }
+            return Some(Chunk { data, len });
+        }
+        let Some(last_nl) = memchr::memrchr(b'\n', self.data()) else {
+            // One line longer than a whole chunk: keep its head, drop the rest.
+            let mut data = self.spare();
+            data[..LINE_CAP].copy_from_slice(&self.buf[..LINE_CAP]);
+            data[LINE_CAP] = b'\n';
+            self.truncated += 1;
+            self.skipping = true;
+            self.filled = 0;
+            return Some(Chunk {
+                data,
+                len: LINE_CAP + 1,
+            });
+        };
+        let cut = self.entry_cut(last_nl);
+        let mut next = self.spare();
+        let rest = self.filled - cut;
+        next[..rest].copy_from_slice(&self.buf[cut..self.filled]);
+        let data = std::mem::replace(&mut self.buf, next);
+        self.filled = rest;
+        Some(Chunk { data, len: cut })
     }
 
     /// Where to cut so that the next chunk starts with an entry (not a continuation line).
@@ -167,16 +208,18 @@ impl<'a> Chunker<'a> {
         if matches!(source, LogSource::NginxAccess | LogSource::Kernel) {
             return last_nl + 1;
         }
-        let mut end = self.buf.len();
+        let data = self.data();
+        let mut end = data.len();
         for _ in 0..4096 {
-            let Some(p) = memchr::memrchr(b'\n', &self.buf[..end]) else {
+            let Some(p) = memchr::memrchr(b'\n', &data[..end]) else {
                 break;
             };
             let s = p + 1;
-            let complete = memchr::memchr(b'\n', &self.buf[s..]).is_some();
-            if s < self.buf.len()
-                && (complete || self.buf.len() - s >= 32)
-                && starts_entry(source, &self.buf[s..])
+            let complete = memchr::memchr(b'\n', &data[s..]).is_some();
+            if s < data.len()
+                && s > 0
+                && (complete || data.len() - s >= 32)
+                && starts_entry(source, &data[s..])
             {
                 return s;
             }
@@ -215,9 +258,10 @@ struct ChunkOut {
     outside: u64,
     truncated: u64,
     events: Vec<Event>,
-    by_rule: BTreeMap<String, u64>,
+    /// Tallies by rule index.
+    tally: Vec<RuleTally>,
     events_dropped: u64,
-    access: Option<(ResponseStats, Vec<Response>, u64)>,
+    access: Option<(ResponseStats, ClientMap, Vec<Response>, u64)>,
 }
 
 struct Ctx<'a> {
@@ -263,7 +307,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         out.lines = acc.lines;
         out.bad = acc.bad;
         out.outside = acc.outside;
-        out.access = Some(acc.into_stats());
+        out.access = Some(acc.into_parts());
         return out;
     }
     let Ok(mut parser) = LineParser::with_rules(
@@ -275,25 +319,27 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         return out;
     };
     parser.set_now(ctx.now);
-    let mut handle = |out: &mut ChunkOut, line_no: u64, entry: &[u8]| {
+    out.tally = vec![RuleTally::default(); ctx.rules.rules().len()];
+    // Pass 1: classify every entry (no allocation), tally matches, remember where they are.
+    let mut hits: Vec<(usize, usize, u64, usize, Option<Timestamp>)> = Vec::new();
+    let mut classify = |out: &mut ChunkOut, s: usize, e: usize, line_no: u64| {
+        let entry = &chunk[s..e];
         if entry.len() > LINE_CAP {
             out.truncated += 1;
         }
-        match parser.parse(ctx.path, line_no, entry) {
-            Parsed::Event(ev) => {
-                if ev.time.is_some_and(|t| !ctx.window.contains(t)) {
+        match parser.classify(entry) {
+            Class::Match { rule, time } => {
+                if time.is_some_and(|t| !ctx.window.contains(t)) {
                     out.outside += 1;
                     return;
                 }
-                *out.by_rule.entry(ev.rule.clone()).or_default() += 1;
-                out.events.push(ev);
-                if out.events.len() >= 2 * MAX_KEEP_EVENTS {
-                    out.events.drain(..MAX_KEEP_EVENTS);
-                    out.events_dropped += MAX_KEEP_EVENTS as u64;
+                if let Some(t) = out.tally.get_mut(rule) {
+                    t.add(time);
                 }
+                hits.push((s, e, line_no, rule, time));
             }
-            Parsed::Bad => out.bad += 1,
-            Parsed::Other | Parsed::Response(_) => {}
+            Class::Bad => out.bad += 1,
+            Class::Other => {}
         }
     };
     // Group continuation lines with their entry: the entry is a contiguous slice of the chunk.
@@ -307,22 +353,76 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         let is_start = starts_entry(ctx.source, line);
         if is_start || line.is_empty() {
             if let Some((s, n)) = entry.take() {
-                handle(&mut out, n, &chunk[s..prev_end]);
+                classify(&mut out, s, prev_end, n);
             }
             if is_start {
                 entry = Some((start, line_no));
             }
-        } else if entry.is_none() {
-            // A continuation line whose entry began before this file or chunk: skipped.
         }
+        // Else a continuation line: part of the open entry, or (when none is open) the tail of
+        // an entry that began before this file: skipped.
         prev_end = i;
         start = i + 1;
     }
     if let Some((s, n)) = entry.take() {
-        handle(&mut out, n, &chunk[s..prev_end]);
+        classify(&mut out, s, prev_end, n);
     }
     out.lines = line_no;
+    // Pass 2: build the newest few events of each rule.
+    let mut per_rule = vec![0usize; ctx.rules.rules().len()];
+    let mut keep = vec![false; hits.len()];
+    for (k, h) in hits.iter().enumerate().rev() {
+        if let Some(n) = per_rule.get_mut(h.3) {
+            if *n < KEEP_PER_RULE_CHUNK {
+                *n += 1;
+                keep[k] = true;
+            }
+        }
+    }
+    for (k, (s, e, line_no, rule, time)) in hits.into_iter().enumerate() {
+        if !keep[k] {
+            out.events_dropped += 1;
+            continue;
+        }
+        match parser.build(ctx.path, line_no, &chunk[s..e], rule, time) {
+            Some(ev) => out.events.push(ev),
+            None => out.events_dropped += 1,
+        }
+    }
     out
+}
+
+/// Keeps the newest events, at most `MAX_KEEP_PER_RULE` per rule and `MAX_KEEP_EVENTS` in all;
+/// returns how many were dropped.
+fn prune_events(events: &mut Vec<Event>) -> u64 {
+    if events.len() <= MAX_KEEP_EVENTS {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        if events.iter().all(|e| {
+            let n = counts.entry(e.rule.as_str()).or_default();
+            *n += 1;
+            *n <= MAX_KEEP_PER_RULE
+        }) {
+            return 0;
+        }
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut keep = vec![false; events.len()];
+    let mut total = 0;
+    for (k, e) in events.iter().enumerate().rev() {
+        let n = counts.entry(e.rule.clone()).or_default();
+        if *n < MAX_KEEP_PER_RULE && total < MAX_KEEP_EVENTS {
+            *n += 1;
+            total += 1;
+            keep[k] = true;
+        }
+    }
+    let before = events.len();
+    let mut k = 0;
+    events.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
+    (before - events.len()) as u64
 }
 
 /// Reads one file (plain or gzip) and returns its evidence.
@@ -352,12 +452,12 @@ fn read_one(
     chunker.fill();
     let source = match file.source {
         Some(s) => s,
-        None => match detect_source(&chunker.buf[..chunker.buf.len().min(LINE_CAP)]) {
+        None => match detect_source(&chunker.data()[..chunker.filled.min(LINE_CAP)]) {
             Some(s) => s,
             None => {
                 summary.error = Some(match &chunker.error {
                     Some(e) => e.clone(),
-                    None if chunker.buf.is_empty() => "empty file".into(),
+                    None if chunker.filled == 0 => "empty file".into(),
                     None => "unknown log format".into(),
                 });
                 ev.files.push(summary);
@@ -402,6 +502,7 @@ fn read_one(
     };
     let mut line_base = 0u64;
     let mut stats_acc: Option<(ResponseStats, Vec<Response>, u64)> = None;
+    let mut clients = ClientMap::default();
     loop {
         let mut batch = Vec::with_capacity(BATCH);
         while batch.len() < BATCH {
@@ -414,11 +515,14 @@ fn read_one(
             break;
         }
         let outs: Vec<ChunkOut> = if batch.len() == 1 {
-            vec![process_chunk(&batch[0], &ctx)]
+            vec![process_chunk(batch[0].bytes(), &ctx)]
         } else {
-            batch.par_iter().map(|c| process_chunk(c, &ctx)).collect()
+            batch
+                .par_iter()
+                .map(|c| process_chunk(c.bytes(), &ctx))
+                .collect()
         };
-        drop(batch);
+        chunker.recycle(batch);
         for mut out in outs {
             summary.lines += out.lines;
             summary.bad_lines += out.bad;
@@ -427,21 +531,26 @@ fn read_one(
             for e in &mut out.events {
                 e.line += line_base;
             }
-            summary.events += out.by_rule.values().sum::<u64>();
-            for (k, v) in out.by_rule {
-                *ev.events_by_rule.entry(k).or_default() += v;
+            for (i, t) in out.tally.iter().enumerate() {
+                if t.count == 0 {
+                    continue;
+                }
+                summary.events += t.count;
+                if let Some(rule) = rules.rules().get(i) {
+                    ev.events_by_rule
+                        .entry(rule.id.clone())
+                        .or_default()
+                        .absorb(t);
+                }
             }
             ev.events_dropped += out.events_dropped;
             ev.events.append(&mut out.events);
-            if ev.events.len() > MAX_KEEP_EVENTS {
-                let over = ev.events.len() - MAX_KEEP_EVENTS;
-                ev.events.drain(..over);
-                ev.events_dropped += over as u64;
-            }
-            if let Some((stats, mut errors, dropped)) = out.access {
+            ev.events_dropped += prune_events(&mut ev.events);
+            if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
                 for r in &mut errors {
                     r.line += line_base;
                 }
+                merge_clients(&mut clients, chunk_clients);
                 let acc = stats_acc.get_or_insert_with(Default::default);
                 merge_stats(&mut acc.0, stats);
                 acc.1.append(&mut errors);
@@ -459,7 +568,8 @@ fn read_one(
     if let Some(e) = chunker.error.take() {
         summary.error = Some(e);
     }
-    if let Some((stats, errors, dropped)) = stats_acc {
+    if let Some((mut stats, errors, dropped)) = stats_acc {
+        stats.clients = clients_text(clients);
         ev.responses = stats;
         ev.errors = errors;
         ev.errors_dropped = dropped;
@@ -478,7 +588,6 @@ fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
         ..Default::default()
     });
     *into = tmp.responses;
-    cap_clients(&mut into.clients);
 }
 
 /// Rotated siblings of `path` (`NAME.1`, `NAME.2.gz`, `NAME-20261123`, `NAME-20261123.gz`),
@@ -583,6 +692,7 @@ mod tests {
         let mut total = 0;
         let mut n = 0;
         while let Some(chunk) = c.next_chunk() {
+            let chunk = chunk.bytes();
             assert!(
                 chunk.starts_with(b"2026/11/24"),
                 "chunk {n} starts mid-entry"
@@ -599,7 +709,7 @@ mod tests {
         let mut c = Chunker::new(Box::new(std::io::Cursor::new(giant)));
         let mut chunks = Vec::new();
         while let Some(chunk) = c.next_chunk() {
-            chunks.push(chunk);
+            chunks.push(chunk.bytes().to_vec());
         }
         assert_eq!(c.truncated, 1);
         assert_eq!(chunks.len(), 2);

@@ -9,15 +9,15 @@
 //! structural `, client: …` tail) and must be anchored with `^`: a rule anchors on the structure
 //! of the line, never on a substring a visitor could have written anywhere in it.
 //!
-//! Matching per source is: an anchored Aho-Corasick prefilter over the literal prefix of every
-//! pattern (a message that starts with none of them, when every rule has one, is skipped), then
-//! one [`regex::bytes::RegexSet`] that decides which rule matched (the first in file order wins),
-//! then captures for that rule only.
+//! Matching per source is: a literal prefilter (the prefixes every match of a pattern starts
+//! with, extracted by `regex-syntax`, bucketed by first byte: a message that starts with none of
+//! them is skipped before any regex runs), then one [`regex::bytes::RegexSet`] that decides which
+//! of the remaining rules matched (the first in file order wins), then captures for that rule
+//! only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use aho_corasick::{AhoCorasick, Anchored, Input, StartKind};
 use regex::bytes::{Regex, RegexSet};
 use serde::Deserialize;
 
@@ -131,8 +131,28 @@ struct SourceMatcher {
     /// Indexes into `RuleSet::rules`, in match priority order.
     rules: Vec<usize>,
     set: RegexSet,
-    /// Anchored prefilter over the literal prefixes, when every rule of the source has one.
-    prefilter: Option<AhoCorasick>,
+    /// Literal prefixes by their first byte: (prefix, local rule index).
+    by_first: Vec<Vec<(Box<[u8]>, u16)>>,
+    /// Local indexes of rules without a usable literal prefix (always candidates).
+    always: Vec<u16>,
+    /// Per first byte, when several rules can match messages starting with it: one RegexSet of
+    /// just those rules (priority order) and their local indexes.
+    bucket_sets: Vec<Option<(RegexSet, Vec<u16>)>>,
+    /// The same for messages whose first byte starts no prefix: the always-candidates alone.
+    always_set: Option<(RegexSet, Vec<u16>)>,
+}
+
+/// Every literal a match of `pattern` can start with, or `None` when some match can start with
+/// anything (then the rule is always a candidate).
+pub fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
 }
 
 /// A loaded, compiled set of rules.
@@ -209,15 +229,48 @@ impl RuleSet {
                         message: e.to_string(),
                     }
                 })?;
-            let prefixes: Vec<Option<String>> = idx
-                .iter()
-                .map(|&i| literal_prefix(&rules[i].pattern))
-                .collect();
-            let prefilter = if prefixes.iter().all(Option::is_some) {
-                AhoCorasick::builder()
-                    .start_kind(StartKind::Anchored)
-                    .build(prefixes.iter().flatten())
-                    .ok()
+            let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
+            let mut always = Vec::new();
+            for (local, &i) in idx.iter().enumerate() {
+                match literal_prefixes(&rules[i].pattern) {
+                    Some(prefixes) => {
+                        for p in prefixes {
+                            if let Some(&first) = p.first() {
+                                by_first[usize::from(first)]
+                                    .push((p.into_boxed_slice(), local as u16));
+                            }
+                        }
+                    }
+                    None => always.push(local as u16),
+                }
+            }
+            let build_set = |locals: &[u16]| {
+                RegexSet::new(
+                    locals
+                        .iter()
+                        .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
+                )
+                .ok()
+                .map(|set| (set, locals.to_vec()))
+            };
+            let mut bucket_sets = Vec::with_capacity(256);
+            for bucket in &by_first {
+                let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
+                if locals.is_empty() {
+                    bucket_sets.push(None);
+                    continue;
+                }
+                locals.extend(&always);
+                locals.sort_unstable();
+                locals.dedup();
+                bucket_sets.push(if locals.len() >= 2 {
+                    build_set(&locals)
+                } else {
+                    None
+                });
+            }
+            let always_set = if always.len() >= 2 {
+                build_set(&always)
             } else {
                 None
             };
@@ -226,7 +279,10 @@ impl RuleSet {
                 SourceMatcher {
                     rules: idx,
                     set,
-                    prefilter,
+                    by_first,
+                    always,
+                    bucket_sets,
+                    always_set,
                 },
             );
         }
@@ -243,16 +299,64 @@ impl RuleSet {
         self.matchers.contains_key(&source)
     }
 
-    /// The first rule of `source` whose pattern matches `message`, with its captures.
-    pub fn match_message(&self, source: LogSource, message: &[u8]) -> Option<RuleMatch<'_>> {
+    /// The index (into [`RuleSet::rules`]) of the first rule of `source` whose pattern
+    /// matches `message`: literal prefilter first, one RegexSet when several rules remain.
+    pub fn match_index(&self, source: LogSource, message: &[u8]) -> Option<usize> {
         let matcher = self.matchers.get(&source)?;
-        if let Some(pre) = &matcher.prefilter {
-            if !pre.is_match(Input::new(message).anchored(Anchored::Yes)) {
-                return None;
+        let mut cands = [0u16; 64];
+        let mut n = 0usize;
+        let mut overflow = false;
+        if let Some(&first) = message.first() {
+            for (prefix, local) in &matcher.by_first[usize::from(first)] {
+                if message.starts_with(prefix) && !cands[..n].contains(local) {
+                    if n == cands.len() {
+                        overflow = true;
+                        break;
+                    }
+                    cands[n] = *local;
+                    n += 1;
+                }
             }
         }
-        let hit = matcher.set.matches(message).into_iter().next()?;
-        let rule = self.rules.get(*matcher.rules.get(hit)?)?;
+        for local in &matcher.always {
+            if n == cands.len() {
+                overflow = true;
+                break;
+            }
+            cands[n] = *local;
+            n += 1;
+        }
+        if n == 0 && !overflow {
+            return None;
+        }
+        let bucket = match message.first() {
+            Some(b) if !matcher.by_first[usize::from(*b)].is_empty() => matcher
+                .bucket_sets
+                .get(usize::from(*b))
+                .and_then(Option::as_ref),
+            _ => matcher.always_set.as_ref(),
+        };
+        let local = if n == 1 && !overflow {
+            let i = *matcher.rules.get(usize::from(cands[0]))?;
+            return self.rules.get(i)?.regex.is_match(message).then_some(i);
+        } else if let (Some((set, locals)), false) = (bucket, overflow) {
+            // One RegexSet over the rules this first byte can start (in priority order).
+            usize::from(*locals.get(set.matches(message).into_iter().next()?)?)
+        } else {
+            let hits = matcher.set.matches(message);
+            if overflow {
+                hits.into_iter().next()?
+            } else {
+                cands[..n].sort_unstable();
+                usize::from(*cands[..n].iter().find(|c| hits.matched(usize::from(**c)))?)
+            }
+        };
+        matcher.rules.get(local).copied()
+    }
+
+    /// The captures of rule `index` over `message` (empty captures left out).
+    pub fn captures(&self, index: usize, message: &[u8]) -> Option<RuleMatch<'_>> {
+        let rule = self.rules.get(index)?;
         let caps = rule.regex.captures(message)?;
         let mut captures = Vec::new();
         for (i, name) in rule.regex.capture_names().enumerate() {
@@ -264,6 +368,12 @@ impl RuleSet {
             }
         }
         Some(RuleMatch { rule, captures })
+    }
+
+    /// The first rule of `source` whose pattern matches `message`, with its captures.
+    pub fn match_message(&self, source: LogSource, message: &[u8]) -> Option<RuleMatch<'_>> {
+        let index = self.match_index(source, message)?;
+        self.captures(index, message)
     }
 }
 
@@ -366,68 +476,6 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         });
     }
     Ok(rules)
-}
-
-/// The literal text every match of an anchored pattern starts with (`^connect\(\) to ` gives
-/// `connect() to `), or `None` when the pattern starts with a group, a class or an alternation.
-pub fn literal_prefix(pattern: &str) -> Option<String> {
-    let body = pattern.strip_prefix('^')?;
-    if has_top_level_alternation(body) {
-        return None;
-    }
-    let mut out = String::new();
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        let lit = match c {
-            '\\' => match chars.next() {
-                Some(e) if e.is_ascii_punctuation() => e,
-                Some(' ') => ' ',
-                _ => break,
-            },
-            '.' | '(' | '[' | '{' | '|' | '^' | '$' | ')' => break,
-            '*' | '?' | '+' => {
-                // The previous character was optional or repeated: it is not a sure prefix.
-                out.pop();
-                break;
-            }
-            c => c,
-        };
-        if let Some(&next) = chars.peek() {
-            if matches!(next, '*' | '?' | '{') {
-                break;
-            }
-            if next == '+' {
-                out.push(lit);
-                break;
-            }
-        }
-        out.push(lit);
-    }
-    if out.is_empty() {
-        None
-    } else {
-        Some(out)
-    }
-}
-
-fn has_top_level_alternation(body: &str) -> bool {
-    let mut depth = 0i32;
-    let mut in_class = false;
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                chars.next();
-            }
-            '[' if !in_class => in_class = true,
-            ']' if in_class => in_class = false,
-            '(' if !in_class => depth += 1,
-            ')' if !in_class => depth -= 1,
-            '|' if !in_class && depth == 0 => return true,
-            _ => {}
-        }
-    }
-    false
 }
 
 /// `origin-agent rules list`: one line per rule (id, source, cause, severity, event, origin).
@@ -669,20 +717,35 @@ rules:
     }
 
     #[test]
-    fn literal_prefixes() {
-        assert_eq!(
-            literal_prefix(r"^connect\(\) to unix:(?P<s>\S+)").as_deref(),
-            Some("connect() to unix:")
-        );
-        assert_eq!(literal_prefix(r"^(?:a|b)c"), None);
-        assert_eq!(literal_prefix(r"^ab|cd"), None);
-        assert_eq!(literal_prefix(r"^abc?d").as_deref(), Some("ab"));
-        assert_eq!(literal_prefix(r"^ab +c").as_deref(), Some("ab "));
-        assert_eq!(literal_prefix(r"^x\d").as_deref(), Some("x"));
-        assert_eq!(
-            literal_prefix(r"^PHP Fatal error: +A").as_deref(),
-            Some("PHP Fatal error: ")
-        );
+    fn prefixes_are_extracted_and_every_builtin_rule_has_one() {
+        let p = literal_prefixes(r"^(?P<call>recv|readv)\(\) failed").unwrap();
+        assert!(p.contains(&b"recv() failed".to_vec()), "{p:?}");
+        assert_eq!(literal_prefixes(r"^.*x"), None);
+        assert_eq!(literal_prefixes(r"^\d+ worker"), None);
+        let set = RuleSet::builtin().unwrap();
+        let without: Vec<&str> = set
+            .rules()
+            .iter()
+            .filter(|r| r.source == LogSource::NginxError)
+            .filter(|r| literal_prefixes(&r.pattern).is_none())
+            .map(|r| r.id.as_str())
+            .collect();
+        // The busiest log: rules that start with a number or a name cannot be prefiltered,
+        // keep them few.
+        assert!(without.len() <= 2, "{without:?}");
+    }
+
+    #[test]
+    fn the_first_rule_in_file_order_wins() {
+        let yaml = "rules:\n  - {id: a, source: php_fpm, pattern: '^x', event: a, cause: upstream.down, severity: info, fix: f}\n  - {id: b, source: php_fpm, pattern: '^xy', event: b, cause: upstream.down, severity: info, fix: f}\n  - {id: c, source: php_fpm, pattern: '^.*z', event: c, cause: upstream.down, severity: info, fix: f}\n";
+        let set = RuleSet::from_yaml("t", yaml).unwrap();
+        let id = |m: &[u8]| {
+            set.match_message(LogSource::PhpFpm, m)
+                .map(|m| m.rule.id.clone())
+        };
+        assert_eq!(id(b"xy").as_deref(), Some("a"));
+        assert_eq!(id(b"qz").as_deref(), Some("c"));
+        assert_eq!(id(b"q"), None);
     }
 
     #[test]
