@@ -295,6 +295,7 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
         source: LogSource,
         path: &Path,
         limit: u64,
+        others: &[(u64, u64)],
     ) -> io::Result<u64> {
         let m = reader.file.metadata()?;
         let size = m.len();
@@ -304,7 +305,7 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
         }
         if size < reader.offset || (reader.offset > 0 && !reader.head_matches()) {
             self.stats.truncations += 1;
-            self.recover_from_copy(reader, source, path);
+            self.recover_from_copy(reader, source, path, others);
             reader.reset();
         }
         let n = self.read(reader, source, path, limit)?;
@@ -333,11 +334,21 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
 
     /// After a truncation: reads what `reader` had not read yet from the copy logrotate made
     /// (a sibling with the same head), then delivers the unterminated last line, if any.
-    fn recover_from_copy(&mut self, reader: &mut Reader, source: LogSource, path: &Path) {
+    fn recover_from_copy(
+        &mut self,
+        reader: &mut Reader,
+        source: LogSource,
+        path: &Path,
+        others: &[(u64, u64)],
+    ) {
         if reader.head_len > 0 {
             if let Some(copy) = find_sibling(path, |meta, file| {
-                meta.len() > reader.offset
-                    && !(meta.dev() == reader.dev && meta.ino() == reader.ino)
+                let id = (meta.dev(), meta.ino());
+                // `>=`: the newest copy wins even with nothing new in it, so an older
+                // rotation whose first lines look the same is never read from our offset.
+                meta.len() >= reader.offset
+                    && id != (reader.dev, reader.ino)
+                    && !others.contains(&id)
                     && head_hash(file, reader.head_len).is_ok_and(|h| h == reader.head_hash)
             }) {
                 // Read from the copy with the same position, line count and partial line.
@@ -366,7 +377,7 @@ pub struct Tailer {
     pending: Vec<FileCheckpoint>,
     /// Paths the checkpoint knew: a file found there is new, read from its start.
     known: BTreeSet<PathBuf>,
-    /// When the loaded checkpoint was written; `None` on a first start.
+    /// When the loaded checkpoint was written (Unix ms); `None` on a first start.
     saved_at: Option<i64>,
     load_error: Option<CheckpointError>,
     polled: bool,
@@ -422,7 +433,7 @@ impl Tailer {
             buf: Vec::new(),
         };
         if let Some(loaded) = loaded {
-            tailer.saved_at = Some(loaded.saved_at);
+            tailer.saved_at = Some(loaded.saved_at_ms);
             // Followed files first, so a path's current file wins over rotated ones.
             let mut files: Vec<FileCheckpoint> = loaded
                 .files
@@ -541,14 +552,14 @@ impl Tailer {
         }
         // Entries not restored yet (no poll since the start) are kept as they were.
         files.extend(self.pending.iter().cloned());
-        let saved_at = SystemTime::now()
+        let saved_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+            .map_or(0, |d| d.as_millis() as i64);
         checkpoint::store(
             &self.checkpoint_path,
             &Checkpoint {
                 version: checkpoint::VERSION,
-                saved_at,
+                saved_at_ms,
                 files,
             },
         )
@@ -619,7 +630,8 @@ fn restore<F: FnMut(LogSource, &Path, u64, &[u8])>(
             if meta.len() < reader.offset || !reader.head_matches() {
                 // Truncated while the agent was down.
                 ctx.stats.truncations += 1;
-                ctx.recover_from_copy(&mut reader, w.source, &path);
+                let ids: Vec<(u64, u64)> = w.draining.iter().map(|r| (r.dev, r.ino)).collect();
+                ctx.recover_from_copy(&mut reader, w.source, &path, &ids);
                 reader.reset();
             }
             w.current = Some(reader);
@@ -635,7 +647,7 @@ fn restore<F: FnMut(LogSource, &Path, u64, &[u8])>(
             let found = find_sibling(&path, |meta, file| {
                 same(meta) && meta.len() >= entry.offset && (entry.head_len == 0 || head(file))
             })
-            .or_else(|| find_sibling(&path, |meta, file| meta.len() > entry.offset && head(file)));
+            .or_else(|| find_sibling(&path, |meta, file| meta.len() >= entry.offset && head(file)));
             if let Some(file) = found {
                 let Ok(meta) = file.metadata() else { return };
                 let reader = Reader {
@@ -693,7 +705,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
                             .created()
                             .ok()
                             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .is_some_and(|t| t.as_secs() as i64 >= saved)
+                            .is_some_and(|t| t.as_millis() as i64 > saved)
                     });
                     if start_at_end && !born_after {
                         let size = opened.len();
@@ -711,8 +723,15 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
             }
         }
     }
+    // Files of this path's other lifetimes are never the copy of a truncated one.
+    let ids: Vec<(u64, u64)> = w
+        .current
+        .iter()
+        .chain(&w.draining)
+        .map(|r| (r.dev, r.ino))
+        .collect();
     if let Some(reader) = &mut w.current {
-        if let Err(err) = ctx.service(reader, w.source, path, limit) {
+        if let Err(err) = ctx.service(reader, w.source, path, limit, &ids) {
             ctx.stats.errors.push((path.to_path_buf(), err.to_string()));
         }
     }
@@ -722,7 +741,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
     let mut i = 0;
     while i < w.draining.len() {
         let reader = &mut w.draining[i];
-        let read = match ctx.service(reader, w.source, path, limit) {
+        let read = match ctx.service(reader, w.source, path, limit, &ids) {
             Ok(n) => n,
             Err(err) => {
                 ctx.stats.errors.push((path.to_path_buf(), err.to_string()));
@@ -766,12 +785,15 @@ fn count_lines(file: &File, size: u64) -> (u64, u64) {
     (lines, end)
 }
 
-/// The first sibling of `path` (same directory, name starting with the file name: `x.log.1`,
-/// `x.log-20261124`) that is not compressed and satisfies `pick`, opened.
+/// The sibling of `path` (same directory, name starting with the file name: `x.log.1`,
+/// `x.log-20261124`) that is not compressed and satisfies `pick`, opened; when several do, the
+/// most recently modified (a copy logrotate just made is newer than older rotations, whose
+/// first lines can look the same).
 fn find_sibling(path: &Path, mut pick: impl FnMut(&Metadata, &File) -> bool) -> Option<File> {
     let dir = path.parent()?;
     let base = path.file_name()?.to_str()?;
     let entries = std::fs::read_dir(dir).ok()?;
+    let mut best: Option<(File, (i64, i64))> = None;
     for entry in entries.flatten().take(10_000) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -785,11 +807,15 @@ fn find_sibling(path: &Path, mut pick: impl FnMut(&Metadata, &File) -> bool) -> 
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        if meta.is_file() && pick(&meta, &file) {
-            return Some(file);
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        if meta.is_file()
+            && best.as_ref().is_none_or(|(_, best)| mtime > *best)
+            && pick(&meta, &file)
+        {
+            best = Some((file, mtime));
         }
     }
-    None
+    best.map(|(file, _)| file)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
