@@ -904,3 +904,159 @@ fn default_config_alert_rules_and_dashboard_match_the_code() {
         assert!(cargo.contains(asset), "deb metadata lacks {asset}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Budgets (measured, not timed in CI): run with
+//   cargo test --release --test e2e daemon::daemon_budgets -- --ignored --nocapture
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `after` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100);
+    ticks as f64 / hz as f64
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(key)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn daemon_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    fs::write(&log, "").unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("config.yaml");
+    fs::write(
+        &config,
+        format!(
+            "logs:\n  nginx_access: [{}]\nmetrics:\n  listen: 127.0.0.1:{port}\nstate_dir: {}\n",
+            log.display(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "daemon::daemon_child_process",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("ORIGIN_AGENT_TEST_CONFIG", &config)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Until the first pass, an existing file is history (read from its end): wait for it.
+    let name = log.display().to_string();
+    wait_until("the child daemon to follow the log", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            && http_get(addr, "/status").1.contains(&name)
+    });
+    let lines_read = || {
+        metric(
+            &http_get(addr, "/metrics").1,
+            "origin_agent_log_lines_total{source=\"nginx_access\"}",
+        )
+        .unwrap_or(0)
+    };
+    let mut file = OpenOptions::new().append(true).open(&log).unwrap();
+    let line = |i: u64, status: u16| {
+        format!(
+            "198.51.100.{} - - [24/Nov/2026:08:00:00 +0000] \"GET /wp-content/themes/x/style.css?ver={i} HTTP/1.1\" {status} 5120 \"https://example.com/\" \"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0\"\n",
+            i % 250
+        )
+    };
+    let mut written = 0u64;
+    // Steady: 2,000 lines/s for 10 s, in 10 ms batches; 1% 502.
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    for tick in 0..1000u64 {
+        let mut batch = String::new();
+        for _ in 0..20 {
+            written += 1;
+            batch.push_str(&line(written, if written % 100 == 0 { 502 } else { 200 }));
+        }
+        file.write_all(batch.as_bytes()).unwrap();
+        let next = t0 + Duration::from_millis(10 * (tick + 1));
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    wait_until("steady lines read", || lines_read() == written);
+    let steady_cpu = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let steady_rss = status_kib(pid, "VmRSS:");
+    // Latency of one 502 to the metrics.
+    let before = metric(
+        &http_get(addr, "/metrics").1,
+        "origin_agent_responses_total{status=\"502\"}",
+    )
+    .unwrap_or(0);
+    let t = Instant::now();
+    written += 1;
+    file.write_all(line(written, 502).as_bytes()).unwrap();
+    wait_until("the 502 in the metrics", || {
+        metric(
+            &http_get(addr, "/metrics").1,
+            "origin_agent_responses_total{status=\"502\"}",
+        ) == Some(before + 1)
+    });
+    let latency = t.elapsed();
+    // Flood: 50,000 lines/s for 5 s.
+    let t1 = Instant::now();
+    for tick in 0..500u64 {
+        let mut batch = String::with_capacity(500 * 200);
+        for _ in 0..500 {
+            written += 1;
+            batch.push_str(&line(written, 200));
+        }
+        file.write_all(batch.as_bytes()).unwrap();
+        let next = t1 + Duration::from_millis(10 * (tick + 1));
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    wait_until("flood lines read", || lines_read() == written);
+    let catch_up = t1.elapsed();
+    let hwm = status_kib(pid, "VmHWM:");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+    eprintln!(
+        "budgets: steady 2000 lines/s: cpu {steady_cpu:.2}% of a core, rss {} KiB; \
+         502 -> metrics in {} ms; flood 50000 lines/s x 5 s read in {:.2} s, peak rss {} KiB",
+        steady_rss,
+        latency.as_millis(),
+        catch_up.as_secs_f64(),
+        hwm
+    );
+    assert!(latency < Duration::from_secs(2));
+    assert!(hwm < 64 * 1024, "peak rss {hwm} KiB");
+}
