@@ -412,7 +412,7 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     }
     metrics.set_up(false);
     server.shutdown();
-    dispatcher.finish();
+    dispatcher.finish(Duration::from_secs(5));
     logger.info("stopped");
     Ok(())
 }
