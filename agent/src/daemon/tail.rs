@@ -58,6 +58,9 @@ pub struct TailOptions {
     /// On the very first start (no checkpoint), start existing files at their end instead of
     /// reading their whole history. Files created later are always read from their start.
     pub start_at_end_without_checkpoint: bool,
+    /// At most this many files are open at once (a glob matching thousands of files must not
+    /// exhaust the daemon's descriptors); files beyond it are reported in the poll's errors.
+    pub max_files: usize,
 }
 
 impl Default for TailOptions {
@@ -67,6 +70,7 @@ impl Default for TailOptions {
             rotate_grace: Duration::from_secs(5),
             max_read_per_poll: 8 << 20,
             start_at_end_without_checkpoint: true,
+            max_files: 512,
         }
     }
 }
@@ -217,6 +221,8 @@ impl Reader {
 
 /// Per-poll context shared by the read helpers.
 struct Ctx<'a, F> {
+    /// Files open now (kept up to date as files are opened and closed).
+    open: usize,
     buf: &'a mut Vec<u8>,
     options: &'a TailOptions,
     stats: &'a mut PollStats,
@@ -493,7 +499,13 @@ impl Tailer {
         let mut stats = PollStats::default();
         let mut buf = std::mem::take(&mut self.buf);
         {
+            let open = self
+                .watched
+                .values()
+                .map(|w| usize::from(w.current.is_some()) + w.draining.len())
+                .sum();
             let mut ctx = Ctx {
+                open,
                 buf: &mut buf,
                 options: &self.options,
                 stats: &mut stats,
@@ -696,7 +708,15 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
             }
         }
     }
-    if w.current.is_none() {
+    if w.current.is_none() && meta.is_some() && ctx.open >= ctx.options.max_files {
+        ctx.stats.errors.push((
+            path.to_path_buf(),
+            format!(
+                "not followed: already {} files open (the limit)",
+                ctx.options.max_files
+            ),
+        ));
+    } else if w.current.is_none() {
         if let Some(meta) = &meta {
             match Reader::open(path) {
                 Ok((mut reader, opened)) if opened.ino() == meta.ino() => {
@@ -717,6 +737,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
                         reader.update_head();
                     }
                     w.current = Some(reader);
+                    ctx.open += 1;
                 }
                 Ok(_) => {} // replaced between stat and open: next poll
                 Err(err) => ctx.stats.errors.push((path.to_path_buf(), err.to_string())),
@@ -751,6 +772,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
         if read == 0 && (writer_moved || reader.last_growth.elapsed() >= grace) {
             let mut reader = w.draining.remove(i);
             ctx.flush(&mut reader, w.source, path);
+            ctx.open = ctx.open.saturating_sub(1);
         } else {
             i += 1;
         }

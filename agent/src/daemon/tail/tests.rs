@@ -21,6 +21,7 @@ fn options() -> TailOptions {
         rotate_grace: Duration::ZERO,
         max_read_per_poll: 1 << 20,
         start_at_end_without_checkpoint: false,
+        max_files: 64,
     }
 }
 
@@ -268,6 +269,27 @@ fn vanished_and_unreadable_files_are_not_errors_of_the_poll() {
     std::fs::write(&ck, b"{not json").unwrap();
     let t = Tailer::with_options(access(dir.path()), &ck, options());
     assert!(t.load_error().is_some());
+}
+
+#[test]
+fn a_glob_matching_too_many_files_opens_only_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..10 {
+        append(&dir.path().join(format!("site{i}.log")), &format!("s{i}\n"));
+    }
+    let mut opts = options();
+    opts.max_files = 4;
+    let sources = vec![TailSource {
+        source: LogSource::NginxAccess,
+        pattern: dir.path().join("*.log").to_string_lossy().into_owned(),
+    }];
+    let mut t = Tailer::with_options(sources, dir.path().join("ck.json"), opts);
+    let mut out = Delivered::new();
+    let stats = poll(&mut t, &mut out);
+    assert_eq!(stats.files, 4);
+    assert_eq!(out.len(), 4);
+    assert_eq!(stats.errors.len(), 6);
+    assert!(stats.errors[0].1.contains("limit"));
 }
 
 // ---------------------------------------------------------------------------------------------
