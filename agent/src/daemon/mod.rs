@@ -15,6 +15,31 @@
 //!
 //! Signals: SIGHUP reloads the config (validated first; on error the old one stays), SIGTERM and
 //! SIGINT flush the checkpoint and stop within about a poll interval.
+//!
+//! # Plugging in the parser and the diagnosis
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use origin_agent::config::Config;
+//! use origin_agent::daemon::{self, Diagnoser, LineOutcome, LineProcessor, TickResult};
+//! use origin_agent::event::LogSource;
+//!
+//! struct Pipeline; // the real one holds a LineParser and a sliding window of evidence
+//!
+//! impl LineProcessor for Pipeline {
+//!     fn line(&mut self, _: LogSource, _: &Path, _: u64, _: &[u8]) -> LineOutcome {
+//!         LineOutcome::default() // parse; say the status (access log) or the cause (events)
+//!     }
+//! }
+//! impl Diagnoser for Pipeline {
+//!     fn tick(&mut self, _now: jiff::Timestamp) -> TickResult {
+//!         TickResult::default() // 5xx per minute now, ranked causes, derived checks
+//!     }
+//! }
+//!
+//! let config = Config::load_or_default(None).unwrap_or_default();
+//! daemon::run(&config, &mut Pipeline).unwrap_or_else(|err| eprintln!("{err}"));
+//! ```
 
 pub mod checkpoint;
 pub mod incident;
@@ -291,6 +316,9 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     let mut last_tick: Option<Instant> = None;
     let mut last_probe: Option<Instant> = None;
     let mut last_checkpoint = Instant::now();
+    // Something changed since the last checkpoint (an idle host does not fsync every 5 s).
+    let mut dirty = false;
+    let mut last_files = usize::MAX;
     let mut last_errors: VecDeque<String> = VecDeque::new();
     let mut last_result = TickResult::default();
     let mut first = true;
@@ -338,6 +366,11 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         metrics.apply(&batch);
         batch.clear();
         if let Ok(stats) = &poll {
+            dirty |= stats.bytes > 0
+                || stats.rotations > 0
+                || stats.truncations > 0
+                || stats.files != last_files;
+            last_files = stats.files;
             metrics.record_poll(stats);
             report_read_errors(&logger, &stats.errors, &mut last_errors);
         }
@@ -383,8 +416,9 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
             sd.ready(&status_line(&last_result, &tracker));
         }
         sd.watchdog();
-        if last_checkpoint.elapsed() >= options.checkpoint_interval {
+        if dirty && last_checkpoint.elapsed() >= options.checkpoint_interval {
             last_checkpoint = Instant::now();
+            dirty = false;
             if let Err(err) = tailer.checkpoint() {
                 logger.error(&err.to_string());
             }
