@@ -15,7 +15,9 @@
 //!   new tailer resumes each file where the last delivered line ended, finds files rotated while
 //!   it was down by their inode among the path's siblings, and recovers copytruncated content.
 //! - long lines are cut at `max_line` bytes; a partial line is buffered until its newline (a
-//!   rotated file's unterminated last line is delivered when the file is closed).
+//!   rotated file's unterminated last line is delivered when the file is closed); NUL bytes at
+//!   the start of a line (the hole a writer without `O_APPEND` leaves after copytruncate) are
+//!   dropped.
 //!
 //! It reads real files with `std::fs` (the daemon is always live), reusing one read buffer.
 
@@ -253,7 +255,10 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
             let chunk = &self.buf[..n];
             let mut start = 0usize;
             for nl in memchr::memchr_iter(b'\n', chunk) {
-                let piece = &chunk[start..nl];
+                let mut piece = &chunk[start..nl];
+                if reader.partial.is_empty() && !reader.cut {
+                    piece = trim_nul(piece);
+                }
                 reader.line += 1;
                 reader.committed = chunk_start + nl as u64 + 1;
                 if reader.partial.is_empty() && !reader.cut {
@@ -277,9 +282,13 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
                 start = nl + 1;
             }
             if start < n {
+                let mut rest = &chunk[start..];
+                if reader.partial.is_empty() && !reader.cut {
+                    rest = trim_nul(rest);
+                }
                 push_capped(
                     &mut reader.partial,
-                    &chunk[start..],
+                    rest,
                     self.options.max_line,
                     &mut reader.cut,
                 );
@@ -868,6 +877,13 @@ fn push_capped(partial: &mut Vec<u8>, bytes: &[u8], max: usize, cut: &mut bool) 
         *cut = true;
     }
     partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Drops the NUL bytes a writer without `O_APPEND` leaves at the start of a copytruncated file
+/// (it keeps writing at its old offset, so the file starts with a hole).
+fn trim_nul(bytes: &[u8]) -> &[u8] {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    &bytes[zeros..]
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -177,6 +177,40 @@ fn copytruncate_never_reads_an_older_rotation_whose_first_lines_look_the_same() 
 }
 
 #[test]
+fn copytruncate_with_a_writer_lacking_o_append_skips_the_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut t = Tailer::with_options(access(dir.path()), dir.path().join("ck.json"), options());
+    let mut out = Delivered::new();
+    // A writer with its own offset (no O_APPEND).
+    let writer = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&log)
+        .unwrap();
+    let mut pos = 0u64;
+    let mut write = |text: &str| {
+        std::os::unix::fs::FileExt::write_all_at(&writer, text.as_bytes(), pos).unwrap();
+        pos += text.len() as u64;
+    };
+    write(&"x".repeat(70_000));
+    write("\nw1\n");
+    poll(&mut t, &mut out);
+    std::fs::copy(&log, dir.path().join("access.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    write("w2\n"); // lands at offset 70004: the file is a 70 KB hole, then "w2"
+    poll(&mut t, &mut out);
+    let got: Vec<String> = texts(&out).into_iter().skip(1).collect();
+    assert_eq!(got, ["w1", "w2"]);
+}
+
+#[test]
 fn restart_resumes_after_the_last_line_and_finds_files_rotated_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
