@@ -48,7 +48,7 @@ pub mod notify;
 pub mod systemd;
 pub mod tail;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,8 +318,9 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     let mut last_checkpoint = Instant::now();
     // Something changed since the last checkpoint (an idle host does not fsync every 5 s).
     let mut dirty = false;
+    let mut checkpoint_error: Option<String> = None;
     let mut last_files = usize::MAX;
-    let mut last_errors: VecDeque<String> = VecDeque::new();
+    let mut last_errors = BTreeSet::new();
     let mut last_result = TickResult::default();
     let mut first = true;
 
@@ -419,8 +420,14 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         if dirty && last_checkpoint.elapsed() >= options.checkpoint_interval {
             last_checkpoint = Instant::now();
             dirty = false;
-            if let Err(err) = tailer.checkpoint() {
-                logger.error(&err.to_string());
+            match tailer.checkpoint() {
+                // Said once until it works again, not every few seconds.
+                Err(err) if checkpoint_error.as_deref() != Some(err.to_string().as_str()) => {
+                    logger.error(&err.to_string());
+                    checkpoint_error = Some(err.to_string());
+                }
+                Err(_) => {}
+                Ok(()) => checkpoint_error = None,
             }
         }
 
@@ -481,21 +488,25 @@ fn reload(config: &Config, logger: &Logger) -> Option<Config> {
     }
 }
 
-/// Logs read errors once when they appear (not every poll).
-fn report_read_errors(logger: &Logger, errors: &[(PathBuf, String)], last: &mut VecDeque<String>) {
-    for (path, err) in errors {
-        let text = format!("cannot read {}: {err}", path.display());
-        if !last.contains(&text) {
-            logger.warn(&text);
-            last.push_back(text);
-            if last.len() > 64 {
-                last.pop_front();
-            }
-        }
+/// Logs read errors once when they appear (not every poll), at most a few per poll.
+fn report_read_errors(
+    logger: &Logger,
+    errors: &[(PathBuf, String)],
+    last: &mut BTreeSet<(PathBuf, String)>,
+) {
+    const MAX_LOGGED: usize = 10;
+    let now: BTreeSet<(PathBuf, String)> = errors.iter().cloned().collect();
+    let new: Vec<&(PathBuf, String)> = now.iter().filter(|e| !last.contains(*e)).collect();
+    for (path, err) in new.iter().take(MAX_LOGGED) {
+        logger.warn(&format!("cannot read {}: {err}", path.display()));
     }
-    if errors.is_empty() {
-        last.clear();
+    if new.len() > MAX_LOGGED {
+        logger.warn(&format!(
+            "... and {} more log files cannot be read",
+            new.len() - MAX_LOGGED
+        ));
     }
+    *last = now;
 }
 
 /// The filesystem watcher used as a wake-up hint: one watch per directory of the patterns.
