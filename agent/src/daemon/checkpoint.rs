@@ -18,8 +18,8 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub version: u32,
-    /// When it was written (Unix seconds): files born after it are read from their start.
-    pub saved_at: i64,
+    /// When it was written (Unix milliseconds): files born after it are read from their start.
+    pub saved_at_ms: i64,
     pub files: Vec<FileCheckpoint>,
 }
 
@@ -140,7 +140,7 @@ mod tests {
     fn sample() -> Checkpoint {
         Checkpoint {
             version: VERSION,
-            saved_at: 1_700_000_000,
+            saved_at_ms: 1_700_000_000_000,
             files: vec![FileCheckpoint {
                 path: PathBuf::from("/var/log/nginx/access.log"),
                 source: LogSource::NginxAccess,

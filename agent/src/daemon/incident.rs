@@ -301,8 +301,8 @@ impl IncidentTracker {
 }
 
 fn elapsed(from: Timestamp, to: Timestamp) -> Duration {
-    let seconds = to.as_millisecond().saturating_sub(from.as_millisecond());
-    Duration::from_millis(u64::try_from(seconds).unwrap_or(0))
+    let millis = to.as_millisecond().saturating_sub(from.as_millisecond());
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
 }
 
 fn summary(kind: NotificationKind, incident: &Incident) -> String {

@@ -15,6 +15,31 @@
 //!
 //! Signals: SIGHUP reloads the config (validated first; on error the old one stays), SIGTERM and
 //! SIGINT flush the checkpoint and stop within about a poll interval.
+//!
+//! # Plugging in the parser and the diagnosis
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use origin_agent::config::Config;
+//! use origin_agent::daemon::{self, Diagnoser, LineOutcome, LineProcessor, TickResult};
+//! use origin_agent::event::LogSource;
+//!
+//! struct Pipeline; // the real one holds a LineParser and a sliding window of evidence
+//!
+//! impl LineProcessor for Pipeline {
+//!     fn line(&mut self, _: LogSource, _: &Path, _: u64, _: &[u8]) -> LineOutcome {
+//!         LineOutcome::default() // parse; say the status (access log) or the cause (events)
+//!     }
+//! }
+//! impl Diagnoser for Pipeline {
+//!     fn tick(&mut self, _now: jiff::Timestamp) -> TickResult {
+//!         TickResult::default() // 5xx per minute now, ranked causes, derived checks
+//!     }
+//! }
+//!
+//! let config = Config::load_or_default(None).unwrap_or_default();
+//! daemon::run(&config, &mut Pipeline).unwrap_or_else(|err| eprintln!("{err}"));
+//! ```
 
 pub mod checkpoint;
 pub mod incident;
@@ -24,7 +49,7 @@ pub mod pipeline;
 pub mod systemd;
 pub mod tail;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -292,7 +317,11 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     let mut last_tick: Option<Instant> = None;
     let mut last_probe: Option<Instant> = None;
     let mut last_checkpoint = Instant::now();
-    let mut last_errors: VecDeque<String> = VecDeque::new();
+    // Something changed since the last checkpoint (an idle host does not fsync every 5 s).
+    let mut dirty = false;
+    let mut checkpoint_error: Option<String> = None;
+    let mut last_files = usize::MAX;
+    let mut last_errors = BTreeSet::new();
     let mut last_result = TickResult::default();
     let mut first = true;
 
@@ -339,6 +368,11 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         metrics.apply(&batch);
         batch.clear();
         if let Ok(stats) = &poll {
+            dirty |= stats.bytes > 0
+                || stats.rotations > 0
+                || stats.truncations > 0
+                || stats.files != last_files;
+            last_files = stats.files;
             metrics.record_poll(stats);
             report_read_errors(&logger, &stats.errors, &mut last_errors);
         }
@@ -384,10 +418,17 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
             sd.ready(&status_line(&last_result, &tracker));
         }
         sd.watchdog();
-        if last_checkpoint.elapsed() >= options.checkpoint_interval {
+        if dirty && last_checkpoint.elapsed() >= options.checkpoint_interval {
             last_checkpoint = Instant::now();
-            if let Err(err) = tailer.checkpoint() {
-                logger.error(&err.to_string());
+            dirty = false;
+            match tailer.checkpoint() {
+                // Said once until it works again, not every few seconds.
+                Err(err) if checkpoint_error.as_deref() != Some(err.to_string().as_str()) => {
+                    logger.error(&err.to_string());
+                    checkpoint_error = Some(err.to_string());
+                }
+                Err(_) => {}
+                Ok(()) => checkpoint_error = None,
             }
         }
 
@@ -413,7 +454,7 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     }
     metrics.set_up(false);
     server.shutdown();
-    dispatcher.finish();
+    dispatcher.finish(Duration::from_secs(5));
     logger.info("stopped");
     Ok(())
 }
@@ -448,21 +489,25 @@ fn reload(config: &Config, logger: &Logger) -> Option<Config> {
     }
 }
 
-/// Logs read errors once when they appear (not every poll).
-fn report_read_errors(logger: &Logger, errors: &[(PathBuf, String)], last: &mut VecDeque<String>) {
-    for (path, err) in errors {
-        let text = format!("cannot read {}: {err}", path.display());
-        if !last.contains(&text) {
-            logger.warn(&text);
-            last.push_back(text);
-            if last.len() > 64 {
-                last.pop_front();
-            }
-        }
+/// Logs read errors once when they appear (not every poll), at most a few per poll.
+fn report_read_errors(
+    logger: &Logger,
+    errors: &[(PathBuf, String)],
+    last: &mut BTreeSet<(PathBuf, String)>,
+) {
+    const MAX_LOGGED: usize = 10;
+    let now: BTreeSet<(PathBuf, String)> = errors.iter().cloned().collect();
+    let new: Vec<&(PathBuf, String)> = now.iter().filter(|e| !last.contains(*e)).collect();
+    for (path, err) in new.iter().take(MAX_LOGGED) {
+        logger.warn(&format!("cannot read {}: {err}", path.display()));
     }
-    if errors.is_empty() {
-        last.clear();
+    if new.len() > MAX_LOGGED {
+        logger.warn(&format!(
+            "... and {} more log files cannot be read",
+            new.len() - MAX_LOGGED
+        ));
     }
+    *last = now;
 }
 
 /// The filesystem watcher used as a wake-up hint: one watch per directory of the patterns.

@@ -406,9 +406,22 @@ impl Dispatcher {
         }
     }
 
-    /// Sends what is queued (each send is bounded in time) and stops the worker.
-    pub fn finish(mut self) {
-        self.stop();
+    /// Sends what is queued (each send is bounded in time) and stops the worker, waiting at
+    /// most `limit` (what is still queued then is dropped with the process).
+    pub fn finish(mut self, limit: Duration) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + limit;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                self.logger
+                    .warn("notifications still being sent at shutdown were abandoned");
+            }
+        }
     }
 
     fn stop(&mut self) {
@@ -585,6 +598,45 @@ mod tests {
             missing.send(&opened()),
             Err(NotifyError::ExecStart { .. })
         ));
+    }
+
+    #[derive(Debug)]
+    struct Slow(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Notifier for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn send(&self, _: &Notification) -> Result<(), NotifyError> {
+            std::thread::sleep(Duration::from_millis(300));
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dispatcher_never_blocks_the_caller_and_bounds_shutdown() {
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let metrics = Arc::new(Metrics::new());
+        let d = Dispatcher::start(
+            vec![Box::new(Slow(sent.clone()))],
+            Logger::stderr(),
+            Some(metrics.clone()),
+        )
+        .unwrap();
+        let start = Instant::now();
+        for _ in 0..100 {
+            d.send(opened()); // beyond the queue: dropped, not waited for
+        }
+        assert!(start.elapsed() < Duration::from_millis(200));
+        let start = Instant::now();
+        d.finish(Duration::from_millis(700));
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        let n = sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((1..=QUEUE + 1).contains(&n), "{n}");
+        assert!(metrics
+            .render()
+            .contains("origin_agent_notifications_total{notifier=\"slow\",result=\"ok\"}"));
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //!   new tailer resumes each file where the last delivered line ended, finds files rotated while
 //!   it was down by their inode among the path's siblings, and recovers copytruncated content.
 //! - long lines are cut at `max_line` bytes; a partial line is buffered until its newline (a
-//!   rotated file's unterminated last line is delivered when the file is closed).
+//!   rotated file's unterminated last line is delivered when the file is closed); NUL bytes at
+//!   the start of a line (the hole a writer without `O_APPEND` leaves after copytruncate) are
+//!   dropped.
 //!
 //! It reads real files with `std::fs` (the daemon is always live), reusing one read buffer.
 
@@ -58,6 +60,9 @@ pub struct TailOptions {
     /// On the very first start (no checkpoint), start existing files at their end instead of
     /// reading their whole history. Files created later are always read from their start.
     pub start_at_end_without_checkpoint: bool,
+    /// At most this many files are open at once (a glob matching thousands of files must not
+    /// exhaust the daemon's descriptors); files beyond it are reported in the poll's errors.
+    pub max_files: usize,
 }
 
 impl Default for TailOptions {
@@ -67,6 +72,7 @@ impl Default for TailOptions {
             rotate_grace: Duration::from_secs(5),
             max_read_per_poll: 8 << 20,
             start_at_end_without_checkpoint: true,
+            max_files: 512,
         }
     }
 }
@@ -217,6 +223,8 @@ impl Reader {
 
 /// Per-poll context shared by the read helpers.
 struct Ctx<'a, F> {
+    /// Files open now (kept up to date as files are opened and closed).
+    open: usize,
     buf: &'a mut Vec<u8>,
     options: &'a TailOptions,
     stats: &'a mut PollStats,
@@ -247,7 +255,10 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
             let chunk = &self.buf[..n];
             let mut start = 0usize;
             for nl in memchr::memchr_iter(b'\n', chunk) {
-                let piece = &chunk[start..nl];
+                let mut piece = &chunk[start..nl];
+                if reader.partial.is_empty() && !reader.cut {
+                    piece = trim_nul(piece);
+                }
                 reader.line += 1;
                 reader.committed = chunk_start + nl as u64 + 1;
                 if reader.partial.is_empty() && !reader.cut {
@@ -271,9 +282,13 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
                 start = nl + 1;
             }
             if start < n {
+                let mut rest = &chunk[start..];
+                if reader.partial.is_empty() && !reader.cut {
+                    rest = trim_nul(rest);
+                }
                 push_capped(
                     &mut reader.partial,
-                    &chunk[start..],
+                    rest,
                     self.options.max_line,
                     &mut reader.cut,
                 );
@@ -295,6 +310,7 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
         source: LogSource,
         path: &Path,
         limit: u64,
+        others: &[(u64, u64)],
     ) -> io::Result<u64> {
         let m = reader.file.metadata()?;
         let size = m.len();
@@ -304,7 +320,7 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
         }
         if size < reader.offset || (reader.offset > 0 && !reader.head_matches()) {
             self.stats.truncations += 1;
-            self.recover_from_copy(reader, source, path);
+            self.recover_from_copy(reader, source, path, others);
             reader.reset();
         }
         let n = self.read(reader, source, path, limit)?;
@@ -333,11 +349,21 @@ impl<F: FnMut(LogSource, &Path, u64, &[u8])> Ctx<'_, F> {
 
     /// After a truncation: reads what `reader` had not read yet from the copy logrotate made
     /// (a sibling with the same head), then delivers the unterminated last line, if any.
-    fn recover_from_copy(&mut self, reader: &mut Reader, source: LogSource, path: &Path) {
+    fn recover_from_copy(
+        &mut self,
+        reader: &mut Reader,
+        source: LogSource,
+        path: &Path,
+        others: &[(u64, u64)],
+    ) {
         if reader.head_len > 0 {
             if let Some(copy) = find_sibling(path, |meta, file| {
-                meta.len() > reader.offset
-                    && !(meta.dev() == reader.dev && meta.ino() == reader.ino)
+                let id = (meta.dev(), meta.ino());
+                // `>=`: the newest copy wins even with nothing new in it, so an older
+                // rotation whose first lines look the same is never read from our offset.
+                meta.len() >= reader.offset
+                    && id != (reader.dev, reader.ino)
+                    && !others.contains(&id)
                     && head_hash(file, reader.head_len).is_ok_and(|h| h == reader.head_hash)
             }) {
                 // Read from the copy with the same position, line count and partial line.
@@ -366,7 +392,7 @@ pub struct Tailer {
     pending: Vec<FileCheckpoint>,
     /// Paths the checkpoint knew: a file found there is new, read from its start.
     known: BTreeSet<PathBuf>,
-    /// When the loaded checkpoint was written; `None` on a first start.
+    /// When the loaded checkpoint was written (Unix ms); `None` on a first start.
     saved_at: Option<i64>,
     load_error: Option<CheckpointError>,
     polled: bool,
@@ -422,7 +448,7 @@ impl Tailer {
             buf: Vec::new(),
         };
         if let Some(loaded) = loaded {
-            tailer.saved_at = Some(loaded.saved_at);
+            tailer.saved_at = Some(loaded.saved_at_ms);
             // Followed files first, so a path's current file wins over rotated ones.
             let mut files: Vec<FileCheckpoint> = loaded
                 .files
@@ -482,7 +508,13 @@ impl Tailer {
         let mut stats = PollStats::default();
         let mut buf = std::mem::take(&mut self.buf);
         {
+            let open = self
+                .watched
+                .values()
+                .map(|w| usize::from(w.current.is_some()) + w.draining.len())
+                .sum();
             let mut ctx = Ctx {
+                open,
                 buf: &mut buf,
                 options: &self.options,
                 stats: &mut stats,
@@ -541,14 +573,14 @@ impl Tailer {
         }
         // Entries not restored yet (no poll since the start) are kept as they were.
         files.extend(self.pending.iter().cloned());
-        let saved_at = SystemTime::now()
+        let saved_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+            .map_or(0, |d| d.as_millis() as i64);
         checkpoint::store(
             &self.checkpoint_path,
             &Checkpoint {
                 version: checkpoint::VERSION,
-                saved_at,
+                saved_at_ms,
                 files,
             },
         )
@@ -619,7 +651,8 @@ fn restore<F: FnMut(LogSource, &Path, u64, &[u8])>(
             if meta.len() < reader.offset || !reader.head_matches() {
                 // Truncated while the agent was down.
                 ctx.stats.truncations += 1;
-                ctx.recover_from_copy(&mut reader, w.source, &path);
+                let ids: Vec<(u64, u64)> = w.draining.iter().map(|r| (r.dev, r.ino)).collect();
+                ctx.recover_from_copy(&mut reader, w.source, &path, &ids);
                 reader.reset();
             }
             w.current = Some(reader);
@@ -635,7 +668,7 @@ fn restore<F: FnMut(LogSource, &Path, u64, &[u8])>(
             let found = find_sibling(&path, |meta, file| {
                 same(meta) && meta.len() >= entry.offset && (entry.head_len == 0 || head(file))
             })
-            .or_else(|| find_sibling(&path, |meta, file| meta.len() > entry.offset && head(file)));
+            .or_else(|| find_sibling(&path, |meta, file| meta.len() >= entry.offset && head(file)));
             if let Some(file) = found {
                 let Ok(meta) = file.metadata() else { return };
                 let reader = Reader {
@@ -684,7 +717,15 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
             }
         }
     }
-    if w.current.is_none() {
+    if w.current.is_none() && meta.is_some() && ctx.open >= ctx.options.max_files {
+        ctx.stats.errors.push((
+            path.to_path_buf(),
+            format!(
+                "not followed: already {} files open (the limit)",
+                ctx.options.max_files
+            ),
+        ));
+    } else if w.current.is_none() {
         if let Some(meta) = &meta {
             match Reader::open(path) {
                 Ok((mut reader, opened)) if opened.ino() == meta.ino() => {
@@ -693,7 +734,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
                             .created()
                             .ok()
                             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                            .is_some_and(|t| t.as_secs() as i64 >= saved)
+                            .is_some_and(|t| t.as_millis() as i64 > saved)
                     });
                     if start_at_end && !born_after {
                         let size = opened.len();
@@ -705,14 +746,22 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
                         reader.update_head();
                     }
                     w.current = Some(reader);
+                    ctx.open += 1;
                 }
                 Ok(_) => {} // replaced between stat and open: next poll
                 Err(err) => ctx.stats.errors.push((path.to_path_buf(), err.to_string())),
             }
         }
     }
+    // Files of this path's other lifetimes are never the copy of a truncated one.
+    let ids: Vec<(u64, u64)> = w
+        .current
+        .iter()
+        .chain(&w.draining)
+        .map(|r| (r.dev, r.ino))
+        .collect();
     if let Some(reader) = &mut w.current {
-        if let Err(err) = ctx.service(reader, w.source, path, limit) {
+        if let Err(err) = ctx.service(reader, w.source, path, limit, &ids) {
             ctx.stats.errors.push((path.to_path_buf(), err.to_string()));
         }
     }
@@ -722,7 +771,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
     let mut i = 0;
     while i < w.draining.len() {
         let reader = &mut w.draining[i];
-        let read = match ctx.service(reader, w.source, path, limit) {
+        let read = match ctx.service(reader, w.source, path, limit, &ids) {
             Ok(n) => n,
             Err(err) => {
                 ctx.stats.errors.push((path.to_path_buf(), err.to_string()));
@@ -732,6 +781,7 @@ fn poll_path<F: FnMut(LogSource, &Path, u64, &[u8])>(
         if read == 0 && (writer_moved || reader.last_growth.elapsed() >= grace) {
             let mut reader = w.draining.remove(i);
             ctx.flush(&mut reader, w.source, path);
+            ctx.open = ctx.open.saturating_sub(1);
         } else {
             i += 1;
         }
@@ -766,12 +816,15 @@ fn count_lines(file: &File, size: u64) -> (u64, u64) {
     (lines, end)
 }
 
-/// The first sibling of `path` (same directory, name starting with the file name: `x.log.1`,
-/// `x.log-20261124`) that is not compressed and satisfies `pick`, opened.
+/// The sibling of `path` (same directory, name starting with the file name: `x.log.1`,
+/// `x.log-20261124`) that is not compressed and satisfies `pick`, opened; when several do, the
+/// most recently modified (a copy logrotate just made is newer than older rotations, whose
+/// first lines can look the same).
 fn find_sibling(path: &Path, mut pick: impl FnMut(&Metadata, &File) -> bool) -> Option<File> {
     let dir = path.parent()?;
     let base = path.file_name()?.to_str()?;
     let entries = std::fs::read_dir(dir).ok()?;
+    let mut best: Option<(File, (i64, i64))> = None;
     for entry in entries.flatten().take(10_000) {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -785,11 +838,15 @@ fn find_sibling(path: &Path, mut pick: impl FnMut(&Metadata, &File) -> bool) -> 
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };
-        if meta.is_file() && pick(&meta, &file) {
-            return Some(file);
+        let mtime = (meta.mtime(), meta.mtime_nsec());
+        if meta.is_file()
+            && best.as_ref().is_none_or(|(_, best)| mtime > *best)
+            && pick(&meta, &file)
+        {
+            best = Some((file, mtime));
         }
     }
-    None
+    best.map(|(file, _)| file)
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -820,6 +877,13 @@ fn push_capped(partial: &mut Vec<u8>, bytes: &[u8], max: usize, cut: &mut bool) 
         *cut = true;
     }
     partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// Drops the NUL bytes a writer without `O_APPEND` leaves at the start of a copytruncated file
+/// (it keeps writing at its old offset, so the file starts with a hole).
+fn trim_nul(bytes: &[u8]) -> &[u8] {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    &bytes[zeros..]
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
