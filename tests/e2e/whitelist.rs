@@ -1019,3 +1019,140 @@ fn nginx_real_ip_keeps_an_existing_real_ip_header() {
             && !written.contains("real_ip_header")
     );
 }
+
+/// fail2ban inside the origin namespace, configured in a temp dir (its own socket, pid file,
+/// in-memory database), with one jail `web` on ports 80,443 using iptables-multiport.
+struct Fail2ban {
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl Fail2ban {
+    fn start(lab: &Lab) -> Option<Fail2ban> {
+        if !Path::new("/usr/bin/fail2ban-client").exists() || !Path::new("/etc/fail2ban").is_dir() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        ok(&["cp", "-a", "/etc/fail2ban", &format!("{d}/conf")]);
+        for entry in std::fs::read_dir(dir.path().join("conf/jail.d")).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("conf/fail2ban.local"),
+            format!("[DEFAULT]\nlogtarget = {d}/f2b.log\nsocket = {d}/sock\npidfile = {d}/pid\ndbfile = :memory:\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("web.log"), "").unwrap();
+        std::fs::write(
+            dir.path().join("conf/jail.local"),
+            format!("[DEFAULT]\nbanaction = iptables-multiport\nignoreip = 127.0.0.1/8 10.1.2.3\n\n[web]\nenabled = true\nport = 80,443\nfilter = nginx-http-auth\nlogpath = {d}/web.log\nbackend = polling\n"),
+        )
+        .unwrap();
+        let f = Fail2ban {
+            dir,
+            ns: lab.origin.clone(),
+        };
+        f.client(&["start"]);
+        Some(f)
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    fn client(&self, args: &[&str]) -> String {
+        let conf = self.conf().display().to_string();
+        let mut full = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "fail2ban-client",
+            "-c",
+            &conf,
+        ];
+        full.extend_from_slice(args);
+        ok(&full)
+    }
+}
+
+impl Drop for Fail2ban {
+    fn drop(&mut self) {
+        let conf = self.conf().display().to_string();
+        let _ = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "fail2ban-client",
+            "-c",
+            &conf,
+            "stop",
+        ]);
+    }
+}
+
+#[test]
+fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let Some(f2b) = Fail2ban::start(&lab) else {
+        eprintln!("skipped: fail2ban is not installed");
+        return;
+    };
+    f2b.client(&["set", "web", "banip", CDN4, OTHER4]);
+    assert!(!lab.reaches(CDN4));
+    let mut req = lab.request(false, false);
+    req.fail2ban = true;
+    req.fail2ban_conf = Some(f2b.conf());
+
+    let dry = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&dry);
+    assert!(
+        text.contains(&format!("CDN addresses unbanned: {CDN4}")),
+        "{text}"
+    );
+    assert!(
+        f2b.client(&["get", "web", "banip"]).contains(CDN4),
+        "a dry run unbanned"
+    );
+
+    req.apply = true;
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let f = out.fail2ban.as_ref().expect(&text);
+    assert!(out.succeeded() && f.written, "{text}");
+    let banned = f2b.client(&["get", "web", "banip"]);
+    assert!(
+        !banned.contains(CDN4) && banned.contains(OTHER4),
+        "{banned}"
+    );
+    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    assert!(
+        ignore.contains("173.245.48.0/20") && ignore.contains("10.1.2.3"),
+        "{ignore}"
+    );
+    let dropin = std::fs::read_to_string(&f.dropin).unwrap();
+    assert!(
+        dropin.contains("[web]")
+            && dropin.contains("173.245.48.0/20")
+            && dropin.contains("10.1.2.3")
+    );
+    assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
+    // After a reload fail2ban reads the drop-in: the ranges stay ignored.
+    f2b.client(&["reload"]);
+    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    assert!(ignore.contains("173.245.48.0/20"), "{ignore}");
+    // A second run finds nothing to add or unban.
+    let again = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let f = again.fail2ban.as_ref().unwrap();
+    assert!(
+        f.jails
+            .iter()
+            .all(|j| j.ignore_added == 0 && j.unbanned.is_empty()),
+        "{}",
+        whitelist::render(&again)
+    );
+}

@@ -7,12 +7,14 @@
 //!   changed with one `iptables-restore --noflush` transaction per family);
 //! - [`nft`]: the nftables back end (per-provider interval sets and an accept rule at the top
 //!   of the input chain that decides, changed with one `nft -f` transaction);
+//! - [`f2b`]: `--fail2ban`, the ranges in every jail's `ignoreip` and CDN bans lifted;
 //! - [`realip`]: `--nginx-real-ip`, the `set_real_ip_from` include checked with `nginx -t`;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory.
 //!
 //! Every command goes through [`Host::run`], so tests run the real tools inside a network
 //! namespace with a host that prefixes `ip netns exec`.
 
+pub mod f2b;
 pub mod ipt;
 pub mod nft;
 pub mod realip;
@@ -85,6 +87,9 @@ pub struct WhitelistRequest {
     pub nginx_conf: Option<PathBuf>,
     /// Where `--nginx-real-ip` writes its include (`None`: [`realip::DEFAULT_INCLUDE`]).
     pub nginx_include: Option<PathBuf>,
+    /// fail2ban's configuration directory for `fail2ban-client -c` and its `jail.d`
+    /// (`None`: [`f2b::DEFAULT_CONF`]).
+    pub fail2ban_conf: Option<PathBuf>,
 }
 
 impl Default for WhitelistRequest {
@@ -101,6 +106,7 @@ impl Default for WhitelistRequest {
             state_dir: PathBuf::from("/var/lib/origin-agent"),
             nginx_conf: None,
             nginx_include: None,
+            fail2ban_conf: None,
         }
     }
 }
@@ -184,6 +190,8 @@ pub struct WhitelistOutcome {
     pub persisted: Option<String>,
     /// `--nginx-real-ip`: the include written (or planned), its test and reload.
     pub real_ip: Option<realip::RealIpOutcome>,
+    /// `--fail2ban`: ignore lists extended, CDN bans lifted, the drop-in.
+    pub fail2ban: Option<f2b::Fail2banOutcome>,
     pub notes: Vec<String>,
 }
 
@@ -193,6 +201,7 @@ impl WhitelistOutcome {
         self.failure.is_none()
             && self.rolled_back.is_none()
             && self.real_ip.as_ref().is_none_or(|r| r.error.is_none())
+            && self.fail2ban.as_ref().is_none_or(|r| r.error.is_none())
     }
 
     fn new(mode: Mode, backend: Backend, req: &WhitelistRequest, ports: &[u16]) -> Self {
@@ -210,6 +219,7 @@ impl WhitelistOutcome {
             state_file: None,
             persisted: None,
             real_ip: None,
+            fail2ban: None,
             notes: Vec::new(),
         }
     }
@@ -375,9 +385,6 @@ pub fn run(
     if req.apply && req.rollback {
         return Err(WhitelistError::Conflicting);
     }
-    if req.fail2ban {
-        return Err(WhitelistError::UnsupportedOption("--fail2ban"));
-    }
     match req.backend {
         Backend::Ufw => return Err(WhitelistError::Unsupported("ufw")),
         Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
@@ -385,15 +392,29 @@ pub fn run(
     }
     if req.rollback {
         let mut out = rollback(host, req)?;
-        if req.nginx_real_ip {
-            out.notes
-                .push("--rollback does not touch the nginx real-ip include".to_string());
+        if req.nginx_real_ip || req.fail2ban {
+            out.notes.push(
+                "--rollback restores the firewall only: the nginx include and fail2ban's ignore lists stay"
+                    .to_string(),
+            );
         }
         return Ok(out);
     }
     let ports = checked_ports(&req.ports)?;
     let lists = checked_lists(&req.providers, catalog)?;
     let mut out = firewall(host, req, &lists, &ports)?;
+    if req.fail2ban {
+        let conf = req
+            .fail2ban_conf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(f2b::DEFAULT_CONF));
+        if out.succeeded() {
+            out.fail2ban = Some(f2b::run(host, &lists, &conf, req.apply));
+        } else {
+            out.notes
+                .push("fail2ban was left alone because the firewall change failed".to_string());
+        }
+    }
     if req.nginx_real_ip {
         let path = req
             .nginx_include
@@ -1029,6 +1050,25 @@ fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
     }
 }
 
+fn outcome_jails(f: &f2b::Fail2banOutcome) -> Vec<String> {
+    f.jails
+        .iter()
+        .map(|j| {
+            let unbanned: Vec<String> = j.unbanned.iter().map(|a| a.to_string()).collect();
+            format!(
+                "jail {}: {} ranges added to ignoreip; CDN addresses unbanned: {}",
+                j.jail,
+                j.ignore_added,
+                if unbanned.is_empty() {
+                    "none".to_string()
+                } else {
+                    unbanned.join(", ")
+                }
+            )
+        })
+        .collect()
+}
+
 /// The human text: the plan per family (ranges to add and remove, the exact transaction), what
 /// was applied, the verification and any rollback.
 pub fn render(outcome: &WhitelistOutcome) -> String {
@@ -1136,6 +1176,25 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
     }
     if let Some(p) = &outcome.persisted {
         let _ = writeln!(s, "persistence: {p}");
+    }
+    if let Some(f) = &outcome.fail2ban {
+        let _ = writeln!(s, "\nfail2ban: drop-in {}", f.dropin.display());
+        for j in &outcome_jails(f) {
+            let _ = writeln!(s, "  {j}");
+        }
+        if outcome.mode == Mode::DryRun {
+            for line in f.dropin_text.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        } else if f.written {
+            let _ = writeln!(s, "  drop-in written, `fail2ban-client -t` passed");
+        }
+        if let Some(e) = &f.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        for n in &f.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
     }
     if let Some(r) = &outcome.real_ip {
         let _ = writeln!(s, "\nnginx real IP: {}", r.path.display());
