@@ -351,6 +351,7 @@ impl Lab {
             ns: self.origin.clone(),
             fail: None,
             panic_on: None,
+            meddle: std::sync::Mutex::new(None),
         }
     }
 
@@ -380,6 +381,9 @@ struct NetnsHost {
     ns: String,
     fail: Option<String>,
     panic_on: Option<String>,
+    /// After a command whose key starts with `.0`, runs `.1` in the namespace once (someone
+    /// else changing the firewall in the middle of the apply).
+    meddle: std::sync::Mutex<Option<(String, Vec<String>)>>,
 }
 
 impl Host for NetnsHost {
@@ -420,7 +424,21 @@ impl Host for NetnsHost {
         };
         wrapped.timeout = command.timeout;
         wrapped.stdin = command.stdin.clone();
-        LiveHost.run(&wrapped)
+        let result = LiveHost.run(&wrapped);
+        let extra = {
+            let mut m = self.meddle.lock().unwrap();
+            match m.as_ref() {
+                Some((after, _)) if key.starts_with(after.as_str()) => m.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, cmd)) = extra {
+            let mut args = vec!["netns".to_string(), "exec".to_string(), self.ns.clone()];
+            args.extend(cmd);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = LiveHost.run(&Command::new("ip", &refs));
+        }
+        result
     }
     fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
         LiveHost.connect(endpoint, timeout)
@@ -1155,4 +1173,57 @@ fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
         "{}",
         whitelist::render(&again)
     );
+}
+
+#[test]
+fn a_change_by_someone_else_during_the_apply_rolls_the_whitelist_back() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let host = lab.host();
+    *host.meddle.lock().unwrap() = Some((
+        "iptables-restore".into(),
+        ["iptables", "-A", "INPUT", "-s", "192.0.2.99", "-j", "DROP"]
+            .map(String::from)
+            .to_vec(),
+    ));
+    let out = whitelist::run(&host, &lab.request(true, false), &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(out.rolled_back.is_some() && !out.applied, "{text}");
+    let v = out.verification.as_ref().unwrap();
+    assert!(
+        v.other_changes.iter().any(|c| c.contains("192.0.2.99")),
+        "{text}"
+    );
+    // Only the agent's own objects were taken back: the other change stays.
+    let rules = lab.rules();
+    assert!(
+        rules.contains("-A INPUT -s 192.0.2.99/32 -j DROP") && !rules.contains("ORIGIN-AGENT"),
+        "{rules}"
+    );
+    assert!(!lab.reaches(CDN4));
+}
+
+#[test]
+fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let pristine = lab.rules();
+    let held = whitelist::state::lock(lab.state.path()).unwrap();
+    let out = whitelist::run(
+        &lab.host(),
+        &lab.request(true, false),
+        &CdnCatalog::bundled(),
+    );
+    assert!(matches!(out, Err(WhitelistError::Busy { .. })), "{out:?}");
+    assert_eq!(lab.rules(), pristine);
+    drop(held);
+    let out = whitelist::run(
+        &lab.host(),
+        &lab.request(true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(out.succeeded());
 }

@@ -471,6 +471,19 @@ fn firewall(
             c.family, c.table, c.name
         ),
     });
+    if matches!(fw, Fw::Ipt) && before.v6.is_none() {
+        out.notes.push(
+            "IPv6 left out: ip6tables-save is missing or failed (IPv6 disabled?)".to_string(),
+        );
+    }
+    if let Fw::Nft(c) = &fw {
+        if c.family == "ip" {
+            out.notes.push(format!(
+                "IPv6 left out: the deciding chain is in the ip (IPv4) table {}",
+                c.table
+            ));
+        }
+    }
     out.plans = fw.plan(&before, &lists, &ports);
     out.commands = fw.commands(&out.plans);
     if !req.apply {
