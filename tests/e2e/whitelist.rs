@@ -28,6 +28,17 @@ const OTHER6: &str = "2001:db8::7";
 const ORIGIN4: &str = "10.77.0.2";
 const ORIGIN6: &str = "fd77::2";
 
+const NFT_DEFAULT_DROP: &str = "table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    meta l4proto ipv6-icmp accept
+    tcp dport 22 accept
+  }
+}
+";
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn sh(args: &[&str]) -> std::process::Output {
@@ -250,6 +261,31 @@ impl Lab {
 
     /// The same origin with a native nftables table instead: default drop in `inet filter`.
     fn default_drop_nft(&self) {
+        self.nft_load(NFT_DEFAULT_DROP);
+    }
+
+    fn nft_load(&self, script: &str) {
+        let out = Proc::new("ip")
+            .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[allow(dead_code)]
+    fn old_default_drop_nft(&self) {
         let script = "table inet filter {
   chain input {
     type filter hook input priority 0; policy drop;
@@ -1226,4 +1262,55 @@ fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
     )
     .unwrap();
     assert!(out.succeeded());
+}
+
+#[test]
+fn nftables_persist_writes_an_include_that_survives_a_simulated_boot() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let etc = tempfile::tempdir().unwrap();
+    let conf = etc.path().join("nftables.conf");
+    std::fs::write(&conf, format!("flush ruleset\n{NFT_DEFAULT_DROP}")).unwrap();
+    let mut req = lab.request_for(Backend::Nftables, true, false);
+    req.persist = true;
+    req.nft_conf = Some(conf.clone());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(
+        out.succeeded()
+            && out
+                .persisted
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("nftables:"),
+        "{text}"
+    );
+    // A second apply does not include the file twice.
+    whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let written = std::fs::read_to_string(&conf).unwrap();
+    assert_eq!(written.matches("include").count(), 1, "{written}");
+
+    // "Boot": the ruleset is gone, then the configuration is loaded as nftables.service does.
+    lab.origin_exec(&["nft", "flush", "ruleset"]);
+    lab.origin_exec(&["nft", "-f", conf.to_str().unwrap()]);
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{}", lab.nft_text());
+    assert!(!lab.reaches(OTHER4));
+
+    // Rollback persists the restored state too, where the apply persisted (never where the
+    // rollback request points: a decoy path must stay untouched). The second apply was a no-op,
+    // so the state restored is the one before the first apply: no whitelist after the next boot.
+    let mut rb = lab.request_for(Backend::Nftables, false, true);
+    let decoy = etc.path().join("decoy/nftables.conf");
+    rb.nft_conf = Some(decoy.clone());
+    let back = whitelist::run(&lab.host(), &rb, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&back);
+    assert!(back.succeeded(), "{text}");
+    assert!(
+        !decoy.exists() && !etc.path().join("decoy").exists(),
+        "{text}"
+    );
+    lab.origin_exec(&["nft", "flush", "ruleset"]);
+    lab.origin_exec(&["nft", "-f", conf.to_str().unwrap()]);
+    assert!(!lab.reaches(CDN4), "{text}\n{}", lab.nft_text());
 }

@@ -90,6 +90,9 @@ pub struct WhitelistRequest {
     /// fail2ban's configuration directory for `fail2ban-client -c` and its `jail.d`
     /// (`None`: [`f2b::DEFAULT_CONF`]).
     pub fail2ban_conf: Option<PathBuf>,
+    /// The nftables configuration loaded at boot, for `--persist` with nftables (`None`:
+    /// `/etc/nftables.conf`); the agent's include goes to `nftables.d/` beside it.
+    pub nft_conf: Option<PathBuf>,
 }
 
 impl Default for WhitelistRequest {
@@ -107,6 +110,7 @@ impl Default for WhitelistRequest {
             nginx_conf: None,
             nginx_include: None,
             fail2ban_conf: None,
+            nft_conf: None,
         }
     }
 }
@@ -509,6 +513,8 @@ fn firewall(
             Fw::Nft(c) => Some(c.clone()),
             Fw::Ipt => None,
         },
+        persisted: false,
+        nft_conf: None,
     };
     out.state_file = Some(state::save(&req.state_dir, &saved)?);
 
@@ -545,7 +551,13 @@ fn firewall(
     complete.complete = true;
     state::save(&req.state_dir, &complete)?;
     if req.persist {
-        out.persisted = Some(fw.persist(host, &mut out.notes));
+        out.persisted = Some(fw.persist(host, req, &mut out.notes));
+        complete.persisted = true;
+        complete.nft_conf = match &fw {
+            Fw::Nft(_) => Some(nft_conf_of(req)),
+            Fw::Ipt => None,
+        };
+        state::save(&req.state_dir, &complete)?;
     }
     Ok(out)
 }
@@ -798,16 +810,29 @@ impl Fw {
     }
 
     /// Saves the rule set with the host's own mechanism.
-    fn persist(&self, host: &dyn Host, notes: &mut Vec<String>) -> String {
+    fn persist(&self, host: &dyn Host, req: &WhitelistRequest, notes: &mut Vec<String>) -> String {
         match self {
             Fw::Ipt => persist_ipt(host, notes),
-            Fw::Nft(_) => {
-                let msg = "not persisted: writing the nftables include is not implemented yet; the change lasts until the ruleset is reloaded".to_string();
-                notes.push(msg.clone());
-                msg
+            Fw::Nft(chain) => {
+                let conf = nft_conf_of(req);
+                match persist_nft(host, chain, &conf) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        let msg = format!("not persisted: {e}");
+                        notes.push(msg.clone());
+                        msg
+                    }
+                }
             }
         }
     }
+}
+
+/// The boot-time nftables configuration `--persist` writes to.
+fn nft_conf_of(req: &WhitelistRequest) -> PathBuf {
+    req.nft_conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/nftables.conf"))
 }
 
 fn nft_cmd(script: &str) -> Command {
@@ -942,6 +967,14 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
             changed.join("; ")
         ));
     }
+    if saved.persisted && !out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
+        // Persist where the apply persisted, whatever this request says.
+        let same_place = WhitelistRequest {
+            nft_conf: saved.nft_conf.clone(),
+            ..req.clone()
+        };
+        out.persisted = Some(fw.persist(host, &same_place, &mut out.notes));
+    }
     if out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
         out.failure = Some("the rollback could not restore everything".to_string());
     } else {
@@ -1041,6 +1074,63 @@ fn verify(
     }
     v.uncertain.extend(notes);
     v
+}
+
+/// Writes the agent's include for the boot-time nftables configuration and makes `conf` include
+/// it (once); `nft -c -f conf` must accept the result, or both files are put back.
+fn persist_nft(
+    host: &dyn Host,
+    chain: &nft::NftChain,
+    conf: &std::path::Path,
+) -> Result<String, String> {
+    let doc = Saves::read(host)
+        .map_err(|e| e.to_string())?
+        .nft_doc()
+        .ok_or("cannot read the nftables ruleset")?;
+    let text = nft::persist_text(chain, &nft::read_state(&doc, chain));
+    let dir = conf
+        .parent()
+        .unwrap_or(std::path::Path::new("/etc"))
+        .join("nftables.d");
+    let include = dir.join("origin-agent-cdn.nft");
+    let old_conf = std::fs::read_to_string(conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+    let old_include = std::fs::read_to_string(&include).ok();
+    let line = format!("include \"{}\"", include.display());
+    let new_conf = if old_conf.lines().any(|l| l.trim() == line) {
+        None
+    } else {
+        let mut c = old_conf.clone();
+        if !c.ends_with('\n') && !c.is_empty() {
+            c.push('\n');
+        }
+        c.push_str(&format!(
+            "# origin-agent CDN whitelist (origin-agent whitelist --persist)\n{line}\n"
+        ));
+        Some(c)
+    };
+    let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    std::fs::write(&include, &text).map_err(|e| io(&include, e))?;
+    if let Some(c) = &new_conf {
+        std::fs::write(conf, c).map_err(|e| io(conf, e))?;
+    }
+    let conf_s = conf.display().to_string();
+    let check = run_ok(host, &Command::new("nft", &["-c", "-f", &conf_s]));
+    if let Err(e) = check {
+        let _ = std::fs::write(conf, &old_conf);
+        let _ = match &old_include {
+            Some(t) => std::fs::write(&include, t),
+            None => std::fs::remove_file(&include),
+        };
+        return Err(format!(
+            "`nft -c -f {conf_s}` rejected the include, both files put back: {e}"
+        ));
+    }
+    Ok(format!(
+        "nftables: {} (included from {}, checked with nft -c)",
+        include.display(),
+        conf.display()
+    ))
 }
 
 /// Saves the iptables rule set with netfilter-persistent.
