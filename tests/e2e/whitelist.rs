@@ -284,37 +284,6 @@ impl Lab {
         );
     }
 
-    #[allow(dead_code)]
-    fn old_default_drop_nft(&self) {
-        let script = "table inet filter {
-  chain input {
-    type filter hook input priority 0; policy drop;
-    iif lo accept
-    ct state established,related accept
-    meta l4proto ipv6-icmp accept
-    tcp dport 22 accept
-  }
-}
-";
-        let out = Proc::new("ip")
-            .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(script.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     /// The origin firewalled by ufw (default deny incoming, SSH allowed), with ufw's files
     /// copied to /etc/netns/ORIGIN/ufw so the machine's own /etc/ufw is never touched.
     fn ufw_enabled(&mut self) -> bool {

@@ -246,7 +246,7 @@ pub enum WhitelistError {
     TooManyPorts,
     #[error("--rollback and --apply exclude each other")]
     Conflicting,
-    #[error("the {0} back end is not supported by this version of `whitelist` yet")]
+    #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
     Unsupported(&'static str),
     #[error("{0} is not supported by this version of `whitelist` yet")]
     UnsupportedOption(&'static str),
