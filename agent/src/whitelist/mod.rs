@@ -376,6 +376,8 @@ fn read_save(host: &dyn Host, family: Family) -> Result<Option<String>, Whitelis
         Ok(text) => Ok(Some(text)),
         // No ip6tables, or IPv6 disabled in the kernel: the IPv6 family is left out.
         Err(_) if family == Family::V6 => Ok(None),
+        // No iptables at all (a pure nftables host): the nftables back end may still apply.
+        Err(WhitelistError::Host(HostError::CommandMissing { .. })) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -459,6 +461,13 @@ fn firewall(
     let mut notes = Vec::new();
     if req.apply {
         recover_interrupted(host, req, &mut notes)?;
+    } else if let Ok(Some((path, saved))) = state::load(&req.state_dir) {
+        if !saved.complete {
+            notes.push(format!(
+                "an interrupted apply was found ({}): the next --apply undoes it first",
+                path.display()
+            ));
+        }
     }
     let before = Saves::read(host)?;
     let fw = resolve(req.backend, &before)?;
