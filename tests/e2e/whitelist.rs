@@ -1283,3 +1283,93 @@ fn nftables_persist_writes_an_include_that_survives_a_simulated_boot() {
     lab.origin_exec(&["nft", "-f", conf.to_str().unwrap()]);
     assert!(!lab.reaches(CDN4), "{text}\n{}", lab.nft_text());
 }
+
+#[test]
+fn ufw_backend_through_ufw_itself_apply_dropped_range_idempotence_and_rollback() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let req = lab.request_for(Backend::Ufw, true, false);
+
+    let first = whitelist::run(&host, &req, &catalog_with_extra("203.0.113.0/24")).unwrap();
+    let text = whitelist::render(&first);
+    assert!(first.succeeded() && first.applied, "{text}");
+    assert!(
+        lab.reaches(CDN4) && lab.reaches(CDN6) && lab.reaches(EXTRA4),
+        "{text}"
+    );
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    let status = lab.origin_exec(&["ufw", "status"]);
+    assert!(
+        status.contains("173.245.48.0/20") && status.contains("# origin-agent:cloudflare"),
+        "{status}"
+    );
+    assert!(status.contains("22/tcp"), "{status}");
+
+    let second = whitelist::run(&host, &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&second);
+    assert!(second.succeeded(), "{text}");
+    assert_eq!(second.plans[0].remove.len(), 1, "{text}");
+    assert!(second.plans.iter().all(|p| p.add.is_empty()), "{text}");
+    assert!(!lab.reaches(EXTRA4) && lab.reaches(CDN4));
+
+    let third = whitelist::run(&host, &req, &CdnCatalog::bundled()).unwrap();
+    assert!(
+        third.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&third)
+    );
+
+    // Roll back twice: to the state before the second apply, then before the first.
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert!(lab.reaches(EXTRA4));
+    assert!(matches!(
+        whitelist::run(
+            &host,
+            &lab.request_for(Backend::Ufw, false, true),
+            &CdnCatalog::bundled()
+        ),
+        Err(WhitelistError::NothingToRollBack(_))
+    ));
+}
+
+#[test]
+fn ufw_backend_rollback_restores_ufw_and_the_rules_exactly() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let pristine = lab.rules();
+    let pristine_added = lab.origin_exec(&["ufw", "show", "added"]);
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(out.succeeded(), "{}", whitelist::render(&out));
+    assert!(lab.reaches(CDN4));
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.origin_exec(&["ufw", "show", "added"]), pristine_added);
+    assert_eq!(lab.rules(), pristine);
+    assert!(!lab.reaches(CDN4));
+}

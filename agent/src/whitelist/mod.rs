@@ -9,6 +9,7 @@
 //!   of the input chain that decides, changed with one `nft -f` transaction);
 //! - [`f2b`]: `--fail2ban`, the ranges in every jail's `ignoreip` and CDN bans lifted;
 //! - [`realip`]: `--nginx-real-ip`, the `set_real_ip_from` include checked with `nginx -t`;
+//! - [`ufw`]: `--backend ufw`, allows made through ufw itself with a comment tag;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory.
 //!
 //! Every command goes through [`Host::run`], so tests run the real tools inside a network
@@ -19,6 +20,7 @@ pub mod ipt;
 pub mod nft;
 pub mod realip;
 pub mod state;
+pub mod ufw;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -391,10 +393,8 @@ pub fn run(
     if req.apply && req.rollback {
         return Err(WhitelistError::Conflicting);
     }
-    match req.backend {
-        Backend::Ufw => return Err(WhitelistError::Unsupported("ufw")),
-        Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
-        Backend::Auto | Backend::Iptables | Backend::Nftables => {}
+    if req.backend == Backend::Csf {
+        return Err(WhitelistError::Unsupported("csf"));
     }
     if req.rollback {
         let mut out = rollback(host, req)?;
@@ -469,7 +469,10 @@ fn firewall(
             ));
         }
     }
-    let before = Saves::read(host)?;
+    let mut before = Saves::read(host)?;
+    if req.backend == Backend::Ufw {
+        before = before.with_ufw(host)?;
+    }
     let fw = resolve(req.backend, &before)?;
     let mut out = WhitelistOutcome::new(mode, fw.backend(), req, &ports);
     out.notes = notes;
@@ -483,7 +486,13 @@ fn firewall(
             "back end: nftables (sets and rules in the deciding chain {} {} {})",
             c.family, c.table, c.name
         ),
+        Fw::Ufw => "back end: ufw (rules through ufw itself, tagged `origin-agent:PROVIDER`; ufw has no transaction: one command at a time, undone in reverse on failure)".to_string(),
     });
+    if matches!(fw, Fw::Ufw) && !before.ufw_v6 {
+        out.notes.push(
+            "IPv6 left out: ufw does not manage IPv6 here (IPV6=no in /etc/default/ufw)".into(),
+        );
+    }
     if matches!(fw, Fw::Ipt) && before.v6.is_none() {
         out.notes.push(
             "IPv6 left out: ip6tables-save is missing or failed (IPv6 disabled?)".to_string(),
@@ -520,14 +529,15 @@ fn firewall(
         nft_json: before.nft.clone(),
         nft_chain: match &fw {
             Fw::Nft(c) => Some(c.clone()),
-            Fw::Ipt => None,
+            _ => None,
         },
+        ufw_added: before.ufw.clone(),
         persisted: false,
         nft_conf: None,
     };
     out.state_file = Some(state::save(&req.state_dir, &saved)?);
 
-    if let Err((failure, partial)) = fw.apply(host, &out.plans) {
+    if let Err((failure, partial)) = fw.apply(host, &out.plans, &before, &lists, &ports) {
         out.failure = Some(failure);
         if partial {
             out.rolled_back = Some(fw.restore_to(host, &before, &mut out.notes));
@@ -537,7 +547,13 @@ fn firewall(
         }
         return Ok(out);
     }
-    let after = match Saves::read(host) {
+    let after = match Saves::read(host).and_then(|a| {
+        if matches!(fw, Fw::Ufw) {
+            a.with_ufw(host)
+        } else {
+            Ok(a)
+        }
+    }) {
         Ok(a) => a,
         Err(e) => {
             out.failure = Some(format!("could not read the firewall after the change: {e}"));
@@ -564,7 +580,7 @@ fn firewall(
         complete.persisted = true;
         complete.nft_conf = match &fw {
             Fw::Nft(_) => Some(nft_conf_of(req)),
-            Fw::Ipt => None,
+            _ => None,
         };
         state::save(&req.state_dir, &complete)?;
     }
@@ -577,6 +593,10 @@ struct Saves {
     v4: Option<String>,
     v6: Option<String>,
     nft: Option<String>,
+    /// `ufw show added`, read for the ufw back end only.
+    ufw: Option<String>,
+    /// ufw manages IPv6 (`IPV6=yes` in /etc/default/ufw).
+    ufw_v6: bool,
 }
 
 impl Saves {
@@ -596,7 +616,31 @@ impl Saves {
             v4: read_save(host, Family::V4)?,
             v6: read_save(host, Family::V6)?,
             nft,
+            ufw: None,
+            ufw_v6: false,
         })
+    }
+
+    /// Adds `ufw show added` (the ufw back end's own view).
+    fn with_ufw(mut self, host: &dyn Host) -> Result<Saves, WhitelistError> {
+        self.ufw = Some(run_ok(host, &Command::new("ufw", &["show", "added"]))?);
+        self.ufw_v6 = host
+            .read(std::path::Path::new("/etc/default/ufw"))
+            .map(|b| {
+                String::from_utf8_lossy(&b).lines().any(|l| {
+                    let l = l.trim().replace('"', "");
+                    l.eq_ignore_ascii_case("IPV6=yes")
+                })
+            })
+            .unwrap_or(false);
+        Ok(self)
+    }
+
+    fn ufw_rules(&self) -> Vec<ufw::UfwRule> {
+        self.ufw
+            .as_deref()
+            .map(ufw::parse_added)
+            .unwrap_or_default()
     }
 
     fn from_state(s: &state::SavedState) -> Saves {
@@ -604,6 +648,8 @@ impl Saves {
             v4: s.iptables.clone(),
             v6: s.ip6tables.clone(),
             nft: s.nft_json.clone(),
+            ufw: s.ufw_added.clone(),
+            ufw_v6: true,
         }
     }
 
@@ -642,6 +688,7 @@ impl Saves {
 enum Fw {
     Ipt,
     Nft(nft::NftChain),
+    Ufw,
 }
 
 fn resolve(backend: Backend, saves: &Saves) -> Result<Fw, WhitelistError> {
@@ -649,6 +696,7 @@ fn resolve(backend: Backend, saves: &Saves) -> Result<Fw, WhitelistError> {
         .nft_doc()
         .and_then(|doc| nft::deciding_chain(&doc, &saves.iptables_nft_tables()));
     match (backend, chain) {
+        (Backend::Ufw, _) => Ok(Fw::Ufw),
         (Backend::Nftables, Some(c)) | (Backend::Auto, Some(c)) => Ok(Fw::Nft(c)),
         (Backend::Nftables, None) => Err(WhitelistError::NoNftChain),
         _ if saves.v4.is_none() => Err(WhitelistError::Host(HostError::CommandMissing {
@@ -663,7 +711,29 @@ impl Fw {
         match self {
             Fw::Ipt => Backend::Iptables,
             Fw::Nft(_) => Backend::Nftables,
+            Fw::Ufw => Backend::Ufw,
         }
+    }
+
+    /// The ufw plans with their commands and undo commands.
+    fn ufw_plans(
+        saves: &Saves,
+        lists: &[ProviderList],
+        ports: &[u16],
+    ) -> Vec<(FamilyPlan, Vec<Vec<String>>, Vec<Vec<String>>)> {
+        let current = saves.ufw_rules();
+        let ports = ipt::ports_text(ports);
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| *f == Family::V4 || saves.ufw_v6)
+            .map(|family| {
+                let wanted: Vec<(Provider, Vec<IpNet>)> = lists
+                    .iter()
+                    .map(|(p, v4, v6)| (*p, if family == Family::V4 { v4 } else { v6 }.clone()))
+                    .collect();
+                ufw::plan(family, &current, &wanted, &ports)
+            })
+            .collect()
     }
 
     fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
@@ -686,6 +756,10 @@ impl Fw {
                 let doc = saves.nft_doc().unwrap_or(serde_json::Value::Null);
                 nft::plan(chain, &nft::read_state(&doc, chain), lists, ports)
             }
+            Fw::Ufw => Self::ufw_plans(saves, lists, ports)
+                .into_iter()
+                .map(|(p, _, _)| p)
+                .collect(),
         }
     }
 
@@ -698,12 +772,49 @@ impl Fw {
                 .collect(),
             Fw::Nft(_) if plans.iter().any(|p| !p.is_empty()) => vec!["nft -f -".to_string()],
             Fw::Nft(_) => Vec::new(),
+            Fw::Ufw => plans
+                .iter()
+                .flat_map(|p| p.script.lines().map(str::to_string))
+                .collect(),
         }
     }
 
     /// Applies the plans; on error, the failure and whether part of it was applied.
-    fn apply(&self, host: &dyn Host, plans: &[FamilyPlan]) -> Result<(), (String, bool)> {
+    fn apply(
+        &self,
+        host: &dyn Host,
+        plans: &[FamilyPlan],
+        before: &Saves,
+        lists: &[ProviderList],
+        ports: &[u16],
+    ) -> Result<(), (String, bool)> {
         match self {
+            Fw::Ufw => {
+                let mut undo: Vec<Vec<String>> = Vec::new();
+                for (_, ops, undos) in Self::ufw_plans(before, lists, ports) {
+                    for (op, back) in ops.iter().zip(undos) {
+                        let args: Vec<&str> = op.iter().map(String::as_str).collect();
+                        if let Err(e) = run_ok(host, &Command::new("ufw", &args)) {
+                            let mut undone = 0;
+                            for b in undo.iter().rev() {
+                                let args: Vec<&str> = b.iter().map(String::as_str).collect();
+                                if run_ok(host, &Command::new("ufw", &args)).is_ok() {
+                                    undone += 1;
+                                }
+                            }
+                            return Err((
+                                format!(
+                                    "{e}; the {} ufw commands already run were undone ({undone} succeeded)",
+                                    undo.len()
+                                ),
+                                false,
+                            ));
+                        }
+                        undo.push(back);
+                    }
+                }
+                Ok(())
+            }
             Fw::Ipt => {
                 let mut done = false;
                 for plan in plans.iter().filter(|p| !p.is_empty()) {
@@ -733,6 +844,27 @@ impl Fw {
     fn restore_to(&self, host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
         match self {
             Fw::Ipt => restore_ipt(host, before, notes),
+            Fw::Ufw => {
+                let current = match run_ok(host, &Command::new("ufw", &["show", "added"])) {
+                    Ok(t) => ufw::parse_added(&t),
+                    Err(e) => {
+                        notes.push(format!("ufw: ROLLBACK FAILED: cannot read: {e}"));
+                        return "ufw NOT restored".into();
+                    }
+                };
+                let ops = ufw::restore_ops(&current, &before.ufw_rules());
+                if ops.is_empty() {
+                    return "nothing had changed".into();
+                }
+                for op in &ops {
+                    let args: Vec<&str> = op.iter().map(String::as_str).collect();
+                    if let Err(e) = run_ok(host, &Command::new("ufw", &args)) {
+                        notes.push(format!("ufw: ROLLBACK FAILED: {e}"));
+                        return "ufw NOT fully restored".into();
+                    }
+                }
+                format!("ufw restored ({} commands)", ops.len())
+            }
             Fw::Nft(chain) => {
                 let current = match Saves::read(host) {
                     Ok(s) => s,
@@ -796,6 +928,28 @@ impl Fw {
                     }
                 }
             }
+            Fw::Ufw => {
+                let mut own = before.ufw_rules();
+                own.extend(after.ufw_rules());
+                for family in [Family::V4, Family::V6] {
+                    if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                        diff(
+                            family.label(),
+                            lines(ufw::without_own(&ipt::without_own(b), &own)),
+                            lines(ufw::without_own(&ipt::without_own(a), &own)),
+                        );
+                    }
+                }
+                let (b, a) = (before.ufw.clone(), after.ufw.clone());
+                let strip = |t: Option<String>| -> Vec<String> {
+                    t.unwrap_or_default()
+                        .lines()
+                        .filter(|l| !l.contains("'origin-agent:"))
+                        .map(str::to_string)
+                        .collect()
+                };
+                diff("ufw", strip(b), strip(a));
+            }
             Fw::Nft(chain) => {
                 for family in [Family::V4, Family::V6] {
                     if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
@@ -822,6 +976,7 @@ impl Fw {
     fn persist(&self, host: &dyn Host, req: &WhitelistRequest, notes: &mut Vec<String>) -> String {
         match self {
             Fw::Ipt => persist_ipt(host, notes),
+            Fw::Ufw => "ufw's own files (/etc/ufw/user.rules, /etc/ufw/user6.rules): ufw keeps its rules across reboots".to_string(),
             Fw::Nft(chain) => {
                 let conf = nft_conf_of(req);
                 match persist_nft(host, chain, &conf) {
@@ -890,6 +1045,7 @@ fn fw_of_state(saved: &state::SavedState) -> Result<Fw, WhitelistError> {
     match (saved.backend, &saved.nft_chain) {
         (Backend::Iptables, _) => Ok(Fw::Ipt),
         (Backend::Nftables, Some(c)) => Ok(Fw::Nft(c.clone())),
+        (Backend::Ufw, _) => Ok(Fw::Ufw),
         (b, _) => Err(WhitelistError::StateBackend(b.name())),
     }
 }
@@ -927,8 +1083,25 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
     out.providers = saved.providers.clone();
     out.state_file = Some(path);
     let before = Saves::from_state(&saved);
-    let current = Saves::read(host)?;
+    let mut current = Saves::read(host)?;
+    if matches!(fw, Fw::Ufw) {
+        current = current.with_ufw(host)?;
+    }
     match &fw {
+        Fw::Ufw => {
+            let ops = ufw::restore_ops(&current.ufw_rules(), &before.ufw_rules());
+            out.plans.push(FamilyPlan {
+                family: Family::V4,
+                add: Vec::new(),
+                remove: Vec::new(),
+                unchanged: 0,
+                structure: vec!["restore the agent's ufw rules as saved".to_string()],
+                script: ops
+                    .iter()
+                    .map(|o| format!("{}\n", ufw::command_text(o)))
+                    .collect(),
+            });
+        }
         Fw::Ipt => {
             for family in [Family::V4, Family::V6] {
                 let (Some(cur), Some(old)) = (current.get(family), before.get(family)) else {
@@ -968,7 +1141,10 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
     out.commands = fw.commands(&out.plans);
     let what = fw.restore_to(host, &before, &mut out.notes);
     out.notes.push(format!("rollback: {what}"));
-    let after = Saves::read(host)?;
+    let mut after = Saves::read(host)?;
+    if matches!(fw, Fw::Ufw) {
+        after = after.with_ufw(host)?;
+    }
     let changed = fw.other_changes(&before, &after);
     if !changed.is_empty() {
         out.notes.push(format!(
@@ -1204,6 +1380,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
     for plan in &outcome.plans {
         let label = match (outcome.mode, outcome.backend) {
             (Mode::Rollback, Backend::Nftables) => "nftables",
+            (Mode::Rollback, Backend::Ufw) => "ufw",
             _ => plan.family.label(),
         };
         let _ = writeln!(
@@ -1227,6 +1404,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             let _ = writeln!(s, "  nothing to change");
         } else {
             let cmd = match (outcome.backend, plan.family) {
+                (Backend::Ufw, _) => "ufw commands, in this order:".to_string(),
                 (Backend::Nftables, _) => {
                     "part of one transaction for both families: nft -f - <<'EOF'".to_string()
                 }
@@ -1241,7 +1419,9 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             for line in plan.script.lines() {
                 let _ = writeln!(s, "    {line}");
             }
-            let _ = writeln!(s, "  EOF");
+            if outcome.backend != Backend::Ufw {
+                let _ = writeln!(s, "  EOF");
+            }
         }
     }
     if let Some(path) = &outcome.state_file {

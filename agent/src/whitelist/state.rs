@@ -88,6 +88,9 @@ pub struct SavedState {
     /// The nftables boot configuration the apply persisted to; a rollback persists there too.
     #[serde(default)]
     pub nft_conf: Option<PathBuf>,
+    /// `ufw show added` before the apply, for the ufw back end.
+    #[serde(default)]
+    pub ufw_added: Option<String>,
 }
 
 /// Writes the state atomically; returns its path.
@@ -185,6 +188,7 @@ mod tests {
             nft_chain: None,
             persisted: false,
             nft_conf: None,
+            ufw_added: None,
         };
         save(dir.path(), &st).unwrap();
         let (_, back) = load(dir.path()).unwrap().unwrap();
