@@ -716,11 +716,7 @@ impl Fw {
     }
 
     /// The ufw plans with their commands and undo commands.
-    fn ufw_plans(
-        saves: &Saves,
-        lists: &[ProviderList],
-        ports: &[u16],
-    ) -> Vec<(FamilyPlan, Vec<Vec<String>>, Vec<Vec<String>>)> {
+    fn ufw_plans(saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<ufw::UfwPlan> {
         let current = saves.ufw_rules();
         let ports = ipt::ports_text(ports);
         [Family::V4, Family::V6]

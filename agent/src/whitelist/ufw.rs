@@ -123,6 +123,9 @@ pub fn command_text(args: &[String]) -> String {
     s
 }
 
+/// A family's plan, the ufw commands that carry it out, and the commands that undo them.
+pub type UfwPlan = (FamilyPlan, Vec<Vec<String>>, Vec<Vec<String>>);
+
 /// Plans one family: the rules to delete (of requested providers, no longer published or with
 /// other ports) and to prepend.
 pub fn plan(
@@ -130,7 +133,7 @@ pub fn plan(
     current: &[UfwRule],
     wanted: &[(Provider, Vec<IpNet>)],
     ports: &str,
-) -> (FamilyPlan, Vec<Vec<String>>, Vec<Vec<String>>) {
+) -> UfwPlan {
     let requested: BTreeSet<Provider> = wanted.iter().map(|(p, _)| *p).collect();
     let want: BTreeSet<(Provider, IpNet)> = wanted
         .iter()
