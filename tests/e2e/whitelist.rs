@@ -1373,3 +1373,29 @@ fn ufw_backend_rollback_restores_ufw_and_the_rules_exactly() {
     assert_eq!(lab.rules(), pristine);
     assert!(!lab.reaches(CDN4));
 }
+
+#[test]
+fn ufw_backend_a_failing_ufw_command_undoes_the_commands_already_run() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let pristine = lab.rules();
+    let pristine_added = lab.origin_exec(&["ufw", "show", "added"]);
+    let mut host = lab.host();
+    // The first IPv6 rule fails after every IPv4 rule went in.
+    host.fail = Some("ufw prepend allow from 2400:cb00::/32".into());
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&out);
+    assert!(!out.succeeded() && !out.applied, "{text}");
+    assert!(out.failure.as_deref().unwrap().contains("undone"), "{text}");
+    assert_eq!(lab.origin_exec(&["ufw", "show", "added"]), pristine_added);
+    assert_eq!(lab.rules(), pristine);
+}
