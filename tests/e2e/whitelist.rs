@@ -28,6 +28,17 @@ const OTHER6: &str = "2001:db8::7";
 const ORIGIN4: &str = "10.77.0.2";
 const ORIGIN6: &str = "fd77::2";
 
+const NFT_DEFAULT_DROP: &str = "table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+    iif lo accept
+    ct state established,related accept
+    meta l4proto ipv6-icmp accept
+    tcp dport 22 accept
+  }
+}
+";
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn sh(args: &[&str]) -> std::process::Output {
@@ -250,16 +261,10 @@ impl Lab {
 
     /// The same origin with a native nftables table instead: default drop in `inet filter`.
     fn default_drop_nft(&self) {
-        let script = "table inet filter {
-  chain input {
-    type filter hook input priority 0; policy drop;
-    iif lo accept
-    ct state established,related accept
-    meta l4proto ipv6-icmp accept
-    tcp dport 22 accept
-  }
-}
-";
+        self.nft_load(NFT_DEFAULT_DROP);
+    }
+
+    fn nft_load(&self, script: &str) {
         let out = Proc::new("ip")
             .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
             .stdin(Stdio::piped())
@@ -351,6 +356,7 @@ impl Lab {
             ns: self.origin.clone(),
             fail: None,
             panic_on: None,
+            meddle: std::sync::Mutex::new(None),
         }
     }
 
@@ -380,6 +386,9 @@ struct NetnsHost {
     ns: String,
     fail: Option<String>,
     panic_on: Option<String>,
+    /// After a command whose key starts with `.0`, runs `.1` in the namespace once (someone
+    /// else changing the firewall in the middle of the apply).
+    meddle: std::sync::Mutex<Option<(String, Vec<String>)>>,
 }
 
 impl Host for NetnsHost {
@@ -420,7 +429,21 @@ impl Host for NetnsHost {
         };
         wrapped.timeout = command.timeout;
         wrapped.stdin = command.stdin.clone();
-        LiveHost.run(&wrapped)
+        let result = LiveHost.run(&wrapped);
+        let extra = {
+            let mut m = self.meddle.lock().unwrap();
+            match m.as_ref() {
+                Some((after, _)) if key.starts_with(after.as_str()) => m.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, cmd)) = extra {
+            let mut args = vec!["netns".to_string(), "exec".to_string(), self.ns.clone()];
+            args.extend(cmd);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = LiveHost.run(&Command::new("ip", &refs));
+        }
+        result
     }
     fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
         LiveHost.connect(endpoint, timeout)
@@ -1018,4 +1041,361 @@ fn nginx_real_ip_keeps_an_existing_real_ip_header() {
         written.contains("set_real_ip_from 173.245.48.0/20;")
             && !written.contains("real_ip_header")
     );
+}
+
+/// fail2ban inside the origin namespace, configured in a temp dir (its own socket, pid file,
+/// in-memory database), with one jail `web` on ports 80,443 using iptables-multiport.
+struct Fail2ban {
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl Fail2ban {
+    fn start(lab: &Lab) -> Option<Fail2ban> {
+        if !Path::new("/usr/bin/fail2ban-client").exists() || !Path::new("/etc/fail2ban").is_dir() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        ok(&["cp", "-a", "/etc/fail2ban", &format!("{d}/conf")]);
+        for entry in std::fs::read_dir(dir.path().join("conf/jail.d")).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("conf/fail2ban.local"),
+            format!("[DEFAULT]\nlogtarget = {d}/f2b.log\nsocket = {d}/sock\npidfile = {d}/pid\ndbfile = :memory:\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("web.log"), "").unwrap();
+        std::fs::write(
+            dir.path().join("conf/jail.local"),
+            format!("[DEFAULT]\nbanaction = iptables-multiport\nignoreip = 127.0.0.1/8 10.1.2.3\n\n[web]\nenabled = true\nport = 80,443\nfilter = nginx-http-auth\nlogpath = {d}/web.log\nbackend = polling\n"),
+        )
+        .unwrap();
+        let f = Fail2ban {
+            dir,
+            ns: lab.origin.clone(),
+        };
+        f.client(&["start"]);
+        Some(f)
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    fn client(&self, args: &[&str]) -> String {
+        let conf = self.conf().display().to_string();
+        let mut full = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "fail2ban-client",
+            "-c",
+            &conf,
+        ];
+        full.extend_from_slice(args);
+        ok(&full)
+    }
+}
+
+impl Drop for Fail2ban {
+    fn drop(&mut self) {
+        let conf = self.conf().display().to_string();
+        let _ = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "fail2ban-client",
+            "-c",
+            &conf,
+            "stop",
+        ]);
+    }
+}
+
+#[test]
+fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let Some(f2b) = Fail2ban::start(&lab) else {
+        eprintln!("skipped: fail2ban is not installed");
+        return;
+    };
+    f2b.client(&["set", "web", "banip", CDN4, OTHER4]);
+    assert!(!lab.reaches(CDN4));
+    let mut req = lab.request(false, false);
+    req.fail2ban = true;
+    req.fail2ban_conf = Some(f2b.conf());
+
+    let dry = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&dry);
+    assert!(
+        text.contains(&format!("CDN addresses unbanned: {CDN4}")),
+        "{text}"
+    );
+    assert!(
+        f2b.client(&["get", "web", "banip"]).contains(CDN4),
+        "a dry run unbanned"
+    );
+
+    req.apply = true;
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    let f = out.fail2ban.as_ref().expect(&text);
+    assert!(out.succeeded() && f.written, "{text}");
+    let banned = f2b.client(&["get", "web", "banip"]);
+    assert!(
+        !banned.contains(CDN4) && banned.contains(OTHER4),
+        "{banned}"
+    );
+    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    assert!(
+        ignore.contains("173.245.48.0/20") && ignore.contains("10.1.2.3"),
+        "{ignore}"
+    );
+    let dropin = std::fs::read_to_string(&f.dropin).unwrap();
+    assert!(
+        dropin.contains("[web]")
+            && dropin.contains("173.245.48.0/20")
+            && dropin.contains("10.1.2.3")
+    );
+    assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
+    // After a reload fail2ban reads the drop-in: the ranges stay ignored.
+    f2b.client(&["reload"]);
+    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    assert!(ignore.contains("173.245.48.0/20"), "{ignore}");
+    // A second run finds nothing to add or unban.
+    let again = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let f = again.fail2ban.as_ref().unwrap();
+    assert!(
+        f.jails
+            .iter()
+            .all(|j| j.ignore_added == 0 && j.unbanned.is_empty()),
+        "{}",
+        whitelist::render(&again)
+    );
+}
+
+#[test]
+fn a_change_by_someone_else_during_the_apply_rolls_the_whitelist_back() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let host = lab.host();
+    *host.meddle.lock().unwrap() = Some((
+        "iptables-restore".into(),
+        ["iptables", "-A", "INPUT", "-s", "192.0.2.99", "-j", "DROP"]
+            .map(String::from)
+            .to_vec(),
+    ));
+    let out = whitelist::run(&host, &lab.request(true, false), &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(out.rolled_back.is_some() && !out.applied, "{text}");
+    let v = out.verification.as_ref().unwrap();
+    assert!(
+        v.other_changes.iter().any(|c| c.contains("192.0.2.99")),
+        "{text}"
+    );
+    // Only the agent's own objects were taken back: the other change stays.
+    let rules = lab.rules();
+    assert!(
+        rules.contains("-A INPUT -s 192.0.2.99/32 -j DROP") && !rules.contains("ORIGIN-AGENT"),
+        "{rules}"
+    );
+    assert!(!lab.reaches(CDN4));
+}
+
+#[test]
+fn an_apply_while_another_holds_the_lock_is_refused_and_changes_nothing() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let pristine = lab.rules();
+    let held = whitelist::state::lock(lab.state.path()).unwrap();
+    let out = whitelist::run(
+        &lab.host(),
+        &lab.request(true, false),
+        &CdnCatalog::bundled(),
+    );
+    assert!(matches!(out, Err(WhitelistError::Busy { .. })), "{out:?}");
+    assert_eq!(lab.rules(), pristine);
+    drop(held);
+    let out = whitelist::run(
+        &lab.host(),
+        &lab.request(true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(out.succeeded());
+}
+
+#[test]
+fn nftables_persist_writes_an_include_that_survives_a_simulated_boot() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop_nft();
+    let etc = tempfile::tempdir().unwrap();
+    let conf = etc.path().join("nftables.conf");
+    std::fs::write(&conf, format!("flush ruleset\n{NFT_DEFAULT_DROP}")).unwrap();
+    let mut req = lab.request_for(Backend::Nftables, true, false);
+    req.persist = true;
+    req.nft_conf = Some(conf.clone());
+    let out = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(
+        out.succeeded()
+            && out
+                .persisted
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("nftables:"),
+        "{text}"
+    );
+    // A second apply does not include the file twice.
+    whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
+    let written = std::fs::read_to_string(&conf).unwrap();
+    assert_eq!(written.matches("include").count(), 1, "{written}");
+
+    // "Boot": the ruleset is gone, then the configuration is loaded as nftables.service does.
+    lab.origin_exec(&["nft", "flush", "ruleset"]);
+    lab.origin_exec(&["nft", "-f", conf.to_str().unwrap()]);
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{}", lab.nft_text());
+    assert!(!lab.reaches(OTHER4));
+
+    // Rollback persists the restored state too, where the apply persisted (never where the
+    // rollback request points: a decoy path must stay untouched). The second apply was a no-op,
+    // so the state restored is the one before the first apply: no whitelist after the next boot.
+    let mut rb = lab.request_for(Backend::Nftables, false, true);
+    let decoy = etc.path().join("decoy/nftables.conf");
+    rb.nft_conf = Some(decoy.clone());
+    let back = whitelist::run(&lab.host(), &rb, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&back);
+    assert!(back.succeeded(), "{text}");
+    assert!(
+        !decoy.exists() && !etc.path().join("decoy").exists(),
+        "{text}"
+    );
+    lab.origin_exec(&["nft", "flush", "ruleset"]);
+    lab.origin_exec(&["nft", "-f", conf.to_str().unwrap()]);
+    assert!(!lab.reaches(CDN4), "{text}\n{}", lab.nft_text());
+}
+
+#[test]
+fn ufw_backend_through_ufw_itself_apply_dropped_range_idempotence_and_rollback() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let req = lab.request_for(Backend::Ufw, true, false);
+
+    let first = whitelist::run(&host, &req, &catalog_with_extra("203.0.113.0/24")).unwrap();
+    let text = whitelist::render(&first);
+    assert!(first.succeeded() && first.applied, "{text}");
+    assert!(
+        lab.reaches(CDN4) && lab.reaches(CDN6) && lab.reaches(EXTRA4),
+        "{text}"
+    );
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+    let status = lab.origin_exec(&["ufw", "status"]);
+    assert!(
+        status.contains("173.245.48.0/20") && status.contains("# origin-agent:cloudflare"),
+        "{status}"
+    );
+    assert!(status.contains("22/tcp"), "{status}");
+
+    let second = whitelist::run(&host, &req, &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&second);
+    assert!(second.succeeded(), "{text}");
+    assert_eq!(second.plans[0].remove.len(), 1, "{text}");
+    assert!(second.plans.iter().all(|p| p.add.is_empty()), "{text}");
+    assert!(!lab.reaches(EXTRA4) && lab.reaches(CDN4));
+
+    let third = whitelist::run(&host, &req, &CdnCatalog::bundled()).unwrap();
+    assert!(
+        third.plans.iter().all(|p| p.is_empty()),
+        "{}",
+        whitelist::render(&third)
+    );
+
+    // Roll back twice: to the state before the second apply, then before the first.
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert!(lab.reaches(EXTRA4));
+    assert!(matches!(
+        whitelist::run(
+            &host,
+            &lab.request_for(Backend::Ufw, false, true),
+            &CdnCatalog::bundled()
+        ),
+        Err(WhitelistError::NothingToRollBack(_))
+    ));
+}
+
+#[test]
+fn ufw_backend_rollback_restores_ufw_and_the_rules_exactly() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let host = lab.host();
+    let pristine = lab.rules();
+    let pristine_added = lab.origin_exec(&["ufw", "show", "added"]);
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(out.succeeded(), "{}", whitelist::render(&out));
+    assert!(lab.reaches(CDN4));
+    let back = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, false, true),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    assert_eq!(lab.origin_exec(&["ufw", "show", "added"]), pristine_added);
+    assert_eq!(lab.rules(), pristine);
+    assert!(!lab.reaches(CDN4));
+}
+
+#[test]
+fn ufw_backend_a_failing_ufw_command_undoes_the_commands_already_run() {
+    need_root_and_tools!();
+    let mut lab = Lab::new();
+    if !lab.ufw_enabled() {
+        eprintln!("skipped: ufw is not installed");
+        return;
+    }
+    let pristine = lab.rules();
+    let pristine_added = lab.origin_exec(&["ufw", "show", "added"]);
+    let mut host = lab.host();
+    // The first IPv6 rule fails after every IPv4 rule went in.
+    host.fail = Some("ufw prepend allow from 2400:cb00::/32".into());
+    let out = whitelist::run(
+        &host,
+        &lab.request_for(Backend::Ufw, true, false),
+        &CdnCatalog::bundled(),
+    )
+    .unwrap();
+    let text = whitelist::render(&out);
+    assert!(!out.succeeded() && !out.applied, "{text}");
+    assert!(out.failure.as_deref().unwrap().contains("undone"), "{text}");
+    assert_eq!(lab.origin_exec(&["ufw", "show", "added"]), pristine_added);
+    assert_eq!(lab.rules(), pristine);
 }

@@ -7,16 +7,20 @@
 //!   changed with one `iptables-restore --noflush` transaction per family);
 //! - [`nft`]: the nftables back end (per-provider interval sets and an accept rule at the top
 //!   of the input chain that decides, changed with one `nft -f` transaction);
+//! - [`f2b`]: `--fail2ban`, the ranges in every jail's `ignoreip` and CDN bans lifted;
 //! - [`realip`]: `--nginx-real-ip`, the `set_real_ip_from` include checked with `nginx -t`;
+//! - [`ufw`]: `--backend ufw`, allows made through ufw itself with a comment tag;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory.
 //!
 //! Every command goes through [`Host::run`], so tests run the real tools inside a network
 //! namespace with a host that prefixes `ip netns exec`.
 
+pub mod f2b;
 pub mod ipt;
 pub mod nft;
 pub mod realip;
 pub mod state;
+pub mod ufw;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -85,6 +89,12 @@ pub struct WhitelistRequest {
     pub nginx_conf: Option<PathBuf>,
     /// Where `--nginx-real-ip` writes its include (`None`: [`realip::DEFAULT_INCLUDE`]).
     pub nginx_include: Option<PathBuf>,
+    /// fail2ban's configuration directory for `fail2ban-client -c` and its `jail.d`
+    /// (`None`: [`f2b::DEFAULT_CONF`]).
+    pub fail2ban_conf: Option<PathBuf>,
+    /// The nftables configuration loaded at boot, for `--persist` with nftables (`None`:
+    /// `/etc/nftables.conf`); the agent's include goes to `nftables.d/` beside it.
+    pub nft_conf: Option<PathBuf>,
 }
 
 impl Default for WhitelistRequest {
@@ -101,6 +111,8 @@ impl Default for WhitelistRequest {
             state_dir: PathBuf::from("/var/lib/origin-agent"),
             nginx_conf: None,
             nginx_include: None,
+            fail2ban_conf: None,
+            nft_conf: None,
         }
     }
 }
@@ -184,6 +196,8 @@ pub struct WhitelistOutcome {
     pub persisted: Option<String>,
     /// `--nginx-real-ip`: the include written (or planned), its test and reload.
     pub real_ip: Option<realip::RealIpOutcome>,
+    /// `--fail2ban`: ignore lists extended, CDN bans lifted, the drop-in.
+    pub fail2ban: Option<f2b::Fail2banOutcome>,
     pub notes: Vec<String>,
 }
 
@@ -193,6 +207,7 @@ impl WhitelistOutcome {
         self.failure.is_none()
             && self.rolled_back.is_none()
             && self.real_ip.as_ref().is_none_or(|r| r.error.is_none())
+            && self.fail2ban.as_ref().is_none_or(|r| r.error.is_none())
     }
 
     fn new(mode: Mode, backend: Backend, req: &WhitelistRequest, ports: &[u16]) -> Self {
@@ -210,6 +225,7 @@ impl WhitelistOutcome {
             state_file: None,
             persisted: None,
             real_ip: None,
+            fail2ban: None,
             notes: Vec::new(),
         }
     }
@@ -232,7 +248,7 @@ pub enum WhitelistError {
     TooManyPorts,
     #[error("--rollback and --apply exclude each other")]
     Conflicting,
-    #[error("the {0} back end is not supported by this version of `whitelist` yet")]
+    #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
     Unsupported(&'static str),
     #[error("{0} is not supported by this version of `whitelist` yet")]
     UnsupportedOption(&'static str),
@@ -362,6 +378,8 @@ fn read_save(host: &dyn Host, family: Family) -> Result<Option<String>, Whitelis
         Ok(text) => Ok(Some(text)),
         // No ip6tables, or IPv6 disabled in the kernel: the IPv6 family is left out.
         Err(_) if family == Family::V6 => Ok(None),
+        // No iptables at all (a pure nftables host): the nftables back end may still apply.
+        Err(WhitelistError::Host(HostError::CommandMissing { .. })) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -375,25 +393,34 @@ pub fn run(
     if req.apply && req.rollback {
         return Err(WhitelistError::Conflicting);
     }
-    if req.fail2ban {
-        return Err(WhitelistError::UnsupportedOption("--fail2ban"));
-    }
-    match req.backend {
-        Backend::Ufw => return Err(WhitelistError::Unsupported("ufw")),
-        Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
-        Backend::Auto | Backend::Iptables | Backend::Nftables => {}
+    if req.backend == Backend::Csf {
+        return Err(WhitelistError::Unsupported("csf"));
     }
     if req.rollback {
         let mut out = rollback(host, req)?;
-        if req.nginx_real_ip {
-            out.notes
-                .push("--rollback does not touch the nginx real-ip include".to_string());
+        if req.nginx_real_ip || req.fail2ban {
+            out.notes.push(
+                "--rollback restores the firewall only: the nginx include and fail2ban's ignore lists stay"
+                    .to_string(),
+            );
         }
         return Ok(out);
     }
     let ports = checked_ports(&req.ports)?;
     let lists = checked_lists(&req.providers, catalog)?;
     let mut out = firewall(host, req, &lists, &ports)?;
+    if req.fail2ban {
+        let conf = req
+            .fail2ban_conf
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(f2b::DEFAULT_CONF));
+        if out.succeeded() {
+            out.fail2ban = Some(f2b::run(host, &lists, &conf, req.apply));
+        } else {
+            out.notes
+                .push("fail2ban was left alone because the firewall change failed".to_string());
+        }
+    }
     if req.nginx_real_ip {
         let path = req
             .nginx_include
@@ -434,8 +461,18 @@ fn firewall(
     let mut notes = Vec::new();
     if req.apply {
         recover_interrupted(host, req, &mut notes)?;
+    } else if let Ok(Some((path, saved))) = state::load(&req.state_dir) {
+        if !saved.complete {
+            notes.push(format!(
+                "an interrupted apply was found ({}): the next --apply undoes it first",
+                path.display()
+            ));
+        }
     }
-    let before = Saves::read(host)?;
+    let mut before = Saves::read(host)?;
+    if req.backend == Backend::Ufw {
+        before = before.with_ufw(host)?;
+    }
     let fw = resolve(req.backend, &before)?;
     let mut out = WhitelistOutcome::new(mode, fw.backend(), req, &ports);
     out.notes = notes;
@@ -449,7 +486,26 @@ fn firewall(
             "back end: nftables (sets and rules in the deciding chain {} {} {})",
             c.family, c.table, c.name
         ),
+        Fw::Ufw => "back end: ufw (rules through ufw itself, tagged `origin-agent:PROVIDER`; ufw has no transaction: one command at a time, undone in reverse on failure)".to_string(),
     });
+    if matches!(fw, Fw::Ufw) && !before.ufw_v6 {
+        out.notes.push(
+            "IPv6 left out: ufw does not manage IPv6 here (IPV6=no in /etc/default/ufw)".into(),
+        );
+    }
+    if matches!(fw, Fw::Ipt) && before.v6.is_none() {
+        out.notes.push(
+            "IPv6 left out: ip6tables-save is missing or failed (IPv6 disabled?)".to_string(),
+        );
+    }
+    if let Fw::Nft(c) = &fw {
+        if c.family == "ip" {
+            out.notes.push(format!(
+                "IPv6 left out: the deciding chain is in the ip (IPv4) table {}",
+                c.table
+            ));
+        }
+    }
     out.plans = fw.plan(&before, &lists, &ports);
     out.commands = fw.commands(&out.plans);
     if !req.apply {
@@ -473,12 +529,15 @@ fn firewall(
         nft_json: before.nft.clone(),
         nft_chain: match &fw {
             Fw::Nft(c) => Some(c.clone()),
-            Fw::Ipt => None,
+            _ => None,
         },
+        ufw_added: before.ufw.clone(),
+        persisted: false,
+        nft_conf: None,
     };
     out.state_file = Some(state::save(&req.state_dir, &saved)?);
 
-    if let Err((failure, partial)) = fw.apply(host, &out.plans) {
+    if let Err((failure, partial)) = fw.apply(host, &out.plans, &before, &lists, &ports) {
         out.failure = Some(failure);
         if partial {
             out.rolled_back = Some(fw.restore_to(host, &before, &mut out.notes));
@@ -488,7 +547,13 @@ fn firewall(
         }
         return Ok(out);
     }
-    let after = match Saves::read(host) {
+    let after = match Saves::read(host).and_then(|a| {
+        if matches!(fw, Fw::Ufw) {
+            a.with_ufw(host)
+        } else {
+            Ok(a)
+        }
+    }) {
         Ok(a) => a,
         Err(e) => {
             out.failure = Some(format!("could not read the firewall after the change: {e}"));
@@ -511,7 +576,13 @@ fn firewall(
     complete.complete = true;
     state::save(&req.state_dir, &complete)?;
     if req.persist {
-        out.persisted = Some(fw.persist(host, &mut out.notes));
+        out.persisted = Some(fw.persist(host, req, &mut out.notes));
+        complete.persisted = true;
+        complete.nft_conf = match &fw {
+            Fw::Nft(_) => Some(nft_conf_of(req)),
+            _ => None,
+        };
+        state::save(&req.state_dir, &complete)?;
     }
     Ok(out)
 }
@@ -522,6 +593,10 @@ struct Saves {
     v4: Option<String>,
     v6: Option<String>,
     nft: Option<String>,
+    /// `ufw show added`, read for the ufw back end only.
+    ufw: Option<String>,
+    /// ufw manages IPv6 (`IPV6=yes` in /etc/default/ufw).
+    ufw_v6: bool,
 }
 
 impl Saves {
@@ -541,7 +616,31 @@ impl Saves {
             v4: read_save(host, Family::V4)?,
             v6: read_save(host, Family::V6)?,
             nft,
+            ufw: None,
+            ufw_v6: false,
         })
+    }
+
+    /// Adds `ufw show added` (the ufw back end's own view).
+    fn with_ufw(mut self, host: &dyn Host) -> Result<Saves, WhitelistError> {
+        self.ufw = Some(run_ok(host, &Command::new("ufw", &["show", "added"]))?);
+        self.ufw_v6 = host
+            .read(std::path::Path::new("/etc/default/ufw"))
+            .map(|b| {
+                String::from_utf8_lossy(&b).lines().any(|l| {
+                    let l = l.trim().replace('"', "");
+                    l.eq_ignore_ascii_case("IPV6=yes")
+                })
+            })
+            .unwrap_or(false);
+        Ok(self)
+    }
+
+    fn ufw_rules(&self) -> Vec<ufw::UfwRule> {
+        self.ufw
+            .as_deref()
+            .map(ufw::parse_added)
+            .unwrap_or_default()
     }
 
     fn from_state(s: &state::SavedState) -> Saves {
@@ -549,6 +648,8 @@ impl Saves {
             v4: s.iptables.clone(),
             v6: s.ip6tables.clone(),
             nft: s.nft_json.clone(),
+            ufw: s.ufw_added.clone(),
+            ufw_v6: true,
         }
     }
 
@@ -587,6 +688,7 @@ impl Saves {
 enum Fw {
     Ipt,
     Nft(nft::NftChain),
+    Ufw,
 }
 
 fn resolve(backend: Backend, saves: &Saves) -> Result<Fw, WhitelistError> {
@@ -594,6 +696,7 @@ fn resolve(backend: Backend, saves: &Saves) -> Result<Fw, WhitelistError> {
         .nft_doc()
         .and_then(|doc| nft::deciding_chain(&doc, &saves.iptables_nft_tables()));
     match (backend, chain) {
+        (Backend::Ufw, _) => Ok(Fw::Ufw),
         (Backend::Nftables, Some(c)) | (Backend::Auto, Some(c)) => Ok(Fw::Nft(c)),
         (Backend::Nftables, None) => Err(WhitelistError::NoNftChain),
         _ if saves.v4.is_none() => Err(WhitelistError::Host(HostError::CommandMissing {
@@ -608,7 +711,25 @@ impl Fw {
         match self {
             Fw::Ipt => Backend::Iptables,
             Fw::Nft(_) => Backend::Nftables,
+            Fw::Ufw => Backend::Ufw,
         }
+    }
+
+    /// The ufw plans with their commands and undo commands.
+    fn ufw_plans(saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<ufw::UfwPlan> {
+        let current = saves.ufw_rules();
+        let ports = ipt::ports_text(ports);
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| *f == Family::V4 || saves.ufw_v6)
+            .map(|family| {
+                let wanted: Vec<(Provider, Vec<IpNet>)> = lists
+                    .iter()
+                    .map(|(p, v4, v6)| (*p, if family == Family::V4 { v4 } else { v6 }.clone()))
+                    .collect();
+                ufw::plan(family, &current, &wanted, &ports)
+            })
+            .collect()
     }
 
     fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
@@ -631,6 +752,10 @@ impl Fw {
                 let doc = saves.nft_doc().unwrap_or(serde_json::Value::Null);
                 nft::plan(chain, &nft::read_state(&doc, chain), lists, ports)
             }
+            Fw::Ufw => Self::ufw_plans(saves, lists, ports)
+                .into_iter()
+                .map(|(p, _, _)| p)
+                .collect(),
         }
     }
 
@@ -643,12 +768,49 @@ impl Fw {
                 .collect(),
             Fw::Nft(_) if plans.iter().any(|p| !p.is_empty()) => vec!["nft -f -".to_string()],
             Fw::Nft(_) => Vec::new(),
+            Fw::Ufw => plans
+                .iter()
+                .flat_map(|p| p.script.lines().map(str::to_string))
+                .collect(),
         }
     }
 
     /// Applies the plans; on error, the failure and whether part of it was applied.
-    fn apply(&self, host: &dyn Host, plans: &[FamilyPlan]) -> Result<(), (String, bool)> {
+    fn apply(
+        &self,
+        host: &dyn Host,
+        plans: &[FamilyPlan],
+        before: &Saves,
+        lists: &[ProviderList],
+        ports: &[u16],
+    ) -> Result<(), (String, bool)> {
         match self {
+            Fw::Ufw => {
+                let mut undo: Vec<Vec<String>> = Vec::new();
+                for (_, ops, undos) in Self::ufw_plans(before, lists, ports) {
+                    for (op, back) in ops.iter().zip(undos) {
+                        let args: Vec<&str> = op.iter().map(String::as_str).collect();
+                        if let Err(e) = run_ok(host, &Command::new("ufw", &args)) {
+                            let mut undone = 0;
+                            for b in undo.iter().rev() {
+                                let args: Vec<&str> = b.iter().map(String::as_str).collect();
+                                if run_ok(host, &Command::new("ufw", &args)).is_ok() {
+                                    undone += 1;
+                                }
+                            }
+                            return Err((
+                                format!(
+                                    "{e}; the {} ufw commands already run were undone ({undone} succeeded)",
+                                    undo.len()
+                                ),
+                                false,
+                            ));
+                        }
+                        undo.push(back);
+                    }
+                }
+                Ok(())
+            }
             Fw::Ipt => {
                 let mut done = false;
                 for plan in plans.iter().filter(|p| !p.is_empty()) {
@@ -678,6 +840,27 @@ impl Fw {
     fn restore_to(&self, host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
         match self {
             Fw::Ipt => restore_ipt(host, before, notes),
+            Fw::Ufw => {
+                let current = match run_ok(host, &Command::new("ufw", &["show", "added"])) {
+                    Ok(t) => ufw::parse_added(&t),
+                    Err(e) => {
+                        notes.push(format!("ufw: ROLLBACK FAILED: cannot read: {e}"));
+                        return "ufw NOT restored".into();
+                    }
+                };
+                let ops = ufw::restore_ops(&current, &before.ufw_rules());
+                if ops.is_empty() {
+                    return "nothing had changed".into();
+                }
+                for op in &ops {
+                    let args: Vec<&str> = op.iter().map(String::as_str).collect();
+                    if let Err(e) = run_ok(host, &Command::new("ufw", &args)) {
+                        notes.push(format!("ufw: ROLLBACK FAILED: {e}"));
+                        return "ufw NOT fully restored".into();
+                    }
+                }
+                format!("ufw restored ({} commands)", ops.len())
+            }
             Fw::Nft(chain) => {
                 let current = match Saves::read(host) {
                     Ok(s) => s,
@@ -741,6 +924,28 @@ impl Fw {
                     }
                 }
             }
+            Fw::Ufw => {
+                let mut own = before.ufw_rules();
+                own.extend(after.ufw_rules());
+                for family in [Family::V4, Family::V6] {
+                    if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                        diff(
+                            family.label(),
+                            lines(ufw::without_own(&ipt::without_own(b), &own)),
+                            lines(ufw::without_own(&ipt::without_own(a), &own)),
+                        );
+                    }
+                }
+                let (b, a) = (before.ufw.clone(), after.ufw.clone());
+                let strip = |t: Option<String>| -> Vec<String> {
+                    t.unwrap_or_default()
+                        .lines()
+                        .filter(|l| !l.contains("'origin-agent:"))
+                        .map(str::to_string)
+                        .collect()
+                };
+                diff("ufw", strip(b), strip(a));
+            }
             Fw::Nft(chain) => {
                 for family in [Family::V4, Family::V6] {
                     if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
@@ -764,16 +969,30 @@ impl Fw {
     }
 
     /// Saves the rule set with the host's own mechanism.
-    fn persist(&self, host: &dyn Host, notes: &mut Vec<String>) -> String {
+    fn persist(&self, host: &dyn Host, req: &WhitelistRequest, notes: &mut Vec<String>) -> String {
         match self {
             Fw::Ipt => persist_ipt(host, notes),
-            Fw::Nft(_) => {
-                let msg = "not persisted: writing the nftables include is not implemented yet; the change lasts until the ruleset is reloaded".to_string();
-                notes.push(msg.clone());
-                msg
+            Fw::Ufw => "ufw's own files (/etc/ufw/user.rules, /etc/ufw/user6.rules): ufw keeps its rules across reboots".to_string(),
+            Fw::Nft(chain) => {
+                let conf = nft_conf_of(req);
+                match persist_nft(host, chain, &conf) {
+                    Ok(msg) => msg,
+                    Err(e) => {
+                        let msg = format!("not persisted: {e}");
+                        notes.push(msg.clone());
+                        msg
+                    }
+                }
             }
         }
     }
+}
+
+/// The boot-time nftables configuration `--persist` writes to.
+fn nft_conf_of(req: &WhitelistRequest) -> PathBuf {
+    req.nft_conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/nftables.conf"))
 }
 
 fn nft_cmd(script: &str) -> Command {
@@ -822,6 +1041,7 @@ fn fw_of_state(saved: &state::SavedState) -> Result<Fw, WhitelistError> {
     match (saved.backend, &saved.nft_chain) {
         (Backend::Iptables, _) => Ok(Fw::Ipt),
         (Backend::Nftables, Some(c)) => Ok(Fw::Nft(c.clone())),
+        (Backend::Ufw, _) => Ok(Fw::Ufw),
         (b, _) => Err(WhitelistError::StateBackend(b.name())),
     }
 }
@@ -859,8 +1079,25 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
     out.providers = saved.providers.clone();
     out.state_file = Some(path);
     let before = Saves::from_state(&saved);
-    let current = Saves::read(host)?;
+    let mut current = Saves::read(host)?;
+    if matches!(fw, Fw::Ufw) {
+        current = current.with_ufw(host)?;
+    }
     match &fw {
+        Fw::Ufw => {
+            let ops = ufw::restore_ops(&current.ufw_rules(), &before.ufw_rules());
+            out.plans.push(FamilyPlan {
+                family: Family::V4,
+                add: Vec::new(),
+                remove: Vec::new(),
+                unchanged: 0,
+                structure: vec!["restore the agent's ufw rules as saved".to_string()],
+                script: ops
+                    .iter()
+                    .map(|o| format!("{}\n", ufw::command_text(o)))
+                    .collect(),
+            });
+        }
         Fw::Ipt => {
             for family in [Family::V4, Family::V6] {
                 let (Some(cur), Some(old)) = (current.get(family), before.get(family)) else {
@@ -900,13 +1137,24 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
     out.commands = fw.commands(&out.plans);
     let what = fw.restore_to(host, &before, &mut out.notes);
     out.notes.push(format!("rollback: {what}"));
-    let after = Saves::read(host)?;
+    let mut after = Saves::read(host)?;
+    if matches!(fw, Fw::Ufw) {
+        after = after.with_ufw(host)?;
+    }
     let changed = fw.other_changes(&before, &after);
     if !changed.is_empty() {
         out.notes.push(format!(
             "the rule set differs from the saved one outside the agent's objects (changed by someone else since the apply; left as it is): {}",
             changed.join("; ")
         ));
+    }
+    if saved.persisted && !out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
+        // Persist where the apply persisted, whatever this request says.
+        let same_place = WhitelistRequest {
+            nft_conf: saved.nft_conf.clone(),
+            ..req.clone()
+        };
+        out.persisted = Some(fw.persist(host, &same_place, &mut out.notes));
     }
     if out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
         out.failure = Some("the rollback could not restore everything".to_string());
@@ -1009,6 +1257,63 @@ fn verify(
     v
 }
 
+/// Writes the agent's include for the boot-time nftables configuration and makes `conf` include
+/// it (once); `nft -c -f conf` must accept the result, or both files are put back.
+fn persist_nft(
+    host: &dyn Host,
+    chain: &nft::NftChain,
+    conf: &std::path::Path,
+) -> Result<String, String> {
+    let doc = Saves::read(host)
+        .map_err(|e| e.to_string())?
+        .nft_doc()
+        .ok_or("cannot read the nftables ruleset")?;
+    let text = nft::persist_text(chain, &nft::read_state(&doc, chain));
+    let dir = conf
+        .parent()
+        .unwrap_or(std::path::Path::new("/etc"))
+        .join("nftables.d");
+    let include = dir.join("origin-agent-cdn.nft");
+    let old_conf = std::fs::read_to_string(conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+    let old_include = std::fs::read_to_string(&include).ok();
+    let line = format!("include \"{}\"", include.display());
+    let new_conf = if old_conf.lines().any(|l| l.trim() == line) {
+        None
+    } else {
+        let mut c = old_conf.clone();
+        if !c.ends_with('\n') && !c.is_empty() {
+            c.push('\n');
+        }
+        c.push_str(&format!(
+            "# origin-agent CDN whitelist (origin-agent whitelist --persist)\n{line}\n"
+        ));
+        Some(c)
+    };
+    let io = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    std::fs::write(&include, &text).map_err(|e| io(&include, e))?;
+    if let Some(c) = &new_conf {
+        std::fs::write(conf, c).map_err(|e| io(conf, e))?;
+    }
+    let conf_s = conf.display().to_string();
+    let check = run_ok(host, &Command::new("nft", &["-c", "-f", &conf_s]));
+    if let Err(e) = check {
+        let _ = std::fs::write(conf, &old_conf);
+        let _ = match &old_include {
+            Some(t) => std::fs::write(&include, t),
+            None => std::fs::remove_file(&include),
+        };
+        return Err(format!(
+            "`nft -c -f {conf_s}` rejected the include, both files put back: {e}"
+        ));
+    }
+    Ok(format!(
+        "nftables: {} (included from {}, checked with nft -c)",
+        include.display(),
+        conf.display()
+    ))
+}
+
 /// Saves the iptables rule set with netfilter-persistent.
 fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
     let tool = "/usr/sbin/netfilter-persistent";
@@ -1027,6 +1332,25 @@ fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
             msg
         }
     }
+}
+
+fn outcome_jails(f: &f2b::Fail2banOutcome) -> Vec<String> {
+    f.jails
+        .iter()
+        .map(|j| {
+            let unbanned: Vec<String> = j.unbanned.iter().map(|a| a.to_string()).collect();
+            format!(
+                "jail {}: {} ranges added to ignoreip; CDN addresses unbanned: {}",
+                j.jail,
+                j.ignore_added,
+                if unbanned.is_empty() {
+                    "none".to_string()
+                } else {
+                    unbanned.join(", ")
+                }
+            )
+        })
+        .collect()
 }
 
 /// The human text: the plan per family (ranges to add and remove, the exact transaction), what
@@ -1052,6 +1376,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
     for plan in &outcome.plans {
         let label = match (outcome.mode, outcome.backend) {
             (Mode::Rollback, Backend::Nftables) => "nftables",
+            (Mode::Rollback, Backend::Ufw) => "ufw",
             _ => plan.family.label(),
         };
         let _ = writeln!(
@@ -1075,6 +1400,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             let _ = writeln!(s, "  nothing to change");
         } else {
             let cmd = match (outcome.backend, plan.family) {
+                (Backend::Ufw, _) => "ufw commands, in this order:".to_string(),
                 (Backend::Nftables, _) => {
                     "part of one transaction for both families: nft -f - <<'EOF'".to_string()
                 }
@@ -1089,7 +1415,9 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             for line in plan.script.lines() {
                 let _ = writeln!(s, "    {line}");
             }
-            let _ = writeln!(s, "  EOF");
+            if outcome.backend != Backend::Ufw {
+                let _ = writeln!(s, "  EOF");
+            }
         }
     }
     if let Some(path) = &outcome.state_file {
@@ -1136,6 +1464,25 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
     }
     if let Some(p) = &outcome.persisted {
         let _ = writeln!(s, "persistence: {p}");
+    }
+    if let Some(f) = &outcome.fail2ban {
+        let _ = writeln!(s, "\nfail2ban: drop-in {}", f.dropin.display());
+        for j in &outcome_jails(f) {
+            let _ = writeln!(s, "  {j}");
+        }
+        if outcome.mode == Mode::DryRun {
+            for line in f.dropin_text.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+        } else if f.written {
+            let _ = writeln!(s, "  drop-in written, `fail2ban-client -t` passed");
+        }
+        if let Some(e) = &f.error {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        for n in &f.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
     }
     if let Some(r) = &outcome.real_ip {
         let _ = writeln!(s, "\nnginx real IP: {}", r.path.display());

@@ -521,6 +521,37 @@ pub fn restore_script(chain: &NftChain, current: &NftState, saved: &NftState) ->
     Some(script)
 }
 
+/// The include `--persist` writes: the agent's sets with their elements and its rules, as `nft`
+/// commands that run after the host's own configuration has created the table and chain.
+pub fn persist_text(chain: &NftChain, st: &NftState) -> String {
+    let mut s = String::from(
+        "# Written by origin-agent (`origin-agent whitelist --persist`): the CDN whitelist,\n# loaded after the tables above it. Regenerated on every apply and rollback; do not edit.\n",
+    );
+    for (name, elems) in &st.sets {
+        let family = provider_of_set(name).map_or(Family::V4, |(_, f)| f);
+        s.push_str(&set_decl(chain, name, family));
+        s.push('\n');
+        if !elems.is_empty() {
+            s.push_str(&format!(
+                "add element {} {name} {{ {} }}\n",
+                chain.prefix(),
+                elems
+                    .iter()
+                    .map(|e| e.text.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for r in st.rules.iter().rev() {
+        if let Some(o) = &r.owned {
+            s.push_str(&rule_text(chain, o, "insert rule"));
+            s.push('\n');
+        }
+    }
+    s
+}
+
 /// The ruleset JSON without the agent's objects, handles and counters: what must be identical
 /// before and after an apply.
 pub fn without_own(doc: &Value, chain: &NftChain) -> Vec<String> {

@@ -82,6 +82,15 @@ pub struct SavedState {
     /// The nftables chain the agent's rules went into.
     #[serde(default)]
     pub nft_chain: Option<super::nft::NftChain>,
+    /// The apply was persisted (`--persist`): a rollback persists the restored state too.
+    #[serde(default)]
+    pub persisted: bool,
+    /// The nftables boot configuration the apply persisted to; a rollback persists there too.
+    #[serde(default)]
+    pub nft_conf: Option<PathBuf>,
+    /// `ufw show added` before the apply, for the ufw back end.
+    #[serde(default)]
+    pub ufw_added: Option<String>,
 }
 
 /// Writes the state atomically; returns its path.
@@ -177,6 +186,9 @@ mod tests {
             ip6tables: None,
             nft_json: None,
             nft_chain: None,
+            persisted: false,
+            nft_conf: None,
+            ufw_added: None,
         };
         save(dir.path(), &st).unwrap();
         let (_, back) = load(dir.path()).unwrap().unwrap();
