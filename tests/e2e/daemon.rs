@@ -173,12 +173,15 @@ struct Nginx {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// No lab runs while this nginx does (discovery in other tests looks at every process).
+    _lock: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Nginx {
     /// Starts nginx in `dir` on a free loopback port; `None` (with the reason printed) when
     /// nginx is not installed.
     fn start(dir: &Path) -> Option<Nginx> {
+        let lock = crate::lab::exclusive();
         let binary = Path::new("/usr/sbin/nginx");
         if !binary.exists() {
             eprintln!("skip: nginx is not installed (/usr/sbin/nginx)");
@@ -225,6 +228,7 @@ impl Nginx {
             child,
             dir: dir.to_path_buf(),
             port,
+            _lock: lock,
         };
         let addr = nginx.addr();
         wait_until("nginx to listen", || {
@@ -1059,4 +1063,63 @@ fn daemon_budgets() {
     );
     assert!(latency < Duration::from_secs(2));
     assert!(hwm < 64 * 1024, "peak rss {hwm} KiB");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real pipeline (same parser, rules and diagnosis as `audit`) against a real lab.
+
+/// Saturate a real PHP-FPM pool behind real nginx: the daemon opens an incident whose top cause
+/// is `upstream.saturated`, tells the webhook, and closes it once the errors stop.
+#[test]
+fn a_saturated_pool_opens_an_incident_with_the_right_cause_and_closes_it() {
+    use origin_agent::daemon::pipeline::AgentPipeline;
+    let Some(mut lab) = crate::lab::start_or_skip(crate::scenarios::pool_exhausted_options())
+    else {
+        return;
+    };
+    let receiver = Receiver::start();
+    let mut config = Config::load(&lab.write_agent_config().unwrap()).unwrap();
+    config.metrics_listen = "127.0.0.1:0".parse().unwrap();
+    config.incident_threshold = 5;
+    config.webhook = Some(receiver.url());
+    config.probe_interval = Duration::from_secs(3600);
+    let pipeline = AgentPipeline::new(&config).with_rate_window(Duration::from_secs(3));
+    let mut options = fast_options(None);
+    options.incident.quiet_to_close = Duration::from_secs(1);
+    options.incident.min_stable = Duration::ZERO;
+    let running = Running::start(config, pipeline, options);
+
+    let outcome = crate::scenarios::pool_exhausted(&mut lab).unwrap();
+    assert!(
+        outcome.statuses().contains(&502),
+        "{:?}",
+        outcome.statuses()
+    );
+    wait_until("the incident's open and close at the webhook", || {
+        receiver.json().iter().any(|n| n["kind"] == "closed")
+    });
+    let got = receiver.json();
+    let opened = got
+        .iter()
+        .find(|n| n["kind"] == "opened")
+        .expect("an opened notification");
+    assert_eq!(
+        opened["incident"]["top_cause"], "upstream.saturated",
+        "{opened}"
+    );
+    let text = http_get(running.metrics_addr(), "/metrics").1;
+    assert!(
+        metric(&text, "origin_agent_responses_total{status=\"502\"}").unwrap_or(0) >= 1,
+        "{text}"
+    );
+    assert!(
+        metric(
+            &text,
+            "origin_agent_cause_events_total{cause=\"upstream.saturated\"}"
+        )
+        .unwrap_or(0)
+            >= 1,
+        "{text}"
+    );
+    running.stop();
 }

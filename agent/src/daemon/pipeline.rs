@@ -38,6 +38,8 @@ pub struct AgentPipeline {
     formats: HashMap<PathBuf, Option<String>>,
     parsers: HashMap<(LogSource, PathBuf), Option<LineParser>>,
     window: Duration,
+    /// The span over which the 5xx rate is measured (a minute; shorter in tests).
+    rate_window: Duration,
     events: VecDeque<Event>,
     errors: VecDeque<Response>,
     minutes: BTreeMap<i64, (MinuteCount, BTreeMap<u16, u64>)>,
@@ -57,12 +59,19 @@ impl AgentPipeline {
             formats: HashMap::new(),
             parsers: HashMap::new(),
             window: config.daemon_window,
+            rate_window: Duration::from_secs(60),
             events: VecDeque::new(),
             errors: VecDeque::new(),
             minutes: BTreeMap::new(),
             clients: HashMap::new(),
             checks: Vec::new(),
         }
+    }
+
+    /// Measures the 5xx rate over `span` instead of a minute (scaled to a per-minute rate).
+    pub fn with_rate_window(mut self, span: Duration) -> Self {
+        self.rate_window = span.max(Duration::from_secs(1));
+        self
     }
 
     fn parser(&mut self, source: LogSource, path: &Path) -> Option<&mut LineParser> {
@@ -189,12 +198,14 @@ impl Diagnoser for AgentPipeline {
 
     fn tick(&mut self, now: Timestamp) -> TickResult {
         self.prune(now);
-        let last_minute = now.as_second() - 60;
-        let errors_per_minute = self
+        let span = self.rate_window.as_secs().max(1) as i64;
+        let since = now.as_second() - span;
+        let recent = self
             .errors
             .iter()
-            .filter(|r| r.status >= 500 && r.time.is_some_and(|t| t.as_second() >= last_minute))
+            .filter(|r| r.status >= 500 && r.time.is_some_and(|t| t.as_second() >= since))
             .count() as u64;
+        let errors_per_minute = recent * 60 / span as u64;
         let evidence = self.evidence();
         let diagnosis = diagnose::diagnose(
             &evidence,
