@@ -223,7 +223,7 @@ fn state_only_causes_are_listed_without_any_5xx() {
     let d = run(&evidence(vec![], vec![], 100), &[check]);
     assert_eq!(d.verdict.cause, Some(CauseId::FirewallCdnBlocked));
     assert_eq!(d.verdict.status, VerdictStatus::Critical);
-    assert_eq!(d.causes[0].fix, "allow it");
+    assert_eq!(d.causes[0].fix, "Allow it.", "a check's fix, as a sentence");
     assert!(d.causes[0].confirmed_now);
 }
 
