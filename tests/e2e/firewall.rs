@@ -541,14 +541,38 @@ fn ufw_chains_in_a_namespace() {
             "allow 443/tcp",
         ],
     );
+    let etc = dir.path().join("etc-ufw");
     let host = NsHost {
         ns: &ns,
         f2b_socket: None,
-        remap: vec![],
+        remap: vec![
+            (
+                "/etc/ufw/user.rules".into(),
+                etc.join("user.rules").display().to_string(),
+            ),
+            (
+                "/etc/ufw/user6.rules".into(),
+                etc.join("user6.rules").display().to_string(),
+            ),
+            (
+                "/etc/ufw/ufw.conf".into(),
+                etc.join("ufw.conf").display().to_string(),
+            ),
+            (
+                "/etc/default/ufw".into(),
+                dir.path().join("default-ufw").display().to_string(),
+            ),
+        ],
     };
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
     let got = blocked(&report, Provider::Cloudflare);
     assert_eq!(got.len(), 1, "{}", table_text(&report));
+    let fix = report.checks[0].fix.clone().unwrap();
+    assert_eq!(
+        fix,
+        "remove the ufw rule: ufw delete deny proto tcp from 173.245.48.0/24 to any port 80"
+    );
+    assert!(report.checks.iter().all(|c| c.id != "ufw.inactive"));
     assert_eq!(got[0].0, vec![80]);
     assert_eq!(got[0].2, vec![net("173.245.48.0/24")]);
     assert_eq!(got[0].3, "ufw-user-input");
@@ -558,6 +582,22 @@ fn ufw_chains_in_a_namespace() {
         .allowed
         .iter()
         .all(|a| a.rule.chain.ends_with("-user-input") && !a.rule.is_policy()));
+
+    // Disabled, ufw's chains are gone; its files say what enabling it would block.
+    ufw(&ns, dir.path(), &["disable"]);
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    assert!(blocked(&report, Provider::Cloudflare).is_empty());
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.id == "ufw.inactive")
+        .unwrap();
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.detail.ends_with("would block: cloudflare on port 80: 173.245.48.0/24 (-A ufw-user-input -p tcp --dport 80 -s 173.245.48.0/24 -j DROP)"),
+        "{}",
+        c.detail
+    );
 }
 
 /// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file

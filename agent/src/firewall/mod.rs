@@ -9,6 +9,7 @@
 //!   `ipset save`.
 //! - [`fail2ban`]: current bans and `ignoreip`.
 //! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`.
+//! - [`ufw`]: ufw's rule files (fixes as `ufw` commands, an inactive ufw's rules).
 //! - [`realip`]: nginx `set_real_ip_from` / `real_ip_header` against the provider's ranges.
 //! - this file: [`audit`] (reads the host, builds the checks), [`evaluate_rules`] (the part that
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
@@ -21,6 +22,7 @@ pub mod ipset;
 pub mod iptables;
 pub mod nft;
 pub mod realip;
+pub mod ufw;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -437,8 +439,27 @@ fn set_name(text: &str) -> Option<String> {
 }
 
 /// The command that removes a rule, or adds the missing allow before a policy.
-fn fix_for(part: &Part, provider: Provider) -> String {
+fn fix_for(part: &Part, provider: Provider, ufw: Option<&ufw::UfwFiles>) -> String {
     let r = &part.rule;
+    if let Some(files) = ufw {
+        if let Some(cmd) = files.command_for(r, part.verdict) {
+            let cmd = cmd.strip_prefix("ufw ").unwrap_or(&cmd);
+            return format!("remove the ufw rule: ufw delete {cmd}");
+        }
+        if r.is_policy() && files.enabled == Some(true) && r.chain == "INPUT" {
+            return part
+                .ranges
+                .iter()
+                .take(20)
+                .flat_map(|n| {
+                    part.ports.iter().map(move |p| {
+                        format!("ufw insert 1 allow proto tcp from {n} to any port {p}")
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+    }
     let tool = if r.source.starts_with("ip6tables") {
         "ip6tables"
     } else {
@@ -512,6 +533,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     ports.dedup();
     let texts = collect_rule_texts(host, &mut notes);
     let rulesets = build_rulesets(&texts);
+    let ufw_files = ufw::UfwFiles::read(host);
     notes.extend(rulesets.v4.notes.iter().cloned());
     notes.extend(rulesets.v6.notes.iter().cloned());
     let mut verdicts = if rulesets.is_empty() {
@@ -550,7 +572,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
             .collect();
     } else {
         for v in &verdicts {
-            let mut c = provider_check(v, &ports);
+            let mut c = provider_check(v, &ports, Some(&ufw_files));
             for f in &rulesets.unread {
                 c.detail.push_str(&format!(
                     " ({} rules could not be read, so {} was not evaluated: {})",
@@ -622,6 +644,53 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         None => {}
     }
 
+    // An inactive ufw's rules: what `ufw enable` would do to the CDN.
+    let ufw_active = rulesets
+        .v4
+        .chains
+        .iter()
+        .any(|c| c.name == "ufw-user-input");
+    if !ufw_active && !input.providers.is_empty() {
+        if let Some((v4, v6)) = ufw_files.inactive_rulesets(&ipset::IpSets::default()) {
+            let inactive = Rulesets {
+                v4,
+                v6,
+                sources: vec!["ufw user rules".into()],
+                unread: Vec::new(),
+            };
+            let would = evaluate_rules(&inactive, input.catalog, &input.providers, &ports);
+            let blocked: Vec<String> = would
+                .iter()
+                .flat_map(|v| {
+                    v.blocked.iter().map(move |b| {
+                        format!(
+                            "{} on port {}: {} ({})",
+                            v.provider,
+                            ports_text(&b.ports),
+                            nets_text(&b.ranges, 6),
+                            if b.rule.is_policy() {
+                                format!("ufw default {}", b.verdict.label().to_lowercase())
+                            } else {
+                                b.rule.text.clone()
+                            }
+                        )
+                    })
+                })
+                .collect();
+            checks.push(if blocked.is_empty() {
+                Check::ok("ufw.inactive", Area::Firewall, "ufw would let the CDN in if enabled")
+                    .detail("ufw is disabled; its rules allow every CDN range on the web ports")
+            } else {
+                Check::warn("ufw.inactive", Area::Firewall, "ufw would let the CDN in if enabled")
+                    .detail(format!(
+                        "ufw is disabled now, but `ufw enable` would block: {}",
+                        blocked.join("; ")
+                    ))
+                    .fix("before enabling ufw: ufw allow proto tcp from RANGE to any port 80,443 for each CDN range (`origin-agent cdn show NAME`), or `ufw allow 80,443/tcp`")
+            });
+        }
+    }
+
     // Deny lists in files (CSF, TCP wrappers).
     let all_providers: Vec<Provider> = if input.providers.is_empty() {
         Provider::ALL.to_vec()
@@ -644,7 +713,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     }
 }
 
-fn provider_check(v: &ProviderVerdict, ports: &[u16]) -> Check {
+fn provider_check(v: &ProviderVerdict, ports: &[u16], ufw: Option<&ufw::UfwFiles>) -> Check {
     let p = v.provider;
     let id = format!("firewall.{p}");
     let title = format!("Firewall lets {p} reach ports {}", ports_text(ports));
@@ -685,7 +754,7 @@ fn provider_check(v: &ProviderVerdict, ports: &[u16]) -> Check {
             nets_text(&b.ranges, 12),
             b.rule.describe()
         ));
-        fixes.insert(fix_for(b, p));
+        fixes.insert(fix_for(b, p, ufw));
     }
     let blocked_nets: usize = v.blocked.iter().map(|b| b.ranges.len()).sum();
     Check::fail(id, Area::Firewall, title)
@@ -857,7 +926,7 @@ fn stale_allow_check(rulesets: &Rulesets, catalog: &CdnCatalog, ports: &[u16]) -
                         ranges: stale.to_nets(),
                         rule: r.at.clone(),
                     };
-                    fixes.push(fix_for(&part, p));
+                    fixes.push(fix_for(&part, p, None));
                 }
             }
         }
