@@ -74,7 +74,7 @@ impl Tuple {
         }
         s.push_str(&format!(" to {to}"));
         if self.dport != "any" {
-            s.push_str(&format!(" port {}", self.dport.replace(':', ":")));
+            s.push_str(&format!(" port {}", self.dport));
         }
         s
     }
