@@ -374,6 +374,37 @@ pub fn evaluate_rules(
     out
 }
 
+/// Web ports that a nat-table DNAT rule (Docker's published ports) sends elsewhere.
+pub fn dnat_ports(texts: &RuleTexts, ports: &[u16]) -> Vec<u16> {
+    let mut out = Vec::new();
+    for text in [&texts.iptables, &texts.ip6tables].into_iter().flatten() {
+        let mut table = "";
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.trim();
+                continue;
+            }
+            if table != "nat" || !line.starts_with("-A ") || !line.contains("-j DNAT") {
+                continue;
+            }
+            let words = iptables::tokenize(line);
+            for (i, w) in words.iter().enumerate() {
+                if matches!(w.as_str(), "--dport" | "--dports") {
+                    if let Some(ranges) = words.get(i + 1).and_then(|v| iptables::parse_ports(v)) {
+                        for p in ports {
+                            if ranges.iter().any(|(a, b)| a <= p && p <= b) && !out.contains(p) {
+                                out.push(*p);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Runs a command through the host; `Err` is the reason it gave nothing usable.
 fn run_text(host: &dyn Host, program: &str, args: &[&str]) -> Result<String, String> {
     match host.run(&Command::new(program, args)) {
@@ -534,6 +565,13 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     let texts = collect_rule_texts(host, &mut notes);
     let rulesets = build_rulesets(&texts);
     let ufw_files = ufw::UfwFiles::read(host);
+    let forwarded = dnat_ports(&texts, &ports);
+    if !forwarded.is_empty() {
+        notes.push(format!(
+            "port {} is forwarded (DNAT) to a container or another host: connections to it take the FORWARD path (DOCKER-USER), which this audit does not evaluate",
+            ports_text(&forwarded)
+        ));
+    }
     notes.extend(rulesets.v4.notes.iter().cloned());
     notes.extend(rulesets.v6.notes.iter().cloned());
     let mut verdicts = if rulesets.is_empty() {
@@ -573,6 +611,12 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     } else {
         for v in &verdicts {
             let mut c = provider_check(v, &ports, Some(&ufw_files));
+            if !forwarded.is_empty() {
+                c.detail.push_str(&format!(
+                    " (note: port {} is forwarded by DNAT; its FORWARD path was not evaluated)",
+                    ports_text(&forwarded)
+                ));
+            }
             for f in &rulesets.unread {
                 c.detail.push_str(&format!(
                     " ({} rules could not be read, so {} was not evaluated: {})",
@@ -1134,5 +1178,18 @@ mod tests {
         let v = evaluate_rules(&rs, &CdnCatalog::bundled(), &[Provider::Cloudflare], &[443]);
         assert!(v[0].allowed.iter().all(|p| p.family == Family::V4));
         assert!(!v[0].allowed.is_empty());
+    }
+
+    #[test]
+    fn docker_published_ports_are_noted() {
+        let texts = RuleTexts {
+            iptables: Some(
+                include_str!("../../../tests/fixtures/firewall/ufw-f2b-docker/iptables-save.txt")
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        assert_eq!(dnat_ports(&texts, &[80, 443, 8080]), [8080]);
+        assert!(dnat_ports(&texts, &[80, 443]).is_empty());
     }
 }
