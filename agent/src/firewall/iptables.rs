@@ -244,6 +244,16 @@ pub fn parse_into(rs: &mut Ruleset, text: &str, source: &str, ipsets: &IpSets) {
     }
 }
 
+/// Options that never change whether a new TCP connection matches.
+const IGNORED_OPTIONS: &[&str] = &[
+    "--comment",
+    "--icmp-type",
+    "--icmpv6-type",
+    "--log-prefix",
+    "--log-level",
+    "--reject-with",
+];
+
 /// Modules whose options this compiler understands fully.
 const KNOWN_MODULES: &[&str] = &[
     "tcp",
@@ -451,8 +461,12 @@ fn compile_rule(
                 break;
             }
             _ => {
-                // Options of modules already judged (comment, icmp type, a rate limit...): skip
-                // their values.
+                // Options with no bearing on a new TCP connection (comments, ICMP types) are
+                // skipped; any other option this reader does not know makes the rule uncertain
+                // (unless a module already did).
+                if !IGNORED_OPTIONS.contains(&w) && !matches!(cond, Cond::Maybe(_) | Cond::No) {
+                    cond = cond.and(Cond::Maybe(format!("option {w}")));
+                }
                 i += 1;
                 while i < words.len() && !words[i].starts_with('-') && words[i] != "!" {
                     i += 1;
@@ -478,6 +492,25 @@ mod tests {
     fn v4(nets: &[&str]) -> AddrSet {
         let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| parse_net(n).unwrap()).collect();
         AddrSet::from_nets(Family::V4, &nets)
+    }
+
+    #[test]
+    fn unknown_options_of_known_modules_are_uncertain() {
+        let text = "*filter\n:INPUT ACCEPT [0:0]\n\
+            -A INPUT -s 10.0.0.0/8 -p tcp -m conntrack --ctorigdstport 8080 -j DROP\n\
+            -A INPUT -s 10.0.0.0/8 -p icmp -m icmp --icmp-type 8 -j DROP\n\
+            -A INPUT -s 10.0.0.0/8 -m comment --comment \"x y\" -j REJECT\nCOMMIT\n";
+        let mut rs = Ruleset::new(Family::V4);
+        parse_into(&mut rs, text, "iptables", &IpSets::default());
+        let t = v4(&["10.0.0.0/8"]);
+        let e = evaluate(&rs, &t, 80);
+        assert_eq!(e.uncertain_in(&t).len(), 1);
+        assert!(e.uncertain_in(&t)[0].reason.contains("--ctorigdstport"));
+        let b = e.blocked_in(&t);
+        assert_eq!(
+            (b.len(), b[0].by.position, b[0].verdict),
+            (1, 3, Verdict::Reject)
+        );
     }
 
     #[test]
