@@ -52,6 +52,9 @@ fn stage_of(table: &str, chain: &str) -> Option<(Hook, i64)> {
         ("mangle", "INPUT") => Some((Hook::Input, -150)),
         ("filter", "INPUT") => Some((Hook::Input, 0)),
         ("security", "INPUT") => Some((Hook::Input, 50)),
+        ("mangle", "FORWARD") => Some((Hook::Forward, -150)),
+        ("filter", "FORWARD") => Some((Hook::Forward, 0)),
+        ("security", "FORWARD") => Some((Hook::Forward, 50)),
         _ => None,
     }
 }
@@ -129,6 +132,66 @@ fn service_port(name: &str) -> Option<u16> {
         "ssh" => Some(22),
         _ => name.parse().ok(),
     }
+}
+
+/// A destination NAT of the nat table: new connections to `ports` go to `to` (`IP[:PORT]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dnat {
+    pub ports: Vec<(u16, u16)>,
+    pub to: String,
+    pub to_port: Option<u16>,
+    pub rule: String,
+}
+
+/// The DNAT rules of the nat table (Docker's published ports). Rules that only apply to
+/// traffic from a container bridge (`-i docker0`) are left out.
+pub fn dnat_rules(text: &str) -> Vec<Dnat> {
+    let mut out = Vec::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+            continue;
+        }
+        if table != "nat" || !line.starts_with("-A ") || !line.contains("-j DNAT") {
+            continue;
+        }
+        let words = tokenize(line);
+        let mut ports = None;
+        let mut to = None;
+        let mut internal_only = false;
+        for (i, w) in words.iter().enumerate() {
+            let next = words.get(i + 1).map(String::as_str).unwrap_or("");
+            let negated = i > 0 && words[i - 1] == "!";
+            match w.as_str() {
+                "--dport" | "--dports" | "--destination-port" => ports = parse_ports(next),
+                "--to-destination" => to = Some(next.to_string()),
+                "-i" | "--in-interface" => {
+                    internal_only = iface_cond(next, negated) == Cond::No;
+                }
+                _ => {}
+            }
+        }
+        let (Some(ports), Some(to)) = (ports, to) else {
+            continue;
+        };
+        if internal_only {
+            continue;
+        }
+        // `172.17.0.2:80`, `[fd00::2]:80`, `172.17.0.2`.
+        let to_port = to
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.contains(':') || host.ends_with(']'))
+            .and_then(|(_, p)| p.split('-').next().and_then(|p| p.parse().ok()));
+        out.push(Dnat {
+            ports,
+            to,
+            to_port,
+            rule: line.to_string(),
+        });
+    }
+    out
 }
 
 /// What `iptables-save` printed, by table, for de-duplication.

@@ -10,6 +10,9 @@
 //! - [`fail2ban`]: current bans and `ignoreip`.
 //! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`.
 //! - [`ufw`]: ufw's rule files (fixes as `ufw` commands, an inactive ufw's rules).
+//!
+//! A web port that a nat-table DNAT rule forwards (Docker's published ports) is evaluated on the
+//! FORWARD path (DOCKER-USER, DOCKER), with the port after translation.
 //! - [`realip`]: nginx `set_real_ip_from` / `real_ip_header` against the provider's ranges.
 //! - this file: [`audit`] (reads the host, builds the checks), [`evaluate_rules`] (the part that
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
@@ -36,7 +39,7 @@ use crate::discover::RealIp;
 use crate::host::{Command, Host};
 
 use addrset::{AddrSet, Family};
-use eval::{evaluate, RuleRef, Ruleset, Verdict};
+use eval::{RuleRef, Ruleset, Verdict};
 
 /// What the auditor needs besides the host.
 #[derive(Debug, Clone)]
@@ -143,6 +146,9 @@ pub struct Rulesets {
     pub sources: Vec<String>,
     /// Families no rule source could be read for (their verdicts would be guesses).
     pub unread: Vec<Family>,
+    /// DNAT rules of the nat table per family (Docker's published ports).
+    pub dnat_v4: Vec<iptables::Dnat>,
+    pub dnat_v6: Vec<iptables::Dnat>,
 }
 
 impl Rulesets {
@@ -150,6 +156,28 @@ impl Rulesets {
         match f {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
+        }
+    }
+
+    /// The way a new connection to `port` goes: forwarded when a DNAT rule sends it on.
+    pub fn path(&self, f: Family, port: u16) -> (eval::Path, Option<&iptables::Dnat>) {
+        let dnat = match f {
+            Family::V4 => &self.dnat_v4,
+            Family::V6 => &self.dnat_v6,
+        };
+        match dnat
+            .iter()
+            .find(|d| d.ports.iter().any(|(a, b)| *a <= port && port <= *b))
+        {
+            Some(d) => (
+                eval::Path {
+                    hook: eval::Hook::Forward,
+                    port,
+                    port_after_dnat: d.to_port.unwrap_or(port),
+                },
+                Some(d),
+            ),
+            None => (eval::Path::input(port), None),
         }
     }
 
@@ -262,11 +290,24 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
     if texts.ip6tables.is_none() && texts.ip6tables_legacy.is_none() && !nft_ok {
         unread.push(Family::V6);
     }
+    let dnat = |a: &Option<String>, b: &Option<String>| {
+        let mut d: Vec<iptables::Dnat> = Vec::new();
+        for t in [a, b].into_iter().flatten() {
+            for r in iptables::dnat_rules(t) {
+                if !d.iter().any(|x| x.rule == r.rule) {
+                    d.push(r);
+                }
+            }
+        }
+        d
+    };
     Rulesets {
         v4,
         v6,
         sources,
         unread,
+        dnat_v4: dnat(&texts.iptables, &texts.iptables_legacy),
+        dnat_v6: dnat(&texts.ip6tables, &texts.ip6tables_legacy),
     }
 }
 
@@ -308,7 +349,7 @@ pub fn evaluate_rules(
         type DoubtKey = (usize, RuleRef, String, Vec<(u128, u128)>);
         let mut doubts: BTreeMap<DoubtKey, Vec<u16>> = BTreeMap::new();
         for &port in ports {
-            let e = evaluate(rs, &all, port);
+            let e = eval::evaluate_path(rs, &all, rulesets.path(family, port).0);
             for (i, set) in sets.iter().enumerate() {
                 if set.is_empty() {
                     continue;
@@ -374,34 +415,19 @@ pub fn evaluate_rules(
     out
 }
 
-/// Web ports that a nat-table DNAT rule (Docker's published ports) sends elsewhere.
-pub fn dnat_ports(texts: &RuleTexts, ports: &[u16]) -> Vec<u16> {
+/// Web ports that a nat-table DNAT rule (Docker's published ports) sends elsewhere, with where.
+pub fn dnat_ports(rulesets: &Rulesets, ports: &[u16]) -> Vec<(u16, String)> {
     let mut out = Vec::new();
-    for text in [&texts.iptables, &texts.ip6tables].into_iter().flatten() {
-        let mut table = "";
-        for line in text.lines() {
-            if let Some(t) = line.strip_prefix('*') {
-                table = t.trim();
-                continue;
-            }
-            if table != "nat" || !line.starts_with("-A ") || !line.contains("-j DNAT") {
-                continue;
-            }
-            let words = iptables::tokenize(line);
-            for (i, w) in words.iter().enumerate() {
-                if matches!(w.as_str(), "--dport" | "--dports") {
-                    if let Some(ranges) = words.get(i + 1).and_then(|v| iptables::parse_ports(v)) {
-                        for p in ports {
-                            if ranges.iter().any(|(a, b)| a <= p && p <= b) && !out.contains(p) {
-                                out.push(*p);
-                            }
-                        }
-                    }
+    for f in [Family::V4, Family::V6] {
+        for p in ports {
+            if let (_, Some(d)) = rulesets.path(f, *p) {
+                if !out.iter().any(|(q, _)| q == p) {
+                    out.push((*p, d.to.clone()));
                 }
             }
         }
     }
-    out.sort_unstable();
+    out.sort();
     out
 }
 
@@ -565,13 +591,11 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     let texts = collect_rule_texts(host, &mut notes);
     let rulesets = build_rulesets(&texts);
     let ufw_files = ufw::UfwFiles::read(host);
-    let forwarded = dnat_ports(&texts, &ports);
-    if !forwarded.is_empty() {
-        notes.push(format!(
-            "port {} is forwarded (DNAT) to a container or another host: connections to it take the FORWARD path (DOCKER-USER), which this audit does not evaluate",
-            ports_text(&forwarded)
-        ));
-    }
+    let forwarded: Vec<String> = dnat_ports(&rulesets, &ports)
+        .into_iter()
+        .map(|(p, to)| format!("port {p} is forwarded to {to} (DNAT)"))
+        .collect();
+    notes.extend(forwarded.iter().cloned());
     notes.extend(rulesets.v4.notes.iter().cloned());
     notes.extend(rulesets.v6.notes.iter().cloned());
     let mut verdicts = if rulesets.is_empty() {
@@ -613,8 +637,8 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
             let mut c = provider_check(v, &ports, Some(&ufw_files));
             if !forwarded.is_empty() {
                 c.detail.push_str(&format!(
-                    " (note: port {} is forwarded by DNAT; its FORWARD path was not evaluated)",
-                    ports_text(&forwarded)
+                    " ({}: evaluated on the FORWARD path)",
+                    forwarded.join(", ")
                 ));
             }
             for f in &rulesets.unread {
@@ -701,6 +725,8 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
                 v6,
                 sources: vec!["ufw user rules".into()],
                 unread: Vec::new(),
+                dnat_v4: Vec::new(),
+                dnat_v6: Vec::new(),
             };
             let would = evaluate_rules(&inactive, input.catalog, &input.providers, &ports);
             let blocked: Vec<String> = would
@@ -1189,7 +1215,26 @@ mod tests {
             ),
             ..Default::default()
         };
-        assert_eq!(dnat_ports(&texts, &[80, 443, 8080]), [8080]);
-        assert!(dnat_ports(&texts, &[80, 443]).is_empty());
+        let rs = build_rulesets(&texts);
+        assert_eq!(
+            dnat_ports(&rs, &[80, 443, 8080]),
+            [(8080, "172.17.0.2:80".to_string())]
+        );
+        assert!(dnat_ports(&rs, &[80, 443]).is_empty());
+        let (path, _) = rs.path(Family::V4, 8080);
+        assert_eq!((path.hook, path.port_after_dnat), (eval::Hook::Forward, 80));
+        // Port 8080 goes to the container through FORWARD: docker's own rule accepts it
+        // (ufw's INPUT rules do not apply), after DOCKER-USER returned it.
+        let v = evaluate_rules(
+            &rs,
+            &CdnCatalog::bundled(),
+            &[Provider::Cloudflare],
+            &[8080],
+        );
+        assert!(v[0].blocked.is_empty(), "{:#?}", v[0].blocked);
+        assert!(v[0]
+            .allowed
+            .iter()
+            .all(|a| a.rule.chain == "DOCKER" && a.rule.text.contains("--dport 80")));
     }
 }
