@@ -994,7 +994,7 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
         .collect();
     // Everything but the two allowed ranges is dropped by DOCKER-USER rule 4 (rule 3 is
     // uncertain: --ctorigdstport is not modelled).
-    let allowed = vec![net("173.245.48.0/20"), net("103.21.244.0/22")];
+    let allowed = [net("173.245.48.0/20"), net("103.21.244.0/22")];
     let cf = CdnCatalog::bundled()
         .get(Provider::Cloudflare)
         .unwrap()
