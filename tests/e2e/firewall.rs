@@ -542,14 +542,38 @@ fn ufw_chains_in_a_namespace() {
             "allow 443/tcp",
         ],
     );
+    let etc = dir.path().join("etc-ufw");
     let host = NsHost {
         ns: &ns,
         f2b_socket: None,
-        remap: vec![],
+        remap: vec![
+            (
+                "/etc/ufw/user.rules".into(),
+                etc.join("user.rules").display().to_string(),
+            ),
+            (
+                "/etc/ufw/user6.rules".into(),
+                etc.join("user6.rules").display().to_string(),
+            ),
+            (
+                "/etc/ufw/ufw.conf".into(),
+                etc.join("ufw.conf").display().to_string(),
+            ),
+            (
+                "/etc/default/ufw".into(),
+                dir.path().join("default-ufw").display().to_string(),
+            ),
+        ],
     };
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
     let got = blocked(&report, Provider::Cloudflare);
     assert_eq!(got.len(), 1, "{}", table_text(&report));
+    let fix = report.checks[0].fix.clone().unwrap();
+    assert_eq!(
+        fix,
+        "remove the ufw rule: ufw delete deny proto tcp from 173.245.48.0/24 to any port 80"
+    );
+    assert!(report.checks.iter().all(|c| c.id != "ufw.inactive"));
     assert_eq!(got[0].0, vec![80]);
     assert_eq!(got[0].2, vec![net("173.245.48.0/24")]);
     assert_eq!(got[0].3, "ufw-user-input");
@@ -559,6 +583,22 @@ fn ufw_chains_in_a_namespace() {
         .allowed
         .iter()
         .all(|a| a.rule.chain.ends_with("-user-input") && !a.rule.is_policy()));
+
+    // Disabled, ufw's chains are gone; its files say what enabling it would block.
+    ufw(&ns, dir.path(), &["disable"]);
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    assert!(blocked(&report, Provider::Cloudflare).is_empty());
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.id == "ufw.inactive")
+        .unwrap();
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.detail.ends_with("would block: cloudflare on port 80: 173.245.48.0/24 (-A ufw-user-input -p tcp --dport 80 -s 173.245.48.0/24 -j DROP)"),
+        "{}",
+        c.detail
+    );
 }
 
 /// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file
@@ -914,5 +954,79 @@ fn a_recorded_snapshot_replays_to_the_same_verdicts() {
                 1
             ),
         ]
+    );
+}
+
+#[test]
+fn docker_published_port_is_evaluated_on_the_forward_path() {
+    require!("ip", "iptables", "iptables-save");
+    let Some(ns) = Netns::new() else { return };
+    // Docker's chains for a container publishing 8080 → 172.17.0.2:80, and the common
+    // "only Cloudflare may reach my containers" DOCKER-USER rule that forgot a range. The INPUT
+    // rule must not count: forwarded connections never traverse INPUT.
+    ns.script(
+        "iptables -P FORWARD DROP
+         iptables -N DOCKER
+         iptables -N DOCKER-USER
+         iptables -A FORWARD -j DOCKER-USER
+         iptables -A FORWARD -o docker0 -j DOCKER
+         iptables -A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+         iptables -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+         iptables -A DOCKER-USER -i eth0 -s 173.245.48.0/20 -j RETURN
+         iptables -A DOCKER-USER -i eth0 -s 103.21.244.0/22 -j RETURN
+         iptables -A DOCKER-USER -i eth0 -p tcp -m conntrack --ctorigdstport 8080 -j DROP
+         iptables -A DOCKER-USER -i eth0 -j DROP
+         iptables -A DOCKER-USER -j RETURN
+         iptables -t nat -N DOCKER
+         iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+         iptables -t nat -A DOCKER -i docker0 -j RETURN
+         iptables -t nat -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+         iptables -A INPUT -p tcp --dport 8080 -s 173.245.48.0/20 -j DROP",
+    );
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[8080]);
+    let v4: Vec<BlockedRow> = blocked(&report, Provider::Cloudflare)
+        .into_iter()
+        .filter(|b| b.2.iter().all(|n| matches!(n, IpNet::V4(_))))
+        .collect();
+    // Everything but the two allowed ranges is dropped by DOCKER-USER rule 4 (rule 3 is
+    // uncertain: --ctorigdstport is not modelled).
+    let allowed = [net("173.245.48.0/20"), net("103.21.244.0/22")];
+    let cf = CdnCatalog::bundled()
+        .get(Provider::Cloudflare)
+        .unwrap()
+        .v4
+        .clone();
+    let expected: Vec<IpNet> = cf.into_iter().filter(|n| !allowed.contains(n)).collect();
+    assert_eq!(v4.len(), 1, "{}", table_text(&report));
+    assert_eq!(v4[0].2, expected);
+    assert_eq!((v4[0].3.as_str(), v4[0].4), ("DOCKER-USER", 4));
+    let v = &report.providers[0];
+    let accepted: Vec<&str> = v
+        .allowed
+        .iter()
+        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .map(|a| a.rule.chain.as_str())
+        .collect();
+    assert_eq!(accepted, ["DOCKER"]);
+    assert!(v
+        .uncertain
+        .iter()
+        .any(|u| u.reason.contains("--ctorigdstport")));
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "firewall.cloudflare")
+        .unwrap();
+    assert!(
+        check
+            .detail
+            .contains("port 8080 is forwarded to 172.17.0.2:80 (DNAT)"),
+        "{}",
+        check.detail
     );
 }

@@ -163,6 +163,28 @@ pub enum Hook {
     Ingress,
     Prerouting,
     Input,
+    /// Connections a DNAT (Docker's published ports) sends on to another address.
+    Forward,
+}
+
+/// Which way a connection goes through the host, and its destination port before and after
+/// destination NAT (nat prerouting runs at priority -100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// `Hook::Input` (served here) or `Hook::Forward` (DNAT to a container).
+    pub hook: Hook,
+    pub port: u16,
+    pub port_after_dnat: u16,
+}
+
+impl Path {
+    pub fn input(port: u16) -> Self {
+        Path {
+            hook: Hook::Input,
+            port,
+            port_after_dnat: port,
+        }
+    }
 }
 
 /// All the chains of one family and the order of the base chains on the input path.
@@ -362,7 +384,21 @@ impl Walker<'_> {
 /// Evaluates a new TCP connection to `port` from every address in `targets` (of the ruleset's
 /// family) through the input path. Every address of `targets` ends in exactly one decision.
 pub fn evaluate(rs: &Ruleset, targets: &AddrSet, port: u16) -> Evaluation {
-    let mut stages = rs.stages.clone();
+    evaluate_path(rs, targets, Path::input(port))
+}
+
+/// Like [`evaluate`], along `path` (the FORWARD path for a port DNAT sends to a container).
+pub fn evaluate_path(rs: &Ruleset, targets: &AddrSet, path: Path) -> Evaluation {
+    let port = path.port;
+    let mut stages: Vec<(Hook, i64, usize)> = rs
+        .stages
+        .iter()
+        .copied()
+        .filter(|(hook, _, _)| match hook {
+            Hook::Ingress | Hook::Prerouting => true,
+            h => *h == path.hook,
+        })
+        .collect();
     stages.sort_by_key(|(hook, prio, _)| (*hook, *prio));
     let mut walker = Walker {
         rs,
@@ -373,10 +409,15 @@ pub fn evaluate(rs: &Ruleset, targets: &AddrSet, port: u16) -> Evaluation {
     };
     let mut open = targets.clone();
     let mut accepted: Vec<Decision> = Vec::new();
-    for (_, _, ci) in &stages {
+    for (hook, prio, ci) in &stages {
         if open.is_empty() {
             break;
         }
+        walker.port = if matches!(hook, Hook::Ingress | Hook::Prerouting) && *prio < -100 {
+            path.port
+        } else {
+            path.port_after_dnat
+        };
         let Some(chain) = rs.chains.get(*ci) else {
             continue;
         };

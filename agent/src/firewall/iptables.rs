@@ -52,6 +52,9 @@ fn stage_of(table: &str, chain: &str) -> Option<(Hook, i64)> {
         ("mangle", "INPUT") => Some((Hook::Input, -150)),
         ("filter", "INPUT") => Some((Hook::Input, 0)),
         ("security", "INPUT") => Some((Hook::Input, 50)),
+        ("mangle", "FORWARD") => Some((Hook::Forward, -150)),
+        ("filter", "FORWARD") => Some((Hook::Forward, 0)),
+        ("security", "FORWARD") => Some((Hook::Forward, 50)),
         _ => None,
     }
 }
@@ -129,6 +132,66 @@ fn service_port(name: &str) -> Option<u16> {
         "ssh" => Some(22),
         _ => name.parse().ok(),
     }
+}
+
+/// A destination NAT of the nat table: new connections to `ports` go to `to` (`IP[:PORT]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dnat {
+    pub ports: Vec<(u16, u16)>,
+    pub to: String,
+    pub to_port: Option<u16>,
+    pub rule: String,
+}
+
+/// The DNAT rules of the nat table (Docker's published ports). Rules that only apply to
+/// traffic from a container bridge (`-i docker0`) are left out.
+pub fn dnat_rules(text: &str) -> Vec<Dnat> {
+    let mut out = Vec::new();
+    let mut table = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+            continue;
+        }
+        if table != "nat" || !line.starts_with("-A ") || !line.contains("-j DNAT") {
+            continue;
+        }
+        let words = tokenize(line);
+        let mut ports = None;
+        let mut to = None;
+        let mut internal_only = false;
+        for (i, w) in words.iter().enumerate() {
+            let next = words.get(i + 1).map(String::as_str).unwrap_or("");
+            let negated = i > 0 && words[i - 1] == "!";
+            match w.as_str() {
+                "--dport" | "--dports" | "--destination-port" => ports = parse_ports(next),
+                "--to-destination" => to = Some(next.to_string()),
+                "-i" | "--in-interface" => {
+                    internal_only = iface_cond(next, negated) == Cond::No;
+                }
+                _ => {}
+            }
+        }
+        let (Some(ports), Some(to)) = (ports, to) else {
+            continue;
+        };
+        if internal_only {
+            continue;
+        }
+        // `172.17.0.2:80`, `[fd00::2]:80`, `172.17.0.2`.
+        let to_port = to
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.contains(':') || host.ends_with(']'))
+            .and_then(|(_, p)| p.split('-').next().and_then(|p| p.parse().ok()));
+        out.push(Dnat {
+            ports,
+            to,
+            to_port,
+            rule: line.to_string(),
+        });
+    }
+    out
 }
 
 /// What `iptables-save` printed, by table, for de-duplication.
@@ -243,6 +306,16 @@ pub fn parse_into(rs: &mut Ruleset, text: &str, source: &str, ipsets: &IpSets) {
         }
     }
 }
+
+/// Options that never change whether a new TCP connection matches.
+const IGNORED_OPTIONS: &[&str] = &[
+    "--comment",
+    "--icmp-type",
+    "--icmpv6-type",
+    "--log-prefix",
+    "--log-level",
+    "--reject-with",
+];
 
 /// Modules whose options this compiler understands fully.
 const KNOWN_MODULES: &[&str] = &[
@@ -451,8 +524,12 @@ fn compile_rule(
                 break;
             }
             _ => {
-                // Options of modules already judged (comment, icmp type, a rate limit...): skip
-                // their values.
+                // Options with no bearing on a new TCP connection (comments, ICMP types) are
+                // skipped; any other option this reader does not know makes the rule uncertain
+                // (unless a module already did).
+                if !IGNORED_OPTIONS.contains(&w) && !matches!(cond, Cond::Maybe(_) | Cond::No) {
+                    cond = cond.and(Cond::Maybe(format!("option {w}")));
+                }
                 i += 1;
                 while i < words.len() && !words[i].starts_with('-') && words[i] != "!" {
                     i += 1;
@@ -478,6 +555,25 @@ mod tests {
     fn v4(nets: &[&str]) -> AddrSet {
         let nets: Vec<ipnet::IpNet> = nets.iter().map(|n| parse_net(n).unwrap()).collect();
         AddrSet::from_nets(Family::V4, &nets)
+    }
+
+    #[test]
+    fn unknown_options_of_known_modules_are_uncertain() {
+        let text = "*filter\n:INPUT ACCEPT [0:0]\n\
+            -A INPUT -s 10.0.0.0/8 -p tcp -m conntrack --ctorigdstport 8080 -j DROP\n\
+            -A INPUT -s 10.0.0.0/8 -p icmp -m icmp --icmp-type 8 -j DROP\n\
+            -A INPUT -s 10.0.0.0/8 -m comment --comment \"x y\" -j REJECT\nCOMMIT\n";
+        let mut rs = Ruleset::new(Family::V4);
+        parse_into(&mut rs, text, "iptables", &IpSets::default());
+        let t = v4(&["10.0.0.0/8"]);
+        let e = evaluate(&rs, &t, 80);
+        assert_eq!(e.uncertain_in(&t).len(), 1);
+        assert!(e.uncertain_in(&t)[0].reason.contains("--ctorigdstport"));
+        let b = e.blocked_in(&t);
+        assert_eq!(
+            (b.len(), b[0].by.position, b[0].verdict),
+            (1, 3, Verdict::Reject)
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!   `ipset save`.
 //! - [`fail2ban`]: current bans and `ignoreip`.
 //! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`.
+//! - [`ufw`]: ufw's rule files (fixes as `ufw` commands, an inactive ufw's rules).
+//!
+//! A web port that a nat-table DNAT rule forwards (Docker's published ports) is evaluated on the
+//! FORWARD path (DOCKER-USER, DOCKER), with the port after translation.
 //! - [`realip`]: nginx `set_real_ip_from` / `real_ip_header` against the provider's ranges.
 //! - this file: [`audit`] (reads the host, builds the checks), [`evaluate_rules`] (the part that
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
@@ -21,6 +25,7 @@ pub mod ipset;
 pub mod iptables;
 pub mod nft;
 pub mod realip;
+pub mod ufw;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -34,7 +39,7 @@ use crate::discover::RealIp;
 use crate::host::{Command, Host};
 
 use addrset::{AddrSet, Family};
-use eval::{evaluate, RuleRef, Ruleset, Verdict};
+use eval::{RuleRef, Ruleset, Verdict};
 
 /// What the auditor needs besides the host.
 #[derive(Debug, Clone)]
@@ -141,6 +146,9 @@ pub struct Rulesets {
     pub sources: Vec<String>,
     /// Families no rule source could be read for (their verdicts would be guesses).
     pub unread: Vec<Family>,
+    /// DNAT rules of the nat table per family (Docker's published ports).
+    pub dnat_v4: Vec<iptables::Dnat>,
+    pub dnat_v6: Vec<iptables::Dnat>,
 }
 
 impl Rulesets {
@@ -148,6 +156,28 @@ impl Rulesets {
         match f {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
+        }
+    }
+
+    /// The way a new connection to `port` goes: forwarded when a DNAT rule sends it on.
+    pub fn path(&self, f: Family, port: u16) -> (eval::Path, Option<&iptables::Dnat>) {
+        let dnat = match f {
+            Family::V4 => &self.dnat_v4,
+            Family::V6 => &self.dnat_v6,
+        };
+        match dnat
+            .iter()
+            .find(|d| d.ports.iter().any(|(a, b)| *a <= port && port <= *b))
+        {
+            Some(d) => (
+                eval::Path {
+                    hook: eval::Hook::Forward,
+                    port,
+                    port_after_dnat: d.to_port.unwrap_or(port),
+                },
+                Some(d),
+            ),
+            None => (eval::Path::input(port), None),
         }
     }
 
@@ -260,11 +290,24 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
     if texts.ip6tables.is_none() && texts.ip6tables_legacy.is_none() && !nft_ok {
         unread.push(Family::V6);
     }
+    let dnat = |a: &Option<String>, b: &Option<String>| {
+        let mut d: Vec<iptables::Dnat> = Vec::new();
+        for t in [a, b].into_iter().flatten() {
+            for r in iptables::dnat_rules(t) {
+                if !d.iter().any(|x| x.rule == r.rule) {
+                    d.push(r);
+                }
+            }
+        }
+        d
+    };
     Rulesets {
         v4,
         v6,
         sources,
         unread,
+        dnat_v4: dnat(&texts.iptables, &texts.iptables_legacy),
+        dnat_v6: dnat(&texts.ip6tables, &texts.ip6tables_legacy),
     }
 }
 
@@ -306,7 +349,7 @@ pub fn evaluate_rules(
         type DoubtKey = (usize, RuleRef, String, Vec<(u128, u128)>);
         let mut doubts: BTreeMap<DoubtKey, Vec<u16>> = BTreeMap::new();
         for &port in ports {
-            let e = evaluate(rs, &all, port);
+            let e = eval::evaluate_path(rs, &all, rulesets.path(family, port).0);
             for (i, set) in sets.iter().enumerate() {
                 if set.is_empty() {
                     continue;
@@ -369,6 +412,22 @@ pub fn evaluate_rules(
             Reach::PartlyBlocked
         };
     }
+    out
+}
+
+/// Web ports that a nat-table DNAT rule (Docker's published ports) sends elsewhere, with where.
+pub fn dnat_ports(rulesets: &Rulesets, ports: &[u16]) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for f in [Family::V4, Family::V6] {
+        for p in ports {
+            if let (_, Some(d)) = rulesets.path(f, *p) {
+                if !out.iter().any(|(q, _)| q == p) {
+                    out.push((*p, d.to.clone()));
+                }
+            }
+        }
+    }
+    out.sort();
     out
 }
 
@@ -437,8 +496,27 @@ fn set_name(text: &str) -> Option<String> {
 }
 
 /// The command that removes a rule, or adds the missing allow before a policy.
-fn fix_for(part: &Part, provider: Provider) -> String {
+fn fix_for(part: &Part, provider: Provider, ufw: Option<&ufw::UfwFiles>) -> String {
     let r = &part.rule;
+    if let Some(files) = ufw {
+        if let Some(cmd) = files.command_for(r, part.verdict) {
+            let cmd = cmd.strip_prefix("ufw ").unwrap_or(&cmd);
+            return format!("remove the ufw rule: ufw delete {cmd}");
+        }
+        if r.is_policy() && files.enabled == Some(true) && r.chain == "INPUT" {
+            return part
+                .ranges
+                .iter()
+                .take(20)
+                .flat_map(|n| {
+                    part.ports.iter().map(move |p| {
+                        format!("ufw insert 1 allow proto tcp from {n} to any port {p}")
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+    }
     let tool = if r.source.starts_with("ip6tables") {
         "ip6tables"
     } else {
@@ -512,6 +590,12 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     ports.dedup();
     let texts = collect_rule_texts(host, &mut notes);
     let rulesets = build_rulesets(&texts);
+    let ufw_files = ufw::UfwFiles::read(host);
+    let forwarded: Vec<String> = dnat_ports(&rulesets, &ports)
+        .into_iter()
+        .map(|(p, to)| format!("port {p} is forwarded to {to} (DNAT)"))
+        .collect();
+    notes.extend(forwarded.iter().cloned());
     notes.extend(rulesets.v4.notes.iter().cloned());
     notes.extend(rulesets.v6.notes.iter().cloned());
     let mut verdicts = if rulesets.is_empty() {
@@ -550,7 +634,13 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
             .collect();
     } else {
         for v in &verdicts {
-            let mut c = provider_check(v, &ports);
+            let mut c = provider_check(v, &ports, Some(&ufw_files));
+            if !forwarded.is_empty() {
+                c.detail.push_str(&format!(
+                    " ({}: evaluated on the FORWARD path)",
+                    forwarded.join(", ")
+                ));
+            }
             for f in &rulesets.unread {
                 c.detail.push_str(&format!(
                     " ({} rules could not be read, so {} was not evaluated: {})",
@@ -622,6 +712,55 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         None => {}
     }
 
+    // An inactive ufw's rules: what `ufw enable` would do to the CDN.
+    let ufw_active = rulesets
+        .v4
+        .chains
+        .iter()
+        .any(|c| c.name == "ufw-user-input");
+    if !ufw_active && !input.providers.is_empty() {
+        if let Some((v4, v6)) = ufw_files.inactive_rulesets(&ipset::IpSets::default()) {
+            let inactive = Rulesets {
+                v4,
+                v6,
+                sources: vec!["ufw user rules".into()],
+                unread: Vec::new(),
+                dnat_v4: Vec::new(),
+                dnat_v6: Vec::new(),
+            };
+            let would = evaluate_rules(&inactive, input.catalog, &input.providers, &ports);
+            let blocked: Vec<String> = would
+                .iter()
+                .flat_map(|v| {
+                    v.blocked.iter().map(move |b| {
+                        format!(
+                            "{} on port {}: {} ({})",
+                            v.provider,
+                            ports_text(&b.ports),
+                            nets_text(&b.ranges, 6),
+                            if b.rule.is_policy() {
+                                format!("ufw default {}", b.verdict.label().to_lowercase())
+                            } else {
+                                b.rule.text.clone()
+                            }
+                        )
+                    })
+                })
+                .collect();
+            checks.push(if blocked.is_empty() {
+                Check::ok("ufw.inactive", Area::Firewall, "ufw would let the CDN in if enabled")
+                    .detail("ufw is disabled; its rules allow every CDN range on the web ports")
+            } else {
+                Check::warn("ufw.inactive", Area::Firewall, "ufw would let the CDN in if enabled")
+                    .detail(format!(
+                        "ufw is disabled now, but `ufw enable` would block: {}",
+                        blocked.join("; ")
+                    ))
+                    .fix("before enabling ufw: ufw allow proto tcp from RANGE to any port 80,443 for each CDN range (`origin-agent cdn show NAME`), or `ufw allow 80,443/tcp`")
+            });
+        }
+    }
+
     // Deny lists in files (CSF, TCP wrappers).
     let all_providers: Vec<Provider> = if input.providers.is_empty() {
         Provider::ALL.to_vec()
@@ -644,7 +783,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     }
 }
 
-fn provider_check(v: &ProviderVerdict, ports: &[u16]) -> Check {
+fn provider_check(v: &ProviderVerdict, ports: &[u16], ufw: Option<&ufw::UfwFiles>) -> Check {
     let p = v.provider;
     let id = format!("firewall.{p}");
     let title = format!("Firewall lets {p} reach ports {}", ports_text(ports));
@@ -685,7 +824,7 @@ fn provider_check(v: &ProviderVerdict, ports: &[u16]) -> Check {
             nets_text(&b.ranges, 12),
             b.rule.describe()
         ));
-        fixes.insert(fix_for(b, p));
+        fixes.insert(fix_for(b, p, ufw));
     }
     let blocked_nets: usize = v.blocked.iter().map(|b| b.ranges.len()).sum();
     Check::fail(id, Area::Firewall, title)
@@ -857,7 +996,7 @@ fn stale_allow_check(rulesets: &Rulesets, catalog: &CdnCatalog, ports: &[u16]) -
                         ranges: stale.to_nets(),
                         rule: r.at.clone(),
                     };
-                    fixes.push(fix_for(&part, p));
+                    fixes.push(fix_for(&part, p, None));
                 }
             }
         }
@@ -1128,5 +1267,37 @@ mod tests {
         let v = evaluate_rules(&rs, &CdnCatalog::bundled(), &[Provider::Cloudflare], &[443]);
         assert!(v[0].allowed.iter().all(|p| p.family == Family::V4));
         assert!(!v[0].allowed.is_empty());
+    }
+
+    #[test]
+    fn docker_published_ports_are_noted() {
+        let texts = RuleTexts {
+            iptables: Some(
+                include_str!("../../../tests/fixtures/firewall/ufw-f2b-docker/iptables-save.txt")
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let rs = build_rulesets(&texts);
+        assert_eq!(
+            dnat_ports(&rs, &[80, 443, 8080]),
+            [(8080, "172.17.0.2:80".to_string())]
+        );
+        assert!(dnat_ports(&rs, &[80, 443]).is_empty());
+        let (path, _) = rs.path(Family::V4, 8080);
+        assert_eq!((path.hook, path.port_after_dnat), (eval::Hook::Forward, 80));
+        // Port 8080 goes to the container through FORWARD: docker's own rule accepts it
+        // (ufw's INPUT rules do not apply), after DOCKER-USER returned it.
+        let v = evaluate_rules(
+            &rs,
+            &CdnCatalog::bundled(),
+            &[Provider::Cloudflare],
+            &[8080],
+        );
+        assert!(v[0].blocked.is_empty(), "{:#?}", v[0].blocked);
+        assert!(v[0]
+            .allowed
+            .iter()
+            .all(|a| a.rule.chain == "DOCKER" && a.rule.text.contains("--dport 80")));
     }
 }

@@ -96,6 +96,7 @@ pub fn compile_into(rs: &mut Ruleset, nft: &NftRuleset, skip: &HashSet<(String, 
             Some("input") => Some(Hook::Input),
             Some("prerouting") => Some(Hook::Prerouting),
             Some("ingress") => Some(Hook::Ingress),
+            Some("forward") => Some(Hook::Forward),
             _ => None,
         };
         let kind = s(c, "type");
