@@ -344,10 +344,12 @@ impl Lab {
     fn rules(&self) -> String {
         let v4 = self.origin_exec(&["iptables-save"]);
         let v6 = self.origin_exec(&["ip6tables-save"]);
+        let sets = self.origin_exec(&["ipset", "save"]);
         format!(
-            "{}----\n{}",
+            "{}----\n{}----\n{}",
             whitelist::ipt::normalized(&v4),
-            whitelist::ipt::normalized(&v6)
+            whitelist::ipt::normalized(&v6),
+            whitelist::ipsets::normalized(&sets)
         )
     }
 
