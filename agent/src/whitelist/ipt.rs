@@ -654,6 +654,55 @@ COMMIT
     }
 
     #[test]
+    fn plan_with_sets_refills_only_changed_sets_and_keeps_one_rule_per_provider() {
+        let applied = read_state(
+            "*filter\n:INPUT DROP [0:0]\n:ORIGIN-AGENT-CDN - [0:0]\n-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN\n-A ORIGIN-AGENT-CDN -p tcp -m multiport --dports 80,443 -m set --match-set oa-cdn-cloudflare-v4 src -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT\nCOMMIT\n",
+        );
+        assert_eq!(
+            applied.rules[0].set_owned.as_ref().unwrap().set,
+            "oa-cdn-cloudflare-v4"
+        );
+        let mut sets = BTreeMap::new();
+        sets.insert(
+            "oa-cdn-cloudflare-v4".to_string(),
+            nets(&["173.245.48.0/20", "199.27.128.0/21"]),
+        );
+        let wanted = [(
+            Provider::Cloudflare,
+            nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+        )];
+        let p = plan_sets(Family::V4, &applied, &sets, &wanted, &[80, 443]);
+        assert_eq!(p.add.len(), 1);
+        assert_eq!(p.remove[0].net.to_string(), "199.27.128.0/21");
+        assert!(p.script.is_empty(), "{}", p.script);
+        assert!(p
+            .pre_script
+            .contains("add oa-cdn-cloudflare-v4-t 103.21.244.0/22\n"));
+        assert!(p
+            .pre_script
+            .contains("swap oa-cdn-cloudflare-v4-t oa-cdn-cloudflare-v4\n"));
+        sets.insert(
+            "oa-cdn-cloudflare-v4".to_string(),
+            nets(&["103.21.244.0/22", "173.245.48.0/20"]),
+        );
+        let p = plan_sets(Family::V4, &applied, &sets, &wanted, &[80, 443]);
+        assert!(p.is_empty(), "{p:?}");
+        // From nothing: the set, its rule and the jump.
+        let p = plan_sets(
+            Family::V4,
+            &read_state(BEFORE),
+            &BTreeMap::new(),
+            &wanted,
+            &[80, 443],
+        );
+        assert!(p
+            .pre_script
+            .contains("create oa-cdn-cloudflare-v4 hash:net family inet -exist"));
+        assert!(p.script.contains("--match-set oa-cdn-cloudflare-v4 src"));
+        assert!(p.script.contains("-I INPUT 1 "));
+    }
+
+    #[test]
     fn restore_puts_back_the_saved_chain_and_jump_positions_or_removes_them() {
         let saved = read_state(APPLIED);
         let current = read_state(BEFORE);
