@@ -1460,3 +1460,43 @@ fn without_ipset_per_range_rules_do_the_same_and_a_later_run_with_ipset_migrates
     );
     assert_ne!(rules, pristine);
 }
+
+#[test]
+fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let catalog = CdnCatalog::bundled();
+    let providers = vec![
+        Provider::Cloudflare,
+        Provider::Gcore,
+        Provider::Bunny,
+        Provider::Fastly,
+    ];
+    let total: usize = providers
+        .iter()
+        .map(|p| catalog.get(*p).unwrap().len())
+        .sum();
+    for no_ipset in [false, true] {
+        let mut host = lab.host();
+        host.no_ipset = no_ipset;
+        let mut req = lab.request(true, false);
+        req.providers = providers.clone();
+        let started = Instant::now();
+        let out = whitelist::run(&host, &req, &catalog).unwrap();
+        let took = started.elapsed();
+        assert!(out.succeeded(), "{}", whitelist::render(&out));
+        assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
+        eprintln!(
+            "apply of {total} ranges ({}): {took:?}",
+            if no_ipset {
+                "per-range rules"
+            } else {
+                "ipsets"
+            }
+        );
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        let back = whitelist::run(&host, &lab.request(false, true), &catalog).unwrap();
+        assert!(back.succeeded(), "{}", whitelist::render(&back));
+    }
+}
