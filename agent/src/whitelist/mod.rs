@@ -255,8 +255,6 @@ pub enum WhitelistError {
     Conflicting,
     #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
     Unsupported(&'static str),
-    #[error("{0} is not supported by this version of `whitelist` yet")]
-    UnsupportedOption(&'static str),
     #[error("another whitelist apply is running (lock {lock} is held)")]
     Busy { lock: PathBuf },
     #[error("no native nftables input chain drops anything: there is nothing to whitelist in nftables (use --backend iptables)")]
@@ -1415,7 +1413,7 @@ fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
     }
     match run_ok(host, &Command::new(tool, &["save"])) {
         Ok(_) => {
-            "netfilter-persistent save (/etc/iptables/rules.v4, /etc/iptables/rules.v6)".to_string()
+            "netfilter-persistent save (/etc/iptables/rules.v4, /etc/iptables/rules.v6; the oa-cdn-* ipsets only with the ipset-persistent plugin)".to_string()
         }
         Err(e) => {
             let msg = format!("not persisted: {e}");
