@@ -344,10 +344,12 @@ impl Lab {
     fn rules(&self) -> String {
         let v4 = self.origin_exec(&["iptables-save"]);
         let v6 = self.origin_exec(&["ip6tables-save"]);
+        let sets = self.origin_exec(&["ipset", "save"]);
         format!(
-            "{}----\n{}",
+            "{}----\n{}----\n{}",
             whitelist::ipt::normalized(&v4),
-            whitelist::ipt::normalized(&v6)
+            whitelist::ipt::normalized(&v6),
+            whitelist::ipsets::normalized(&sets)
         )
     }
 
@@ -357,6 +359,7 @@ impl Lab {
             fail: None,
             panic_on: None,
             meddle: std::sync::Mutex::new(None),
+            no_ipset: false,
         }
     }
 
@@ -389,6 +392,8 @@ struct NetnsHost {
     /// After a command whose key starts with `.0`, runs `.1` in the namespace once (someone
     /// else changing the firewall in the middle of the apply).
     meddle: std::sync::Mutex<Option<(String, Vec<String>)>>,
+    /// Pretend `ipset` is not installed (the per-range rule mode).
+    no_ipset: bool,
 }
 
 impl Host for NetnsHost {
@@ -409,6 +414,11 @@ impl Host for NetnsHost {
     }
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
         let key = command.key();
+        if self.no_ipset && command.program == "ipset" {
+            return Err(HostError::CommandMissing {
+                command: "ipset".into(),
+            });
+        }
         if self
             .panic_on
             .as_ref()
@@ -1398,4 +1408,95 @@ fn ufw_backend_a_failing_ufw_command_undoes_the_commands_already_run() {
     assert!(out.failure.as_deref().unwrap().contains("undone"), "{text}");
     assert_eq!(lab.origin_exec(&["ufw", "show", "added"]), pristine_added);
     assert_eq!(lab.rules(), pristine);
+}
+
+#[test]
+fn without_ipset_per_range_rules_do_the_same_and_a_later_run_with_ipset_migrates_them() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let pristine = lab.rules();
+    let mut host = lab.host();
+    host.no_ipset = true;
+    let out = whitelist::run(&host, &lab.request(true, false), &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(out.succeeded(), "{text}");
+    assert!(out.plans.iter().all(|p| p.pre_script.is_empty()), "{text}");
+    let rules = lab.rules();
+    assert!(
+        rules.contains("-A ORIGIN-AGENT-CDN -s 173.245.48.0/20 -p tcp"),
+        "{rules}"
+    );
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6) && !lab.reaches(OTHER4));
+
+    // With ipset available the per-range rules are replaced by the set, in one transaction.
+    host.no_ipset = false;
+    let out = whitelist::run(&host, &lab.request(true, false), &CdnCatalog::bundled()).unwrap();
+    let text = whitelist::render(&out);
+    assert!(out.succeeded(), "{text}");
+    assert!(
+        text.contains("per-range rules of cloudflare by the set"),
+        "{text}"
+    );
+    let rules = lab.rules();
+    assert!(
+        !rules.contains("-A ORIGIN-AGENT-CDN -s 173.245.48.0/20"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("--match-set oa-cdn-cloudflare-v4 src"),
+        "{rules}"
+    );
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6) && !lab.reaches(OTHER4));
+
+    // Rollback undoes the last change only: back to the per-range rules, the sets destroyed.
+    let back = whitelist::run(&host, &lab.request(false, true), &CdnCatalog::bundled()).unwrap();
+    assert!(back.succeeded(), "{}", whitelist::render(&back));
+    let rules = lab.rules();
+    assert!(
+        rules.contains("-A ORIGIN-AGENT-CDN -s 173.245.48.0/20 -p tcp")
+            && !rules.contains("oa-cdn-"),
+        "{rules}"
+    );
+    assert_ne!(rules, pristine);
+}
+
+#[test]
+fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
+    need_root_and_tools!();
+    let lab = Lab::new();
+    lab.default_drop();
+    let catalog = CdnCatalog::bundled();
+    let providers = vec![
+        Provider::Cloudflare,
+        Provider::Gcore,
+        Provider::Bunny,
+        Provider::Fastly,
+    ];
+    let total: usize = providers
+        .iter()
+        .map(|p| catalog.get(*p).unwrap().len())
+        .sum();
+    for no_ipset in [false, true] {
+        let mut host = lab.host();
+        host.no_ipset = no_ipset;
+        let mut req = lab.request(true, false);
+        req.providers = providers.clone();
+        let started = Instant::now();
+        let out = whitelist::run(&host, &req, &catalog).unwrap();
+        let took = started.elapsed();
+        assert!(out.succeeded(), "{}", whitelist::render(&out));
+        assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
+        eprintln!(
+            "apply of {total} ranges ({}): {took:?}",
+            if no_ipset {
+                "per-range rules"
+            } else {
+                "ipsets"
+            }
+        );
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        let back = whitelist::run(&host, &lab.request(false, true), &catalog).unwrap();
+        assert!(back.succeeded(), "{}", whitelist::render(&back));
+    }
 }

@@ -158,17 +158,40 @@ pub fn run(host: &dyn Host, lists: &[ProviderList], conf: &Path, apply: bool) ->
         };
         let have: BTreeSet<IpNet> = current.iter().filter_map(|e| parse_net(e)).collect();
         let mut entries = current.clone();
+        let mut batch = String::new();
         for net in &nets {
             if have.contains(net) {
                 continue;
             }
             change.ignore_added += 1;
             entries.push(net.to_string());
-            if apply {
-                if let Err(e) = ask(host, conf, &["set", jail, "addignoreip", &net.to_string()]) {
+            batch.push_str(&format!("set {jail} addignoreip {net}\n"));
+        }
+        if apply && !batch.is_empty() {
+            // One client for all additions (thousands of ranges for some CDNs), then a check
+            // that every one of them is in the jail's list.
+            batch.push_str("exit\n");
+            let _ = host.run(
+                &client(conf, &["-i"])
+                    .timeout(Duration::from_secs(120))
+                    .stdin(batch.into_bytes()),
+            );
+            let now: BTreeSet<IpNet> = match ask(host, conf, &["get", jail, "ignoreip"]) {
+                Ok(t) => parse_ignore(&t)
+                    .iter()
+                    .filter_map(|e| parse_net(e))
+                    .collect(),
+                Err(e) => {
                     out.error = Some(e);
                     return out;
                 }
+            };
+            let missing = nets.iter().filter(|n| !now.contains(*n)).count();
+            if missing > 0 {
+                out.error = Some(format!(
+                    "jail {jail}: {missing} ranges did not make it into ignoreip"
+                ));
+                return out;
             }
         }
         let banned = ask(host, conf, &["get", jail, "banip"])

@@ -9,7 +9,7 @@
 //! printed it, so a rule that changed meanwhile makes the whole transaction fail instead of
 //! deleting something else.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
@@ -30,6 +30,16 @@ pub struct ChainRule {
     pub line: String,
     /// Set when the rule carries the agent's comment and has the agent's shape.
     pub owned: Option<OwnedRule>,
+    /// Set when it is the agent's rule matching one of its ipsets.
+    pub set_owned: Option<SetRule>,
+}
+
+/// An agent-made rule that accepts the sources in one of the agent's ipsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetRule {
+    pub provider: Provider,
+    pub set: String,
+    pub ports: String,
 }
 
 /// What an agent-made rule allows.
@@ -85,6 +95,7 @@ pub fn read_state(save: &str) -> IptState {
             st.rules.push(ChainRule {
                 line: line.to_string(),
                 owned: owned_rule(&words),
+                set_owned: set_rule(&words),
             });
         }
     }
@@ -116,6 +127,37 @@ fn owned_rule(words: &[String]) -> Option<OwnedRule> {
         net,
         ports,
     })
+}
+
+fn set_rule(words: &[String]) -> Option<SetRule> {
+    let comment = option(words, "--comment")?;
+    let provider = Provider::parse(comment.strip_prefix(TAG)?.strip_prefix(':')?)?;
+    if target(words) != Some("ACCEPT")
+        || words.iter().any(|w| w == "!")
+        || option(words, "-s").is_some()
+    {
+        return None;
+    }
+    let i = words.iter().position(|w| w == "--match-set")?;
+    let set = words.get(i + 1)?.clone();
+    if words.get(i + 2).map(String::as_str) != Some("src")
+        || !set.starts_with(super::ipsets::PREFIX)
+    {
+        return None;
+    }
+    let ports = option(words, "--dports")?.to_string();
+    Some(SetRule {
+        provider,
+        set,
+        ports,
+    })
+}
+
+/// The rule the agent writes for a provider's ipset, in the form `iptables-save` prints it.
+pub fn set_rule_line(provider: Provider, set: &str, ports: &str) -> String {
+    format!(
+        "-A {CHAIN} -p tcp -m multiport --dports {ports} -m set --match-set {set} src -m comment --comment \"{TAG}:{provider}\" -j ACCEPT"
+    )
 }
 
 /// The rule the agent writes for one range, in the form `iptables-save` prints it back.
@@ -159,6 +201,12 @@ pub fn plan(
     let mut lines_del: Vec<String> = Vec::new();
     let mut unchanged = 0usize;
     for rule in &current.rules {
+        if let Some(sr) = &rule.set_owned {
+            if requested.contains(&sr.provider) {
+                lines_del.push(delete_line(&rule.line));
+            }
+            continue;
+        }
         let Some(owned) = &rule.owned else {
             continue;
         };
@@ -186,19 +234,38 @@ pub fn plan(
             net: *n,
         })
         .collect();
-    let anything_owned = current.rules.iter().any(|r| r.owned.is_some());
-    let needed = !want.is_empty() || anything_owned;
+    let adds: Vec<String> = add
+        .iter()
+        .map(|c| rule_line(c.provider, &c.net, &ports))
+        .collect();
+    let needed = !want.is_empty() || current.rules.iter().any(|r| r.owned.is_some());
+    let (script, structure) = assemble(current, needed, lines_del, adds);
+    FamilyPlan {
+        family,
+        add,
+        remove,
+        unchanged,
+        structure,
+        script,
+        pre_script: String::new(),
+    }
+}
+
+/// The fragment around the rule changes: the chain created when missing, the jump put first.
+fn assemble(
+    current: &IptState,
+    needed: bool,
+    deletes: Vec<String>,
+    adds: Vec<String>,
+) -> (String, Vec<String>) {
     let jump_ok = current.jumps.len() == 1 && current.jumps.first().map(|j| j.0) == Some(1);
     let fix_jump = needed && !jump_ok;
-
     let mut body = Vec::new();
     if needed && !current.chain_exists {
         body.push(format!(":{CHAIN} - [0:0]"));
     }
-    body.extend(lines_del);
-    for c in &add {
-        body.push(rule_line(c.provider, &c.net, &ports));
-    }
+    body.extend(deletes);
+    body.extend(adds);
     if fix_jump {
         for (_, line) in &current.jumps {
             body.push(delete_line(line));
@@ -220,13 +287,99 @@ pub fn plan(
                 .join(", ")
         ))
     };
+    (fragment(&body), jump_note.into_iter().collect())
+}
+
+/// Plans one family with ipsets: each requested provider's set refilled (by swap) when its
+/// content differs, one rule per provider matching the set, the agent's per-range rules of those
+/// providers (from a run without ipset) removed.
+pub fn plan_sets(
+    family: Family,
+    current: &IptState,
+    sets: &BTreeMap<String, Vec<IpNet>>,
+    wanted: &[(Provider, Vec<IpNet>)],
+    ports: &[u16],
+) -> FamilyPlan {
+    let ports = ports_text(ports);
+    let mut add = Vec::new();
+    let mut remove = Vec::new();
+    let mut unchanged = 0;
+    let mut pre = String::new();
+    let mut deletes = Vec::new();
+    let mut adds = Vec::new();
+    let mut notes = Vec::new();
+    let mut needed = current
+        .rules
+        .iter()
+        .any(|r| r.owned.is_some() || r.set_owned.is_some());
+    for (p, nets) in wanted {
+        let name = super::ipsets::set_name(*p, family);
+        let mut desired: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+        desired.sort();
+        desired.dedup();
+        let have: Vec<IpNet> = sets.get(&name).cloned().unwrap_or_default();
+        for n in &desired {
+            if have.contains(n) {
+                unchanged += 1;
+            } else {
+                add.push(Change {
+                    provider: *p,
+                    net: *n,
+                });
+            }
+        }
+        for n in &have {
+            if !desired.contains(n) {
+                remove.push(Change {
+                    provider: *p,
+                    net: *n,
+                });
+            }
+        }
+        let differs = !sets.contains_key(&name)
+            || have.len() != desired.len()
+            || add.iter().chain(remove.iter()).any(|c| c.provider == *p);
+        if differs && (!desired.is_empty() || sets.contains_key(&name)) {
+            pre.push_str(&super::ipsets::fill_script(&name, &desired));
+        }
+        let mut kept = false;
+        let mut old_rules = 0;
+        for rule in &current.rules {
+            if let Some(sr) = &rule.set_owned {
+                if sr.provider != *p {
+                    continue;
+                }
+                if !kept && sr.set == name && sr.ports == ports && !desired.is_empty() {
+                    kept = true;
+                } else {
+                    deletes.push(delete_line(&rule.line));
+                }
+            } else if rule.owned.as_ref().is_some_and(|o| o.provider == *p) {
+                old_rules += 1;
+                deletes.push(delete_line(&rule.line));
+            }
+        }
+        if old_rules > 0 {
+            notes.push(format!(
+                "replace {old_rules} per-range rules of {p} by the set {name}"
+            ));
+        }
+        if !kept && !desired.is_empty() {
+            adds.push(set_rule_line(*p, &name, &ports));
+            notes.push(format!("add the rule matching the set {name}"));
+        }
+        needed |= !desired.is_empty();
+    }
+    let (script, mut structure) = assemble(current, needed, deletes, adds);
+    notes.append(&mut structure);
     FamilyPlan {
         family,
         add,
         remove,
         unchanged,
-        structure: jump_note.into_iter().collect(),
-        script: fragment(&body),
+        structure: notes,
+        script,
+        pre_script: pre,
     }
 }
 
@@ -498,6 +651,55 @@ COMMIT
             &[443],
         );
         assert_eq!((p.add.len(), p.remove.len()), (1, 1));
+    }
+
+    #[test]
+    fn plan_with_sets_refills_only_changed_sets_and_keeps_one_rule_per_provider() {
+        let applied = read_state(
+            "*filter\n:INPUT DROP [0:0]\n:ORIGIN-AGENT-CDN - [0:0]\n-A INPUT -m comment --comment origin-agent -j ORIGIN-AGENT-CDN\n-A ORIGIN-AGENT-CDN -p tcp -m multiport --dports 80,443 -m set --match-set oa-cdn-cloudflare-v4 src -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT\nCOMMIT\n",
+        );
+        assert_eq!(
+            applied.rules[0].set_owned.as_ref().unwrap().set,
+            "oa-cdn-cloudflare-v4"
+        );
+        let mut sets = BTreeMap::new();
+        sets.insert(
+            "oa-cdn-cloudflare-v4".to_string(),
+            nets(&["173.245.48.0/20", "199.27.128.0/21"]),
+        );
+        let wanted = [(
+            Provider::Cloudflare,
+            nets(&["173.245.48.0/20", "103.21.244.0/22"]),
+        )];
+        let p = plan_sets(Family::V4, &applied, &sets, &wanted, &[80, 443]);
+        assert_eq!(p.add.len(), 1);
+        assert_eq!(p.remove[0].net.to_string(), "199.27.128.0/21");
+        assert!(p.script.is_empty(), "{}", p.script);
+        assert!(p
+            .pre_script
+            .contains("add oa-cdn-cloudflare-v4-t 103.21.244.0/22\n"));
+        assert!(p
+            .pre_script
+            .contains("swap oa-cdn-cloudflare-v4-t oa-cdn-cloudflare-v4\n"));
+        sets.insert(
+            "oa-cdn-cloudflare-v4".to_string(),
+            nets(&["103.21.244.0/22", "173.245.48.0/20"]),
+        );
+        let p = plan_sets(Family::V4, &applied, &sets, &wanted, &[80, 443]);
+        assert!(p.is_empty(), "{p:?}");
+        // From nothing: the set, its rule and the jump.
+        let p = plan_sets(
+            Family::V4,
+            &read_state(BEFORE),
+            &BTreeMap::new(),
+            &wanted,
+            &[80, 443],
+        );
+        assert!(p
+            .pre_script
+            .contains("create oa-cdn-cloudflare-v4 hash:net family inet -exist"));
+        assert!(p.script.contains("--match-set oa-cdn-cloudflare-v4 src"));
+        assert!(p.script.contains("-I INPUT 1 "));
     }
 
     #[test]

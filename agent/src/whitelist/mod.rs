@@ -5,6 +5,8 @@
 //!   run (dry run, apply, rollback) and the human rendering;
 //! - [`ipt`]: the iptables / ip6tables back end (a dedicated chain jumped to first from INPUT,
 //!   changed with one `iptables-restore --noflush` transaction per family);
+//! - [`ipsets`]: the per-provider `hash:net` sets the chain matches when `ipset` is installed,
+//!   refilled by an atomic `ipset swap`;
 //! - [`nft`]: the nftables back end (per-provider interval sets and an accept rule at the top
 //!   of the input chain that decides, changed with one `nft -f` transaction);
 //! - [`f2b`]: `--fail2ban`, the ranges in every jail's `ignoreip` and CDN bans lifted;
@@ -16,6 +18,7 @@
 //! namespace with a host that prefixes `ip netns exec`.
 
 pub mod f2b;
+pub mod ipsets;
 pub mod ipt;
 pub mod nft;
 pub mod realip;
@@ -137,11 +140,13 @@ pub struct FamilyPlan {
     /// The exact input of the one transaction (an `iptables-restore` fragment or an `nft -f`
     /// script); empty when nothing changes.
     pub script: String,
+    /// Run before `script`: the `ipset restore` input that swaps in new set contents.
+    pub pre_script: String,
 }
 
 impl FamilyPlan {
     pub fn is_empty(&self) -> bool {
-        self.script.is_empty()
+        self.script.is_empty() && self.pre_script.is_empty()
     }
 }
 
@@ -250,8 +255,6 @@ pub enum WhitelistError {
     Conflicting,
     #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
     Unsupported(&'static str),
-    #[error("{0} is not supported by this version of `whitelist` yet")]
-    UnsupportedOption(&'static str),
     #[error("another whitelist apply is running (lock {lock} is held)")]
     Busy { lock: PathBuf },
     #[error("no native nftables input chain drops anything: there is nothing to whitelist in nftables (use --backend iptables)")]
@@ -532,6 +535,7 @@ fn firewall(
             _ => None,
         },
         ufw_added: before.ufw.clone(),
+        ipset: before.ipset.clone(),
         persisted: false,
         nft_conf: None,
     };
@@ -593,6 +597,8 @@ struct Saves {
     v4: Option<String>,
     v6: Option<String>,
     nft: Option<String>,
+    /// `ipset save` (`None`: ipset is not installed or not usable; per-range rules then).
+    ipset: Option<String>,
     /// `ufw show added`, read for the ufw back end only.
     ufw: Option<String>,
     /// ufw manages IPv6 (`IPV6=yes` in /etc/default/ufw).
@@ -612,10 +618,16 @@ impl Saves {
             Err(HostError::CommandMissing { .. }) => None,
             Err(e) => return Err(e.into()),
         };
+        let ipset = host
+            .run(&Command::new("ipset", &["save"]))
+            .ok()
+            .filter(|o| o.success())
+            .map(|o| o.stdout_text());
         Ok(Saves {
             v4: read_save(host, Family::V4)?,
             v6: read_save(host, Family::V6)?,
             nft,
+            ipset,
             ufw: None,
             ufw_v6: false,
         })
@@ -648,6 +660,7 @@ impl Saves {
             v4: s.iptables.clone(),
             v6: s.ip6tables.clone(),
             nft: s.nft_json.clone(),
+            ipset: s.ipset.clone(),
             ufw: s.ufw_added.clone(),
             ufw_v6: true,
         }
@@ -744,7 +757,13 @@ impl Fw {
                         .iter()
                         .map(|(p, v4, v6)| (*p, if family == Family::V4 { v4 } else { v6 }.clone()))
                         .collect();
-                    plans.push(ipt::plan(family, &ipt::read_state(text), &wanted, ports));
+                    let st = ipt::read_state(text);
+                    plans.push(match &saves.ipset {
+                        Some(sets) => {
+                            ipt::plan_sets(family, &st, &ipsets::read(sets), &wanted, ports)
+                        }
+                        None => ipt::plan(family, &st, &wanted, ports),
+                    });
                 }
                 plans
             }
@@ -763,8 +782,16 @@ impl Fw {
         match self {
             Fw::Ipt => plans
                 .iter()
-                .filter(|p| !p.is_empty())
-                .map(|p| restore_cmd(p.family, "").key())
+                .flat_map(|p| {
+                    let mut c = Vec::new();
+                    if !p.pre_script.is_empty() {
+                        c.push("ipset restore".to_string());
+                    }
+                    if !p.script.is_empty() {
+                        c.push(restore_cmd(p.family, "").key());
+                    }
+                    c
+                })
                 .collect(),
             Fw::Nft(_) if plans.iter().any(|p| !p.is_empty()) => vec!["nft -f -".to_string()],
             Fw::Nft(_) => Vec::new(),
@@ -814,6 +841,22 @@ impl Fw {
             Fw::Ipt => {
                 let mut done = false;
                 for plan in plans.iter().filter(|p| !p.is_empty()) {
+                    if !plan.pre_script.is_empty() {
+                        if let Err(e) = run_ok(host, &ipset_cmd(&plan.pre_script)) {
+                            // A failed restore may leave a temporary set: the undo removes it.
+                            return Err((
+                                format!(
+                                    "{e}; the {} set contents were not swapped in",
+                                    plan.family.label()
+                                ),
+                                true,
+                            ));
+                        }
+                        done = true;
+                    }
+                    if plan.script.is_empty() {
+                        continue;
+                    }
                     if let Err(e) = run_ok(host, &restore_cmd(plan.family, &plan.script)) {
                         return Err((
                             format!(
@@ -923,6 +966,13 @@ impl Fw {
                         );
                     }
                 }
+                if let (Some(b), Some(a)) = (&before.ipset, &after.ipset) {
+                    diff(
+                        "ipset",
+                        lines(ipsets::without_own(b)),
+                        lines(ipsets::without_own(a)),
+                    );
+                }
             }
             Fw::Ufw => {
                 let mut own = before.ufw_rules();
@@ -995,6 +1045,12 @@ fn nft_conf_of(req: &WhitelistRequest) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/etc/nftables.conf"))
 }
 
+fn ipset_cmd(script: &str) -> Command {
+    Command::new("ipset", &["restore"])
+        .timeout(Duration::from_secs(60))
+        .stdin(script.as_bytes().to_vec())
+}
+
 fn nft_cmd(script: &str) -> Command {
     Command::new("nft", &["-f", "-"])
         .timeout(Duration::from_secs(60))
@@ -1003,7 +1059,27 @@ fn nft_cmd(script: &str) -> Command {
 
 fn restore_ipt(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> String {
     let mut done = Vec::new();
+    let saved_sets = ipsets::read(before.ipset.as_deref().unwrap_or_default());
+    let current_sets = match host.run(&Command::new("ipset", &["save"])) {
+        Ok(o) if o.success() => Some(ipsets::read(&o.stdout_text())),
+        _ => None,
+    };
     for family in [Family::V4, Family::V6] {
+        // The saved sets first, refilled where they differ, so the restored rules find them.
+        if let Some(current) = &current_sets {
+            let differing: std::collections::BTreeMap<String, Vec<IpNet>> = saved_sets
+                .iter()
+                .filter(|(name, nets)| current.get(*name) != Some(*nets))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let fill = ipsets::restore_fill(&differing, family);
+            if !fill.is_empty() {
+                match run_ok(host, &ipset_cmd(&fill)) {
+                    Ok(_) => done.push(format!("{} sets restored", family.label())),
+                    Err(e) => notes.push(format!("{} sets: ROLLBACK FAILED: {e}", family.label())),
+                }
+            }
+        }
         let Some(saved) = before.get(family) else {
             continue;
         };
@@ -1027,6 +1103,16 @@ fn restore_ipt(host: &dyn Host, before: &Saves, notes: &mut Vec<String>) -> Stri
             Err(e) => {
                 notes.push(format!("{}: ROLLBACK FAILED: {e}", family.label()));
                 done.push(format!("{} NOT restored", family.label()));
+            }
+        }
+    }
+    // Then the sets the apply created (no rule refers to them any more).
+    if let Some(current) = &current_sets {
+        let destroy = ipsets::restore_destroy(current, &saved_sets);
+        if !destroy.is_empty() {
+            match run_ok(host, &ipset_cmd(&destroy)) {
+                Ok(_) => done.push("new sets destroyed".to_string()),
+                Err(e) => notes.push(format!("sets: ROLLBACK FAILED: {e}")),
             }
         }
     }
@@ -1096,6 +1182,7 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
                     .iter()
                     .map(|o| format!("{}\n", ufw::command_text(o)))
                     .collect(),
+                pre_script: String::new(),
             });
         }
         Fw::Ipt => {
@@ -1112,6 +1199,7 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
                     unchanged: 0,
                     structure: vec!["restore the agent's chain and jumps as saved".to_string()],
                     script: frag,
+                    pre_script: String::new(),
                 });
             }
         }
@@ -1130,6 +1218,7 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
                     unchanged: 0,
                     structure: vec!["restore the agent's sets and rules as saved".to_string()],
                     script,
+                    pre_script: String::new(),
                 });
             }
         }
@@ -1324,7 +1413,7 @@ fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
     }
     match run_ok(host, &Command::new(tool, &["save"])) {
         Ok(_) => {
-            "netfilter-persistent save (/etc/iptables/rules.v4, /etc/iptables/rules.v6)".to_string()
+            "netfilter-persistent save (/etc/iptables/rules.v4, /etc/iptables/rules.v6; the oa-cdn-* ipsets only with the ipset-persistent plugin)".to_string()
         }
         Err(e) => {
             let msg = format!("not persisted: {e}");
@@ -1396,8 +1485,20 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
         for st in &plan.structure {
             let _ = writeln!(s, "  * {st}");
         }
+        if !plan.pre_script.is_empty() {
+            let _ = writeln!(
+                s,
+                "  set contents, swapped in atomically: ipset restore <<'EOF'"
+            );
+            for line in plan.pre_script.lines() {
+                let _ = writeln!(s, "    {line}");
+            }
+            let _ = writeln!(s, "  EOF");
+        }
         if plan.is_empty() {
             let _ = writeln!(s, "  nothing to change");
+        } else if plan.script.is_empty() {
+            let _ = writeln!(s, "  no rule changes");
         } else {
             let cmd = match (outcome.backend, plan.family) {
                 (Backend::Ufw, _) => "ufw commands, in this order:".to_string(),

@@ -442,6 +442,7 @@ pub fn plan(
             unchanged,
             structure,
             script,
+            pre_script: String::new(),
         });
     }
     plans

@@ -91,6 +91,9 @@ pub struct SavedState {
     /// `ufw show added` before the apply, for the ufw back end.
     #[serde(default)]
     pub ufw_added: Option<String>,
+    /// `ipset save` before the apply (the iptables back end's sets).
+    #[serde(default)]
+    pub ipset: Option<String>,
 }
 
 /// Writes the state atomically; returns its path.
@@ -189,6 +192,7 @@ mod tests {
             persisted: false,
             nft_conf: None,
             ufw_added: None,
+            ipset: None,
         };
         save(dir.path(), &st).unwrap();
         let (_, back) = load(dir.path()).unwrap().unwrap();

@@ -188,6 +188,7 @@ pub fn plan(
             unchanged,
             structure: Vec::new(),
             script,
+            pre_script: String::new(),
         },
         ops,
         undo,
