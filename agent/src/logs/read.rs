@@ -432,7 +432,7 @@ fn read_one(
     file: &LogFile,
     window: &Window,
     tz: &TimeZone,
-    rules: &Arc<RuleSet>,
+    rules: &mut Option<Result<Arc<RuleSet>, String>>,
 ) -> Evidence {
     let mut ev = Evidence::default();
     let mut summary = FileSummary {
@@ -490,6 +490,20 @@ fn read_one(
         Some(f) => f.name().to_string(),
         None => source.as_str().to_string(),
     };
+    let rules = if format.is_some() {
+        // The access log yields responses only; no rule runs on it.
+        Arc::new(RuleSet::empty())
+    } else {
+        match rules.get_or_insert_with(|| builtin_rules().map_err(|e| e.to_string())) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                summary.error = Some(e.clone());
+                ev.files.push(summary);
+                return ev;
+            }
+        }
+    };
+    let rules = &rules;
     let ctx = Ctx {
         source,
         format: format.as_ref(),
@@ -645,20 +659,8 @@ pub(crate) fn read_files(
     siblings: bool,
 ) -> Evidence {
     let mut ev = Evidence::default();
-    let rules = match builtin_rules() {
-        Ok(r) => r,
-        Err(e) => {
-            for f in files {
-                ev.files.push(FileSummary {
-                    path: f.path.clone(),
-                    source: f.source,
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                });
-            }
-            return ev;
-        }
-    };
+    // Compiled on first need: reading access logs alone never pays for the rules.
+    let mut rules: Option<Result<Arc<RuleSet>, String>> = None;
     for file in files {
         let mut paths = if siblings {
             rotated_siblings(host, &file.path, window)
@@ -667,7 +669,7 @@ pub(crate) fn read_files(
         };
         paths.push(file.path.clone());
         for p in paths {
-            ev.merge(read_one(host, &p, file, window, tz, &rules));
+            ev.merge(read_one(host, &p, file, window, tz, &mut rules));
         }
     }
     cap_clients(&mut ev.responses.clients);

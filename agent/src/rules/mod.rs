@@ -289,6 +289,14 @@ impl RuleSet {
         Ok(RuleSet { rules, matchers })
     }
 
+    /// A set without rules.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            matchers: HashMap::new(),
+        }
+    }
+
     /// Every rule, in priority order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
