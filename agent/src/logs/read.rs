@@ -572,7 +572,9 @@ fn read_one(
                 }
                 ev.events_dropped += out.events_dropped;
                 ev.events.append(&mut out.events);
-                ev.events_dropped += prune_events(&mut ev.events);
+                if ev.events.len() > MAX_KEEP_EVENTS + MAX_KEEP_EVENTS / 2 {
+                    ev.events_dropped += prune_events(&mut ev.events);
+                }
                 if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
                     for r in &mut errors {
                         r.line += line_base;
@@ -595,6 +597,7 @@ fn read_one(
             .join()
             .unwrap_or_else(|_| (0, Some("the reader thread failed".to_string())))
     });
+    ev.events_dropped += prune_events(&mut ev.events);
     summary.truncated_lines += reader_truncated;
     if let Some(e) = reader_error {
         summary.error = Some(e);
