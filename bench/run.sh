@@ -50,6 +50,17 @@ peak_kb() {
     /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1
 }
 
+# least CPU time (user + system seconds) of $runs runs: what the work costs whatever the load
+best_cpu() {
+    local b=999999 t
+    for _ in $(seq "$runs"); do
+        t=$( { /usr/bin/time -f '%U %S' "$@" > /tmp/.bench-out.$$; } 2>&1 | tail -1 | awk '{print $1 + $2}')
+        if (( $(echo "$t < $b" | bc -l) )); then b=$t; fi
+    done
+    rm -f /tmp/.bench-out.$$
+    printf '%.2f' "$b"
+}
+
 echo "agent: $what"
 echo "cores: $(nproc)   runs: best of $runs"
 for f in access error; do
@@ -61,10 +72,15 @@ for f in access error; do
     t_grep=$(best grep -c ' 502 ' "$file")
     t_cat=$(best sh -c "cat '$file' > /dev/null")
     mem=$(peak_kb "${scan[@]}" "$file")
+    c_scan=$(best_cpu "${scan[@]}" "$file")
+    c_grep=$(best_cpu grep -c ' 502 ' "$file")
     ratio=$(echo "$t_scan / $t_grep" | bc -l)
     printf '%s.log: %d lines, %d MB\n' "$f" "$lines" $((size / 1000000))
     printf '  scan %ss   grep -c %ss   cat %ss   scan/grep %.2f   scan/cat %.1f   peak RSS %d MB\n' \
         "$t_scan" "$t_grep" "$t_cat" "$ratio" "$(echo "$t_scan / $t_cat" | bc -l)" $((mem / 1024))
+    printf '  cpu (user+sys): scan %ss   grep -c %ss   ratio %.2f\n' "$c_scan" "$c_grep" \
+        "$(echo "$c_scan / $c_grep" | bc -l)"
 done
+echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) (wall ratios need idle cores)"
 echo "summary of the last scan:"
 "${scan[@]}" "$dir/access.log" "$dir/error.log" | cut -c1-400

@@ -133,6 +133,7 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         }
     }
     let end = trim_end(e, e.len());
+    let at = at.min(end);
     static CLIENT: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(|| memmem::Finder::new(b", client: "));
     let (msg_end, tail) = match client.find(&e[at..end]) {
@@ -531,6 +532,9 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
         return None;
     };
     let mut at = skip_spaces(e, at);
+    if at >= end {
+        return None;
+    }
     if !e[at..].starts_with(b"kernel:") {
         // The host name (absent in a few syslog flavours that start at the program).
         let sp = memchr::memchr(b' ', &e[at..end])? + at;
@@ -538,6 +542,9 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
         at = skip_spaces(e, sp);
     }
     // Program: up to `:` or `[`.
+    if at >= end {
+        return None;
+    }
     let pend = e[at..end]
         .iter()
         .position(|&c| c == b':' || c == b'[' || c == b' ')
@@ -549,7 +556,7 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
     f.push(("program", prog.clone()));
     let mut p = pend;
     if e.get(p) == Some(&b'[') {
-        let c = memchr::memchr(b']', &e[p..end])? + p;
+        let c = memchr::memchr(b']', e.get(p..end)?)? + p;
         f.push(("program_pid", p + 1..c));
         p = c + 1;
     }
@@ -627,6 +634,21 @@ mod tests {
         let h = head(LogSource::NginxError, e, &mut f).unwrap();
         assert_eq!(&e[h.msg], b"accept4() failed (24: Too many open files)");
         assert!(digits_ok(b"12"));
+    }
+
+    #[test]
+    fn headers_followed_only_by_spaces_do_not_panic() {
+        // Regressions found by the property tests.
+        let mut f = Fields::new();
+        let h = head(
+            LogSource::NginxError,
+            b"2026/11/24 07:45:17 [error] 1#1: *1   ",
+            &mut f,
+        )
+        .unwrap();
+        assert!(h.msg.is_empty());
+        assert!(head(LogSource::Kernel, b"Nov 24 07:45:17    ", &mut f).is_none());
+        assert!(head(LogSource::Kernel, b"Nov 24 07:45:17 host prog[", &mut f).is_none());
     }
 
     #[test]

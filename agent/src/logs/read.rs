@@ -23,8 +23,8 @@ use crate::rules::RuleSet;
 
 /// Bytes per chunk handed to one parsing task.
 const CHUNK: usize = 2 << 20;
-/// Chunks parsed in parallel at a time (bounds memory: `CHUNK * BATCH` in flight).
-const BATCH: usize = 6;
+/// Chunks parsed in parallel at a time (bounds memory: at most `3 * CHUNK * BATCH` in flight).
+const BATCH: usize = 4;
 /// Events built per rule and chunk (the newest); the others are tallied only. Spreads the kept
 /// samples over time and keeps the cost of a flood of one rule low.
 const KEEP_PER_RULE_CHUNK: usize = 50;
@@ -127,7 +127,7 @@ impl<'a> Chunker<'a> {
     /// Gives processed chunks' buffers back for reuse.
     fn recycle(&mut self, chunks: Vec<Chunk>) {
         for c in chunks {
-            if self.pool.len() <= BATCH && c.data.len() == CHUNK {
+            if self.pool.len() < 3 * BATCH && c.data.len() == CHUNK {
                 self.pool.push(c.data);
             }
         }
@@ -432,7 +432,7 @@ fn read_one(
     file: &LogFile,
     window: &Window,
     tz: &TimeZone,
-    rules: &Arc<RuleSet>,
+    rules: &mut Option<Result<Arc<RuleSet>, String>>,
 ) -> Evidence {
     let mut ev = Evidence::default();
     let mut summary = FileSummary {
@@ -490,6 +490,20 @@ fn read_one(
         Some(f) => f.name().to_string(),
         None => source.as_str().to_string(),
     };
+    let rules = if format.is_some() {
+        // The access log yields responses only; no rule runs on it.
+        Arc::new(RuleSet::empty())
+    } else {
+        match rules.get_or_insert_with(|| builtin_rules().map_err(|e| e.to_string())) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                summary.error = Some(e.clone());
+                ev.files.push(summary);
+                return ev;
+            }
+        }
+    };
+    let rules = &rules;
     let ctx = Ctx {
         source,
         format: format.as_ref(),
@@ -503,69 +517,89 @@ fn read_one(
     let mut line_base = 0u64;
     let mut stats_acc: Option<(ResponseStats, Vec<Response>, u64)> = None;
     let mut clients = ClientMap::default();
-    loop {
-        let mut batch = Vec::with_capacity(BATCH);
-        while batch.len() < BATCH {
-            match chunker.next_chunk() {
-                Some(c) => batch.push(c),
-                None => break,
+    // A reader thread fills the next batch while this one is parsed (a rendezvous channel: at
+    // most three batches exist at once: being filled, waiting, being parsed).
+    let (reader_truncated, reader_error) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Chunk>>(0);
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Chunk>>();
+        let reader = scope.spawn(move || {
+            loop {
+                while let Ok(done) = back_rx.try_recv() {
+                    chunker.recycle(done);
+                }
+                let mut batch = Vec::with_capacity(BATCH);
+                while batch.len() < BATCH {
+                    match chunker.next_chunk() {
+                        Some(c) => batch.push(c),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() || tx.send(batch).is_err() {
+                    break;
+                }
+            }
+            (chunker.truncated, chunker.error.take())
+        });
+        for batch in rx {
+            let outs: Vec<ChunkOut> = if batch.len() == 1 {
+                vec![process_chunk(batch[0].bytes(), &ctx)]
+            } else {
+                batch
+                    .par_iter()
+                    .map(|c| process_chunk(c.bytes(), &ctx))
+                    .collect()
+            };
+            let _ = back_tx.send(batch);
+            for mut out in outs {
+                summary.lines += out.lines;
+                summary.bad_lines += out.bad;
+                summary.outside_window += out.outside;
+                summary.truncated_lines += out.truncated;
+                for e in &mut out.events {
+                    e.line += line_base;
+                }
+                for (i, t) in out.tally.iter().enumerate() {
+                    if t.count == 0 {
+                        continue;
+                    }
+                    summary.events += t.count;
+                    if let Some(rule) = rules.rules().get(i) {
+                        ev.events_by_rule
+                            .entry(rule.id.clone())
+                            .or_default()
+                            .absorb(t);
+                    }
+                }
+                ev.events_dropped += out.events_dropped;
+                ev.events.append(&mut out.events);
+                if ev.events.len() > MAX_KEEP_EVENTS + MAX_KEEP_EVENTS / 2 {
+                    ev.events_dropped += prune_events(&mut ev.events);
+                }
+                if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
+                    for r in &mut errors {
+                        r.line += line_base;
+                    }
+                    merge_clients(&mut clients, chunk_clients);
+                    let acc = stats_acc.get_or_insert_with(Default::default);
+                    merge_stats(&mut acc.0, stats);
+                    acc.1.append(&mut errors);
+                    acc.2 += dropped;
+                    if acc.1.len() > MAX_KEEP_ERRORS {
+                        let over = acc.1.len() - MAX_KEEP_ERRORS;
+                        acc.1.drain(..over);
+                        acc.2 += over as u64;
+                    }
+                }
+                line_base += out.lines;
             }
         }
-        if batch.is_empty() {
-            break;
-        }
-        let outs: Vec<ChunkOut> = if batch.len() == 1 {
-            vec![process_chunk(batch[0].bytes(), &ctx)]
-        } else {
-            batch
-                .par_iter()
-                .map(|c| process_chunk(c.bytes(), &ctx))
-                .collect()
-        };
-        chunker.recycle(batch);
-        for mut out in outs {
-            summary.lines += out.lines;
-            summary.bad_lines += out.bad;
-            summary.outside_window += out.outside;
-            summary.truncated_lines += out.truncated;
-            for e in &mut out.events {
-                e.line += line_base;
-            }
-            for (i, t) in out.tally.iter().enumerate() {
-                if t.count == 0 {
-                    continue;
-                }
-                summary.events += t.count;
-                if let Some(rule) = rules.rules().get(i) {
-                    ev.events_by_rule
-                        .entry(rule.id.clone())
-                        .or_default()
-                        .absorb(t);
-                }
-            }
-            ev.events_dropped += out.events_dropped;
-            ev.events.append(&mut out.events);
-            ev.events_dropped += prune_events(&mut ev.events);
-            if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
-                for r in &mut errors {
-                    r.line += line_base;
-                }
-                merge_clients(&mut clients, chunk_clients);
-                let acc = stats_acc.get_or_insert_with(Default::default);
-                merge_stats(&mut acc.0, stats);
-                acc.1.append(&mut errors);
-                acc.2 += dropped;
-                if acc.1.len() > MAX_KEEP_ERRORS {
-                    let over = acc.1.len() - MAX_KEEP_ERRORS;
-                    acc.1.drain(..over);
-                    acc.2 += over as u64;
-                }
-            }
-            line_base += out.lines;
-        }
-    }
-    summary.truncated_lines += chunker.truncated;
-    if let Some(e) = chunker.error.take() {
+        reader
+            .join()
+            .unwrap_or_else(|_| (0, Some("the reader thread failed".to_string())))
+    });
+    ev.events_dropped += prune_events(&mut ev.events);
+    summary.truncated_lines += reader_truncated;
+    if let Some(e) = reader_error {
         summary.error = Some(e);
     }
     if let Some((mut stats, errors, dropped)) = stats_acc {
@@ -645,20 +679,8 @@ pub(crate) fn read_files(
     siblings: bool,
 ) -> Evidence {
     let mut ev = Evidence::default();
-    let rules = match builtin_rules() {
-        Ok(r) => r,
-        Err(e) => {
-            for f in files {
-                ev.files.push(FileSummary {
-                    path: f.path.clone(),
-                    source: f.source,
-                    error: Some(e.to_string()),
-                    ..Default::default()
-                });
-            }
-            return ev;
-        }
-    };
+    // Compiled on first need: reading access logs alone never pays for the rules.
+    let mut rules: Option<Result<Arc<RuleSet>, String>> = None;
     for file in files {
         let mut paths = if siblings {
             rotated_siblings(host, &file.path, window)
@@ -667,7 +689,7 @@ pub(crate) fn read_files(
         };
         paths.push(file.path.clone());
         for p in paths {
-            ev.merge(read_one(host, &p, file, window, tz, &rules));
+            ev.merge(read_one(host, &p, file, window, tz, &mut rules));
         }
     }
     cap_clients(&mut ev.responses.clients);

@@ -115,13 +115,17 @@ pub struct Rule {
     pub no_match: Vec<String>,
     /// The pack file the rule came from (`nginx.yaml`, `/etc/origin-agent/rules.d/site.yaml`).
     pub origin: String,
-    regex: Regex,
+    /// Compiled on first use (the pattern's syntax is checked when the pack is loaded).
+    regex: std::sync::OnceLock<Option<Regex>>,
 }
 
 impl Rule {
     /// The compiled pattern.
-    pub fn regex(&self) -> &Regex {
-        &self.regex
+    /// `None` only if the pattern passed the syntax check but exceeds the regex size limit.
+    pub fn regex(&self) -> Option<&Regex> {
+        self.regex
+            .get_or_init(|| Regex::new(&self.pattern).ok())
+            .as_ref()
     }
 }
 
@@ -146,7 +150,11 @@ struct SourceMatcher {
 /// anything (then the rule is always a candidate).
 pub fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    let hir = regex_syntax::ParserBuilder::new()
+        .utf8(false)
+        .build()
+        .parse(pattern)
+        .ok()?;
     let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
     let lits = seq.literals()?;
     if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
@@ -159,7 +167,7 @@ pub fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    matchers: HashMap<LogSource, SourceMatcher>,
+    matchers: HashMap<LogSource, std::sync::OnceLock<Option<SourceMatcher>>>,
 }
 
 /// A rule that matched a message, with its named captures (empty captures left out).
@@ -213,80 +221,30 @@ impl RuleSet {
     }
 
     fn from_rules(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
-        let mut matchers = HashMap::new();
-        for source in LogSource::ALL {
-            let idx: Vec<usize> = (0..rules.len())
-                .filter(|&i| rules[i].source == *source)
-                .collect();
-            if idx.is_empty() {
-                continue;
-            }
-            let set =
-                RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).map_err(|e| {
-                    RuleError::Invalid {
-                        file: "(rule set)".into(),
-                        id: source.as_str().into(),
-                        message: e.to_string(),
-                    }
-                })?;
-            let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
-            let mut always = Vec::new();
-            for (local, &i) in idx.iter().enumerate() {
-                match literal_prefixes(&rules[i].pattern) {
-                    Some(prefixes) => {
-                        for p in prefixes {
-                            if let Some(&first) = p.first() {
-                                by_first[usize::from(first)]
-                                    .push((p.into_boxed_slice(), local as u16));
-                            }
-                        }
-                    }
-                    None => always.push(local as u16),
-                }
-            }
-            let build_set = |locals: &[u16]| {
-                RegexSet::new(
-                    locals
-                        .iter()
-                        .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
-                )
-                .ok()
-                .map(|set| (set, locals.to_vec()))
-            };
-            let mut bucket_sets = Vec::with_capacity(256);
-            for bucket in &by_first {
-                let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
-                if locals.is_empty() {
-                    bucket_sets.push(None);
-                    continue;
-                }
-                locals.extend(&always);
-                locals.sort_unstable();
-                locals.dedup();
-                bucket_sets.push(if locals.len() >= 2 {
-                    build_set(&locals)
-                } else {
-                    None
-                });
-            }
-            let always_set = if always.len() >= 2 {
-                build_set(&always)
-            } else {
-                None
-            };
-            matchers.insert(
-                *source,
-                SourceMatcher {
-                    rules: idx,
-                    set,
-                    by_first,
-                    always,
-                    bucket_sets,
-                    always_set,
-                },
-            );
-        }
+        // Every pattern compiled on its own when the pack was parsed; the per-source matchers
+        // (prefilter and RegexSets) are built on first use, so reading one kind of log does not
+        // pay for the others.
+        let matchers = LogSource::ALL
+            .iter()
+            .filter(|s| rules.iter().any(|r| r.source == **s))
+            .map(|s| (*s, std::sync::OnceLock::new()))
+            .collect();
         Ok(RuleSet { rules, matchers })
+    }
+
+    fn matcher(&self, source: LogSource) -> Option<&SourceMatcher> {
+        self.matchers
+            .get(&source)?
+            .get_or_init(|| build_matcher(&self.rules, source))
+            .as_ref()
+    }
+
+    /// A set without rules.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            matchers: HashMap::new(),
+        }
     }
 
     /// Every rule, in priority order.
@@ -302,7 +260,7 @@ impl RuleSet {
     /// The index (into [`RuleSet::rules`]) of the first rule of `source` whose pattern
     /// matches `message`: literal prefilter first, one RegexSet when several rules remain.
     pub fn match_index(&self, source: LogSource, message: &[u8]) -> Option<usize> {
-        let matcher = self.matchers.get(&source)?;
+        let matcher = self.matcher(source)?;
         let mut cands = [0u16; 64];
         let mut n = 0usize;
         let mut overflow = false;
@@ -338,7 +296,7 @@ impl RuleSet {
         };
         let local = if n == 1 && !overflow {
             let i = *matcher.rules.get(usize::from(cands[0]))?;
-            return self.rules.get(i)?.regex.is_match(message).then_some(i);
+            return self.rules.get(i)?.regex()?.is_match(message).then_some(i);
         } else if let (Some((set, locals)), false) = (bucket, overflow) {
             // One RegexSet over the rules this first byte can start (in priority order).
             usize::from(*locals.get(set.matches(message).into_iter().next()?)?)
@@ -357,9 +315,10 @@ impl RuleSet {
     /// The captures of rule `index` over `message` (empty captures left out).
     pub fn captures(&self, index: usize, message: &[u8]) -> Option<RuleMatch<'_>> {
         let rule = self.rules.get(index)?;
-        let caps = rule.regex.captures(message)?;
+        let regex = rule.regex()?;
+        let caps = regex.captures(message)?;
         let mut captures = Vec::new();
-        for (i, name) in rule.regex.capture_names().enumerate() {
+        for (i, name) in regex.capture_names().enumerate() {
             let (Some(name), Some(m)) = (name, caps.get(i)) else {
                 continue;
             };
@@ -375,6 +334,68 @@ impl RuleSet {
         let index = self.match_index(source, message)?;
         self.captures(index, message)
     }
+}
+
+fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
+    let idx: Vec<usize> = (0..rules.len())
+        .filter(|&i| rules[i].source == source)
+        .collect();
+    if idx.is_empty() {
+        return None;
+    }
+    let set = RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).ok()?;
+    let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
+    let mut always = Vec::new();
+    for (local, &i) in idx.iter().enumerate() {
+        match literal_prefixes(&rules[i].pattern) {
+            Some(prefixes) => {
+                for p in prefixes {
+                    if let Some(&first) = p.first() {
+                        by_first[usize::from(first)].push((p.into_boxed_slice(), local as u16));
+                    }
+                }
+            }
+            None => always.push(local as u16),
+        }
+    }
+    let build_set = |locals: &[u16]| {
+        RegexSet::new(
+            locals
+                .iter()
+                .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
+        )
+        .ok()
+        .map(|set| (set, locals.to_vec()))
+    };
+    let mut bucket_sets = Vec::with_capacity(256);
+    for bucket in &by_first {
+        let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
+        if locals.is_empty() {
+            bucket_sets.push(None);
+            continue;
+        }
+        locals.extend(&always);
+        locals.sort_unstable();
+        locals.dedup();
+        bucket_sets.push(if locals.len() >= 2 {
+            build_set(&locals)
+        } else {
+            None
+        });
+    }
+    let always_set = if always.len() >= 2 {
+        build_set(&always)
+    } else {
+        None
+    };
+    Some(SourceMatcher {
+        rules: idx,
+        set,
+        by_first,
+        always,
+        bucket_sets,
+        always_set,
+    })
 }
 
 fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
@@ -452,7 +473,12 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         if d.event.trim().is_empty() || d.fix.trim().is_empty() {
             return Err(invalid("`event` and `fix` must not be empty".into()));
         }
-        let regex = Regex::new(&d.pattern).map_err(|e| invalid(e.to_string()))?;
+        regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(&d.pattern)
+            .map_err(|e| invalid(e.to_string()))?;
+        let regex = std::sync::OnceLock::new();
         rules.push(Rule {
             id: d.id.clone(),
             source,
@@ -708,6 +734,10 @@ rules:
         assert!(RuleSet::from_yaml("t", &base("nginx_error", "connect")).is_err());
         assert!(RuleSet::from_yaml("t", &base("nginx_access", "^x")).is_err());
         assert!(RuleSet::from_yaml("t", &base("nginx_error", "^x")).is_ok());
+        assert!(matches!(
+            RuleSet::from_yaml("t", &base("nginx_error", "^(x")),
+            Err(RuleError::Invalid { .. })
+        ));
         assert!(RuleSet::from_yaml("t", &base("nowhere", "^x")).is_err());
         let unknown_key = "rules:\n  - id: a\n    bogus: 1\n";
         assert!(matches!(
