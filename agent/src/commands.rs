@@ -393,5 +393,7 @@ pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
     let catalog = origin_agent::cdn::load(&config.state_dir);
     let outcome = whitelist::run(&LiveHost, &request, &catalog)?;
     print(&whitelist::render(&outcome))?;
-    Ok(0)
+    // A failed apply undid itself (the text says so): the firewall is as it was, but the
+    // whitelist is not in place.
+    Ok(if outcome.succeeded() { 0 } else { 2 })
 }

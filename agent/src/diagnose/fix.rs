@@ -139,11 +139,11 @@ fn specific_fix(cause: CauseId, events: &[&Event], discovery: &Discovery) -> Opt
             let pool = pool.or_else(|| pools(discovery).next())?;
             let max = pool.max_children.as_ref()?;
             Some(format!(
-                "Every worker of pool `{}` was busy and its listen queue overflowed: `pm.max_children = {}`{}, `listen.backlog = {}`. Raise pm.max_children as far as memory allows and make the slow requests faster (slowlog).",
+                "Every worker of pool `{}` was busy and its listen queue overflowed: `pm.max_children = {}`{}, {}. Raise pm.max_children as far as memory allows and make the slow requests faster (slowlog).",
                 pool.name,
                 max.value,
                 at(&max.origin),
-                pool.listen_backlog.as_ref().map_or("511 (default)".to_string(), |b| format!("{}{}", b.value, at(&b.origin))),
+                pool.listen_backlog.as_ref().map_or("`listen.backlog` 511 (default)".to_string(), |b| format!("`listen.backlog = {}`{}", b.value, at(&b.origin))),
             ))
         }
         CauseId::UpstreamTimeout => {
