@@ -188,3 +188,60 @@ verdict_tests! {
     healthy_burst: scan true;
     visitor_error_texts: scan true;
 }
+
+/// Two causes at once on one lab: the pool saturates (6 × 502 with errno 11), and a page sends
+/// headers bigger than the FastCGI buffer (2 × 502). The dominant cause comes first, the other is
+/// listed with its own evidence and fix.
+#[test]
+fn two_causes_at_once_dominant_first_the_other_listed() {
+    use crate::scenarios::{pool_exhausted, pool_exhausted_options, too_big_header};
+    let Some(mut lab) = crate::lab::start_or_skip(pool_exhausted_options()) else {
+        return;
+    };
+    let saturated = pool_exhausted(&mut lab).unwrap();
+    let big = too_big_header(&mut lab).unwrap();
+    assert!(saturated.statuses().iter().filter(|s| **s == 502).count() > big.statuses().len());
+    for report in [audit(&lab), scan(&lab)] {
+        let ids = causes(&report);
+        assert_eq!(report["verdict"]["cause"], "upstream.saturated", "{ids:?}");
+        let pos = |id: &str| ids.iter().position(|c| c == id);
+        assert!(
+            pos("upstream.bad-response").is_some(),
+            "the second cause is listed: {ids:?}"
+        );
+        let bad = &report["causes"][pos("upstream.bad-response").unwrap()];
+        assert_eq!(bad["responses"], 2, "{bad}");
+        assert!(
+            bad["fix"].as_str().unwrap().contains("fastcgi_buffer_size"),
+            "{bad}"
+        );
+    }
+}
+
+/// `explain` answers for one request of a real failure, with the nginx line that explains it.
+#[test]
+fn explain_names_the_cause_of_one_request() {
+    let Some((lab, outcome)) = run(by_name("php_fpm_stopped").unwrap()) else {
+        return;
+    };
+    assert_eq!(outcome.statuses(), vec![502, 502, 502]);
+    let config = lab.write_agent_config().unwrap();
+    let explained = agent_json(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--since",
+        "15m",
+        "--request",
+        "/index.php",
+        "--json",
+    ]);
+    let list = explained.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{explained}");
+    for e in list {
+        assert_eq!(e["cause"], "upstream.down", "{e}");
+        assert_eq!(e["direct"], true, "{e}");
+        let text = e["event"]["text"].as_str().unwrap();
+        assert!(text.contains("(2: No such file or directory)"), "{text}");
+    }
+}
