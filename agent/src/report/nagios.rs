@@ -41,10 +41,10 @@ pub fn render(report: &Report) -> String {
                 })
                 .collect();
             let unit = metric.unit.as_deref().unwrap_or("");
-            let fmt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v}"));
+            let fmt = |v: Option<f64>| v.map_or(String::new(), number);
             perf.push_str(&format!(
                 " '{name}'={}{unit};{};{}",
-                metric.value,
+                number(metric.value),
                 fmt(metric.warn),
                 fmt(metric.crit)
             ));
@@ -54,4 +54,14 @@ pub fn render(report: &Report) -> String {
         "ORIGIN-AGENT {} - {cause}{summary} | {perf}\n",
         report.verdict.status.label()
     )
+}
+
+/// A perfdata number: integers as such, others with at most three decimals.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
