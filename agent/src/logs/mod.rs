@@ -122,7 +122,9 @@ pub struct LineParser {
     cache: time::StampCache,
     fields: formats::Fields,
     scratch: Vec<u8>,
-    now: Timestamp,
+    /// The reference for year-less stamps; `None`: the clock at the time of each line (a
+    /// long-running daemon crosses new year).
+    now: Option<Timestamp>,
 }
 
 impl LineParser {
@@ -162,14 +164,14 @@ impl LineParser {
             cache: time::StampCache::default(),
             fields: formats::Fields::new(),
             scratch: Vec::new(),
-            now: Timestamp::now(),
+            now: None,
         })
     }
 
     /// The moment syslog stamps (which have no year) are read against: a stamp later than
     /// this (plus a day) belongs to the year before.
     pub fn set_now(&mut self, now: Timestamp) {
-        self.now = now;
+        self.now = Some(now);
     }
 
     pub fn source(&self) -> LogSource {
@@ -307,7 +309,7 @@ fn floor_char_boundary(b: &[u8], cap: usize) -> usize {
 fn stamp_time(
     cache: &mut time::StampCache,
     tz: &TimeZone,
-    now: Timestamp,
+    now: Option<Timestamp>,
     entry: &[u8],
     head: &formats::Head,
 ) -> Option<Timestamp> {
@@ -328,6 +330,7 @@ fn stamp_time(
             }
         }),
         Stamp::NoYear(c) => cache.get_or(raw, || {
+            let now = now.unwrap_or_else(Timestamp::now);
             let year = now.to_zoned_datetime(tz.clone()).year();
             let this = time::Civil {
                 y: year.into(),
