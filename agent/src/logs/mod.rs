@@ -257,7 +257,7 @@ impl LineParser {
             fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
-        let text_end = floor_char_boundary(entry, EVENT_TEXT_CAP);
+        let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {
             source: self.source,
             file: file.to_path_buf(),
@@ -267,7 +267,7 @@ impl LineParser {
             event: m.rule.event.clone(),
             cause: m.rule.cause,
             severity: m.rule.severity,
-            text: String::from_utf8_lossy(&entry[..text_end]).into_owned(),
+            text,
             fields,
         })
     }
@@ -294,16 +294,18 @@ fn trim_entry(entry: &[u8]) -> &[u8] {
     entry.strip_suffix(b"\n").unwrap_or(entry)
 }
 
-fn floor_char_boundary(b: &[u8], cap: usize) -> usize {
-    if b.len() <= cap {
-        return b.len();
+/// The entry as text, at most `cap` bytes (invalid UTF-8 becomes U+FFFD, which is longer than
+/// the byte it replaces: cut after converting, on a character boundary).
+fn capped_text(entry: &[u8], cap: usize) -> String {
+    let mut text = String::from_utf8_lossy(&entry[..entry.len().min(cap)]).into_owned();
+    if text.len() > cap {
+        let mut i = cap;
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        text.truncate(i);
     }
-    let mut i = cap;
-    // Do not cut a UTF-8 sequence in half (continuation bytes are 0b10xxxxxx).
-    while i > 0 && (b[i] & 0xC0) == 0x80 {
-        i -= 1;
-    }
-    i
+    text
 }
 
 fn stamp_time(
@@ -552,6 +554,20 @@ mod tests {
             p.parse(Path::new("a"), 2, b"not an access line"),
             Parsed::Bad
         );
+    }
+
+    #[test]
+    fn event_text_stays_under_its_cap_with_invalid_utf8() {
+        // Found by the fuzzer: each invalid byte becomes a 3-byte U+FFFD.
+        let mut p = parser(LogSource::Php);
+        let mut line =
+            b"[14-Feb-2017 13:07:16 UTC] PHP Fatal error:  x in /a.php on line 1 ".to_vec();
+        line.extend(std::iter::repeat_n(0xffu8, 3 * EVENT_TEXT_CAP));
+        let Parsed::Event(ev) = p.parse(Path::new("p"), 1, &line) else {
+            panic!()
+        };
+        assert!(ev.text.len() <= EVENT_TEXT_CAP);
+        assert!(ev.text.ends_with('\u{fffd}'));
     }
 
     #[test]
