@@ -3,15 +3,22 @@
 //!
 //! # Layout
 //!
-//! - [`time`]: each format's time stamp and its zone meaning, parsed from bytes.
-//! - [`formats`]: the header of each server-side format (time, level, ids), the message rules
+//! - `time`: each format's time stamp and its zone meaning, parsed from bytes.
+//! - `formats`: the header of each server-side format (time, level, ids), the message rules
 //!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
 //! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
 //!   counting fast path.
-//! - [`read`]: files through [`Host::open`] (plain or gzip), rotated siblings, newline- and
+//! - `read`: files through [`Host::open`] (plain or gzip), rotated siblings, newline- and
 //!   entry-aligned chunks parsed in parallel, bounded memory.
+//! - `io_tests`: the adversarial corpus, rotation, damaged input, property tests.
 //! - this file: the public API ([`read_evidence`], [`scan_paths`], [`detect_source`],
-//!   [`starts_entry`], [`LineParser`]).
+//!   [`starts_entry`], [`LineParser`], [`for_each_entry`]).
+//!
+//! Limits: an entry is cut at [`LINE_CAP`] bytes (counted in `FileSummary::truncated_lines`);
+//! per file the newest [`MAX_KEEP_EVENTS`] events ([`MAX_KEEP_PER_RULE`] per rule, built for
+//! at most 50 per rule and 2 MiB chunk, spread over time) and [`MAX_KEEP_ERRORS`] 5xx responses
+//! are kept, while `Evidence::events_by_rule` and the response stats count everything. Only
+//! matched entries get a time (unmatched server lines are not checked against the window).
 //!
 //! Visitor-written text never makes an event: access-log lines only yield [`Response`]s, and
 //! rules are anchored at the start of the server's own message (see [`crate::rules`]).
