@@ -578,6 +578,17 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_inside_a_matched_line_still_matches() {
+        let mut p = parser(LogSource::NginxError);
+        let line = b"2026/11/24 07:45:17 [crit] 1#1: *1 connect() to unix:/run/php/\xffbad.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: s, request: \"GET /\xfe HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/\xffbad.sock:\", host: \"h\"";
+        let Parsed::Event(ev) = p.parse(Path::new("e"), 1, line) else {
+            panic!()
+        };
+        assert_eq!(ev.rule, "nginx.connect-enoent");
+        assert_eq!(ev.field("socket"), Some("/run/php/\u{fffd}bad.sock"));
+    }
+
+    #[test]
     fn detection() {
         let cases: [(&str, LogSource); 7] = [
             (r#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#, LogSource::NginxAccess),
