@@ -469,3 +469,17 @@ fn multi_line_entries_of_slowlog_and_crash_reports_are_joined_in_files() {
         "2026-11-24T06:45:46Z"
     );
 }
+
+#[test]
+fn a_virtual_host_access_format_is_inferred_by_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("vhosts.log");
+    std::fs::write(&p, "origin.example 54.87.212.77 - - [19/Oct/2018:16:05:32 +0000] \"GET / HTTP/1.1\" 502 157 \"-\" \"x\"\norigin.example 54.87.212.78 - - [19/Oct/2018:16:05:33 +0000] \"GET /a HTTP/1.1\" 200 9 \"-\" \"x\"\n").unwrap();
+    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let f = &ev.files[0];
+    assert_eq!(f.source, Some(LogSource::NginxAccess));
+    assert!(f.format.contains("leading"), "{f:?}");
+    assert_eq!(f.bad_lines, 0);
+    assert_eq!(ev.errors[0].client, "54.87.212.77");
+    assert_eq!(ev.responses.clients.len(), 2);
+}
