@@ -174,6 +174,31 @@ impl AccessFormat {
         &self.name
     }
 
+    /// Infers the format of an access log whose lines are `combined` with extra fields in
+    /// front (`$host $remote_addr - $remote_user [$time_local] "$request" …`, a common
+    /// virtual-host format), from a sample line. `None` when the line is not of that shape.
+    pub fn infer(line: &[u8]) -> Option<AccessFormat> {
+        let bracket = memchr::memmem::find(line, b" - ")?;
+        let lead = &line[..bracket];
+        let extra = lead.iter().filter(|&&b| b == b' ').count();
+        if extra == 0 || extra > 4 {
+            return None;
+        }
+        let mut format = String::new();
+        for i in 0..extra {
+            format.push_str(&format!("$lead{i} "));
+        }
+        format.push_str(COMBINED);
+        let mut f = AccessFormat::compile(&format).ok()?;
+        f.combined_prefix = true;
+        f.name = format!("combined with {extra} leading field(s)");
+        let s = f.slots(line)?;
+        let time_ok = s
+            .time
+            .is_some_and(|(a, b, _)| nginx_time_local(&line[a..b]).is_some());
+        (time_ok && status_of(line, &s).is_some()).then_some(f)
+    }
+
     /// Locates the fields of one line (without its newline). `None` when the line does not
     /// follow the format.
     #[inline]
@@ -777,6 +802,23 @@ mod tests {
         assert_eq!(r.client, "172.70.1.2");
         assert_eq!(r.status, 504);
         assert_eq!(r.time.unwrap().to_string(), "2026-11-24T07:45:17Z");
+    }
+
+    #[test]
+    fn leading_fields_are_inferred() {
+        let line = br#"origin.rxivist.org 54.87.212.77 - - [19/Oct/2018:16:05:32 +0000] "GET / HTTP/1.1" 500 193 "-" "loader.io;d947546b8d2817a9163c339aaa202026" rt=0.001"#;
+        let f = AccessFormat::infer(line).unwrap();
+        let mut c = TimeCache::default();
+        let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
+        assert_eq!(r.client, "54.87.212.77");
+        assert_eq!(r.status, 500);
+        assert_eq!(r.request_time, Some(0.001));
+        assert!(AccessFormat::infer(b"2026/11/24 07:45:17 [crit] 1#1: x - y").is_none());
+        // Plain combined has no leading field: nothing to infer.
+        assert!(AccessFormat::infer(
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#
+        )
+        .is_none());
     }
 
     #[test]

@@ -419,3 +419,67 @@ proptest! {
         prop_assert_eq!(ev.responses.by_status.get(&502).copied().unwrap_or(0) >= 1, true);
     }
 }
+
+#[test]
+fn multi_line_entries_of_slowlog_and_crash_reports_are_joined_in_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("www.slow.log");
+    std::fs::write(
+        &slow,
+        "\n[24-Nov-2026 07:45:46]  [pool www] pid 24248\nscript_filename = /var/www/html/index.php\n[0x00007f0a3c813f20] curl_exec() /var/www/html/wp-content/plugins/acme-feeds/fetch.php:41\n[0x00007f0a3c813e80] acme_fetch() /var/www/html/wp-includes/class-wp-hook.php:324\n\n[24-Nov-2026 07:45:50]  [pool www] pid 24249\nscript_filename = /var/www/html/shop.php\n[0x00007f0a3c813f20] sleep() /var/www/html/shop.php:3\n",
+    )
+    .unwrap();
+    let crash = dir.path().join("error.log");
+    std::fs::write(
+        &crash,
+        "2026-11-24  7:48:15 3 [ERROR] mariadbd: Table './wp/wp_options' is marked as crashed and should be repaired\n261124  7:48:19 [ERROR] mariadbd got signal 11 ;\nSorry, we probably made a mistake, and this is a bug.\n\nServer version: 10.11.19-MariaDB-0+deb12u1 source revision: x\n2026-11-24  7:48:21 0 [Note] InnoDB: Starting crash recovery from checkpoint LSN=44404\n",
+    )
+    .unwrap();
+    let tz = TimeZone::get("Europe/Berlin").unwrap();
+    let ev = scan_paths(&[slow, crash], &Window::default(), &tz);
+    assert_eq!(ev.files[0].source, Some(LogSource::PhpFpmSlow));
+    assert_eq!(ev.files[1].source, Some(LogSource::MysqlError));
+    let rules: Vec<(&str, u64)> = ev
+        .events
+        .iter()
+        .map(|e| (e.rule.as_str(), e.line))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("php-fpm.slowlog-trace", 2),
+            ("php-fpm.slowlog-trace", 7),
+            ("mysql.crashed-table", 1),
+            ("mysql.got-signal", 2),
+            ("mysql.crash-recovery", 6),
+        ]
+    );
+    assert_eq!(ev.events[0].field("plugin"), Some("acme-feeds"));
+    assert_eq!(ev.events[1].field("script"), Some("/var/www/html/shop.php"));
+    assert!(ev.events[3]
+        .text
+        .contains("Sorry, we probably made a mistake"));
+    // Local stamps without a zone are read in the given zone (Berlin is UTC+1 in November).
+    assert_eq!(
+        ev.events[2].time.unwrap().to_string(),
+        "2026-11-24T06:48:15Z"
+    );
+    assert_eq!(
+        ev.events[0].time.unwrap().to_string(),
+        "2026-11-24T06:45:46Z"
+    );
+}
+
+#[test]
+fn a_virtual_host_access_format_is_inferred_by_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("vhosts.log");
+    std::fs::write(&p, "origin.example 54.87.212.77 - - [19/Oct/2018:16:05:32 +0000] \"GET / HTTP/1.1\" 502 157 \"-\" \"x\"\norigin.example 54.87.212.78 - - [19/Oct/2018:16:05:33 +0000] \"GET /a HTTP/1.1\" 200 9 \"-\" \"x\"\n").unwrap();
+    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let f = &ev.files[0];
+    assert_eq!(f.source, Some(LogSource::NginxAccess));
+    assert!(f.format.contains("leading"), "{f:?}");
+    assert_eq!(f.bad_lines, 0);
+    assert_eq!(ev.errors[0].client, "54.87.212.77");
+    assert_eq!(ev.responses.clients.len(), 2);
+}

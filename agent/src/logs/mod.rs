@@ -3,15 +3,22 @@
 //!
 //! # Layout
 //!
-//! - [`time`]: each format's time stamp and its zone meaning, parsed from bytes.
-//! - [`formats`]: the header of each server-side format (time, level, ids), the message rules
+//! - `time`: each format's time stamp and its zone meaning, parsed from bytes.
+//! - `formats`: the header of each server-side format (time, level, ids), the message rules
 //!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
 //! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
 //!   counting fast path.
-//! - [`read`]: files through [`Host::open`] (plain or gzip), rotated siblings, newline- and
+//! - `read`: files through [`Host::open`] (plain or gzip), rotated siblings, newline- and
 //!   entry-aligned chunks parsed in parallel, bounded memory.
+//! - `io_tests`: the adversarial corpus, rotation, damaged input, property tests.
 //! - this file: the public API ([`read_evidence`], [`scan_paths`], [`detect_source`],
-//!   [`starts_entry`], [`LineParser`]).
+//!   [`starts_entry`], [`LineParser`], [`for_each_entry`]).
+//!
+//! Limits: an entry is cut at [`LINE_CAP`] bytes (counted in `FileSummary::truncated_lines`);
+//! per file the newest [`MAX_KEEP_EVENTS`] events ([`MAX_KEEP_PER_RULE`] per rule, built for
+//! at most 50 per rule and 2 MiB chunk, spread over time) and [`MAX_KEEP_ERRORS`] 5xx responses
+//! are kept, while `Evidence::events_by_rule` and the response stats count everything. Only
+//! matched entries get a time (unmatched server lines are not checked against the window).
 //!
 //! Visitor-written text never makes an event: access-log lines only yield [`Response`]s, and
 //! rules are anchored at the start of the server's own message (see [`crate::rules`]).
@@ -122,7 +129,9 @@ pub struct LineParser {
     cache: time::StampCache,
     fields: formats::Fields,
     scratch: Vec<u8>,
-    now: Timestamp,
+    /// The reference for year-less stamps; `None`: the clock at the time of each line (a
+    /// long-running daemon crosses new year).
+    now: Option<Timestamp>,
 }
 
 impl LineParser {
@@ -162,14 +171,14 @@ impl LineParser {
             cache: time::StampCache::default(),
             fields: formats::Fields::new(),
             scratch: Vec::new(),
-            now: Timestamp::now(),
+            now: None,
         })
     }
 
     /// The moment syslog stamps (which have no year) are read against: a stamp later than
     /// this (plus a day) belongs to the year before.
     pub fn set_now(&mut self, now: Timestamp) {
-        self.now = now;
+        self.now = Some(now);
     }
 
     pub fn source(&self) -> LogSource {
@@ -255,7 +264,7 @@ impl LineParser {
             fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
-        let text_end = floor_char_boundary(entry, EVENT_TEXT_CAP);
+        let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {
             source: self.source,
             file: file.to_path_buf(),
@@ -265,7 +274,7 @@ impl LineParser {
             event: m.rule.event.clone(),
             cause: m.rule.cause,
             severity: m.rule.severity,
-            text: String::from_utf8_lossy(&entry[..text_end]).into_owned(),
+            text,
             fields,
         })
     }
@@ -292,22 +301,24 @@ fn trim_entry(entry: &[u8]) -> &[u8] {
     entry.strip_suffix(b"\n").unwrap_or(entry)
 }
 
-fn floor_char_boundary(b: &[u8], cap: usize) -> usize {
-    if b.len() <= cap {
-        return b.len();
+/// The entry as text, at most `cap` bytes (invalid UTF-8 becomes U+FFFD, which is longer than
+/// the byte it replaces: cut after converting, on a character boundary).
+fn capped_text(entry: &[u8], cap: usize) -> String {
+    let mut text = String::from_utf8_lossy(&entry[..entry.len().min(cap)]).into_owned();
+    if text.len() > cap {
+        let mut i = cap;
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        text.truncate(i);
     }
-    let mut i = cap;
-    // Do not cut a UTF-8 sequence in half (continuation bytes are 0b10xxxxxx).
-    while i > 0 && (b[i] & 0xC0) == 0x80 {
-        i -= 1;
-    }
-    i
+    text
 }
 
 fn stamp_time(
     cache: &mut time::StampCache,
     tz: &TimeZone,
-    now: Timestamp,
+    now: Option<Timestamp>,
     entry: &[u8],
     head: &formats::Head,
 ) -> Option<Timestamp> {
@@ -328,6 +339,7 @@ fn stamp_time(
             }
         }),
         Stamp::NoYear(c) => cache.get_or(raw, || {
+            let now = now.unwrap_or_else(Timestamp::now);
             let year = now.to_zoned_datetime(tz.clone()).year();
             let this = time::Civil {
                 y: year.into(),
@@ -549,6 +561,31 @@ mod tests {
             p.parse(Path::new("a"), 2, b"not an access line"),
             Parsed::Bad
         );
+    }
+
+    #[test]
+    fn event_text_stays_under_its_cap_with_invalid_utf8() {
+        // Found by the fuzzer: each invalid byte becomes a 3-byte U+FFFD.
+        let mut p = parser(LogSource::Php);
+        let mut line =
+            b"[14-Feb-2017 13:07:16 UTC] PHP Fatal error:  x in /a.php on line 1 ".to_vec();
+        line.extend(std::iter::repeat_n(0xffu8, 3 * EVENT_TEXT_CAP));
+        let Parsed::Event(ev) = p.parse(Path::new("p"), 1, &line) else {
+            panic!()
+        };
+        assert!(ev.text.len() <= EVENT_TEXT_CAP);
+        assert!(ev.text.ends_with('\u{fffd}'));
+    }
+
+    #[test]
+    fn invalid_utf8_inside_a_matched_line_still_matches() {
+        let mut p = parser(LogSource::NginxError);
+        let line = b"2026/11/24 07:45:17 [crit] 1#1: *1 connect() to unix:/run/php/\xffbad.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: s, request: \"GET /\xfe HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/\xffbad.sock:\", host: \"h\"";
+        let Parsed::Event(ev) = p.parse(Path::new("e"), 1, line) else {
+            panic!()
+        };
+        assert_eq!(ev.rule, "nginx.connect-enoent");
+        assert_eq!(ev.field("socket"), Some("/run/php/\u{fffd}bad.sock"));
     }
 
     #[test]

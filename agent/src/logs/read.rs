@@ -450,22 +450,42 @@ fn read_one(
     };
     let mut chunker = Chunker::new(maybe_gunzip(reader));
     chunker.fill();
+    let mut inferred: Option<AccessFormat> = None;
     let source = match file.source {
         Some(s) => s,
         None => match detect_source(&chunker.data()[..chunker.filled.min(LINE_CAP)]) {
             Some(s) => s,
-            None => {
-                summary.error = Some(match &chunker.error {
-                    Some(e) => e.clone(),
-                    None if chunker.filled == 0 => "empty file".into(),
-                    None => "unknown log format".into(),
-                });
-                ev.files.push(summary);
-                return ev;
-            }
+            None => match chunker
+                .data()
+                .split(|&b| b == b'\n')
+                .find(|l| !l.is_empty())
+                .and_then(AccessFormat::infer)
+            {
+                Some(f) => {
+                    inferred = Some(f);
+                    LogSource::NginxAccess
+                }
+                None => {
+                    summary.error = Some(match &chunker.error {
+                        Some(e) => e.clone(),
+                        None if chunker.filled == 0 => "empty file".into(),
+                        None => "unknown log format".into(),
+                    });
+                    ev.files.push(summary);
+                    return ev;
+                }
+            },
         },
     };
     summary.source = Some(source);
+    if source == LogSource::NginxAccess && file.access_format.is_none() && inferred.is_none() {
+        // `combined` with leading fields (`$host $remote_addr - …`): read the client right.
+        inferred = chunker
+            .data()
+            .split(|&b| b == b'\n')
+            .find(|l| !l.is_empty())
+            .and_then(AccessFormat::infer);
+    }
     if source == LogSource::ApacheError {
         summary.error = Some("no parser for apache_error logs".into());
         ev.files.push(summary);
@@ -481,7 +501,7 @@ fn read_one(
                 format_text = None;
                 Some(AccessFormat::combined())
             }
-            None => Some(AccessFormat::combined()),
+            None => Some(inferred.take().unwrap_or_else(AccessFormat::combined)),
         }
     } else {
         None

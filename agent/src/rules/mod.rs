@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use regex::bytes::{Regex, RegexSet};
+
 use serde::Deserialize;
 
 use crate::cause::CauseId;
@@ -124,7 +125,12 @@ impl Rule {
     /// `None` only if the pattern passed the syntax check but exceeds the regex size limit.
     pub fn regex(&self) -> Option<&Regex> {
         self.regex
-            .get_or_init(|| Regex::new(&self.pattern).ok())
+            .get_or_init(|| {
+                regex::bytes::RegexBuilder::new(&self.pattern)
+                    .unicode(false)
+                    .build()
+                    .ok()
+            })
             .as_ref()
     }
 }
@@ -151,6 +157,7 @@ struct SourceMatcher {
 pub fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
@@ -336,6 +343,15 @@ impl RuleSet {
     }
 }
 
+/// Patterns run over raw log bytes in ASCII mode: `\d`, `\s`, `[^)]`, `.` match bytes, so a
+/// line with invalid UTF-8 still matches and the automata stay small.
+fn new_set<'p>(patterns: impl IntoIterator<Item = &'p str>) -> Option<RegexSet> {
+    regex::bytes::RegexSetBuilder::new(patterns)
+        .unicode(false)
+        .build()
+        .ok()
+}
+
 fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     let idx: Vec<usize> = (0..rules.len())
         .filter(|&i| rules[i].source == source)
@@ -343,7 +359,7 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     if idx.is_empty() {
         return None;
     }
-    let set = RegexSet::new(idx.iter().map(|&i| rules[i].pattern.as_str())).ok()?;
+    let set = new_set(idx.iter().map(|&i| rules[i].pattern.as_str()))?;
     let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
     let mut always = Vec::new();
     for (local, &i) in idx.iter().enumerate() {
@@ -359,12 +375,11 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
         }
     }
     let build_set = |locals: &[u16]| {
-        RegexSet::new(
+        new_set(
             locals
                 .iter()
                 .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
         )
-        .ok()
         .map(|set| (set, locals.to_vec()))
     };
     let mut bucket_sets = Vec::with_capacity(256);
@@ -474,6 +489,7 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             return Err(invalid("`event` and `fix` must not be empty".into()));
         }
         regex_syntax::ParserBuilder::new()
+            .unicode(false)
             .utf8(false)
             .build()
             .parse(&d.pattern)
@@ -751,7 +767,9 @@ rules:
         let p = literal_prefixes(r"^(?P<call>recv|readv)\(\) failed").unwrap();
         assert!(p.contains(&b"recv() failed".to_vec()), "{p:?}");
         assert_eq!(literal_prefixes(r"^.*x"), None);
-        assert_eq!(literal_prefixes(r"^\d+ worker"), None);
+        // ASCII mode: a digit class is ten one-byte prefixes.
+        assert_eq!(literal_prefixes(r"^\d+ worker").map(|p| p.len()), Some(10));
+        assert_eq!(literal_prefixes(r"^[^ ]+: x"), None);
         let set = RuleSet::builtin().unwrap();
         let without: Vec<&str> = set
             .rules()
