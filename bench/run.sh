@@ -21,7 +21,8 @@ cd "$root"
 cargo build --release --quiet --bin origin-agent --example scan
 agent="$root/target/release/origin-agent"
 if "$agent" scan --help 2>&1 | grep -qi "scan"; then
-    scan=("$agent" scan)
+    # `scan` exits with the monitoring code of its verdict (0-3): that is an answer, not a failure.
+    scan=(bash -c '"$0" scan "$@" > /dev/null; [ $? -le 3 ]' "$agent")
     what="origin-agent scan"
 else
     scan=("$root/target/release/examples/scan")
@@ -83,4 +84,4 @@ for f in access error; do
 done
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) (wall ratios need idle cores)"
 echo "summary of the last scan:"
-"${scan[@]}" "$dir/access.log" "$dir/error.log" | cut -c1-400
+"$agent" scan "$dir/access.log" "$dir/error.log" | cut -c1-400 || true

@@ -166,6 +166,31 @@ pub fn diagnose(
         }
         acc.linked_events.push(link.event);
     }
+    // The logs keep the newest events of each rule (caps) but tally all of them: count and date
+    // the rest too, under the cause the kept events of that rule have.
+    let mut kept_per_rule: BTreeMap<&str, BTreeMap<CauseId, u64>> = BTreeMap::new();
+    for event in events.iter().filter(|e| e.severity != Severity::Info) {
+        *kept_per_rule
+            .entry(event.rule.as_str())
+            .or_default()
+            .entry(event.cause)
+            .or_default() += 1;
+    }
+    for (rule, tally) in &evidence.events_by_rule {
+        let Some(causes) = kept_per_rule.get(rule.as_str()) else {
+            continue;
+        };
+        let kept: u64 = causes.values().sum();
+        let Some((cause, _)) = causes.iter().max_by_key(|(_, n)| **n) else {
+            continue;
+        };
+        let acc = by_cause.entry(*cause).or_default();
+        acc.extra_events += tally.count.saturating_sub(kept);
+        acc.tally_first = match (acc.tally_first, tally.first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     let failing: Vec<&Check> = checks
         .iter()
         .filter(|c| c.status == Status::Fail && c.cause.is_some())
@@ -209,7 +234,10 @@ pub fn diagnose(
         }
         let score = (score * 100.0).round() / 100.0;
         let times = acc.events.iter().filter_map(|e| e.time);
-        let first_seen = times.clone().min();
+        let first_seen = match (times.clone().min(), acc.tally_first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let last_seen = times.max();
         let evidence_lines = acc.evidence();
         // Checks that know a fix for this cause (the max-children sizing from worker RSS and free
@@ -224,7 +252,7 @@ pub fn diagnose(
             id: cause,
             title: cause.title().to_string(),
             score,
-            events: acc.events.len() as u64,
+            events: acc.events.len() as u64 + acc.extra_events,
             responses: acc.direct + acc.weak,
             first_seen,
             last_seen,
@@ -267,6 +295,9 @@ pub fn diagnose(
 #[derive(Default)]
 struct Acc<'a> {
     events: Vec<&'a Event>,
+    /// Events the logs counted but did not keep (over the per-rule cap).
+    extra_events: u64,
+    tally_first: Option<jiff::Timestamp>,
     context: Vec<&'a Event>,
     linked_events: Vec<&'a Event>,
     direct: u64,

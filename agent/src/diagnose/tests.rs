@@ -436,3 +436,36 @@ fn a_failing_check_alone_is_a_cause_only_with_5xx_or_when_logs_cannot_show_it() 
     );
     assert_eq!(busy.verdict.cause, Some(CauseId::UpstreamDown));
 }
+
+#[test]
+fn events_over_the_logs_caps_are_counted_and_dated_from_the_tallies() {
+    let kept: Vec<Event> = (10..12)
+        .map(|i| {
+            let mut e = event(
+                LogSource::NginxError,
+                CauseId::UpstreamDown,
+                i,
+                &[("request", "GET / HTTP/1.1")],
+            );
+            e.rule = "nginx.connect-enoent".into();
+            e
+        })
+        .collect();
+    let errors = vec![
+        response(502, "GET / HTTP/1.1", 10, 0.0),
+        response(502, "GET / HTTP/1.1", 11, 0.0),
+    ];
+    let mut ev = evidence(kept, errors, 0);
+    ev.events_by_rule.insert(
+        "nginx.connect-enoent".into(),
+        crate::event::RuleTally {
+            count: 5000,
+            first: Some(ts(-3600)),
+            last: Some(ts(11)),
+        },
+    );
+    let d = run(&ev, &[]);
+    assert_eq!(d.causes[0].events, 5000);
+    assert_eq!(d.causes[0].first_seen, Some(ts(-3600)));
+    assert_eq!(d.causes[0].responses, 2);
+}
