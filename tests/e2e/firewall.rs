@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command as Proc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,9 +21,8 @@ use origin_agent::firewall::{
     RuleTexts,
 };
 use origin_agent::host::live::LiveHost;
-use origin_agent::host::{
-    Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, Host, HostError,
-};
+use origin_agent::host::rewrite::{in_netns, CommandRewrite};
+use origin_agent::host::{Command, CommandOutput, Host, HostError};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -124,66 +122,25 @@ impl NsHost<'_> {
         }
         s.to_string()
     }
+}
 
+impl CommandRewrite for NsHost<'_> {
     fn path(&self, p: &Path) -> PathBuf {
         PathBuf::from(self.map(&p.to_string_lossy()))
     }
-}
 
-impl Host for NsHost<'_> {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        LiveHost.read(&self.path(path))
-    }
-    fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        LiveHost.open(&self.path(path))
-    }
-    fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
-        LiveHost.read_dir(&self.path(path))
-    }
-    fn metadata(&self, path: &Path) -> Result<FileMeta, HostError> {
-        LiveHost.metadata(&self.path(path))
-    }
-    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
-        LiveHost.read_link(&self.path(path))
-    }
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
-        let mut args = vec![
-            "netns".to_string(),
-            "exec".to_string(),
-            self.ns.name.clone(),
-            command.program.clone(),
-        ];
+        let mut inner = command.clone();
         if command.program == "fail2ban-client" {
             let sock = self
                 .f2b_socket
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/nonexistent/f2b.sock"));
-            args.push("-s".into());
-            args.push(sock.display().to_string());
+            inner.args = vec!["-s".into(), sock.display().to_string()];
+            inner.args.extend(command.args.iter().cloned());
         }
-        args.extend(command.args.iter().map(|a| self.map(a)));
-        let cmd = Command {
-            program: "ip".into(),
-            args,
-            timeout: command.timeout,
-            stdin: command.stdin.clone(),
-        };
-        LiveHost.run(&cmd)
-    }
-    fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
-        LiveHost.connect(endpoint, timeout)
-    }
-    fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
-        LiveHost.statvfs(path)
-    }
-    fn now(&self) -> jiff::Timestamp {
-        LiveHost.now()
-    }
-    fn pause(&self, duration: Duration) {
-        LiveHost.pause(duration)
-    }
-    fn is_live(&self) -> bool {
-        true
+        inner.args = inner.args.iter().map(|a| self.map(a)).collect();
+        LiveHost.run(&in_netns(&self.ns.name, &inner))
     }
 }
 

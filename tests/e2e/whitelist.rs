@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +14,8 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use origin_agent::cdn::{CdnCatalog, Provider};
 use origin_agent::host::live::LiveHost;
-use origin_agent::host::{
-    Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, Host, HostError,
-};
+use origin_agent::host::rewrite::{in_netns, CommandRewrite};
+use origin_agent::host::{Command, CommandOutput, Host, HostError};
 use origin_agent::whitelist::{self, Backend, WhitelistError, WhitelistRequest};
 
 const CDN4: &str = "173.245.48.10"; // inside Cloudflare's 173.245.48.0/20
@@ -396,22 +394,7 @@ struct NetnsHost {
     no_ipset: bool,
 }
 
-impl Host for NetnsHost {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        LiveHost.read(path)
-    }
-    fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        LiveHost.open(path)
-    }
-    fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
-        LiveHost.read_dir(path)
-    }
-    fn metadata(&self, path: &Path) -> Result<FileMeta, HostError> {
-        LiveHost.metadata(path)
-    }
-    fn read_link(&self, path: &Path) -> Result<PathBuf, HostError> {
-        LiveHost.read_link(path)
-    }
+impl CommandRewrite for NetnsHost {
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
         let key = command.key();
         if self.no_ipset && command.program == "ipset" {
@@ -433,9 +416,7 @@ impl Host for NetnsHost {
         {
             Command::new("sh", &["-c", "echo 'injected failure' >&2; exit 4"])
         } else {
-            let mut args = vec!["netns", "exec", &self.ns, &command.program];
-            args.extend(command.args.iter().map(String::as_str));
-            Command::new("ip", &args)
+            in_netns(&self.ns, command)
         };
         wrapped.timeout = command.timeout;
         wrapped.stdin = command.stdin.clone();
@@ -447,28 +428,12 @@ impl Host for NetnsHost {
                 _ => None,
             }
         };
-        if let Some((_, cmd)) = extra {
-            let mut args = vec!["netns".to_string(), "exec".to_string(), self.ns.clone()];
-            args.extend(cmd);
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let _ = LiveHost.run(&Command::new("ip", &refs));
+        if let Some((_, mut cmd)) = extra {
+            let program = cmd.remove(0);
+            let refs: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            let _ = LiveHost.run(&in_netns(&self.ns, &Command::new(&program, &refs)));
         }
         result
-    }
-    fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
-        LiveHost.connect(endpoint, timeout)
-    }
-    fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
-        LiveHost.statvfs(path)
-    }
-    fn now(&self) -> jiff::Timestamp {
-        LiveHost.now()
-    }
-    fn pause(&self, duration: Duration) {
-        LiveHost.pause(duration)
-    }
-    fn is_live(&self) -> bool {
-        true
     }
 }
 

@@ -14,6 +14,7 @@
 pub mod fixture;
 pub mod live;
 pub mod recorder;
+pub mod rewrite;
 pub mod snapshot;
 
 use std::io::Read;
