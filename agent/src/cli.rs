@@ -91,6 +91,9 @@ pub struct AuditArgs {
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
+    /// Config file (only its `rules_dir` matters here).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Only lines newer than this, e.g. 1h.
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,

@@ -33,8 +33,21 @@ fn since(text: Option<&str>) -> Result<Option<Duration>> {
     }
 }
 
+/// Loads the config, and makes the embedded rules plus the site's `rules_dir` the rules every
+/// reader uses. A broken site pack is reported and the embedded rules are used: the audit still
+/// answers (`config check` is where a broken pack fails).
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    Ok(Config::load_or_default(path)?)
+    let config = Config::load_or_default(path)?;
+    match origin_agent::rules::RuleSet::load(Some(&config.rules_dir)) {
+        Ok(set) => {
+            origin_agent::logs::use_rules(std::sync::Arc::new(set));
+        }
+        Err(err) => eprintln!(
+            "origin-agent: site rules in {} ignored, using the embedded rules: {err}",
+            config.rules_dir.display()
+        ),
+    }
+    Ok(config)
 }
 
 fn is_terminal_stderr() -> bool {
@@ -86,6 +99,7 @@ pub fn audit(args: AuditArgs) -> Result<Exit> {
 }
 
 pub fn scan(args: ScanArgs) -> Result<Exit> {
+    load_config(args.config.as_deref())?;
     for file in &args.files {
         if !file.exists() {
             bail!("{}: no such file", file.display());
@@ -201,11 +215,14 @@ pub fn config(command: ConfigCommand) -> Result<Exit> {
         ConfigCommand::Check { file } => {
             let path = file.unwrap_or_else(|| config::DEFAULT_PATH.into());
             let config = Config::load(&path)?;
+            let rules = origin_agent::rules::RuleSet::load(Some(&config.rules_dir))
+                .with_context(|| format!("rules in {}", config.rules_dir.display()))?;
             print(&format!(
-                "{}: valid (state_dir {}, metrics on {})\n",
+                "{}: valid (state_dir {}, metrics on {}, {} rules)\n",
                 path.display(),
                 config.state_dir.display(),
-                config.metrics_listen
+                config.metrics_listen,
+                rules.rules().len()
             ))?;
             Ok(0)
         }
@@ -215,8 +232,9 @@ pub fn config(command: ConfigCommand) -> Result<Exit> {
 pub fn rules(command: RulesCommand) -> Result<Exit> {
     match command {
         RulesCommand::List => {
-            let set =
-                origin_agent::rules::RuleSet::load(Some(Path::new("/etc/origin-agent/rules.d")))?;
+            let set = origin_agent::rules::RuleSet::load(Some(
+                &Config::load_or_default(None)?.rules_dir,
+            ))?;
             print(&origin_agent::rules::list_text(&set))?;
             Ok(0)
         }

@@ -55,6 +55,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     pub state_dir: Option<PathBuf>,
+    /// Site rule packs (`*.yaml`) that extend or override the embedded ones.
+    pub rules_dir: Option<PathBuf>,
     #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
@@ -166,6 +168,7 @@ pub struct Config {
     pub cdn_ports: Option<Vec<u16>>,
     pub metrics_listen: SocketAddr,
     pub state_dir: PathBuf,
+    pub rules_dir: PathBuf,
     pub audit_since: Duration,
     pub command_timeout: Duration,
     pub probe_interval: Duration,
@@ -236,6 +239,7 @@ impl Config {
             cdn,
             metrics,
             state_dir,
+            rules_dir,
             audit,
             daemon,
             notify,
@@ -374,6 +378,7 @@ impl Config {
             cdn_ports: cdn.ports,
             metrics_listen,
             state_dir: state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            rules_dir: rules_dir.unwrap_or_else(|| PathBuf::from(crate::rules::DEFAULT_RULES_DIR)),
             audit_since,
             command_timeout,
             probe_interval,

@@ -143,3 +143,75 @@ fn man_page_and_completions_are_generated_from_the_binary() {
         );
     }
 }
+
+const SITE_RULES: &str = r#"rules:
+  - id: site.backend-exploded
+    source: nginx_error
+    pattern: '^backend exploded at (?P<node>\S+)'
+    event: backend-exploded
+    cause: upstream.crashed
+    severity: error
+    fix: 'Restart the exploding backend.'
+    samples:
+      match:
+        - line: '2026/11/24 07:45:17 [error] 1#1: *1 backend exploded at node7, client: 127.0.0.1, server: x, request: "GET / HTTP/1.1", host: "x"'
+          captures: {node: node7}
+      no_match:
+        - '2026/11/24 07:45:17 [error] 1#1: *1 open() "/var/www/backend exploded at x" failed (2: No such file or directory), client: 127.0.0.1, server: x, request: "GET /backend HTTP/1.1", host: "x"'
+"#;
+
+/// A site rule in `rules_dir` is used by `scan` (and so by `audit` and the daemon, which load
+/// rules the same way); a broken pack fails `config check` (the unit's ExecStartPre) with the file.
+#[test]
+fn site_rules_extend_the_embedded_ones_and_broken_ones_fail_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.d");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(rules.join("site.yaml"), SITE_RULES).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, format!("rules_dir: {}\n", rules.display())).unwrap();
+    let error_log = dir.path().join("error.log");
+    std::fs::write(
+        &error_log,
+        "2026/11/24 07:45:17 [error] 10#10: *3 backend exploded at node7, client: 127.0.0.1, server: x, request: \"GET /a HTTP/1.1\", host: \"x\"\n",
+    )
+    .unwrap();
+    let access_log = dir.path().join("access.log");
+    std::fs::write(
+        &access_log,
+        "127.0.0.1 - - [24/Nov/2026:07:45:17 +0000] \"GET /a HTTP/1.1\" 502 157 \"-\" \"curl/8\"\n",
+    )
+    .unwrap();
+    let paths = [
+        config.to_str().unwrap(),
+        error_log.to_str().unwrap(),
+        access_log.to_str().unwrap(),
+    ];
+
+    let out = run(&["scan", "--config", paths[0], "--json", paths[1], paths[2]]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["verdict"]["cause"], "upstream.crashed",
+        "{}",
+        report["verdict"]
+    );
+    // Without the site rules the same line explains nothing.
+    let out = run(&["scan", "--json", paths[1], paths[2]]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["verdict"]["cause"].is_null(),
+        "{}",
+        report["verdict"]
+    );
+
+    let out = run(&["config", "check", paths[0]]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "rules:\n  - id: x\n    source: nginx_error\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", paths[0]]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("broken.yaml"), "{}", stderr(&out));
+}

@@ -54,7 +54,7 @@ impl AgentPipeline {
         AgentPipeline {
             config: config.clone(),
             discovery,
-            rules: logs::builtin_rules().ok(),
+            rules: logs::active_rules().ok(),
             tz: LiveHost.time_zone(),
             formats: HashMap::new(),
             parsers: HashMap::new(),
@@ -232,6 +232,14 @@ impl Diagnoser for AgentPipeline {
     }
 
     fn reconfigure(&mut self, config: &Config) {
+        // Rules are reloaded with the config; a broken pack keeps the rules in force.
+        match RuleSet::load(Some(&config.rules_dir)) {
+            Ok(set) => self.rules = Some(Arc::new(set)),
+            Err(err) => eprintln!(
+                "origin-agent: rules in {} not reloaded, the previous rules stay: {err}",
+                config.rules_dir.display()
+            ),
+        }
         self.config = config.clone();
         self.window = config.daemon_window;
         self.parsers.clear();

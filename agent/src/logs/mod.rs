@@ -105,6 +105,23 @@ pub enum Parsed {
     Bad,
 }
 
+/// The rules every reader of this process uses, when set (see [`use_rules`]).
+static ACTIVE_RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
+
+/// Makes `set` (the embedded packs plus the site's `rules.d`) the rules every reader uses from
+/// now on. The first call wins; it returns false when rules were already chosen.
+pub fn use_rules(set: Arc<RuleSet>) -> bool {
+    ACTIVE_RULES.set(set).is_ok()
+}
+
+/// The rules readers use: those given to [`use_rules`], else the embedded packs.
+pub fn active_rules() -> Result<Arc<RuleSet>, LogError> {
+    match ACTIVE_RULES.get() {
+        Some(set) => Ok(set.clone()),
+        None => builtin_rules(),
+    }
+}
+
 /// The embedded rules, compiled once per process.
 pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
@@ -141,7 +158,7 @@ impl LineParser {
         access_format: Option<&str>,
         tz: TimeZone,
     ) -> Result<Self, LogError> {
-        Self::with_rules(source, access_format, tz, builtin_rules()?)
+        Self::with_rules(source, access_format, tz, active_rules()?)
     }
 
     /// A parser with the given rules.

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
-    builtin_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
+    active_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
     MAX_KEEP_ERRORS, MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
@@ -514,7 +514,7 @@ fn read_one(
         // The access log yields responses only; no rule runs on it.
         Arc::new(RuleSet::empty())
     } else {
-        match rules.get_or_insert_with(|| builtin_rules().map_err(|e| e.to_string())) {
+        match rules.get_or_insert_with(|| active_rules().map_err(|e| e.to_string())) {
             Ok(r) => r.clone(),
             Err(e) => {
                 summary.error = Some(e.clone());
