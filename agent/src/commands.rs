@@ -311,17 +311,46 @@ pub fn status(args: StatusArgs) -> Result<Exit> {
 fn status_text(status: &serde_json::Value) -> String {
     let mut text = String::new();
     match status.get("incident") {
-        Some(incident) if !incident.is_null() => {
-            text.push_str(&format!(
-                "INCIDENT open since {}: top cause {}\n",
-                incident["opened_at"].as_str().unwrap_or("?"),
-                incident["top_cause"].as_str().unwrap_or("none yet")
-            ));
-        }
+        Some(incident) if !incident.is_null() => text.push_str(&format!(
+            "INCIDENT {} open since {}: top cause {}\n",
+            incident["id"].as_str().unwrap_or("?"),
+            incident["opened_at"].as_str().unwrap_or("?"),
+            incident["top_cause"].as_str().unwrap_or("not known yet")
+        )),
         _ => text.push_str("No open incident.\n"),
     }
-    text.push_str(&serde_json::to_string_pretty(status).unwrap_or_default());
-    text.push('\n');
+    text.push_str(&format!(
+        "5xx per minute: {}\n",
+        status["errors_per_minute"].as_u64().unwrap_or(0)
+    ));
+    let causes: Vec<String> = status["causes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .take(3)
+                .map(|c| {
+                    format!(
+                        "{} ({:.2})",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["score"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !causes.is_empty() {
+        text.push_str(&format!("causes now: {}\n", causes.join(", ")));
+    }
+    let checks = &status["checks"];
+    text.push_str(&format!(
+        "checks: {} ok, {} warn, {} fail, {} skip\n",
+        checks["ok"], checks["warn"], checks["fail"], checks["skip"]
+    ));
+    let files = status["files"].as_array().map_or(0, Vec::len);
+    text.push_str(&format!(
+        "following {files} log file(s); up since {}\n",
+        status["started_at"].as_str().unwrap_or("?")
+    ));
     text
 }
 

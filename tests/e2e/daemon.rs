@@ -1123,3 +1123,60 @@ fn a_saturated_pool_opens_an_incident_with_the_right_cause_and_closes_it() {
     );
     running.stop();
 }
+
+/// `origin-agent status` reads a running daemon's /status: the open incident and its cause.
+#[test]
+fn status_reports_the_running_daemons_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    fs::write(&log, "").unwrap();
+    let config = config_yaml(
+        &format!(
+            "logs:\n  nginx_access: [{}]\nmetrics:\n  listen: 127.0.0.1:0\nstate_dir: {}\ndaemon:\n  incident_threshold: 30\n",
+            log.display(),
+            dir.path().join("state").display()
+        ),
+        dir.path(),
+    );
+    let running = Running::start(
+        config,
+        Shared::new(Duration::from_secs(2)),
+        fast_options(None),
+    );
+    let addr = running.metrics_addr().to_string();
+    let status = |json: bool| {
+        let mut args = vec!["status", "--listen", addr.as_str()];
+        if json {
+            args.push("--json");
+        }
+        assert_cmd::Command::cargo_bin("origin-agent")
+            .unwrap()
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let quiet = status(false);
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&quiet.stdout).starts_with("No open incident."));
+
+    let lines: String = (0..20)
+        .map(|i| format!("203.0.113.{i} - - [24/Nov/2026:08:00:00 +0000] \"GET /x HTTP/1.1\" 502 157 \"-\" \"curl/8\"\n"))
+        .collect();
+    OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    wait_until("the incident to open", || {
+        status(false).status.code() == Some(2)
+    });
+    let json: serde_json::Value = serde_json::from_slice(&status(true).stdout).unwrap();
+    assert!(json["incident"]["opened_at"].is_string(), "{json}");
+    assert!(String::from_utf8_lossy(&status(false).stdout).starts_with("INCIDENT "));
+    running.stop();
+
+    let gone = status(false);
+    assert_eq!(gone.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("no daemon answers"));
+}
