@@ -346,6 +346,14 @@ fn status_text(status: &serde_json::Value) -> String {
         "checks: {} ok, {} warn, {} fail, {} skip\n",
         checks["ok"], checks["warn"], checks["fail"], checks["skip"]
     ));
+    for finding in status["findings"].as_array().into_iter().flatten().take(10) {
+        text.push_str(&format!(
+            "  {} {}: {}\n",
+            finding["status"].as_str().unwrap_or("?"),
+            finding["title"].as_str().unwrap_or("?"),
+            finding["detail"].as_str().unwrap_or("")
+        ));
+    }
     let files = status["files"].as_array().map_or(0, Vec::len);
     text.push_str(&format!(
         "following {files} log file(s); up since {}\n",

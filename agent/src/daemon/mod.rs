@@ -600,6 +600,12 @@ fn status_doc(
         "files": files,
         "lines": lines,
         "checks": {"ok": count(Status::Ok), "warn": count(Status::Warn), "fail": count(Status::Fail), "skip": count(Status::Skip)},
+        // The last probe pass's findings (the full audit is `origin-agent audit`).
+        "findings": checks
+            .iter()
+            .filter(|c| matches!(c.status, Status::Fail | Status::Warn))
+            .map(|c| serde_json::json!({"id": c.id, "status": c.status, "title": c.title, "detail": c.detail, "cause": c.cause}))
+            .collect::<Vec<_>>(),
     })
 }
 
