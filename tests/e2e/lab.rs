@@ -293,7 +293,8 @@ fn file_len(path: &Path) -> u64 {
     fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-fn read_from(path: &Path, offset: u64) -> String {
+/// What `path` holds after byte `offset` (lossy UTF-8; empty when it cannot be read).
+pub fn read_from(path: &Path, offset: u64) -> String {
     match fs::read(path) {
         Ok(bytes) => {
             let start = usize::try_from(offset)

@@ -253,6 +253,15 @@ impl<'a> Recorder<'a> {
     }
 
     fn finish(self, name: &'static str, cause: Option<CauseId>) -> ScenarioOutcome {
+        // nginx writes a request's access-log line after the client already has the answer:
+        // wait (bounded) until every answered request has its line before reading the logs.
+        let answered = self.requests.iter().filter(|(_, s)| *s != 0).count();
+        crate::lab::wait_until(Duration::from_secs(3), || {
+            crate::lab::read_from(&self.lab.access_log(), self.mark.access)
+                .lines()
+                .count()
+                >= answered
+        });
         ScenarioOutcome {
             name,
             cause,
