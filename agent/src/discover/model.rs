@@ -118,6 +118,9 @@ pub struct Nginx {
     pub fastcgi_buffer_size: Option<Sourced<u64>>,
     pub proxy_buffer_size: Option<Sourced<u64>>,
     pub real_ip: RealIp,
+    /// `ssl_certificate` set in `http {}` (servers inherit it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_certificate: Option<Sourced<PathBuf>>,
 }
 
 /// One `access_log PATH [FORMAT]`.
@@ -137,6 +140,9 @@ pub struct Server {
     pub names: Vec<String>,
     pub listens: Vec<Listen>,
     pub origin: Origin,
+    /// `ssl_certificate` of the server (or inherited from `http {}`), resolved against the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_certificate: Option<Sourced<PathBuf>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

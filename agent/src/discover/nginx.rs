@@ -586,6 +586,14 @@ pub fn extract(tree: &[Directive], prefix: &Path, cpus: u32) -> Nginx {
     let mut groups = Vec::new();
     walk(tree, &[], &mut nginx, &mut groups, prefix, cpus);
     nginx.upstream_groups = groups;
+    // Servers without their own certificate use the one set in `http {}`.
+    if let Some(cert) = nginx.ssl_certificate.clone() {
+        for server in &mut nginx.servers {
+            if server.ssl_certificate.is_none() && server.listens.iter().any(|l| l.ssl) {
+                server.ssl_certificate = Some(cert.clone());
+            }
+        }
+    }
     // Resolve access-log formats now that every log_format is known.
     for log in &mut nginx.access_logs {
         log.format = if log.format_name == "combined" {
@@ -747,16 +755,26 @@ fn walk(
                 .push(src(arg0.to_string(), d)),
             "real_ip_header" => nginx.real_ip.real_ip_header = Some(src(arg0.to_string(), d)),
             "real_ip_recursive" => nginx.real_ip.real_ip_recursive = arg0 == "on",
+            "ssl_certificate" if top == "http" => {
+                nginx.ssl_certificate = Some(src(resolve_path(arg0, prefix), d))
+            }
             "server" if top == "http" => {
                 let mut server = Server {
                     names: Vec::new(),
                     listens: Vec::new(),
                     origin: d.origin(),
+                    ssl_certificate: None,
                 };
                 for inner in d.block.iter().flatten() {
                     match inner.name.as_str() {
                         "server_name" => server.names.extend(inner.args.iter().cloned()),
                         "listen" => server.listens.extend(parse_listen(&inner.args)),
+                        "ssl_certificate" => {
+                            if let Some(path) = inner.args.first() {
+                                server.ssl_certificate =
+                                    Some(src(resolve_path(path, prefix), inner));
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -978,5 +996,21 @@ server {
         assert_eq!(parse_size("8k"), Some(8192));
         assert_eq!(parse_size("1M"), Some(1 << 20));
         assert_eq!(parse_size("k"), None);
+    }
+
+    #[test]
+    fn ssl_certificates_come_from_the_server_or_are_inherited_from_http() {
+        let text = "http {\n  ssl_certificate certs/default.pem;\n  server { listen 443 ssl; server_name a.test; ssl_certificate /etc/ssl/a.pem; }\n  server { listen 443 ssl; server_name b.test; }\n  server { listen 80; server_name c.test; }\n}\n";
+        let tree = parse(text, Path::new("/etc/nginx/nginx.conf")).unwrap();
+        let nginx = extract(&tree, Path::new("/etc/nginx"), 1);
+        let cert = |i: usize| {
+            nginx.servers[i]
+                .ssl_certificate
+                .as_ref()
+                .map(|c| c.value.clone())
+        };
+        assert_eq!(cert(0), Some(PathBuf::from("/etc/ssl/a.pem")));
+        assert_eq!(cert(1), Some(PathBuf::from("/etc/nginx/certs/default.pem")));
+        assert_eq!(cert(2), None, "a plain-http server has no certificate");
     }
 }

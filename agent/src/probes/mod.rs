@@ -18,6 +18,7 @@ pub mod load;
 pub mod netstat;
 pub mod queues;
 pub mod services;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,7 @@ pub fn run_all(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<C
     checks.extend(queues::checks(host, discovery, config));
     checks.extend(cgroup::checks(host, discovery));
     checks.extend(disk::checks(host, discovery));
+    checks.extend(tls::checks(host, discovery));
     checks
 }
 
