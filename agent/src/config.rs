@@ -111,6 +111,9 @@ pub struct RawCdn {
     pub providers: Option<Vec<String>>,
     /// The ports the CDN connects to (default: 80, 443 and whatever nginx listens on).
     pub ports: Option<Vec<u16>>,
+    /// This origin's public addresses when they are on no local interface (NAT, elastic or
+    /// floating IPs): lets the DNS check tell "points elsewhere" from "points at us".
+    pub origin_addresses: Option<Vec<std::net::IpAddr>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +169,7 @@ pub struct Config {
     pub mysql_port: Option<u16>,
     pub cdn_providers: Option<Vec<String>>,
     pub cdn_ports: Option<Vec<u16>>,
+    pub origin_addresses: Vec<std::net::IpAddr>,
     pub metrics_listen: SocketAddr,
     pub state_dir: PathBuf,
     pub rules_dir: PathBuf,
@@ -376,6 +380,7 @@ impl Config {
             mysql_port: mysql.port,
             cdn_providers: cdn.providers,
             cdn_ports: cdn.ports,
+            origin_addresses: cdn.origin_addresses.unwrap_or_default(),
             metrics_listen,
             state_dir: state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             rules_dir: rules_dir.unwrap_or_else(|| PathBuf::from(crate::rules::DEFAULT_RULES_DIR)),

@@ -4,6 +4,7 @@
 
 mod cli;
 mod daemon;
+mod dns;
 mod examples;
 mod firewall;
 pub mod lab;

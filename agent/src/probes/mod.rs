@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod disk;
+pub mod dns;
 pub mod limits;
 pub mod load;
 pub mod netstat;
@@ -88,6 +89,7 @@ pub fn run_all(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<C
     checks.extend(cgroup::checks(host, discovery));
     checks.extend(disk::checks(host, discovery));
     checks.extend(tls::checks(host, discovery));
+    checks.extend(dns::checks(host, discovery, config));
     checks
 }
 
