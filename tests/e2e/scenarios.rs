@@ -963,13 +963,16 @@ mod tests {
         let Some((lab, out)) = run_named("pool_queue_timeout") else {
             return;
         };
-        assert_eq!(out.count(200), 1, "{:?}", out.statuses());
-        assert_eq!(out.count(504), 3, "{:?}", out.statuses());
+        // The first request is served in 2 s and the queued ones wait past the 3 s read
+        // timeout; on a loaded machine the first may time out too.
+        let n504 = out.count(504);
+        assert!(n504 >= 3, "{:?}", out.statuses());
+        assert_eq!(out.count(200) + n504, 4, "{:?}", out.statuses());
         let needle = format!(
             "upstream timed out (110: Connection timed out) while reading response header from upstream, client: 127.0.0.1, server: example.com, request: \"GET /sleep.php?s=2 HTTP/1.1\", upstream: \"fastcgi://unix:{}\"",
             sock(&lab)
         );
-        assert_eq!(count(&out.logs.error, &needle), 3, "{}", out.logs.error);
+        assert_eq!(count(&out.logs.error, &needle), n504, "{}", out.logs.error);
         assert!(!out.logs.error.contains("(11: "));
         assert!(
             out.logs
