@@ -54,6 +54,8 @@ impl Drop for Ns {
     fn drop(&mut self) {
         let _ = Proc::new("ip").args(["netns", "del", &self.name]).status();
         let _ = std::fs::remove_dir_all(&self.etc);
+        // /etc/netns itself only when empty (another test's namespace may still use it).
+        let _ = std::fs::remove_dir("/etc/netns");
     }
 }
 
