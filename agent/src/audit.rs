@@ -106,7 +106,8 @@ pub fn run(host: &dyn Host, config: &Config, opts: &AuditOptions) -> Report {
     );
     report::build(
         host.hostname(),
-        host.now(),
+        // The moment the window ends: one clock reading for the whole report.
+        data.window.until.unwrap_or_else(|| host.now()),
         report::Window {
             since: data.window.since,
             until: data.window.until,

@@ -145,6 +145,19 @@ pub struct Server {
     pub ssl_certificate: Option<Sourced<PathBuf>>,
 }
 
+impl Server {
+    /// The `server_name`s that are plain host names (no `_`, regex, wildcard, address or
+    /// undotted name), lowercased: what a certificate must cover and DNS must resolve.
+    pub fn host_names(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .filter(|n| !n.starts_with('~') && !n.contains('*') && n.contains('.'))
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listen {
     pub address: Address,

@@ -135,6 +135,21 @@ pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     }
 }
 
+/// The text rules match: the message, or `program: message` for a syslog-wrapped line (built in
+/// `scratch`, no allocation once it has grown).
+fn message<'a>(scratch: &'a mut Vec<u8>, entry: &'a [u8], head: &formats::Head) -> &'a [u8] {
+    match &head.prog {
+        Some(p) => {
+            scratch.clear();
+            scratch.extend_from_slice(&entry[p.clone()]);
+            scratch.extend_from_slice(b": ");
+            scratch.extend_from_slice(&entry[head.msg.clone()]);
+            scratch
+        }
+        None => &entry[head.msg.clone()],
+    }
+}
+
 /// A streaming parser of one log's entries, for the daemon (and the batch reader).
 #[derive(Debug)]
 pub struct LineParser {
@@ -228,16 +243,7 @@ impl LineParser {
         let Some(head) = formats::head(self.source, entry, &mut self.fields) else {
             return Class::Bad;
         };
-        let msg: &[u8] = match &head.prog {
-            Some(p) => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&entry[p.clone()]);
-                self.scratch.extend_from_slice(b": ");
-                self.scratch.extend_from_slice(&entry[head.msg.clone()]);
-                &self.scratch
-            }
-            None => &entry[head.msg.clone()],
-        };
+        let msg = message(&mut self.scratch, entry, &head);
         let Some(rule) = self.rules.match_index(self.source, msg) else {
             return Class::Other;
         };
@@ -256,16 +262,7 @@ impl LineParser {
     ) -> Option<Event> {
         let entry = trim_entry(entry);
         let head = formats::head(self.source, entry, &mut self.fields)?;
-        let msg: &[u8] = match &head.prog {
-            Some(p) => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(&entry[p.clone()]);
-                self.scratch.extend_from_slice(b": ");
-                self.scratch.extend_from_slice(&entry[head.msg.clone()]);
-                &self.scratch
-            }
-            None => &entry[head.msg.clone()],
-        };
+        let msg = message(&mut self.scratch, entry, &head);
         let m = self.rules.captures(rule, msg)?;
         if let Some((a, b)) = head.tail {
             formats::nginx_tail(entry, a, b, &mut self.fields);

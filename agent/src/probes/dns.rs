@@ -38,21 +38,12 @@ pub fn parse_ip_addr(text: &str) -> Vec<IpAddr> {
 }
 
 fn plain_names(discovery: &Discovery) -> Vec<String> {
-    let mut names = BTreeSet::new();
-    for server in discovery.nginx.iter().flat_map(|n| &n.servers) {
-        for name in &server.names {
-            let plain = !name.is_empty()
-                && name != "_"
-                && !name.starts_with('~')
-                && !name.contains('*')
-                && name.contains('.')
-                && name.parse::<IpAddr>().is_err()
-                && name != "localhost";
-            if plain {
-                names.insert(name.to_ascii_lowercase());
-            }
-        }
-    }
+    let names: BTreeSet<String> = discovery
+        .nginx
+        .iter()
+        .flat_map(|n| &n.servers)
+        .flat_map(|s| s.host_names())
+        .collect();
     names.into_iter().collect()
 }
 

@@ -73,18 +73,6 @@ pub fn covers(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// Plain host names of a `server_name` list (no `_`, regexes, wildcards or empty names).
-fn plain_names(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .filter(|n| {
-            !n.is_empty() && *n != "_" && !n.starts_with('~') && !n.contains('*') && n.contains('.')
-        })
-        .filter(|n| n.parse::<std::net::IpAddr>().is_err())
-        .map(|n| n.to_ascii_lowercase())
-        .collect()
-}
-
 pub fn checks(host: &dyn Host, discovery: &Discovery) -> Vec<Check> {
     let Some(nginx) = &discovery.nginx else {
         return Vec::new();
@@ -163,7 +151,7 @@ pub fn checks(host: &dyn Host, discovery: &Discovery) -> Vec<Check> {
             id,
             title,
             &parse_openssl(&text),
-            &plain_names(&server.names),
+            &server.host_names(),
             now,
             &path,
             &cert.origin.to_string(),
