@@ -9,16 +9,17 @@
 //! structural `, client: …` tail) and must be anchored with `^`: a rule anchors on the structure
 //! of the line, never on a substring a visitor could have written anywhere in it.
 //!
-//! Matching per source is: a literal prefilter (the prefixes every match of a pattern starts
-//! with, extracted by `regex-syntax`, bucketed by first byte: a message that starts with none of
-//! them is skipped before any regex runs), then one [`regex::bytes::RegexSet`] that decides which
-//! of the remaining rules matched (the first in file order wins), then captures for that rule
-//! only.
+//! Matching per source is one pass of one automaton: all of the source's patterns compiled
+//! together (`regex-automata`'s meta regex, leftmost-first), searched anchored at the start of
+//! the message. It reports the first rule in priority (file) order that matches, and it stops as
+//! soon as no pattern can match any more: a line that starts like no rule costs a few bytes of
+//! DFA walk, with no prefilter to keep in step with the patterns. Captures run afterwards, for the
+//! winning rule only, and only for the entries kept as events.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use regex::bytes::{Regex, RegexSet};
+use regex::bytes::Regex;
 
 use serde::Deserialize;
 
@@ -140,34 +141,9 @@ impl Rule {
 struct SourceMatcher {
     /// Indexes into `RuleSet::rules`, in match priority order.
     rules: Vec<usize>,
-    set: RegexSet,
-    /// Literal prefixes by their first byte: (prefix, local rule index).
-    by_first: Vec<Vec<(Box<[u8]>, u16)>>,
-    /// Local indexes of rules without a usable literal prefix (always candidates).
-    always: Vec<u16>,
-    /// Per first byte, when several rules can match messages starting with it: one RegexSet of
-    /// just those rules (priority order) and their local indexes.
-    bucket_sets: Vec<Option<(RegexSet, Vec<u16>)>>,
-    /// The same for messages whose first byte starts no prefix: the always-candidates alone.
-    always_set: Option<(RegexSet, Vec<u16>)>,
-}
-
-/// Every literal a match of `pattern` can start with, or `None` when some match can start with
-/// anything (then the rule is always a candidate).
-pub fn literal_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
-    let hir = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-        .ok()?;
-    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
-    let lits = seq.literals()?;
-    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
-        return None;
-    }
-    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+    /// All of this source's patterns as one leftmost-first automaton: anchored at the message's
+    /// start, the pattern it reports is the first (in priority order) that matches.
+    first: regex_automata::meta::Regex,
 }
 
 /// A loaded, compiled set of rules.
@@ -229,7 +205,7 @@ impl RuleSet {
 
     fn from_rules(rules: Vec<Rule>) -> Result<RuleSet, RuleError> {
         // Every pattern compiled on its own when the pack was parsed; the per-source matchers
-        // (prefilter and RegexSets) are built on first use, so reading one kind of log does not
+        // (one automaton each) are built on first use, so reading one kind of log does not
         // pay for the others.
         let matchers = LogSource::ALL
             .iter()
@@ -265,58 +241,12 @@ impl RuleSet {
     }
 
     /// The index (into [`RuleSet::rules`]) of the first rule of `source` whose pattern
-    /// matches `message`: literal prefilter first, one RegexSet when several rules remain.
+    /// matches `message`: one anchored pass of the source's multi-pattern DFA.
     pub fn match_index(&self, source: LogSource, message: &[u8]) -> Option<usize> {
         let matcher = self.matcher(source)?;
-        let mut cands = [0u16; 64];
-        let mut n = 0usize;
-        let mut overflow = false;
-        if let Some(&first) = message.first() {
-            for (prefix, local) in &matcher.by_first[usize::from(first)] {
-                if message.starts_with(prefix) && !cands[..n].contains(local) {
-                    if n == cands.len() {
-                        overflow = true;
-                        break;
-                    }
-                    cands[n] = *local;
-                    n += 1;
-                }
-            }
-        }
-        for local in &matcher.always {
-            if n == cands.len() {
-                overflow = true;
-                break;
-            }
-            cands[n] = *local;
-            n += 1;
-        }
-        if n == 0 && !overflow {
-            return None;
-        }
-        let bucket = match message.first() {
-            Some(b) if !matcher.by_first[usize::from(*b)].is_empty() => matcher
-                .bucket_sets
-                .get(usize::from(*b))
-                .and_then(Option::as_ref),
-            _ => matcher.always_set.as_ref(),
-        };
-        let local = if n == 1 && !overflow {
-            let i = *matcher.rules.get(usize::from(cands[0]))?;
-            return self.rules.get(i)?.regex()?.is_match(message).then_some(i);
-        } else if let (Some((set, locals)), false) = (bucket, overflow) {
-            // One RegexSet over the rules this first byte can start (in priority order).
-            usize::from(*locals.get(set.matches(message).into_iter().next()?)?)
-        } else {
-            let hits = matcher.set.matches(message);
-            if overflow {
-                hits.into_iter().next()?
-            } else {
-                cands[..n].sort_unstable();
-                usize::from(*cands[..n].iter().find(|c| hits.matched(usize::from(**c)))?)
-            }
-        };
-        matcher.rules.get(local).copied()
+        let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
+        let hit = matcher.first.search_half(&input)?;
+        matcher.rules.get(hit.pattern().as_usize()).copied()
     }
 
     /// The captures of rule `index` over `message` (empty captures left out).
@@ -345,13 +275,6 @@ impl RuleSet {
 
 /// Patterns run over raw log bytes in ASCII mode: `\d`, `\s`, `[^)]`, `.` match bytes, so a
 /// line with invalid UTF-8 still matches and the automata stay small.
-fn new_set<'p>(patterns: impl IntoIterator<Item = &'p str>) -> Option<RegexSet> {
-    regex::bytes::RegexSetBuilder::new(patterns)
-        .unicode(false)
-        .build()
-        .ok()
-}
-
 fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     let idx: Vec<usize> = (0..rules.len())
         .filter(|&i| rules[i].source == source)
@@ -359,58 +282,17 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     if idx.is_empty() {
         return None;
     }
-    let set = new_set(idx.iter().map(|&i| rules[i].pattern.as_str()))?;
-    let mut by_first: Vec<Vec<(Box<[u8]>, u16)>> = vec![Vec::new(); 256];
-    let mut always = Vec::new();
-    for (local, &i) in idx.iter().enumerate() {
-        match literal_prefixes(&rules[i].pattern) {
-            Some(prefixes) => {
-                for p in prefixes {
-                    if let Some(&first) = p.first() {
-                        by_first[usize::from(first)].push((p.into_boxed_slice(), local as u16));
-                    }
-                }
-            }
-            None => always.push(local as u16),
-        }
-    }
-    let build_set = |locals: &[u16]| {
-        new_set(
-            locals
-                .iter()
-                .map(|l| rules[idx[usize::from(*l)]].pattern.as_str()),
+    let patterns: Vec<&str> = idx.iter().map(|&i| rules[i].pattern.as_str()).collect();
+    let first = regex_automata::meta::Builder::new()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
         )
-        .map(|set| (set, locals.to_vec()))
-    };
-    let mut bucket_sets = Vec::with_capacity(256);
-    for bucket in &by_first {
-        let mut locals: Vec<u16> = bucket.iter().map(|(_, l)| *l).collect();
-        if locals.is_empty() {
-            bucket_sets.push(None);
-            continue;
-        }
-        locals.extend(&always);
-        locals.sort_unstable();
-        locals.dedup();
-        bucket_sets.push(if locals.len() >= 2 {
-            build_set(&locals)
-        } else {
-            None
-        });
-    }
-    let always_set = if always.len() >= 2 {
-        build_set(&always)
-    } else {
-        None
-    };
-    Some(SourceMatcher {
-        rules: idx,
-        set,
-        by_first,
-        always,
-        bucket_sets,
-        always_set,
-    })
+        .configure(regex_automata::meta::Config::new().utf8_empty(false))
+        .build_many(&patterns)
+        .ok()?;
+    Some(SourceMatcher { rules: idx, first })
 }
 
 fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
@@ -763,24 +645,46 @@ rules:
     }
 
     #[test]
-    fn prefixes_are_extracted_and_every_builtin_rule_has_one() {
-        let p = literal_prefixes(r"^(?P<call>recv|readv)\(\) failed").unwrap();
-        assert!(p.contains(&b"recv() failed".to_vec()), "{p:?}");
-        assert_eq!(literal_prefixes(r"^.*x"), None);
-        // ASCII mode: a digit class is ten one-byte prefixes.
-        assert_eq!(literal_prefixes(r"^\d+ worker").map(|p| p.len()), Some(10));
-        assert_eq!(literal_prefixes(r"^[^ ]+: x"), None);
+    fn the_busiest_log_tells_rules_with_one_prefix_apart_and_skips_the_rest() {
         let set = RuleSet::builtin().unwrap();
-        let without: Vec<&str> = set
-            .rules()
-            .iter()
-            .filter(|r| r.source == LogSource::NginxError)
-            .filter(|r| literal_prefixes(&r.pattern).is_none())
-            .map(|r| r.id.as_str())
-            .collect();
-        // The busiest log: rules that start with a number or a name cannot be prefiltered,
-        // keep them few.
-        assert!(without.len() <= 2, "{without:?}");
+        let id = |msg: &str| {
+            set.match_index(LogSource::NginxError, msg.as_bytes())
+                .map(|i| set.rules()[i].id.as_str())
+        };
+        // Five rules start `connect() to`; the errno decides.
+        let connect = |errno: &str| {
+            format!("connect() to unix:/run/php/php8.2-fpm.sock failed ({errno}) while connecting to upstream")
+        };
+        assert_eq!(
+            id(&connect("2: No such file or directory")),
+            Some("nginx.connect-enoent")
+        );
+        assert_eq!(
+            id(&connect("11: Resource temporarily unavailable")),
+            Some("nginx.connect-eagain")
+        );
+        assert_eq!(
+            id(&connect("111: Connection refused")),
+            Some("nginx.connect-refused")
+        );
+        assert_eq!(id(&connect("99: Cannot assign requested address")), None);
+        // A warning shares its first 50 bytes with the database rules and is none of them.
+        assert_eq!(
+            id(
+                r#"FastCGI sent in stderr: "PHP message: PHP Warning:  Undefined array key "id" in /x.php on line 3"#
+            ),
+            None
+        );
+        // A rule that starts with a name (no literal prefix) still matches, and only at the start.
+        assert_eq!(
+            id("php-fpm could not be resolved (3: Host not found)"),
+            Some("nginx.resolve-failed")
+        );
+        assert_eq!(
+            id("x: php-fpm could not be resolved (3: Host not found)"),
+            None
+        );
+        assert_eq!(id(""), None);
     }
 
     #[test]
