@@ -5,6 +5,7 @@
 //! ends. Each error entry explains at most one response. A weak link is an event of any log within
 //! a few seconds of the response, used only when no direct link exists.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::cause::CauseId;
@@ -30,7 +31,7 @@ pub struct Links<'a> {
     pub explained: usize,
 }
 
-pub fn link<'a>(errors: &[&Response], events: &'a [Event]) -> Links<'a> {
+pub fn link<'a>(errors: &[&Response], events: &'a [Cow<'a, Event>]) -> Links<'a> {
     let mut by_request: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, event) in events.iter().enumerate() {
         if event.source == LogSource::NginxError {
@@ -198,10 +199,10 @@ pub fn explain(evidence: &crate::event::Evidence, query: &ExplainQuery) -> Vec<E
                 .filter(|e| {
                     e.time
                         .is_some_and(|t| (t.as_second() - rt.as_second()).abs() <= WEAK_SECS)
-                        && link.is_none_or(|l| !std::ptr::eq(l.event, *e))
+                        && link.is_none_or(|l| !std::ptr::eq(l.event, e.as_ref()))
                 })
                 .take(5)
-                .cloned()
+                .map(|e| e.as_ref().clone())
                 .collect()
         });
         out.push(Explanation {

@@ -13,6 +13,8 @@
 //! - `connect() failed (111…)` to TCP servers just before `no live upstreams` is how nginx marked
 //!   the group's servers failed: one story, `upstream.no-live`.
 
+use std::borrow::Cow;
+
 use crate::cause::CauseId;
 use crate::event::{Event, LogSource};
 
@@ -24,7 +26,7 @@ const SATURATION_EPISODE: i64 = 300;
 /// How long before `no live upstreams` the refused connects that marked the servers count.
 const NO_LIVE_LEAD: i64 = 60;
 
-pub fn refine(events: &[Event]) -> Vec<Event> {
+pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
     let secs = |e: &Event| e.time.map(|t| t.as_second());
     let timeouts: Vec<(Option<i64>, Option<&str>)> = events
         .iter()
@@ -76,41 +78,48 @@ pub fn refine(events: &[Event]) -> Vec<Event> {
     let mut out = Vec::with_capacity(events.len());
     for event in events {
         let t = secs(event);
-        let mut event = event.clone();
-        if event.source == LogSource::PhpFpm && signal(&event).is_some() {
-            let sig = signal(&event).unwrap_or_default();
-            let child = event.field("child").map(str::to_string);
-            if timeout_near(t, child.as_deref()) {
+        let mut cause = event.cause;
+        if event.source == LogSource::PhpFpm && signal(event).is_some() {
+            let sig = signal(event).unwrap_or_default();
+            if timeout_near(t, event.field("child")) {
                 // The termination that `execution timed out` announced: same cause, same story.
-                event.cause = CauseId::UpstreamTimeout;
+                cause = CauseId::UpstreamTimeout;
             } else if sig == 9 && near(&ooms, t) {
-                event.cause = CauseId::HostOomKill;
+                cause = CauseId::HostOomKill;
             } else if sig == 15 || sig == 3 {
                 // SIGTERM / SIGQUIT with no timeout: php-fpm stopping or reloading its children.
                 continue;
             } else {
-                event.cause = CauseId::UpstreamCrashed;
+                cause = CauseId::UpstreamCrashed;
             }
         } else if event.source == LogSource::NginxError
             && event.cause == CauseId::UpstreamTimeout
             && saturated_at(t)
         {
-            event.cause = CauseId::UpstreamSaturated;
+            cause = CauseId::UpstreamSaturated;
         } else if event.source == LogSource::NginxError
             && event.cause == CauseId::UpstreamDown
             && event.field("errno") == Some("111")
             && event.field("upstream").is_some_and(is_tcp_upstream)
             && marks_no_live(t)
         {
-            event.cause = CauseId::UpstreamNoLive;
+            cause = CauseId::UpstreamNoLive;
         } else if event.source == LogSource::NginxError && event.cause == CauseId::UpstreamCrashed {
             if timeout_near(t, None) {
-                event.cause = CauseId::UpstreamTimeout;
+                cause = CauseId::UpstreamTimeout;
             } else if near(&ooms, t) && (near(&sigkills, t) || sigkills.is_empty()) {
-                event.cause = CauseId::HostOomKill;
+                cause = CauseId::HostOomKill;
             }
         }
-        out.push(event);
+        // Only the events whose cause changed are copied.
+        out.push(if cause == event.cause {
+            Cow::Borrowed(event)
+        } else {
+            Cow::Owned(Event {
+                cause,
+                ..event.clone()
+            })
+        });
     }
     out
 }

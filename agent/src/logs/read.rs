@@ -1,7 +1,8 @@
 //! Reading log files through the host seam: plain or gzip (by magic bytes), rotated siblings
-//! picked by modification time, big newline- and entry-aligned chunks parsed in parallel
-//! (rayon), merged in file order. Memory is bounded by the chunk size times the batch, and by
-//! [`LINE_CAP`] per line: a 20 MB line is cut, never buffered whole.
+//! picked by modification time, big newline- and entry-aligned chunks parsed in parallel (one
+//! worker thread per core), merged in file order. Memory is bounded by the chunk size times the
+//! buffers in flight (`2 × cores + 2`), and by [`LINE_CAP`] per line: a 20 MB line is cut, never
+//! buffered whole.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use rayon::prelude::*;
 
 use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
@@ -23,11 +23,12 @@ use crate::rules::RuleSet;
 
 /// Bytes per chunk handed to one parsing task.
 const CHUNK: usize = 2 << 20;
-/// Chunks parsed in parallel at a time (bounds memory: at most `3 * CHUNK * BATCH` in flight).
-const BATCH: usize = 4;
 /// Events built per rule and chunk (the newest); the others are tallied only. Spreads the kept
-/// samples over time and keeps the cost of a flood of one rule low.
+/// samples over time and keeps the cost of a flood of one rule low. A big file builds fewer per
+/// chunk, down to [`MIN_KEEP_PER_RULE_CHUNK`], so that its chunks together build about
+/// [`MAX_KEEP_PER_RULE`] per rule, the most that is kept in the end.
 const KEEP_PER_RULE_CHUNK: usize = 50;
+const MIN_KEEP_PER_RULE_CHUNK: usize = 20;
 /// Rotated siblings read at most, per file.
 const MAX_SIBLINGS: usize = 64;
 
@@ -94,6 +95,8 @@ struct Chunker<'a> {
     buf: Vec<u8>,
     filled: usize,
     pool: Vec<Vec<u8>>,
+    /// Buffers made so far (`buf` included): the reader waits for one back at its limit.
+    buffers: usize,
     eof: bool,
     skipping: bool,
     truncated: u64,
@@ -108,6 +111,7 @@ impl<'a> Chunker<'a> {
             buf: vec![0; CHUNK],
             filled: 0,
             pool: Vec::new(),
+            buffers: 1,
             eof: false,
             skipping: false,
             truncated: 0,
@@ -121,15 +125,19 @@ impl<'a> Chunker<'a> {
     }
 
     fn spare(&mut self) -> Vec<u8> {
-        self.pool.pop().unwrap_or_else(|| vec![0; CHUNK])
+        self.pool.pop().unwrap_or_else(|| {
+            self.buffers += 1;
+            vec![0; CHUNK]
+        })
     }
 
-    /// Gives processed chunks' buffers back for reuse.
-    fn recycle(&mut self, chunks: Vec<Chunk>) {
-        for c in chunks {
-            if self.pool.len() < 3 * BATCH && c.data.len() == CHUNK {
-                self.pool.push(c.data);
-            }
+    /// Gives a merged chunk's buffer back for reuse.
+    fn recycle(&mut self, chunk: Chunk) {
+        if chunk.data.len() == CHUNK {
+            self.pool.push(chunk.data);
+        } else {
+            // Grown by the final newline: a buffer of another size is not reused.
+            self.buffers -= 1;
         }
     }
 
@@ -262,6 +270,8 @@ struct ChunkOut {
     tally: Vec<RuleTally>,
     events_dropped: u64,
     access: Option<(ResponseStats, ClientMap, Vec<Response>, u64)>,
+    /// The parser panicked on this chunk (a bug): its lines are missing from the results.
+    failed: bool,
 }
 
 struct Ctx<'a> {
@@ -273,6 +283,8 @@ struct Ctx<'a> {
     now: Timestamp,
     window: &'a Window,
     path: &'a Path,
+    /// Events built per rule and chunk.
+    keep_per_rule: usize,
 }
 
 fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -373,7 +385,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
     let mut keep = vec![false; hits.len()];
     for (k, h) in hits.iter().enumerate().rev() {
         if let Some(n) = per_rule.get_mut(h.3) {
-            if *n < KEEP_PER_RULE_CHUNK {
+            if *n < ctx.keep_per_rule {
                 *n += 1;
                 keep[k] = true;
             }
@@ -533,44 +545,78 @@ fn read_one(
         now: host.now(),
         window,
         path,
+        keep_per_rule: keep_per_rule_chunk(host, path),
     };
     let mut line_base = 0u64;
     let mut stats_acc: Option<(ResponseStats, Vec<Response>, u64)> = None;
     let mut clients = ClientMap::default();
-    // A reader thread fills the next batch while this one is parsed (a rendezvous channel: at
-    // most three batches exist at once: being filled, waiting, being parsed).
+    // A pipeline with no batch barrier: one reader thread cuts chunks, `workers` threads parse
+    // whichever chunk comes next, this thread merges the results in file order. A chunk's buffer
+    // goes back to the reader only once its result is merged, and the reader owns at most
+    // `max_buffers` of them: that bounds both the memory and how far parsing runs ahead.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let max_buffers = 2 * workers + 2;
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(workers);
+    let work_rx = std::sync::Mutex::new(work_rx);
     let (reader_truncated, reader_error) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Chunk>>(0);
-        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Chunk>>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, ChunkOut, Chunk)>();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Chunk>();
         let reader = scope.spawn(move || {
+            let mut seq = 0u64;
             loop {
                 while let Ok(done) = back_rx.try_recv() {
                     chunker.recycle(done);
                 }
-                let mut batch = Vec::with_capacity(BATCH);
-                while batch.len() < BATCH {
-                    match chunker.next_chunk() {
-                        Some(c) => batch.push(c),
-                        None => break,
+                if chunker.pool.is_empty() && chunker.buffers >= max_buffers {
+                    match back_rx.recv() {
+                        Ok(done) => chunker.recycle(done),
+                        Err(_) => break,
                     }
                 }
-                if batch.is_empty() || tx.send(batch).is_err() {
+                let Some(chunk) = chunker.next_chunk() else {
+                    break;
+                };
+                if work_tx.send((seq, chunk)).is_err() {
                     break;
                 }
+                seq += 1;
             }
             (chunker.truncated, chunker.error.take())
         });
-        for batch in rx {
-            let outs: Vec<ChunkOut> = if batch.len() == 1 {
-                vec![process_chunk(batch[0].bytes(), &ctx)]
-            } else {
-                batch
-                    .par_iter()
-                    .map(|c| process_chunk(c.bytes(), &ctx))
-                    .collect()
-            };
-            let _ = back_tx.send(batch);
-            for mut out in outs {
+        for _ in 0..workers {
+            let (work_rx, done_tx, ctx) = (&work_rx, done_tx.clone(), &ctx);
+            scope.spawn(move || loop {
+                // One worker at a time waits for the next chunk; the others are parsing.
+                let next = match work_rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => break,
+                };
+                let Ok((seq, chunk)) = next else { break };
+                // A bug in a parser must not take the file's other chunks (or the audit) down.
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process_chunk(chunk.bytes(), ctx)
+                }))
+                .unwrap_or_else(|_| ChunkOut {
+                    failed: true,
+                    ..ChunkOut::default()
+                });
+                if done_tx.send((seq, out, chunk)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut waiting: BTreeMap<u64, (ChunkOut, Chunk)> = BTreeMap::new();
+        let mut next_seq = 0u64;
+        for (seq, out, chunk) in done_rx {
+            waiting.insert(seq, (out, chunk));
+            while let Some((mut out, chunk)) = waiting.remove(&next_seq) {
+                next_seq += 1;
+                let _ = back_tx.send(chunk);
+                if out.failed {
+                    summary.error =
+                        Some("part of the file could not be parsed (internal error)".into());
+                }
                 summary.lines += out.lines;
                 summary.bad_lines += out.bad;
                 summary.outside_window += out.outside;
@@ -630,6 +676,21 @@ fn read_one(
     }
     ev.files.push(summary);
     ev
+}
+
+/// How many events per rule each chunk of `path` builds (see [`KEEP_PER_RULE_CHUNK`]); a
+/// compressed file's size says little about its chunks: the default.
+fn keep_per_rule_chunk(host: &dyn Host, path: &Path) -> usize {
+    let gz = path.extension().is_some_and(|e| e == "gz");
+    match host.metadata(path) {
+        Ok(meta) if !gz => {
+            let chunks = usize::try_from(meta.size.div_ceil(CHUNK as u64)).unwrap_or(usize::MAX);
+            MAX_KEEP_PER_RULE
+                .div_ceil(chunks.max(1))
+                .clamp(MIN_KEEP_PER_RULE_CHUNK, KEEP_PER_RULE_CHUNK)
+        }
+        _ => KEEP_PER_RULE_CHUNK,
+    }
 }
 
 fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
