@@ -47,7 +47,7 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
 /// traces after `FastCGI sent in stderr`, MariaDB crash reports, slowlog frames).
 pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
     match source {
-        LogSource::NginxError => nginx_stamp(line).is_some(),
+        LogSource::NginxError => nginx_stamp_shape(line),
         LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
         LogSource::Php => php_stamp(line).is_some(),
         LogSource::MysqlError => mysql_stamp(line).is_some(),
@@ -80,6 +80,20 @@ fn digit_run(e: &[u8], at: usize) -> usize {
 
 // ---------------------------------------------------------------------------------------------
 // nginx error log
+
+/// The shape of `YYYY/MM/DD HH:MM:SS ` (digits and separators where they belong; the values are
+/// checked when the header is parsed): what tells an entry's first line from a continuation.
+fn nginx_stamp_shape(e: &[u8]) -> bool {
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    e.len() >= 21
+        && e[4] == b'/'
+        && e[7] == b'/'
+        && e[10] == b' '
+        && e[13] == b':'
+        && e[16] == b':'
+        && e[19] == b' '
+        && DIGITS.iter().all(|&i| e[i].is_ascii_digit())
+}
 
 /// `YYYY/MM/DD HH:MM:SS`
 fn nginx_stamp(e: &[u8]) -> Option<Civil> {

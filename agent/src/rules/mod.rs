@@ -16,7 +16,7 @@
 //! DFA walk, with no prefilter to keep in step with the patterns. Captures run afterwards, for the
 //! winning rule only, and only for the entries kept as events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
@@ -150,7 +150,9 @@ struct SourceMatcher {
 #[derive(Debug)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    matchers: HashMap<LogSource, std::sync::OnceLock<Option<SourceMatcher>>>,
+    /// One lazily built matcher per source that has rules (a handful: looked up by a scan, which
+    /// is cheaper per line than hashing).
+    matchers: Vec<(LogSource, std::sync::OnceLock<Option<SourceMatcher>>)>,
 }
 
 /// A rule that matched a message, with its named captures (empty captures left out).
@@ -163,21 +165,14 @@ pub struct RuleMatch<'a> {
 impl RuleSet {
     /// The embedded packs.
     pub fn builtin() -> Result<RuleSet, RuleError> {
-        let mut rules = Vec::new();
-        for (name, text) in BUILTIN_PACKS {
-            merge_rules(&mut rules, parse_pack(name, text)?);
-        }
-        RuleSet::from_rules(rules)
+        RuleSet::from_rules(builtin_rules()?)
     }
 
     /// The embedded packs plus every `*.yaml`/`*.yml` file in `extra_dir` (default
     /// `/etc/origin-agent/rules.d`), in name order; a rule with an existing id replaces it in
     /// place. A missing directory is not an error.
     pub fn load(extra_dir: Option<&Path>) -> Result<RuleSet, RuleError> {
-        let mut rules = Vec::new();
-        for (name, text) in BUILTIN_PACKS {
-            merge_rules(&mut rules, parse_pack(name, text)?);
-        }
+        let mut rules = builtin_rules()?;
         let dir = extra_dir.unwrap_or(Path::new(DEFAULT_RULES_DIR));
         for path in pack_files(dir)? {
             let text = std::fs::read_to_string(&path).map_err(|e| RuleError::Io {
@@ -217,7 +212,9 @@ impl RuleSet {
 
     fn matcher(&self, source: LogSource) -> Option<&SourceMatcher> {
         self.matchers
-            .get(&source)?
+            .iter()
+            .find(|(s, _)| *s == source)?
+            .1
             .get_or_init(|| build_matcher(&self.rules, source))
             .as_ref()
     }
@@ -226,7 +223,7 @@ impl RuleSet {
     pub fn empty() -> RuleSet {
         RuleSet {
             rules: Vec::new(),
-            matchers: HashMap::new(),
+            matchers: Vec::new(),
         }
     }
 
@@ -237,7 +234,7 @@ impl RuleSet {
 
     /// True when some rule reads this source.
     pub fn has_source(&self, source: LogSource) -> bool {
-        self.matchers.contains_key(&source)
+        self.matchers.iter().any(|(s, _)| *s == source)
     }
 
     /// The index (into [`RuleSet::rules`]) of the first rule of `source` whose pattern
@@ -293,6 +290,15 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
         .build_many(&patterns)
         .ok()?;
     Some(SourceMatcher { rules: idx, first })
+}
+
+/// The embedded packs' rules, in pack order.
+fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    for (name, text) in BUILTIN_PACKS {
+        merge_rules(&mut rules, parse_pack(name, text)?);
+    }
+    Ok(rules)
 }
 
 fn pack_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
@@ -513,7 +519,7 @@ impl RuleSet {
         // Regexes are cheap to clone (shared internals); recompile the matchers.
         RuleSet::from_rules(self.rules.clone()).unwrap_or(RuleSet {
             rules: Vec::new(),
-            matchers: HashMap::new(),
+            matchers: Vec::new(),
         })
     }
 }
