@@ -319,6 +319,61 @@ fn line_numbers_and_counts_hold_across_chunks() {
 }
 
 #[test]
+fn error_log_events_keep_their_lines_order_and_exact_tallies_across_chunks() {
+    // Several chunks (more than the buffers in flight): every 3rd entry is a refused connect,
+    // every 7th a warning no rule reads, the rest 404s; each entry names its own line number.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("error.log");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+    let n = 80_000u64;
+    let mut refused = 0u64;
+    for i in 1..=n {
+        let msg = if i % 3 == 0 {
+            refused += 1;
+            "connect() to unix:/run/php/php8.2-fpm.sock failed (111: Connection refused) while connecting to upstream"
+        } else if i % 7 == 0 {
+            "FastCGI sent in stderr: \"PHP message: PHP Warning:  Undefined array key \\\"id\\\" in /var/www/x.php on line 3\" while reading response header from upstream"
+        } else {
+            "open() \"/var/www/html/favicon.ico\" failed (2: No such file or directory)"
+        };
+        writeln!(
+            f,
+            "2026/11/24 07:{:02}:{:02} [error] 42#42: *{i} {msg}, client: 10.0.0.1, server: x, request: \"GET /line/{i} HTTP/1.1\", host: \"x\"",
+            (i / 60) % 60,
+            i % 60
+        )
+        .unwrap();
+    }
+    drop(f);
+    assert!(std::fs::metadata(&p).unwrap().len() > 8 * (2 << 20));
+    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    assert_eq!(ev.files[0].lines, n);
+    assert_eq!(ev.events_by_rule["nginx.connect-refused"].count, refused);
+    assert_eq!(ev.events_by_rule.len(), 1, "{:?}", ev.events_by_rule.keys());
+    // The kept events are the newest, in file order, each at its own line.
+    // 8 to 20 chunks: each builds its newest 50 of the rule (the cap spreads them over time).
+    assert!(ev.events.len() <= super::MAX_KEEP_PER_RULE);
+    assert!(ev.events.len() >= 8 * 50, "{}", ev.events.len());
+    let last = ev.events.last().unwrap();
+    assert_eq!(last.line, n - n % 3);
+    for pair in ev.events.windows(2) {
+        assert!(pair[0].line < pair[1].line);
+    }
+    for e in &ev.events {
+        assert_eq!(e.line % 3, 0);
+        assert_eq!(
+            e.field("request"),
+            Some(format!("GET /line/{} HTTP/1.1", e.line).as_str())
+        );
+    }
+    assert_eq!(
+        ev.events_dropped + ev.events.len() as u64,
+        refused,
+        "every match is either kept or counted as dropped"
+    );
+}
+
+#[test]
 fn a_file_that_shrinks_while_being_read_ends_cleanly() {
     // A reader that claims a long file but ends early (truncated by logrotate copytruncate).
     struct Shrinking(u64);

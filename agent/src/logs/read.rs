@@ -783,6 +783,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn big_files_build_fewer_events_per_chunk_small_ones_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let sized = |name: &str, len: u64| {
+            let p = dir.path().join(name);
+            std::fs::File::create(&p).unwrap().set_len(len).unwrap(); // sparse
+            keep_per_rule_chunk(&crate::host::live::LiveHost, &p)
+        };
+        assert_eq!(sized("small.log", 10 << 20), KEEP_PER_RULE_CHUNK);
+        // 48 chunks build about the 1,000 per rule that are kept in the end.
+        assert_eq!(sized("big.log", 96 << 20), 21);
+        assert_eq!(sized("huge.log", 4 << 30), MIN_KEEP_PER_RULE_CHUNK);
+        // A compressed file's size says little: the default.
+        assert_eq!(sized("old.log.2.gz", 96 << 20), KEEP_PER_RULE_CHUNK);
+        assert_eq!(
+            keep_per_rule_chunk(&crate::host::live::LiveHost, &dir.path().join("gone.log")),
+            KEEP_PER_RULE_CHUNK
+        );
+    }
+
+    #[test]
     fn chunker_aligns_on_entries_and_caps_giant_lines() {
         let mut text = Vec::new();
         for i in 0..200_000 {
