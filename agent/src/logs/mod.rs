@@ -28,6 +28,7 @@ mod formats;
 #[cfg(test)]
 mod io_tests;
 mod read;
+mod rotation;
 mod time;
 
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
@@ -29,8 +29,6 @@ const CHUNK: usize = 2 << 20;
 /// [`MAX_KEEP_PER_RULE`] per rule, the most that is kept in the end.
 const KEEP_PER_RULE_CHUNK: usize = 50;
 const MIN_KEEP_PER_RULE_CHUNK: usize = 20;
-/// Rotated siblings read at most, per file.
-const MAX_SIBLINGS: usize = 64;
 
 /// Calls `f(line_no, line)` for every line of `r` (without `\n` and a trailing `\r`), each cut
 /// at [`LINE_CAP`] bytes.
@@ -705,53 +703,6 @@ fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
     *into = tmp.responses;
 }
 
-/// Rotated siblings of `path` (`NAME.1`, `NAME.2.gz`, `NAME-20261123`, `NAME-20261123.gz`),
-/// oldest first, whose mtime reaches into the window.
-pub(crate) fn rotated_siblings(host: &dyn Host, path: &Path, window: &Window) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
-        return Vec::new();
-    };
-    let Ok(names) = host.read_dir(dir) else {
-        return Vec::new();
-    };
-    // (order key: older first) -> path
-    let mut found: Vec<(i64, PathBuf)> = Vec::new();
-    for n in names {
-        let Some(rest) = n.strip_prefix(name) else {
-            continue;
-        };
-        let rest = rest.strip_suffix(".gz").unwrap_or(rest);
-        let key = if let Some(num) = rest.strip_prefix('.') {
-            match num.parse::<u32>() {
-                Ok(k) if k > 0 => -i64::from(k),
-                _ => continue,
-            }
-        } else if let Some(date) = rest.strip_prefix('-') {
-            match (date.len(), date.parse::<u32>()) {
-                (8, Ok(d)) => i64::from(d) - 100_000_000,
-                _ => continue,
-            }
-        } else {
-            continue;
-        };
-        found.push((key, dir.join(&n)));
-    }
-    found.sort();
-    let mut out: Vec<PathBuf> = found
-        .into_iter()
-        .filter(|(_, p)| match (window.since, host.metadata(p)) {
-            (Some(since), Ok(meta)) => meta.mtime >= since.as_second(),
-            (None, Ok(_)) => true,
-            (_, Err(_)) => false,
-        })
-        .map(|(_, p)| p)
-        .collect();
-    if out.len() > MAX_SIBLINGS {
-        out.drain(..out.len() - MAX_SIBLINGS);
-    }
-    out
-}
-
 pub(crate) fn read_files(
     host: &dyn Host,
     files: &[LogFile],
@@ -764,7 +715,7 @@ pub(crate) fn read_files(
     let mut rules: Option<Result<Arc<RuleSet>, String>> = None;
     for file in files {
         let mut paths = if siblings {
-            rotated_siblings(host, &file.path, window)
+            super::rotation::rotated_siblings(host, &file.path, window)
         } else {
             Vec::new()
         };
