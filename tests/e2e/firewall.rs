@@ -591,7 +591,7 @@ impl<'a> Fail2ban<'a> {
         std::fs::write(
             conf.join("jail.local"),
             format!(
-                "[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\nignoreip = 127.0.0.1/8 ::1 192.0.2.0/24\n\n[nginx-test]\nenabled = true\nfilter = nginx-http-auth\nport = http,https\nlogpath = {d}/error.log\nbantime = 3600\n"
+                "[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\nignoreip = 127.0.0.1/8 ::1 192.0.2.0/24\n\n[nginx-test]\nenabled = true\nfilter = nginx-http-auth\nport = http,https\nlogpath = {d}/error.log\nbantime = 3600\n\n[ssh-test]\nenabled = true\nfilter = sshd\nport = ssh\nlogpath = {d}/error.log\nbantime = 3600\n"
             ),
         )
         .unwrap();
@@ -743,6 +743,73 @@ fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
     assert!(check.detail.contains("173.245.48.9"));
     // fail2ban removed its rules on stop: nothing blocks in the firewall now.
     assert!(blocked(&report, Provider::Cloudflare).is_empty());
+}
+
+#[test]
+fn a_cdn_address_banned_only_on_the_ssh_port_is_a_warning_not_the_cause() {
+    require!(
+        "ip",
+        "iptables",
+        "fail2ban-server",
+        "fail2ban-client",
+        "sqlite3"
+    );
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let f2b = Fail2ban::start(&ns, dir.path());
+    f2b.client(&["set", "ssh-test", "banip", "173.245.48.9"])
+        .unwrap();
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: Some(f2b.socket()),
+        remap: vec![(
+            "/var/lib/fail2ban/fail2ban.sqlite3".into(),
+            dir.path().join("f2b.sqlite3").display().to_string(),
+        )],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "fail2ban.cdn-banned")
+        .unwrap();
+    // fail2ban's real iptables-multiport action put the ban behind `--dports 22`.
+    assert!(
+        blocked(&report, Provider::Cloudflare).is_empty(),
+        "{}",
+        table_text(&report)
+    );
+    assert_eq!(check.status, Status::Warn, "{}", check.detail);
+    assert_eq!(check.cause, None);
+    assert!(
+        check.detail.contains("jail ssh-test banned 173.245.48.9"),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check.detail.contains("not on ports 80,443"),
+        "{}",
+        check.detail
+    );
+    assert!(check
+        .fix
+        .as_deref()
+        .unwrap_or_default()
+        .contains("fail2ban-client set ssh-test unbanip 173.245.48.9"));
+    // The same address banned by the web jail too: the cause again.
+    f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
+        .unwrap();
+    let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "fail2ban.cdn-banned")
+        .unwrap();
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::Fail2banCdnBanned)
+    );
 }
 
 #[test]

@@ -678,7 +678,10 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
                     .cloned()
                     .collect();
             }
-            checks.push(fail2ban_check(&state, &found, input));
+            let rules_read = !rulesets.is_empty() && rulesets.unread.is_empty();
+            checks.push(fail2ban_check(
+                &state, &found, input, &verdicts, rules_read, &ports,
+            ));
         }
         Err(reason) => checks.push(Check::skip(
             "fail2ban.cdn-banned",
@@ -834,10 +837,30 @@ fn provider_check(v: &ProviderVerdict, ports: &[u16], ufw: Option<&ufw::UfwFiles
         .metric(format!("{p}_blocked_blocks"), blocked_nets as f64, None)
 }
 
+/// Whether the evaluated firewall blocks the banned address on the audited (web) ports: `None`
+/// when it cannot tell (no verdict for the provider, rules unread, an uncertain rule).
+fn ban_blocks_web(verdicts: &[ProviderVerdict], ban: &CdnBan) -> Option<bool> {
+    let v = verdicts.iter().find(|v| v.provider == ban.provider)?;
+    if v.reach == Reach::Unknown {
+        return None;
+    }
+    let holds = |ranges: &[IpNet]| ranges.iter().any(|n| n.contains(&ban.address));
+    if v.blocked.iter().any(|p| holds(&p.ranges)) {
+        Some(true)
+    } else if v.uncertain.iter().any(|d| holds(&d.ranges)) {
+        None
+    } else {
+        Some(false)
+    }
+}
+
 fn fail2ban_check(
     state: &fail2ban::Fail2banState,
     found: &[CdnBan],
     input: &FirewallInput,
+    verdicts: &[ProviderVerdict],
+    rules_read: bool,
+    ports: &[u16],
 ) -> Check {
     let id = "fail2ban.cdn-banned";
     let title = "fail2ban bans no CDN address";
@@ -852,6 +875,14 @@ fn fail2ban_check(
             state.jails.len()
         ));
     }
+    // A jail bans on its own ports (`port = ssh`): when the running server's bans are all in
+    // the rules and none of them stops the web ports, visitors are not affected; still worth
+    // the ignoreip, not the cause of 5xx.
+    let elsewhere_only = rules_read
+        && state.source == fail2ban::BanSource::Server
+        && found
+            .iter()
+            .all(|b| ban_blocks_web(verdicts, b) == Some(false));
     let mut lines = Vec::new();
     let mut fixes = Vec::new();
     for jail in &state.jails {
@@ -899,6 +930,16 @@ fn fail2ban_check(
             ignore.join(" "),
             ranges.join(" ")
         ));
+    }
+    if elsewhere_only {
+        return Check::warn(id, Area::Firewall, title)
+            .detail(format!(
+                "{} (read from {from}); the firewall blocks these bans only on the jails' own ports, not on ports {}: visitors get through, but the CDN edge is one shared address for many",
+                lines.join("; "),
+                ports_text(ports),
+            ))
+            .fix(fixes.join("\n"))
+            .metric("cdn_bans", found.len() as f64, None);
     }
     Check::fail(id, Area::Firewall, title)
         .detail(format!("{} (read from {from})", lines.join("; ")))
