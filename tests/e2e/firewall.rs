@@ -1054,3 +1054,79 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
         check.detail
     );
 }
+
+#[test]
+fn an_nftables_dnat_of_a_web_port_is_evaluated_on_the_forward_path() {
+    require!("ip", "nft");
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.nft");
+    // A native nftables host forwarding 443 to a backend, with a forward chain that lets only
+    // one Cloudflare range through; the input chain (which forwarded traffic never sees) drops.
+    std::fs::write(
+        &file,
+        r#"
+table ip nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname "docker0" tcp dport 443 dnat to 172.17.0.9:8443
+    tcp dport { 443, 8443 } dnat to 10.20.0.5:8443
+  }
+}
+table inet filter {
+  chain input {
+    type filter hook input priority 0; policy drop;
+  }
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    ip saddr 173.245.48.0/20 tcp dport 8443 accept
+  }
+}
+"#,
+    )
+    .unwrap();
+    ns.exec(&["nft", "-f", &file.display().to_string()]);
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[Provider::Cloudflare], &[443]);
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "firewall.cloudflare")
+        .unwrap();
+    assert!(
+        check
+            .detail
+            .contains("port 443 is forwarded to 10.20.0.5:8443 (DNAT)"),
+        "{}",
+        check.detail
+    );
+    // On the forward path with the port after the DNAT: the one range passes, the rest of the
+    // IPv4 list meets the forward chain's policy (not the input chain's).
+    let v = &report.providers[0];
+    let v4_allowed: Vec<(String, Vec<IpNet>)> = v
+        .allowed
+        .iter()
+        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .map(|a| (a.rule.chain.clone(), a.ranges.clone()))
+        .collect();
+    assert_eq!(
+        v4_allowed,
+        [("forward".to_string(), vec![net("173.245.48.0/20")])],
+        "{}",
+        table_text(&report)
+    );
+    let v4_blocked: Vec<BlockedRow> = blocked(&report, Provider::Cloudflare)
+        .into_iter()
+        .filter(|b| b.2.iter().all(|n| matches!(n, IpNet::V4(_))))
+        .collect();
+    assert!(!v4_blocked.is_empty());
+    assert!(
+        v4_blocked.iter().all(|b| b.3 == "forward"),
+        "{}",
+        table_text(&report)
+    );
+}

@@ -146,7 +146,8 @@ pub struct Rulesets {
     pub sources: Vec<String>,
     /// Families no rule source could be read for (their verdicts would be guesses).
     pub unread: Vec<Family>,
-    /// DNAT rules of the nat table per family (Docker's published ports).
+    /// DNAT rules per family: iptables' nat table (Docker's published ports) and native
+    /// nftables nat chains on prerouting.
     pub dnat_v4: Vec<iptables::Dnat>,
     pub dnat_v6: Vec<iptables::Dnat>,
 }
@@ -250,9 +251,13 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
             }
         }
     }
+    let mut nft_dnat_v4 = Vec::new();
+    let mut nft_dnat_v6 = Vec::new();
     if let Some(json) = texts.nft_json.as_deref() {
         match nft::parse(json) {
             Ok(ruleset) => {
+                nft_dnat_v4 = nft::dnat_rules(&ruleset, Family::V4, &skip_nft);
+                nft_dnat_v6 = nft::dnat_rules(&ruleset, Family::V6, &skip_nft);
                 let before = v4.rule_count() + v6.rule_count();
                 nft::compile_into(&mut v4, &ruleset, &skip_nft);
                 nft::compile_into(&mut v6, &ruleset, &skip_nft);
@@ -290,8 +295,8 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
     if texts.ip6tables.is_none() && texts.ip6tables_legacy.is_none() && !nft_ok {
         unread.push(Family::V6);
     }
-    let dnat = |a: &Option<String>, b: &Option<String>| {
-        let mut d: Vec<iptables::Dnat> = Vec::new();
+    let dnat = |a: &Option<String>, b: &Option<String>, native: Vec<iptables::Dnat>| {
+        let mut d: Vec<iptables::Dnat> = native;
         for t in [a, b].into_iter().flatten() {
             for r in iptables::dnat_rules(t) {
                 if !d.iter().any(|x| x.rule == r.rule) {
@@ -306,8 +311,8 @@ pub fn build_rulesets(texts: &RuleTexts) -> Rulesets {
         v6,
         sources,
         unread,
-        dnat_v4: dnat(&texts.iptables, &texts.iptables_legacy),
-        dnat_v6: dnat(&texts.ip6tables, &texts.ip6tables_legacy),
+        dnat_v4: dnat(&texts.iptables, &texts.iptables_legacy, nft_dnat_v4),
+        dnat_v6: dnat(&texts.ip6tables, &texts.ip6tables_legacy, nft_dnat_v6),
     }
 }
 

@@ -82,6 +82,114 @@ fn applies(family_name: &str, family: Family) -> bool {
     }
 }
 
+/// The DNAT rules of `family`'s nat chains on the prerouting hook (a web port forwarded to a
+/// container or another host), as the iptables reader reports them. Tables in `skip` are the
+/// ones `iptables-save` already showed. Rules that only apply to traffic from an internal
+/// interface (`iifname "docker0"`), negated port matches and non-TCP ports are left out.
+pub fn dnat_rules(
+    nft: &NftRuleset,
+    family: Family,
+    skip: &HashSet<(String, String)>,
+) -> Vec<super::iptables::Dnat> {
+    let nat_chains: HashSet<(String, String, String)> = nft
+        .chains
+        .iter()
+        .filter(|c| s(c, "type") == "nat" && s(c, "hook") == "prerouting")
+        .map(|c| (s(c, "family"), s(c, "table"), s(c, "name")))
+        .filter(|(fam, table, _)| {
+            applies(fam, family) && !skip.contains(&(fam.clone(), table.clone()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for r in &nft.rules {
+        let key = (s(r, "family"), s(r, "table"), s(r, "chain"));
+        if !nat_chains.contains(&key) {
+            continue;
+        }
+        let exprs = r
+            .get("expr")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut ports: Option<Vec<(u16, u16)>> = None;
+        let mut to: Option<(String, Option<u16>)> = None;
+        let mut internal_only = false;
+        for e in &exprs {
+            if let Some(m) = e.get("match") {
+                let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
+                let left = m.get("left").unwrap_or(&Value::Null);
+                let right = m.get("right").unwrap_or(&Value::Null);
+                if let Some(pl) = left.get("payload") {
+                    let proto = s(pl, "protocol");
+                    if s(pl, "field") == "dport" && (proto == "tcp" || proto == "th") && op == "=="
+                    {
+                        ports = port_ranges(right);
+                    }
+                } else if let Some(meta) = left.get("meta") {
+                    if s(meta, "key") == "iifname" {
+                        if let Some(name) = right.as_str() {
+                            internal_only = super::iptables::iface_cond(name, op == "!=")
+                                == super::eval::Cond::No;
+                        }
+                    }
+                }
+            } else if let Some(d) = e.get("dnat") {
+                // Another family's dnat in an inet table (`dnat ip6 to …` while reading IPv4).
+                let wrong_family = match d.get("family").and_then(Value::as_str) {
+                    Some("ip") => family != Family::V4,
+                    Some("ip6") => family != Family::V6,
+                    _ => false,
+                };
+                if !wrong_family {
+                    let addr = match d.get("addr") {
+                        Some(Value::String(a)) => a.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    let port = d
+                        .get("port")
+                        .and_then(Value::as_u64)
+                        .and_then(|p| u16::try_from(p).ok());
+                    to = Some((addr, port));
+                }
+            }
+        }
+        let (Some(ports), Some((addr, to_port)), false) = (ports, to, internal_only) else {
+            continue;
+        };
+        let to = match to_port {
+            Some(p) if addr.contains(':') => format!("[{addr}]:{p}"),
+            Some(p) => format!("{addr}:{p}"),
+            None => addr,
+        };
+        out.push(super::iptables::Dnat {
+            ports,
+            to,
+            to_port,
+            rule: format!("nft {} {} {}: {}", key.0, key.1, key.2, render(&exprs)),
+        });
+    }
+    out
+}
+
+/// A destination-port match's right side: a port, a range, or an anonymous set of either.
+fn port_ranges(right: &Value) -> Option<Vec<(u16, u16)>> {
+    let one = |v: &Value| -> Option<(u16, u16)> {
+        if let Some(p) = v.as_u64() {
+            let p = u16::try_from(p).ok()?;
+            return Some((p, p));
+        }
+        let r = v.get("range")?.as_array()?;
+        let a = u16::try_from(r.first()?.as_u64()?).ok()?;
+        let b = u16::try_from(r.get(1)?.as_u64()?).ok()?;
+        Some((a, b))
+    };
+    match right.get("set").and_then(Value::as_array) {
+        Some(items) => items.iter().map(one).collect(),
+        None => one(right).map(|r| vec![r]),
+    }
+}
+
 /// Compiles the tables of `family` into `rs`. Tables in `skip` (`(family, name)`, the ones
 /// iptables-nft owns and `iptables-save` already showed) are left out so no rule counts twice.
 pub fn compile_into(rs: &mut Ruleset, nft: &NftRuleset, skip: &HashSet<(String, String)>) {
