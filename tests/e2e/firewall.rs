@@ -165,6 +165,14 @@ fn run_audit(host: &dyn Host, providers: &[Provider], ports: &[u16]) -> Firewall
 type BlockedRow = (Vec<u16>, Verdict, Vec<IpNet>, String, usize);
 
 /// The blocked parts of one provider.
+fn check_of<'r>(report: &'r FirewallReport, id: &str) -> &'r origin_agent::check::Check {
+    report
+        .checks
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no check {id}"))
+}
+
 fn blocked(report: &FirewallReport, p: Provider) -> Vec<BlockedRow> {
     let v = report.providers.iter().find(|v| v.provider == p).unwrap();
     let mut out: Vec<_> = v
@@ -628,6 +636,18 @@ impl<'a> Fail2ban<'a> {
         self.dir.join("f2b.sock")
     }
 
+    /// The namespace's host, with `fail2ban-client` on this server's socket and its database.
+    fn host(&self) -> NsHost<'a> {
+        NsHost {
+            ns: self.ns,
+            f2b_socket: Some(self.socket()),
+            remap: vec![(
+                "/var/lib/fail2ban/fail2ban.sqlite3".into(),
+                self.dir.join("f2b.sqlite3").display().to_string(),
+            )],
+        }
+    }
+
     fn client(&self, args: &[&str]) -> Result<String, String> {
         let sock = self.socket().display().to_string();
         let mut full = vec![
@@ -691,20 +711,9 @@ fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
         .unwrap();
     f2b.client(&["set", "nginx-test", "banip", "203.0.113.50"])
         .unwrap();
-    let host = NsHost {
-        ns: &ns,
-        f2b_socket: Some(f2b.socket()),
-        remap: vec![(
-            "/var/lib/fail2ban/fail2ban.sqlite3".into(),
-            dir.path().join("f2b.sqlite3").display().to_string(),
-        )],
-    };
+    let host = f2b.host();
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.id == "fail2ban.cdn-banned")
-        .unwrap();
+    let check = check_of(&report, "fail2ban.cdn-banned");
     assert_eq!(check.status, Status::Fail, "{}", check.detail);
     assert_eq!(
         check.cause,
@@ -733,11 +742,7 @@ fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
     // Server down: the bans come from its database.
     f2b.stop();
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.id == "fail2ban.cdn-banned")
-        .unwrap();
+    let check = check_of(&report, "fail2ban.cdn-banned");
     assert_eq!(check.status, Status::Fail, "{}", check.detail);
     assert!(check.detail.contains("its database"), "{}", check.detail);
     assert!(check.detail.contains("173.245.48.9"));
@@ -759,20 +764,9 @@ fn a_cdn_address_banned_only_on_the_ssh_port_is_a_warning_not_the_cause() {
     let f2b = Fail2ban::start(&ns, dir.path());
     f2b.client(&["set", "ssh-test", "banip", "173.245.48.9"])
         .unwrap();
-    let host = NsHost {
-        ns: &ns,
-        f2b_socket: Some(f2b.socket()),
-        remap: vec![(
-            "/var/lib/fail2ban/fail2ban.sqlite3".into(),
-            dir.path().join("f2b.sqlite3").display().to_string(),
-        )],
-    };
+    let host = f2b.host();
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.id == "fail2ban.cdn-banned")
-        .unwrap();
+    let check = check_of(&report, "fail2ban.cdn-banned");
     // fail2ban's real iptables-multiport action put the ban behind `--dports 22`.
     assert!(
         blocked(&report, Provider::Cloudflare).is_empty(),
@@ -800,11 +794,7 @@ fn a_cdn_address_banned_only_on_the_ssh_port_is_a_warning_not_the_cause() {
     f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
         .unwrap();
     let report = run_audit(&host, &[Provider::Cloudflare], &[80, 443]);
-    let check = report
-        .checks
-        .iter()
-        .find(|c| c.id == "fail2ban.cdn-banned")
-        .unwrap();
+    let check = check_of(&report, "fail2ban.cdn-banned");
     assert_eq!(check.status, Status::Fail, "{}", check.detail);
     assert_eq!(
         check.cause,
