@@ -96,6 +96,14 @@ impl Netns {
     fn script(&self, script: &str) {
         self.exec(&["sh", "-ec", script]);
     }
+
+    /// Loads an nftables ruleset (`nft -f`) into the namespace.
+    fn nft(&self, ruleset: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.nft");
+        std::fs::write(&file, ruleset).unwrap();
+        self.exec(&["nft", "-f", &file.display().to_string()]);
+    }
 }
 
 impl Drop for Netns {
@@ -336,10 +344,7 @@ impl AddrSetText {
 fn nftables_interval_sets_and_base_chain_priorities_in_a_namespace() {
     require!("ip", "nft");
     let Some(ns) = Netns::new() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rules.nft");
-    std::fs::write(
-        &file,
+    ns.nft(
         r#"
 table inet web {
   set banned4 {
@@ -365,9 +370,7 @@ table inet web {
   }
 }
 "#,
-    )
-    .unwrap();
-    ns.exec(&["nft", "-f", &file.display().to_string()]);
+    );
     let host = NsHost {
         ns: &ns,
         f2b_socket: None,
@@ -1049,12 +1052,9 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
 fn an_nftables_dnat_of_a_web_port_is_evaluated_on_the_forward_path() {
     require!("ip", "nft");
     let Some(ns) = Netns::new() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rules.nft");
     // A native nftables host forwarding 443 to a backend, with a forward chain that lets only
     // one Cloudflare range through; the input chain (which forwarded traffic never sees) drops.
-    std::fs::write(
-        &file,
+    ns.nft(
         r#"
 table ip nat {
   chain prerouting {
@@ -1073,9 +1073,7 @@ table inet filter {
   }
 }
 "#,
-    )
-    .unwrap();
-    ns.exec(&["nft", "-f", &file.display().to_string()]);
+    );
     let host = NsHost {
         ns: &ns,
         f2b_socket: None,
