@@ -1,6 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages the end-to-end tests start for real (nginx, PHP-FPM 8.2 with
-# mysqli, MariaDB, the firewalls, fail2ban, curl and the process/network tools). Idempotent: it
+# mysqli, MariaDB, the firewalls, fail2ban, curl and the process/network tools, and debootstrap:
+# the `whitelist --persist` test installs netfilter-persistent into a Debian root of its own,
+# never on this machine, because it changes how a machine boots). Idempotent: it
 # runs `apt-get update` and `apt-get install` only when something is missing, and only installs:
 # it never starts, stops, enables or disables any service (Debian may auto-start a freshly
 # installed service unless policy-rc.d forbids it, as in most containers; the tests start their
@@ -9,7 +11,7 @@
 # Usage: scripts/install-test-deps.sh        (as root, or through sudo when not root)
 set -eu
 
-PACKAGES="nginx php-fpm php-mysql mariadb-server mariadb-client iptables nftables ipset ufw fail2ban sqlite3 openssl curl iproute2 procps psmisc ca-certificates"
+PACKAGES="nginx php-fpm php-mysql mariadb-server mariadb-client iptables nftables ipset ufw fail2ban sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux"
 
 missing=""
 for pkg in $PACKAGES; do

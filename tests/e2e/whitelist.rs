@@ -1465,3 +1465,200 @@ fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
         assert!(back.succeeded(), "{}", whitelist::render(&back));
     }
 }
+
+/// A minimal Debian 12 root with netfilter-persistent and its iptables and ipset plugins, made
+/// once with debootstrap under the target dir and reused: those packages change how a machine
+/// boots, so they are installed here, never on this machine. Nothing runs or saves at install
+/// (policy-rc.d denies service starts; debconf says no to autosave); its mounts live in a
+/// private mount namespace that ends with the command.
+fn persistent_root() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("persist-root");
+    let ready = root.join(".origin-agent-ready");
+    if ready.exists() {
+        return Ok(root);
+    }
+    if !Path::new("/usr/sbin/debootstrap").exists() {
+        return Err(
+            "debootstrap is not installed (scripts/install-test-deps.sh installs it)".into(),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let r = root.display();
+    let build = format!(
+        "set -e
+         debootstrap --variant=minbase bookworm {r} http://deb.debian.org/debian
+         printf '#!/bin/sh\\nexit 101\\n' > {r}/usr/sbin/policy-rc.d
+         chmod 755 {r}/usr/sbin/policy-rc.d
+         mount -t proc proc {r}/proc
+         printf 'iptables-persistent iptables-persistent/autosave_v4 boolean false\\niptables-persistent iptables-persistent/autosave_v6 boolean false\\nipset-persistent ipset-persistent/autosave boolean false\\n' \
+             | chroot {r} debconf-set-selections
+         chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -q --no-install-recommends iptables ipset netfilter-persistent iptables-persistent ipset-persistent
+         umount {r}/proc"
+    );
+    let out = sh(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &build,
+    ]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        panic!(
+            "could not build the Debian root for the --persist test: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    std::fs::write(&ready, "").unwrap();
+    Ok(root)
+}
+
+impl Lab {
+    /// Runs `args` inside the origin namespace and chrooted into `root` (with its own /proc,
+    /// mounted in the namespace's private mount table and gone with the command).
+    fn in_root(&self, root: &Path, args: &[&str]) -> std::process::Output {
+        let r = root.display().to_string();
+        let mut full = vec![
+            "ip",
+            "netns",
+            "exec",
+            &self.origin,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
+            &r,
+        ];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// The origin as after a reboot: no rules, no sets, every policy ACCEPT.
+    fn boot_empty(&self) {
+        for tool in ["iptables", "ip6tables"] {
+            self.origin_exec(&[tool, "-P", "INPUT", "ACCEPT"]);
+            self.origin_exec(&[tool, "-F"]);
+            self.origin_exec(&[tool, "-X"]);
+        }
+        self.origin_exec(&["ipset", "destroy"]);
+    }
+}
+
+/// Puts a file aside for the test and back afterwards, also when the test fails.
+struct Aside {
+    path: PathBuf,
+    moved: PathBuf,
+}
+
+impl Aside {
+    fn new(path: PathBuf) -> Aside {
+        let moved = path.with_extension("origin-agent-test-aside");
+        std::fs::rename(&path, &moved).unwrap();
+        Aside { path, moved }
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        let _ = std::fs::rename(&self.moved, &self.path);
+    }
+}
+
+#[test]
+fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {
+    need_root_and_tools!();
+    let root = match persistent_root() {
+        Ok(root) => root,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let lab = Lab::new();
+    lab.default_drop();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_origin-agent"),
+        root.join("usr/local/bin/origin-agent"),
+    )
+    .unwrap();
+    // What an earlier run left in the reused root.
+    for f in [
+        "etc/iptables/rules.v4",
+        "etc/iptables/rules.v6",
+        "etc/iptables/ipsets",
+    ] {
+        let _ = std::fs::remove_file(root.join(f));
+    }
+    let _ = std::fs::remove_dir_all(root.join("var/lib/origin-agent"));
+    let agent = |extra: &[&str]| {
+        let mut args = vec!["origin-agent", "whitelist", "--provider", "cloudflare"];
+        args.extend_from_slice(extra);
+        let out = lab.in_root(&root, &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    // Without the ipset plugin, nothing is saved: rules naming sets nobody restores would fail
+    // to load at boot. The change itself stands until reboot.
+    let plugin = Aside::new(root.join("usr/share/netfilter-persistent/plugins.d/10-ipset"));
+    let (code, text) = agent(&["--apply", "--persist"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("not persisted"), "{text}");
+    assert!(text.contains("apt install ipset-persistent"), "{text}");
+    assert!(!root.join("etc/iptables/rules.v4").exists(), "{text}");
+    assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
+    drop(plugin);
+
+    // With it: rules for both families and the sets are saved.
+    let (code, text) = agent(&["--apply", "--persist"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("netfilter-persistent save"), "{text}");
+    let v4 = std::fs::read_to_string(root.join("etc/iptables/rules.v4")).unwrap();
+    let v6 = std::fs::read_to_string(root.join("etc/iptables/rules.v6")).unwrap();
+    let sets = std::fs::read_to_string(root.join("etc/iptables/ipsets")).unwrap();
+    assert!(
+        v4.contains(":INPUT DROP") && v4.contains("-j ORIGIN-AGENT-CDN"),
+        "{v4}"
+    );
+    assert!(v6.contains("-j ORIGIN-AGENT-CDN"), "{v6}");
+    assert!(sets.contains("create oa-cdn-cloudflare-v4"), "{sets}");
+    assert!(
+        sets.contains("add oa-cdn-cloudflare-v4 173.245.48.0/20"),
+        "{sets}"
+    );
+
+    // A reboot: the namespace loses every rule and set (everything connects), then
+    // netfilter-persistent loads what was saved, sets first.
+    lab.boot_empty();
+    assert!(lab.reaches(OTHER4), "the firewall was not emptied");
+    let out = lab.in_root(&root, &["netfilter-persistent", "start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lab.reaches(CDN4) && lab.reaches(CDN6));
+    assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
+
+    // The rollback puts the firewall back and saves that too: after the next reboot the CDN is
+    // blocked again, as before the apply.
+    let (code, text) = agent(&["--rollback"]);
+    assert_eq!(code, Some(0), "{text}");
+    let v4 = std::fs::read_to_string(root.join("etc/iptables/rules.v4")).unwrap();
+    assert!(!v4.contains("ORIGIN-AGENT-CDN"), "{v4}");
+    lab.boot_empty();
+    let out = lab.in_root(&root, &["netfilter-persistent", "start"]);
+    assert!(out.status.success());
+    assert!(!lab.reaches(CDN4) && !lab.reaches(OTHER4));
+}

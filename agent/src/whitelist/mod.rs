@@ -518,6 +518,24 @@ fn firewall(
         out.notes
             .push("nothing to change: the firewall already has exactly this whitelist".into());
         out.verification = Some(verify(host, &fw, &before, &before, &lists, &ports));
+        if req.persist && out.verification.as_ref().is_some_and(|v| v.ok()) {
+            // Applied earlier without --persist: save it now, and mark that apply as saved so
+            // that its rollback saves the firewall it restores too.
+            let persisted = fw.persist(host, req);
+            if persisted.is_ok() {
+                if let Some((_, mut earlier)) = state::load(&req.state_dir)? {
+                    earlier.persisted = true;
+                    if let Fw::Nft(_) = &fw {
+                        earlier.nft_conf = Some(nft_conf_of(req));
+                    }
+                    state::save(&req.state_dir, &earlier)?;
+                }
+            }
+            out.persisted = Some(persisted.unwrap_or_else(|not| {
+                out.notes.push(not.clone());
+                not
+            }));
+        }
         return Ok(out);
     }
     let saved = state::SavedState {
@@ -580,8 +598,13 @@ fn firewall(
     complete.complete = true;
     state::save(&req.state_dir, &complete)?;
     if req.persist {
-        out.persisted = Some(fw.persist(host, req, &mut out.notes));
-        complete.persisted = true;
+        let persisted = fw.persist(host, req);
+        // Only a change that was saved is saved again by its rollback.
+        complete.persisted = persisted.is_ok();
+        out.persisted = Some(persisted.unwrap_or_else(|not| {
+            out.notes.push(not.clone());
+            not
+        }));
         complete.nft_conf = match &fw {
             Fw::Nft(_) => Some(nft_conf_of(req)),
             _ => None,
@@ -1018,22 +1041,13 @@ impl Fw {
         out
     }
 
-    /// Saves the rule set with the host's own mechanism.
-    fn persist(&self, host: &dyn Host, req: &WhitelistRequest, notes: &mut Vec<String>) -> String {
+    /// Saves the rule set with the host's own mechanism: what was saved where, or why nothing
+    /// was (`not persisted: …`).
+    fn persist(&self, host: &dyn Host, req: &WhitelistRequest) -> Result<String, String> {
         match self {
-            Fw::Ipt => persist_ipt(host, notes),
-            Fw::Ufw => "ufw's own files (/etc/ufw/user.rules, /etc/ufw/user6.rules): ufw keeps its rules across reboots".to_string(),
-            Fw::Nft(chain) => {
-                let conf = nft_conf_of(req);
-                match persist_nft(host, chain, &conf) {
-                    Ok(msg) => msg,
-                    Err(e) => {
-                        let msg = format!("not persisted: {e}");
-                        notes.push(msg.clone());
-                        msg
-                    }
-                }
-            }
+            Fw::Ipt => persist_ipt(host),
+            Fw::Ufw => Ok("ufw's own files (/etc/ufw/user.rules, /etc/ufw/user6.rules): ufw keeps its rules across reboots".to_string()),
+            Fw::Nft(chain) => persist_nft(host, chain, &nft_conf_of(req)).map_err(|e| format!("not persisted: {e}")),
         }
     }
 }
@@ -1243,7 +1257,10 @@ fn rollback(host: &dyn Host, req: &WhitelistRequest) -> Result<WhitelistOutcome,
             nft_conf: saved.nft_conf.clone(),
             ..req.clone()
         };
-        out.persisted = Some(fw.persist(host, &same_place, &mut out.notes));
+        out.persisted = Some(fw.persist(host, &same_place).unwrap_or_else(|not| {
+            out.notes.push(not.clone());
+            not
+        }));
     }
     if out.notes.iter().any(|n| n.contains("ROLLBACK FAILED")) {
         out.failure = Some("the rollback could not restore everything".to_string());
@@ -1403,23 +1420,37 @@ fn persist_nft(
     ))
 }
 
-/// Saves the iptables rule set with netfilter-persistent.
-fn persist_ipt(host: &dyn Host, notes: &mut Vec<String>) -> String {
+/// netfilter-persistent's plugin that saves and restores ipsets (package `ipset-persistent`),
+/// run before the iptables plugins at boot.
+const IPSET_PLUGIN: &str = "/usr/share/netfilter-persistent/plugins.d/10-ipset";
+
+/// Saves the iptables rule set with netfilter-persistent. When the whitelist matches its
+/// `oa-cdn-*` ipsets, the sets must be saved and restored too: a `rules.v4` that names sets no
+/// one creates fails to load at boot (`iptables-restore`: set does not exist), and the host
+/// would come up with no firewall at all. Without the ipset plugin nothing is saved.
+fn persist_ipt(host: &dyn Host) -> Result<String, String> {
     let tool = "/usr/sbin/netfilter-persistent";
     if host.metadata(std::path::Path::new(tool)).is_err() {
-        let msg = "not persisted: netfilter-persistent is not installed (apt install iptables-persistent), the change lasts until reboot".to_string();
-        notes.push(msg.clone());
-        return msg;
+        return Err("not persisted: netfilter-persistent is not installed (apt install iptables-persistent), the change lasts until reboot".to_string());
+    }
+    let uses_sets = match host.run(&Command::new("ipset", &["list", "-n"])) {
+        Ok(out) if out.success() => out
+            .stdout_text()
+            .lines()
+            .any(|l| l.trim().starts_with(ipsets::PREFIX)),
+        _ => false,
+    };
+    let sets_saved = host.metadata(std::path::Path::new(IPSET_PLUGIN)).is_ok();
+    if uses_sets && !sets_saved {
+        return Err(format!(
+            "not persisted: the whitelist matches its {}* ipsets and netfilter-persistent has no ipset plugin ({IPSET_PLUGIN} missing: apt install ipset-persistent); rules saved without their sets fail to load at boot and would leave the host with no firewall. The change lasts until reboot",
+            ipsets::PREFIX
+        ));
     }
     match run_ok(host, &Command::new(tool, &["save"])) {
-        Ok(_) => {
-            "netfilter-persistent save (/etc/iptables/rules.v4, /etc/iptables/rules.v6; the oa-cdn-* ipsets only with the ipset-persistent plugin)".to_string()
-        }
-        Err(e) => {
-            let msg = format!("not persisted: {e}");
-            notes.push(msg.clone());
-            msg
-        }
+        Ok(_) if uses_sets => Ok("netfilter-persistent save: /etc/iptables/rules.v4, /etc/iptables/rules.v6 and the ipsets (/etc/iptables/ipsets, restored first at boot)".to_string()),
+        Ok(_) => Ok("netfilter-persistent save: /etc/iptables/rules.v4, /etc/iptables/rules.v6".to_string()),
+        Err(e) => Err(format!("not persisted: {e}")),
     }
 }
 
