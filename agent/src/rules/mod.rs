@@ -142,8 +142,10 @@ struct SourceMatcher {
     /// Indexes into `RuleSet::rules`, in match priority order.
     rules: Vec<usize>,
     /// All of this source's patterns as one leftmost-first automaton: anchored at the message's
-    /// start, the pattern it reports is the first (in priority order) that matches.
-    first: regex_automata::meta::Regex,
+    /// start, the pattern it reports is the first (in priority order) that matches. `None` when
+    /// the patterns together pass the automaton size limit (hundreds of big site rules): each
+    /// rule's own regex is then tried in order, slower but the same answer.
+    first: Option<regex_automata::meta::Regex>,
 }
 
 /// A loaded, compiled set of rules.
@@ -241,8 +243,15 @@ impl RuleSet {
     /// matches `message`: one anchored pass of the source's multi-pattern DFA.
     pub fn match_index(&self, source: LogSource, message: &[u8]) -> Option<usize> {
         let matcher = self.matcher(source)?;
+        let Some(first) = &matcher.first else {
+            return matcher
+                .rules
+                .iter()
+                .copied()
+                .find(|&i| self.rules[i].regex().is_some_and(|re| re.is_match(message)));
+        };
         let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
-        let hit = matcher.first.search_half(&input)?;
+        let hit = first.search_half(&input)?;
         matcher.rules.get(hit.pattern().as_usize()).copied()
     }
 
@@ -288,7 +297,7 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
         )
         .configure(regex_automata::meta::Config::new().utf8_empty(false))
         .build_many(&patterns)
-        .ok()?;
+        .ok();
     Some(SourceMatcher { rules: idx, first })
 }
 
@@ -691,6 +700,28 @@ rules:
             None
         );
         assert_eq!(id(""), None);
+    }
+
+    #[test]
+    fn site_rules_too_big_for_one_automaton_still_match_in_order() {
+        // 400 rules with long bounded repetitions: together past the automaton size limit.
+        let mut yaml = String::from("rules:\n");
+        for i in 0..400 {
+            yaml.push_str(&format!(
+                "  - {{id: r{i}, source: php_fpm, pattern: '^\\[pool (?P<pool>[^\\]]+)\\] child \\d+ said r{i}x (?P<what>[A-Za-z ]+[0-9]{{1,2000}})', event: e, cause: upstream.crashed, severity: error, fix: f}}\n"
+            ));
+        }
+        let set = RuleSet::from_yaml("many.yaml", &yaml).unwrap();
+        assert!(set.matcher(LogSource::PhpFpm).unwrap().first.is_none());
+        let hit = set.match_index(
+            LogSource::PhpFpm,
+            b"[pool www] child 12 said r399x segfault at 42",
+        );
+        assert_eq!(hit.map(|i| set.rules()[i].id.as_str()), Some("r399"));
+        assert_eq!(
+            set.match_index(LogSource::PhpFpm, b"[pool www] child 12 said nothing"),
+            None
+        );
     }
 
     #[test]
