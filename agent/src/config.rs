@@ -140,6 +140,8 @@ pub struct RawDaemon {
     pub window: Option<String>,
     /// 5xx per minute that open an incident.
     pub incident_threshold: Option<u64>,
+    /// An incident also opens at this many times the host's learned normal 5xx rate (0: off).
+    pub baseline_factor: Option<f64>,
     /// Keep the CDN whitelist current on this schedule (off when absent), e.g. `24h`.
     pub whitelist_every: Option<String>,
 }
@@ -178,6 +180,7 @@ pub struct Config {
     pub probe_interval: Duration,
     pub daemon_window: Duration,
     pub incident_threshold: u64,
+    pub baseline_factor: f64,
     pub whitelist_every: Option<Duration>,
     pub webhook: Option<String>,
     pub webhook_format: WebhookFormat,
@@ -350,6 +353,13 @@ impl Config {
                 "must be at least 1".to_string(),
             ));
         }
+        let baseline_factor = daemon.baseline_factor.unwrap_or(5.0);
+        if !baseline_factor.is_finite() || baseline_factor < 0.0 {
+            return Err(invalid(
+                "daemon.baseline_factor",
+                format!("{baseline_factor} is not a factor (0 turns the baseline off)"),
+            ));
+        }
         let webhook_format = match notify.webhook_format.as_deref() {
             None | Some("json") => WebhookFormat::Json,
             Some("slack") => WebhookFormat::Slack,
@@ -389,6 +399,7 @@ impl Config {
             probe_interval,
             daemon_window,
             incident_threshold,
+            baseline_factor,
             whitelist_every,
             webhook: notify.webhook,
             webhook_format,
@@ -482,6 +493,21 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(":3:"), "{text}");
         assert!(text.contains("ngnix_error"), "{text}");
+    }
+
+    #[test]
+    fn the_baseline_factor_defaults_to_5_can_be_off_and_must_be_a_factor() {
+        assert_eq!(load("{}\n").unwrap().baseline_factor, 5.0);
+        assert_eq!(
+            load("daemon:\n  baseline_factor: 0\n")
+                .unwrap()
+                .baseline_factor,
+            0.0
+        );
+        let err = load("daemon:\n  baseline_factor: -2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("daemon.baseline_factor"), "{err}");
     }
 
     #[test]

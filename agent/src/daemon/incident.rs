@@ -1,5 +1,5 @@
-//! Incidents: a 5xx episode, from the minute the error rate crosses the threshold until the
-//! errors have stopped for a while. The tracker is a pure state machine driven by ticks (time, 5xx
+//! Incidents: a 5xx episode, from the minute the error rate crosses the threshold, or rises well
+//! above the host's own learned baseline, until the errors have stopped for a while. The tracker is a pure state machine driven by ticks (time, 5xx
 //! per minute, the ranked causes the diagnosis gives); it carries the ranked causes as they
 //! evolve and yields [`Notification`]s on open, on a change of the top cause and on close.
 //!
@@ -30,6 +30,17 @@ pub struct IncidentPolicy {
     pub min_stable: Duration,
     /// Cap over all notifications in any hour.
     pub max_per_hour: usize,
+    /// An incident also opens when the rate reaches this many times the host's learned normal
+    /// rate (and at least [`IncidentPolicy::baseline_floor`]), even under the threshold: a
+    /// quiet site going from 0.2 to 5 errors a minute has a problem. 0 turns it off.
+    pub baseline_factor: f64,
+    /// The fewest 5xx per minute the baseline rule opens an incident for.
+    pub baseline_floor: u64,
+    /// How long the baseline learns before it can open incidents.
+    pub baseline_warmup: Duration,
+    /// The baseline's memory: an exponential average over about this long, of the ticks with
+    /// no incident open.
+    pub baseline_memory: Duration,
 }
 
 impl Default for IncidentPolicy {
@@ -40,6 +51,10 @@ impl Default for IncidentPolicy {
             min_update_gap: Duration::from_secs(60),
             min_stable: Duration::from_secs(20),
             max_per_hour: 20,
+            baseline_factor: 5.0,
+            baseline_floor: 3,
+            baseline_warmup: Duration::from_secs(30 * 60),
+            baseline_memory: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -67,10 +82,24 @@ pub struct Incident {
     pub errors_per_minute: u64,
     pub peak_errors_per_minute: u64,
     pub threshold_per_minute: u64,
+    /// What opened it: `threshold`, or `baseline` (the rate rose well above the host's normal
+    /// one while staying under the threshold).
+    pub opened_by: OpenedBy,
+    /// The host's normal 5xx per minute when it opened, once learned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_per_minute: Option<f64>,
     /// `causes[0]`, or none while nothing explains the errors.
     pub top_cause: Option<CauseId>,
     /// The best few causes, best first.
     pub causes: Vec<RankedCause>,
+}
+
+/// Which rule opened an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenedBy {
+    Threshold,
+    Baseline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,11 +145,22 @@ pub struct IncidentTracker {
     open: Option<Open>,
     sent: VecDeque<Timestamp>,
     suppressed: u64,
+    baseline: Option<Baseline>,
+}
+
+/// The host's normal 5xx rate, learned from the ticks with no incident open.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    rate: f64,
+    since: Timestamp,
+    last: Timestamp,
 }
 
 #[derive(Debug)]
 struct Open {
     incident: Incident,
+    /// The rate that opened it; quiet is under half of it.
+    bar: u64,
     quiet_since: Option<Timestamp>,
     /// The top cause last announced, and when.
     announced: Option<CauseId>,
@@ -139,7 +179,38 @@ impl IncidentTracker {
             open: None,
             sent: VecDeque::new(),
             suppressed: 0,
+            baseline: None,
         }
+    }
+
+    /// The learned normal 5xx per minute, once warmed up.
+    pub fn baseline(&self, now: Timestamp) -> Option<f64> {
+        let b = self.baseline?;
+        (elapsed(b.since, now) >= self.policy.baseline_warmup).then_some(b.rate)
+    }
+
+    /// The baseline rule's bar now: `factor × baseline`, at least the floor.
+    fn baseline_bar(&self, now: Timestamp) -> Option<u64> {
+        if self.policy.baseline_factor <= 0.0 {
+            return None;
+        }
+        let rate = self.baseline(now)?;
+        let bar = (self.policy.baseline_factor * rate).ceil();
+        Some((bar as u64).max(self.policy.baseline_floor.max(1)))
+    }
+
+    fn learn(&mut self, now: Timestamp, errors_per_minute: u64) {
+        let x = errors_per_minute as f64;
+        let memory = self.policy.baseline_memory.as_secs_f64().max(1.0);
+        let b = self.baseline.get_or_insert(Baseline {
+            rate: x,
+            since: now,
+            last: now,
+        });
+        let dt = elapsed(b.last, now).as_secs_f64();
+        let alpha = 1.0 - (-dt / memory).exp();
+        b.rate += alpha * (x - b.rate);
+        b.last = now;
     }
 
     pub fn policy(&self) -> &IncidentPolicy {
@@ -178,7 +249,16 @@ impl IncidentTracker {
         let top = ranked.first().map(|c| c.cause);
         match &mut self.open {
             None => {
-                if errors_per_minute >= threshold {
+                let baseline_bar = self.baseline_bar(now);
+                let bar = baseline_bar.map_or(threshold, |b| b.min(threshold));
+                if errors_per_minute < bar {
+                    self.learn(now, errors_per_minute);
+                } else {
+                    let opened_by = if errors_per_minute >= threshold {
+                        OpenedBy::Threshold
+                    } else {
+                        OpenedBy::Baseline
+                    };
                     let incident = Incident {
                         id: format!("{}-{}", self.host, now.as_second()),
                         host: self.host.clone(),
@@ -188,6 +268,10 @@ impl IncidentTracker {
                         errors_per_minute,
                         peak_errors_per_minute: errors_per_minute,
                         threshold_per_minute: threshold,
+                        opened_by,
+                        baseline_per_minute: self
+                            .baseline(now)
+                            .map(|r| (r * 100.0).round() / 100.0),
                         top_cause: top,
                         causes: ranked,
                     };
@@ -196,6 +280,7 @@ impl IncidentTracker {
                     out.extend(note);
                     self.open = Some(Open {
                         incident,
+                        bar,
                         quiet_since: None,
                         announced: top,
                         announced_at: now,
@@ -219,7 +304,7 @@ impl IncidentTracker {
                     inc.causes = ranked;
                     inc.top_cause = top;
                 }
-                let quiet = errors_per_minute.saturating_mul(2) < threshold;
+                let quiet = errors_per_minute.saturating_mul(2) < open.bar;
                 if quiet {
                     let since = *open.quiet_since.get_or_insert(now);
                     if elapsed(since, now) >= self.policy.quiet_to_close {
@@ -311,10 +396,19 @@ fn summary(kind: NotificationKind, incident: &Incident) -> String {
         None => "no cause identified yet".to_string(),
     };
     match kind {
-        NotificationKind::Opened => format!(
-            "{}: 5xx incident opened, {} errors/min (threshold {}); {cause}",
-            incident.host, incident.errors_per_minute, incident.threshold_per_minute
-        ),
+        NotificationKind::Opened => {
+            let why = match (incident.opened_by, incident.baseline_per_minute) {
+                (OpenedBy::Baseline, Some(normal)) => format!(
+                    "under the threshold of {} but far above this host's normal {normal}/min",
+                    incident.threshold_per_minute
+                ),
+                _ => format!("threshold {}", incident.threshold_per_minute),
+            };
+            format!(
+                "{}: 5xx incident opened, {} errors/min ({why}); {cause}",
+                incident.host, incident.errors_per_minute
+            )
+        }
         NotificationKind::CauseChanged => format!(
             "{}: 5xx incident ongoing, {} errors/min; {cause}",
             incident.host, incident.errors_per_minute
@@ -453,6 +547,69 @@ mod tests {
         let n = t.tick(at(3700), 100, &[]);
         assert_eq!(kinds(&n), [NotificationKind::Opened]);
         assert_eq!(n[0].suppressed, 76, "38 openings and 38 closings");
+    }
+
+    /// Ticks every 5 s from `from` to `to` seconds at `rate` 5xx/min.
+    fn steady(t: &mut IncidentTracker, from: i64, to: i64, rate: u64) -> Vec<Notification> {
+        (from..to)
+            .step_by(5)
+            .flat_map(|s| t.tick(at(s), rate, &[(CauseId::UpstreamDown, 0.9)]))
+            .collect()
+    }
+
+    #[test]
+    fn a_quiet_site_whose_errors_jump_far_above_its_normal_opens_under_the_threshold() {
+        let mut t = IncidentTracker::new(IncidentPolicy::default(), "web1");
+        // An hour at 0-1 errors a minute (a bot's 502 now and then): normal.
+        let mut notes = Vec::new();
+        for s in (0..3600).step_by(5) {
+            notes.extend(t.tick(at(s), u64::from(s % 60 == 0), &[]));
+        }
+        assert!(notes.is_empty());
+        let normal = t.baseline(at(3600)).unwrap();
+        assert!(normal > 0.0 && normal < 1.0, "{normal}");
+        // 6 a minute: under the threshold (10), far above normal.
+        let notes = steady(&mut t, 3600, 3610, 6);
+        assert_eq!(kinds(&notes), [NotificationKind::Opened]);
+        let inc = t.current().unwrap();
+        assert_eq!(inc.opened_by, OpenedBy::Baseline);
+        assert!(
+            notes[0].summary.contains("far above this host's normal"),
+            "{}",
+            notes[0].summary
+        );
+        // Stays open while it lasts (6 is not under half of the 6 that opened it)...
+        assert!(steady(&mut t, 3610, 4000, 6).is_empty());
+        // ...and closes once the errors stop.
+        let notes = steady(&mut t, 4000, 4200, 0);
+        assert_eq!(kinds(&notes), [NotificationKind::Closed]);
+    }
+
+    #[test]
+    fn a_steady_background_under_the_threshold_is_normal_and_the_threshold_still_opens() {
+        let mut t = IncidentTracker::new(IncidentPolicy::default(), "web1");
+        assert!(steady(&mut t, 0, 3600, 6).is_empty());
+        // 9/min: under the threshold and under 5 × the normal 6: no incident.
+        assert!(steady(&mut t, 3600, 3900, 9).is_empty());
+        let notes = steady(&mut t, 3900, 3910, 12);
+        assert_eq!(kinds(&notes), [NotificationKind::Opened]);
+        assert_eq!(t.current().unwrap().opened_by, OpenedBy::Threshold);
+    }
+
+    #[test]
+    fn the_baseline_waits_for_its_warmup_and_can_be_turned_off() {
+        let mut t = IncidentTracker::new(IncidentPolicy::default(), "web1");
+        assert!(steady(&mut t, 0, 600, 0).is_empty());
+        assert_eq!(t.baseline(at(600)), None);
+        // Ten minutes in: 6/min is not yet judged against a baseline.
+        assert!(steady(&mut t, 600, 700, 6).is_empty());
+        let off = IncidentPolicy {
+            baseline_factor: 0.0,
+            ..IncidentPolicy::default()
+        };
+        let mut t = IncidentTracker::new(off, "web1");
+        assert!(steady(&mut t, 0, 3600, 0).is_empty());
+        assert!(steady(&mut t, 3600, 3700, 6).is_empty());
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub struct RunOptions {
     pub tick_interval: Duration,
     pub checkpoint_interval: Duration,
     pub tail: TailOptions,
-    /// Incident policy; `threshold_per_minute` is taken from the config.
+    /// Incident policy; `threshold_per_minute` and `baseline_factor` are taken from the config.
     pub incident: IncidentPolicy,
     /// Host name in incidents (default: the machine's).
     pub host: Option<String>,
@@ -290,6 +290,7 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     });
     let policy = |config: &Config| IncidentPolicy {
         threshold_per_minute: config.incident_threshold,
+        baseline_factor: config.baseline_factor,
         ..options.incident.clone()
     };
     let mut tracker = IncidentTracker::new(policy(&config), host.clone());
