@@ -174,7 +174,7 @@ struct Nginx {
     dir: PathBuf,
     port: u16,
     /// No lab runs while this nginx does (discovery in other tests looks at every process).
-    _lock: std::sync::MutexGuard<'static, ()>,
+    _lock: crate::lab::Exclusive,
 }
 
 impl Nginx {

@@ -50,12 +50,38 @@ use nix::unistd::Pid;
 /// Serialises labs: at most one lab (and its processes) exists at any time in this test binary.
 pub static LAB_LOCK: Mutex<()> = Mutex::new(());
 
-/// Takes [`LAB_LOCK`] without starting a lab: for tests that must see no lab processes (e.g.
-/// discovery on the live host). Recovers from a poisoned lock (a panicked test).
-pub fn exclusive() -> MutexGuard<'static, ()> {
-    LAB_LOCK
+/// The file whose `flock` serialises labs across test processes too: two checkouts' test
+/// binaries (or a test binary and a bench) running at once would otherwise each discover the
+/// other's nginx and PHP-FPM.
+const LAB_LOCK_FILE: &str = "/tmp/origin-agent-e2e-lab.lock";
+
+/// Held while a lab (or a test that must see none) runs: the in-process lock and, when the lock
+/// file could be opened, an exclusive `flock` on it, released when the guard drops.
+#[derive(Debug)]
+pub struct Exclusive {
+    _file: Option<nix::fcntl::Flock<fs::File>>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Takes [`LAB_LOCK`] (and the machine-wide [`LAB_LOCK_FILE`]) without starting a lab: for tests
+/// that must see no lab processes (e.g. discovery on the live host). Recovers from a poisoned
+/// lock (a panicked test). Waits for another process's lab without a deadline of its own: the
+/// holder's labs are bounded, and a killed holder's `flock` is released by the kernel.
+pub fn exclusive() -> Exclusive {
+    let guard = LAB_LOCK
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LAB_LOCK_FILE)
+        .ok()
+        .and_then(|f| nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).ok());
+    Exclusive {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// How long any readiness wait may take.
@@ -229,7 +255,7 @@ pub struct Lab {
     php_fpm: Option<Child>,
     mariadb: Option<Child>,
     // Last field: released after every child is gone.
-    _lock: MutexGuard<'static, ()>,
+    _lock: Exclusive,
 }
 
 /// Starts a lab, or prints why it cannot run here and returns `None` (the test then returns).
