@@ -15,9 +15,37 @@ use super::{
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveHost;
 
+/// Opens `path` for reading only if it is a regular file: opened non-blocking (a FIFO someone
+/// put where a log should be cannot hang the open) and checked with `fstat` on the open file
+/// (no race with a rename). Every read of a log or config on the live host goes through here.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, HostError> {
+    open_regular_io(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => HostError::NotAFile {
+            path: path.display().to_string(),
+        },
+        _ => HostError::from_io(path, &e),
+    })
+}
+
+/// [`open_regular`] with an `io::Error` (`InvalidInput` when the path is not a regular file).
+pub fn open_regular_io(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 impl Host for LiveHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        let file = std::fs::File::open(path).map_err(|e| HostError::from_io(path, &e))?;
+        let file = open_regular(path)?;
         let mut bytes = Vec::new();
         file.take(MAX_READ)
             .read_to_end(&mut bytes)
@@ -26,8 +54,19 @@ impl Host for LiveHost {
     }
 
     fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        let file = std::fs::File::open(path).map_err(|e| HostError::from_io(path, &e))?;
-        Ok(Box::new(file))
+        Ok(Box::new(open_regular(path)?))
+    }
+
+    fn open_tail(&self, path: &Path, max: u64) -> Result<Box<dyn Read + Send>, HostError> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = open_regular(path)?;
+        let size = file
+            .metadata()
+            .map_err(|e| HostError::from_io(path, &e))?
+            .len();
+        file.seek(SeekFrom::Start(size.saturating_sub(max)))
+            .map_err(|e| HostError::from_io(path, &e))?;
+        Ok(Box::new(file.take(max)))
     }
 
     fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
@@ -162,6 +201,37 @@ mod tests {
             .unwrap();
         assert!(out.success());
         assert_eq!(out.stdout_text(), "line one\nline two\n");
+    }
+
+    #[test]
+    fn a_fifo_is_not_read_and_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("error.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            LiveHost.read(&fifo),
+            Err(HostError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            LiveHost.open(&fifo),
+            Err(HostError::NotAFile { .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_tail_is_read_by_seeking() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("big.log");
+        std::fs::write(&log, "a".repeat(100) + "\nlast line\n").unwrap();
+        let mut tail = String::new();
+        LiveHost
+            .open_tail(&log, 12)
+            .unwrap()
+            .read_to_string(&mut tail)
+            .unwrap();
+        assert_eq!(tail, "a\nlast line\n");
     }
 
     #[test]

@@ -95,6 +95,25 @@ fn key(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Reads `reader` to its end keeping only the last `2 * cap` bytes at any time (a host whose
+/// `open_tail` streams the whole file costs bounded memory).
+fn read_tail(reader: &mut dyn Read, into: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(into.len()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        into.extend_from_slice(&buf[..n]);
+        if into.len() > 2 * cap + 1 {
+            let excess = into.len() - (cap + 1);
+            into.drain(..excess);
+        }
+    }
+}
+
 /// The tail of `bytes`, at most `cap` long, starting at a line start.
 fn tail(mut bytes: Vec<u8>, cap: usize) -> Vec<u8> {
     if bytes.len() <= cap {
@@ -124,14 +143,30 @@ impl<H: Host> Host for Recorder<H> {
     }
 
     fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        let answer = self.inner.open(path).and_then(|mut reader| {
+        let compressed = path.extension().is_some_and(|e| e == "gz");
+        // A plain log is read from its tail (the live host seeks there; one more byte tells
+        // whether the cut is at a line start); a compressed one whole, up to the bound.
+        let limit = LOG_TAIL_BYTES as u64 + 1;
+        let opened = if compressed {
+            self.inner.open(path)
+        } else {
+            self.inner.open_tail(path, limit)
+        };
+        let answer = opened.and_then(|reader| {
             let mut bytes = Vec::new();
-            reader
-                .read_to_end(&mut bytes)
-                .map_err(|e| HostError::from_io(path, &e))?;
+            let mut reader: Box<dyn Read + Send> = if compressed {
+                Box::new(reader.take(limit))
+            } else {
+                reader
+            };
+            if compressed {
+                reader.read_to_end(&mut bytes)
+            } else {
+                read_tail(&mut reader, &mut bytes, LOG_TAIL_BYTES)
+            }
+            .map_err(|e| HostError::from_io(path, &e))?;
             Ok(bytes)
         });
-        let compressed = path.extension().is_some_and(|e| e == "gz");
         let answer = match answer {
             Ok(bytes) if compressed && bytes.len() > LOG_TAIL_BYTES => Err(HostError::Io {
                 path: key(path),
