@@ -9,6 +9,7 @@ mod examples;
 mod firewall;
 pub mod lab;
 mod logs;
+mod report_snapshots;
 pub mod scenarios;
 pub mod stack;
 mod verdicts;
