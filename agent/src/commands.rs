@@ -57,6 +57,9 @@ fn is_terminal_stderr() -> bool {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 fn print(text: &str) -> Result<()> {
+    // The last guard: no raw control byte but the renderers' colours reaches the terminal
+    // (JSON has none: serde escapes them).
+    let text = origin_agent::report::escape::terminal(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -276,6 +279,10 @@ pub fn status(args: StatusArgs) -> Result<Exit> {
 }
 
 fn status_text(status: &serde_json::Value) -> String {
+    // The daemon's answer carries log-derived text: escaped before it is laid out.
+    let mut safe = status.clone();
+    origin_agent::report::escape::json_strings(&mut safe);
+    let status = &safe;
     let mut text = String::new();
     match status.get("incident") {
         Some(incident) if !incident.is_null() => text.push_str(&format!(
