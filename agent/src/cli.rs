@@ -142,9 +142,14 @@ pub struct CollectArgs {
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
     /// Where to write the snapshot: a .tar.gz file, or a directory (default:
-    /// origin-agent-HOST-TIME.tar.gz here).
+    /// origin-agent-HOST-TIME.tar.gz here). Created new, mode 0600; never over an existing
+    /// file or through a symlink.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Keep secrets in the snapshot (by default my.cnf passwords, secret-looking PHP-FPM
+    /// env[] values and DB_PASSWORD-style PHP defines are replaced by <redacted>).
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -165,7 +165,7 @@ pub fn collect(args: CollectArgs) -> Result<Exit> {
     let out = args
         .out
         .unwrap_or_else(|| audit::default_snapshot_name(&LiveHost.hostname(), LiveHost.now()));
-    let report = audit::collect(&config, &opts, &out)
+    let (report, redacted) = audit::collect_with(&config, &opts, &out, !args.no_redact)
         .with_context(|| format!("cannot write the snapshot {}", out.display()))?;
     print(&format!(
         "Snapshot written to {} ({}). Audit it anywhere with: origin-agent audit --snapshot {}\n",
@@ -173,6 +173,16 @@ pub fn collect(args: CollectArgs) -> Result<Exit> {
         report.verdict.summary,
         out.display()
     ))?;
+    if args.no_redact {
+        print("Secrets were kept (--no-redact): the snapshot holds passwords; share it accordingly.\n")?;
+    } else if redacted.is_empty() {
+        print("Redacted: nothing (no password or secret value was found in the files read).\n")?;
+    } else {
+        print(&format!(
+            "Redacted (values replaced by <redacted>; --no-redact keeps them):\n  {}\n",
+            redacted.join("\n  ")
+        ))?;
+    }
     Ok(0)
 }
 

@@ -15,6 +15,7 @@ pub mod deadline;
 pub mod fixture;
 pub mod live;
 pub mod recorder;
+pub mod redact;
 pub mod rewrite;
 pub mod snapshot;
 

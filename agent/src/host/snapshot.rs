@@ -64,6 +64,9 @@ pub struct Journal {
     pub connects: BTreeMap<String, Vec<ConnectOutcome>>,
     #[serde(default)]
     pub statvfs: Answers<FsStats>,
+    /// What `collect` redacted (`PATH: kind, …`; see [`super::redact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// Why a snapshot could not be opened.
