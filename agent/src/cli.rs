@@ -233,7 +233,8 @@ pub enum CdnCommand {
         /// Only these providers (repeatable; default: all).
         #[arg(long = "provider", value_name = "NAME")]
         providers: Vec<String>,
-        /// Accept a list that shrank by more than half.
+        /// Accept a list that shrank by more than half, grew more than twofold or covers more
+        /// addresses than a CDN list may.
         #[arg(long)]
         force: bool,
     },
@@ -268,6 +269,10 @@ pub struct WhitelistArgs {
     /// Also write nginx `set_real_ip_from` for the providers (nginx -t, then reload).
     #[arg(long)]
     pub nginx_real_ip: bool,
+    /// Whitelist a provider's list even when it covers more addresses than a CDN list may, or
+    /// grew more than twofold over the bundled list.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -425,6 +425,7 @@ pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
         persist: args.persist,
         fail2ban: args.fail2ban,
         nginx_real_ip: args.nginx_real_ip,
+        force: args.force,
         state_dir: config.state_dir.clone(),
         nginx_conf: config.nginx_config.clone(),
         ..WhitelistRequest::default()
