@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -308,8 +308,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// The most time one connection gets, from accept to the last byte of the answer: a client
 /// sending a byte a second cannot hold a connection longer than this.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
-/// The most connections served at once; more are closed at once (each lasts at most
-/// [`REQUEST_DEADLINE`], so a scrape waits at most that long behind slow clients).
+/// The most connections served at once; a new one past it closes the oldest (each lasts at
+/// most [`REQUEST_DEADLINE`] anyway), so slow clients can never keep a scrape out.
 const MAX_CONNECTIONS: usize = 8;
 
 /// The HTTP server for `/metrics` and `/status`; stops when dropped.
@@ -322,17 +322,19 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port) and serves in a new thread: each connection in a
-    /// thread of its own, at most [`MAX_CONNECTIONS`] at once, each bounded by
-    /// [`REQUEST_DEADLINE`] in all.
+    /// thread of its own, at most [`MAX_CONNECTIONS`] at once (a new one closes the oldest),
+    /// each bounded by [`REQUEST_DEADLINE`] in all.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let active = Arc::new(AtomicUsize::new(0));
+        // The connections being served, oldest first, each with a handle to shut it down.
+        let active: Arc<Mutex<std::collections::VecDeque<(u64, TcpStream)>>> = Arc::default();
         let thread = std::thread::Builder::new()
             .name("metrics-http".to_string())
             .spawn(move || {
+                let mut next_id = 0u64;
                 for stream in listener.incoming() {
                     if flag.load(Ordering::SeqCst) {
                         break;
@@ -340,20 +342,37 @@ impl MetricsServer {
                     let Ok(stream) = stream else {
                         continue;
                     };
-                    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                        active.fetch_sub(1, Ordering::SeqCst);
-                        drop(stream);
+                    let Ok(handle) = stream.try_clone() else {
                         continue;
+                    };
+                    next_id += 1;
+                    let id = next_id;
+                    {
+                        let mut conns = active.lock().unwrap_or_else(|p| p.into_inner());
+                        // At the cap the oldest connection goes: slow clients that reconnect
+                        // without end cannot keep a scrape out.
+                        while conns.len() >= MAX_CONNECTIONS {
+                            if let Some((_, oldest)) = conns.pop_front() {
+                                let _ = oldest.shutdown(std::net::Shutdown::Both);
+                            }
+                        }
+                        conns.push_back((id, handle));
                     }
-                    let (metrics, active_conn) = (metrics.clone(), active.clone());
+                    let (metrics, conns) = (metrics.clone(), active.clone());
                     let spawned = std::thread::Builder::new()
                         .name("metrics-conn".to_string())
                         .spawn(move || {
                             let _ = serve(Conn::new(stream), &metrics);
-                            active_conn.fetch_sub(1, Ordering::SeqCst);
+                            conns
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .retain(|(c, _)| *c != id);
                         });
                     if spawned.is_err() {
-                        active.fetch_sub(1, Ordering::SeqCst);
+                        active
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|(c, _)| *c != id);
                     }
                 }
             })?;
@@ -662,6 +681,7 @@ mod tests {
             .collect();
         std::thread::sleep(Duration::from_millis(300));
         let started = std::time::Instant::now();
+        // The first try gets in at once: it closes the oldest slow connection.
         let answer = loop {
             let got = std::panic::catch_unwind(|| get(addr, b"GET /metrics HTTP/1.1\r\n\r\n"));
             match got {
