@@ -7,6 +7,7 @@ mod daemon;
 mod dns;
 mod examples;
 mod firewall;
+mod hostile;
 pub mod lab;
 mod logs;
 mod report_snapshots;
