@@ -123,6 +123,25 @@ fn checks(stdout: &[u8]) -> Vec<serde_json::Value> {
     report["checks"].as_array().cloned().unwrap_or_default()
 }
 
+/// `audit --json` under `config`, which must finish within `limit`; its checks.
+fn audit_checks(config: &Path, limit: Duration) -> Vec<serde_json::Value> {
+    let mut cmd = agent();
+    cmd.args(["audit", "--json", "--since", "5m", "--config"])
+        .arg(config);
+    let (out, took) = run_bounded(cmd, Duration::from_secs(60));
+    assert!(took < limit, "audit took {took:?}");
+    checks(&out.stdout)
+}
+
+/// The check whose id ends with `suffix`.
+fn check_ending(checks: &[serde_json::Value], suffix: &str) -> serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["id"].as_str().unwrap().ends_with(suffix))
+        .cloned()
+        .unwrap_or_else(|| panic!("no check ending with {suffix}: {checks:#?}"))
+}
+
 #[test]
 fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
     if !ready() {
@@ -178,11 +197,7 @@ fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
     rx.try_iter().for_each(drop);
     let state = tempfile::tempdir().unwrap();
     let config = write_config(state.path(), "");
-    let mut cmd = agent();
-    cmd.args(["audit", "--json", "--since", "5m", "--config"])
-        .arg(&config);
-    let (out, took) = run_bounded(cmd, Duration::from_secs(60));
-    assert!(took < Duration::from_secs(30), "audit took {took:?}");
+    let checks = audit_checks(&config, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
     let opens: Vec<_> = rx
         .try_iter()
@@ -190,7 +205,6 @@ fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
         .filter(|e| matches!(e.kind, notify::EventKind::Access(_)))
         .collect();
     assert!(opens.is_empty(), "nobody's program was opened: {opens:?}");
-    let checks = checks(&out.stdout);
     let untrusted = checks
         .iter()
         .find(|c| c["id"] == "discovery.untrusted")
@@ -259,16 +273,8 @@ fn a_full_listen_queue_is_reported_as_saturation_within_the_deadline() {
         state.path(),
         &format!("php_fpm:\n  configs: [\"{}\"]\n", fpm_conf.display()),
     );
-    let mut cmd = agent();
-    cmd.args(["audit", "--json", "--since", "5m", "--config"])
-        .arg(&config);
-    let (out, took) = run_bounded(cmd, Duration::from_secs(60));
-    assert!(took < Duration::from_secs(20), "audit took {took:?}");
-    let checks = checks(&out.stdout);
-    let socket = checks
-        .iter()
-        .find(|c| c["id"].as_str().unwrap().ends_with("www.socket"))
-        .unwrap_or_else(|| panic!("no socket check: {checks:#?}"));
+    let checks = audit_checks(&config, Duration::from_secs(20));
+    let socket = check_ending(&checks, "www.socket");
     assert_eq!(socket["cause"], "upstream.saturated", "{socket:#}");
 }
 
@@ -288,16 +294,8 @@ fn a_fifo_where_a_log_should_be_is_a_skipped_check_not_a_hang() {
         state.path(),
         &format!("logs:\n  nginx_error: [\"{}\"]\n", fifo.display()),
     );
-    let mut cmd = agent();
-    cmd.args(["audit", "--json", "--since", "5m", "--config"])
-        .arg(&config);
-    let (out, took) = run_bounded(cmd, Duration::from_secs(60));
-    assert!(took < Duration::from_secs(20), "audit took {took:?}");
-    let checks = checks(&out.stdout);
-    let log = checks
-        .iter()
-        .find(|c| c["id"].as_str().unwrap().ends_with("error.log"))
-        .unwrap_or_else(|| panic!("no check of the FIFO: {checks:#?}"));
+    let checks = audit_checks(&config, Duration::from_secs(20));
+    let log = check_ending(&checks, "error.log");
     assert_eq!(log["status"], "skip", "{log:#}");
     assert!(
         log["detail"]
@@ -438,17 +436,6 @@ fn metrics_answer_beside_slow_clients_and_the_daemon_stops_in_time() {
     }
 }
 
-/// A raw tar header block of `kind` declaring `size` bytes.
-fn tar_header(name: &str, kind: u8, size: u64) -> Vec<u8> {
-    let mut h = tar::Header::new_gnu();
-    h.set_path(name).unwrap();
-    h.set_entry_type(tar::EntryType::new(kind));
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_cksum();
-    h.as_bytes().to_vec()
-}
-
 #[test]
 fn a_hostile_snapshot_is_refused_within_a_memory_bound() {
     if !ready() {
@@ -460,8 +447,12 @@ fn a_hostile_snapshot_is_refused_within_a_memory_bound() {
     {
         let file = std::fs::File::create(&evil).unwrap();
         let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
-        gz.write_all(&tar_header("././@LongLink", b'L', 3 << 30))
-            .unwrap();
+        gz.write_all(&origin_agent::host::snapshot::raw_header(
+            "././@LongLink",
+            b'L',
+            3 << 30,
+        ))
+        .unwrap();
         let zeros = vec![0u8; 1 << 20];
         for _ in 0..64 {
             gz.write_all(&zeros).unwrap();
