@@ -542,3 +542,89 @@ fn hostile_log_text_never_puts_a_raw_escape_on_the_terminal() {
         assert!(!text.contains(raw), "raw {raw:?} in: {text:?}");
     }
 }
+
+/// A pipeline whose probe pass never returns (a probe stuck on something a user controls).
+struct StuckProbe(origin_agent::daemon::AccessStatusCounter);
+
+impl origin_agent::daemon::LineProcessor for StuckProbe {
+    fn line(
+        &mut self,
+        source: origin_agent::event::LogSource,
+        path: &Path,
+        n: u64,
+        line: &[u8],
+    ) -> origin_agent::daemon::LineOutcome {
+        self.0.line(source, path, n, line)
+    }
+}
+
+impl origin_agent::daemon::Diagnoser for StuckProbe {
+    fn tick(&mut self, now: jiff::Timestamp) -> origin_agent::daemon::TickResult {
+        self.0.tick(now)
+    }
+    fn probe_job(&mut self, _now: jiff::Timestamp) -> Option<origin_agent::daemon::ProbeJob> {
+        Some(Box::new(|| {
+            std::thread::sleep(Duration::from_secs(300));
+            origin_agent::daemon::ProbeOutput(Box::new(()))
+        }))
+    }
+}
+
+#[test]
+fn a_stuck_probe_never_stops_the_tailing_the_metrics_or_a_stop() {
+    use origin_agent::daemon::{self, Control, RunOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    std::fs::write(&access, "").unwrap();
+    let config_path = write_config(
+        dir.path(),
+        &format!(
+            "logs:\n  nginx_access: [\"{}\"]\nmetrics:\n  listen: 127.0.0.1:0\n",
+            access.display()
+        ),
+    );
+    let config = origin_agent::config::Config::load(&config_path).unwrap();
+    let options = RunOptions {
+        poll_interval: Duration::from_millis(50),
+        min_poll_gap: Duration::from_millis(10),
+        tick_interval: Duration::from_millis(200),
+        host: Some("test-host".to_string()),
+        logger: Some(origin_agent::daemon::notify::Logger::stderr()),
+        ..RunOptions::default()
+    };
+    let control = std::sync::Arc::new(Control::new());
+    let c = control.clone();
+    let mut pipeline = StuckProbe(daemon::AccessStatusCounter::new(Duration::from_secs(60)));
+    let thread = std::thread::spawn(move || daemon::run_with(&config, &mut pipeline, options, &c));
+    assert!(crate::lab::wait_until(Duration::from_secs(10), || control.is_ready()));
+    let addr = control.metrics_addr().unwrap();
+    // Lines written while the probe is stuck are counted and served.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&access)
+        .unwrap();
+    for _ in 0..3 {
+        writeln!(
+            log,
+            "203.0.113.9 - - [01/Jan/2026:00:00:00 +0000] \"GET / HTTP/1.1\" 502 0 \"-\" \"ua\""
+        )
+        .unwrap();
+    }
+    let counted = crate::lab::wait_until(Duration::from_secs(10), || {
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .any(|l| l == "origin_agent_responses_total{status=\"502\"} 3")
+    });
+    assert!(counted, "lines were not counted while the probe was stuck");
+    let started = Instant::now();
+    control.stop();
+    assert!(crate::lab::wait_until(Duration::from_secs(5), || thread.is_finished()));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    thread.join().unwrap().unwrap();
+}
