@@ -59,6 +59,9 @@ pub const MAX_KEEP_PER_RULE: usize = 1_000;
 /// 5xx responses kept per read (the newest); all are counted in the stats.
 pub const MAX_KEEP_ERRORS: usize = 20_000;
 
+/// The event field that carries a rule's `responds` status (see [`crate::rules::Rule::responds`]).
+pub const RESPONDS: &str = "responds";
+
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFile {
@@ -279,6 +282,9 @@ impl LineParser {
             fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
+        if let Some(status) = m.rule.responds {
+            fields.insert(RESPONDS.to_string(), status.to_string());
+        }
         let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {
             source: self.source,
