@@ -72,6 +72,7 @@ pub fn link_chains(
             confirmed_now: false,
             fix: fix::fix_for(root, &root_events, checks, discovery),
             explained_by: None,
+            reason: None,
             ..child
         });
     }

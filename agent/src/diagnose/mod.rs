@@ -72,6 +72,10 @@ pub struct CauseReport {
     /// errors): the verdict names the root of the chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explained_by: Option<CauseId>,
+    /// Why it happened, when its log lines say (`upstream.unresolvable` for an nginx that could
+    /// not start because an upstream name does not resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CauseId>,
     /// The statuses of the 5xx it explains (access-log and implied), with their counts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub statuses: BTreeMap<u16, u64>,
@@ -288,6 +292,10 @@ pub fn diagnose(
             checks: acc.checks.iter().map(|c| c.id.clone()).collect(),
             fix,
             explained_by: None,
+            reason: acc
+                .events
+                .iter()
+                .find_map(|e| e.field(crate::logs::REASON).and_then(CauseId::parse)),
             statuses: acc.statuses.clone(),
         });
     }
@@ -369,7 +377,7 @@ impl Acc<'_> {
                     || (e.source == LogSource::PhpFpm && e.field("script").is_some())
             }),
             // An nginx that never started (`[emerg]` at start-up) serves nothing, so no request
-            // shows it: it stands unless nginx logged serving requests after it.
+            // shows it: it stands on its own (below any cause that explains 5xx).
             CauseId::WebDown => self
                 .events
                 .iter()
@@ -541,9 +549,14 @@ fn verdict(
             )
         } else {
             format!(
-                "{} ({}), seen in the current state.",
+                "{} ({}), seen in the {}.",
                 capitalize(&top.title),
-                top.id
+                top.id,
+                if top.confirmed_now || top.events == 0 {
+                    "current state"
+                } else {
+                    "logs"
+                }
             )
         };
         return Verdict {

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - `time`: each format's time stamp and its zone meaning, parsed from bytes.
+//! - `envelope`: container, kubectl and syslog/journalctl prefixes taken off each line.
 //! - `formats`: the header of each server-side format (time, level, ids), the message rules
 //!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
 //! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
@@ -24,6 +25,7 @@
 //! rules are anchored at the start of the server's own message (see [`crate::rules`]).
 
 pub mod access;
+mod envelope;
 mod formats;
 #[cfg(test)]
 mod io_tests;
@@ -61,6 +63,9 @@ pub const MAX_KEEP_ERRORS: usize = 20_000;
 
 /// The event field that carries a rule's `responds` status (see [`crate::rules::Rule::responds`]).
 pub const RESPONDS: &str = "responds";
+
+/// The event field that carries a rule's `reason` cause id.
+pub const REASON: &str = "reason";
 
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,6 +289,9 @@ impl LineParser {
         wordpress_component(&mut fields);
         if let Some(status) = m.rule.responds {
             fields.insert(RESPONDS.to_string(), status.to_string());
+        }
+        if let Some(reason) = m.rule.reason {
+            fields.insert(REASON.to_string(), reason.id().to_string());
         }
         let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {

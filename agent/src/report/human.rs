@@ -137,6 +137,9 @@ pub fn render(report: &Report, style: Style) -> String {
             let _ = writeln!(out, "   {chain}");
         }
         let mut facts = Vec::new();
+        if let Some(reason) = cause.reason {
+            facts.push(format!("because: {} ({})", reason.title(), reason.id()));
+        }
         if cause.responses > 0 {
             facts.push(format!("explains {} of the 5xx", cause.responses));
         }
