@@ -376,6 +376,14 @@ impl Acc<'_> {
                 e.source == LogSource::NginxError
                     || (e.source == LogSource::PhpFpm && e.field("script").is_some())
             }),
+            // PHP-FPM that could not start (its config, its socket) serves no request at all.
+            CauseId::UpstreamDown => {
+                any_errors
+                    || self
+                        .events
+                        .iter()
+                        .any(|e| e.source == LogSource::PhpFpm && e.severity == Severity::Critical)
+            }
             // An nginx that never started (`[emerg]` at start-up) serves nothing, so no request
             // shows it: it stands on its own (below any cause that explains 5xx).
             CauseId::WebDown => self
