@@ -160,7 +160,15 @@ pub fn diagnose(
     discovery: &Discovery,
     scope: Scope,
 ) -> Diagnosis {
-    let events = refine::refine(&evidence.events);
+    // The pids the kernel killed for memory in this window (its log read by the check, not given
+    // as a log file): PHP-FPM children SIGKILLed with those pids are OOM kills.
+    let oom_pids: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.id == "host.oom-kills" && c.status == Status::Fail)
+        .filter_map(|c| c.detail.split_once(crate::probes::load::OOM_PIDS))
+        .flat_map(|(_, pids)| pids.split_whitespace())
+        .collect();
+    let events = refine::refine(&evidence.events, &oom_pids);
     let errors: Vec<&Response> = evidence.errors.iter().filter(|r| r.status >= 500).collect();
     let links = link::link(&errors, &events);
     let (implied, implied_tally) = implied::implied(&events, &links, evidence);
