@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod corpus;
 mod daemon;
 mod dns;
 mod examples;
