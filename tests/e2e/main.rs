@@ -7,6 +7,7 @@ mod daemon;
 mod dns;
 mod examples;
 mod firewall;
+mod held_out;
 pub mod lab;
 mod logs;
 mod report_snapshots;
