@@ -1164,8 +1164,9 @@ pub fn audit_for(
     let providers: Vec<Provider> = match &config.cdn_providers {
         Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
         None => {
-            let detected =
+            let mut detected =
                 crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            undetected::more_evidence(host, discovery, &mut detected);
             if !detected.is_empty() {
                 let why: Vec<String> = detected
                     .iter()

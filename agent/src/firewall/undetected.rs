@@ -14,6 +14,30 @@ use super::{evaluate_rules, ports_text, provider_check, ufw, ProviderVerdict, Re
 use crate::cdn::{CdnCatalog, Provider};
 use crate::check::{Area, Check};
 
+/// Adds what the traffic cannot show: a Cloudflare Origin CA certificate on the origin.
+pub(super) fn more_evidence(
+    host: &dyn crate::host::Host,
+    discovery: &crate::discover::Discovery,
+    detected: &mut Vec<(Provider, String)>,
+) {
+    if let Some(path) = crate::cdn::evidence::cloudflare_origin_cert(host, discovery) {
+        let why = format!(
+            "nginx serves {}, a Cloudflare Origin CA certificate (only Cloudflare's edge trusts it)",
+            path.display()
+        );
+        match detected
+            .iter_mut()
+            .find(|(p, _)| *p == Provider::Cloudflare)
+        {
+            Some((_, reasons)) => {
+                reasons.push_str("; ");
+                reasons.push_str(&why);
+            }
+            None => detected.push((Provider::Cloudflare, why)),
+        }
+    }
+}
+
 /// Addresses no visitor on the internet has.
 const NOT_PUBLIC: &[&str] = &[
     "0.0.0.0/8",
@@ -42,10 +66,27 @@ pub(super) fn evaluate(
         .copied()
         .filter(|p| catalog.get(*p).is_some_and(|r| !r.is_empty()))
         .collect();
-    let (everyone, closed) = everyone_blocking(rulesets, catalog, &providers, ports);
+    let public = everyone(rulesets, catalog, &providers, ports);
+    let (everyone, closed) = (public.blocking, public.closed);
     let mut checks = Vec::new();
     let mut targeted = Vec::new();
+    // A CDN-only origin (the rules accept a provider) closes the web ports to the rest on purpose.
+    let mut allow_listed = false;
     for mut v in evaluate_rules(rulesets, catalog, &providers, ports) {
+        if v.allowed
+            .iter()
+            .any(|part| !public.accepting.contains(&part.rule))
+        {
+            // The firewall accepts this provider's ranges by name: it fronts the origin, and
+            // whatever else stops its ranges (a default deny past a stale list) counts.
+            let mut c = provider_check(&v, ports, Some(ufw_files));
+            c.detail
+                .push_str(" (detected from the firewall: its rules accept this provider's ranges)");
+            checks.push(c);
+            targeted.push(v);
+            allow_listed = true;
+            continue;
+        }
         v.blocked.retain(|part| !everyone.contains(&part.rule));
         if v.blocked.is_empty() {
             continue;
@@ -62,7 +103,7 @@ pub(super) fn evaluate(
         checks.push(c);
         targeted.push(v);
     }
-    if !closed.is_empty() {
+    if !closed.is_empty() && !allow_listed {
         let rules: Vec<String> = closed.iter().map(|(_, r)| r.describe()).collect();
         let ports_closed: BTreeSet<u16> = closed.iter().map(|(p, _)| *p).collect();
         let ports_closed: Vec<u16> = ports_closed.into_iter().collect();
@@ -97,16 +138,27 @@ pub(super) fn evaluate(
     (checks, targeted)
 }
 
-/// The rules that block the public at large (not aimed at a CDN), and the ports where most of
-/// the public is blocked with the rule that does it.
-fn everyone_blocking(
+/// How the firewall treats the public at large (every public address outside the CDNs).
+struct Public {
+    /// Rules that block a sizeable share of it: not aimed at a CDN.
+    blocking: BTreeSet<RuleRef>,
+    /// Rules that accept a sizeable share of it.
+    accepting: BTreeSet<RuleRef>,
+    /// Ports where most of it is blocked, with the rule that does it.
+    closed: Vec<(u16, RuleRef)>,
+}
+
+fn everyone(
     rulesets: &Rulesets,
     catalog: &CdnCatalog,
     providers: &[Provider],
     ports: &[u16],
-) -> (BTreeSet<RuleRef>, Vec<(u16, RuleRef)>) {
-    let mut rules = BTreeSet::new();
-    let mut closed = Vec::new();
+) -> Public {
+    let mut public = Public {
+        blocking: BTreeSet::new(),
+        accepting: BTreeSet::new(),
+        closed: Vec::new(),
+    };
     for family in [Family::V4, Family::V6] {
         if rulesets.unread.contains(&family) {
             continue;
@@ -121,25 +173,30 @@ fn everyone_blocking(
         if rest.is_empty() {
             continue;
         }
+        let sizeable = rest.size() / 1024;
         let rs = rulesets.get(family);
         for &port in ports {
             let e = eval::evaluate_path(rs, &rest, rulesets.path(family, port).0);
+            for d in e.accepted_in(&rest) {
+                if d.set.size() >= sizeable {
+                    public.accepting.insert(d.by.clone());
+                }
+            }
             let blocked = e.blocked_in(&rest);
             let size: u128 = blocked.iter().map(|d| d.set.size()).sum();
             for d in &blocked {
-                // A rule that blocks a sizeable share of everyone is not aimed at a CDN.
-                if d.set.size() >= rest.size() / 1024 {
-                    rules.insert(d.by.clone());
+                if d.set.size() >= sizeable {
+                    public.blocking.insert(d.by.clone());
                 }
             }
             if size >= rest.size() / 2 {
                 if let Some(d) = blocked.iter().max_by_key(|d| d.set.size()) {
-                    closed.push((port, d.by.clone()));
+                    public.closed.push((port, d.by.clone()));
                 }
             }
         }
     }
-    (rules, closed)
+    public
 }
 
 #[cfg(test)]
@@ -193,6 +250,20 @@ mod tests {
             .unwrap();
         assert_eq!(c.status, Status::Fail);
         assert!(c.cause.is_none());
+    }
+
+    #[test]
+    fn a_stale_allow_list_names_its_provider_and_the_deny_behind_it_counts() {
+        let (checks, verdicts) = run("*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\n-A INPUT -s 173.245.48.0/20 -p tcp -m multiport --dports 80,443 -j ACCEPT\nCOMMIT\n");
+        assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+        assert_eq!(verdicts[0].provider, Provider::Cloudflare);
+        assert_eq!(verdicts[0].reach, Reach::PartlyBlocked);
+        let c = checks
+            .iter()
+            .find(|c| c.id == "firewall.cloudflare")
+            .unwrap();
+        assert_eq!(c.cause, Some(CauseId::FirewallCdnBlocked));
+        assert!(checks.iter().all(|c| c.id != "firewall.web-ports"));
     }
 
     #[test]
