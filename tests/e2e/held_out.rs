@@ -81,22 +81,29 @@ fn summary(report: &Value) -> String {
 
 // ----- 1. a firewall blocks a CDN, and nothing names the CDN -----
 
-/// A lab serving healthy traffic (its access log holds only 127.0.0.1: the firewall keeps the
-/// CDN out, and no config names one), a namespace whose firewall `load` builds, and the audit's
-/// verdict with every command run in that namespace.
-fn firewall_blocks_a_cdn_nobody_named(tools: &[&str], load: impl FnOnce(&Netns)) {
+/// A lab that served a few healthy requests (from 127.0.0.1 only) and a fresh namespace, or
+/// `None` (skipped, with the reason) when `tools` or root are missing.
+fn healthy_lab_and_netns(tools: &[&str]) -> Option<(Lab, Netns)> {
     if let Some(reason) = unavailable(tools) {
         crate::skip(reason);
-        return;
+        return None;
     }
-    let Some(lab) = start_or_skip(LabOptions::default()) else {
-        return;
-    };
+    let lab = start_or_skip(LabOptions::default())?;
     for _ in 0..5 {
         assert_eq!(lab.get("/index.php"), 200);
     }
     let Some(ns) = Netns::new() else {
         crate::skip("ip netns add failed");
+        return None;
+    };
+    Some((lab, ns))
+}
+
+/// A lab serving healthy traffic (its access log holds only 127.0.0.1: the firewall keeps the
+/// CDN out, and no config names one), a namespace whose firewall `load` builds, and the audit's
+/// verdict with every command run in that namespace.
+fn firewall_blocks_a_cdn_nobody_named(tools: &[&str], load: impl FnOnce(&Netns)) {
+    let Some((lab, ns)) = healthy_lab_and_netns(tools) else {
         return;
     };
     load(&ns);
@@ -166,18 +173,9 @@ fn held_out_nftables_blocks_cloudflare_with_no_cdn_configured() {
 
 #[test]
 fn held_out_fail2ban_banned_a_cdn_edge() {
-    if let Some(reason) = unavailable(&["ip", "iptables", "fail2ban-server", "fail2ban-client"]) {
-        crate::skip(reason);
-        return;
-    }
-    let Some(lab) = start_or_skip(LabOptions::default()) else {
-        return;
-    };
-    for _ in 0..5 {
-        assert_eq!(lab.get("/index.php"), 200);
-    }
-    let Some(ns) = Netns::new() else {
-        crate::skip("ip netns add failed");
+    let Some((lab, ns)) =
+        healthy_lab_and_netns(&["ip", "iptables", "fail2ban-server", "fail2ban-client"])
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
