@@ -160,7 +160,15 @@ pub fn diagnose(
     discovery: &Discovery,
     scope: Scope,
 ) -> Diagnosis {
-    let events = refine::refine(&evidence.events);
+    // The pids the kernel killed for memory in this window (its log read by the check, not given
+    // as a log file): PHP-FPM children SIGKILLed with those pids are OOM kills.
+    let oom_pids: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.id == "host.oom-kills" && c.status == Status::Fail)
+        .filter_map(|c| c.detail.split_once(crate::probes::load::OOM_PIDS))
+        .flat_map(|(_, pids)| pids.split_whitespace())
+        .collect();
+    let events = refine::refine(&evidence.events, &oom_pids);
     let errors: Vec<&Response> = evidence.errors.iter().filter(|r| r.status >= 500).collect();
     let links = link::link(&errors, &events);
     let (implied, implied_tally) = implied::implied(&events, &links, evidence);
@@ -376,6 +384,14 @@ impl Acc<'_> {
                 e.source == LogSource::NginxError
                     || (e.source == LogSource::PhpFpm && e.field("script").is_some())
             }),
+            // PHP-FPM that could not start (its config, its socket) serves no request at all.
+            CauseId::UpstreamDown => {
+                any_errors
+                    || self
+                        .events
+                        .iter()
+                        .any(|e| e.source == LogSource::PhpFpm && e.severity == Severity::Critical)
+            }
             // An nginx that never started (`[emerg]` at start-up) serves nothing, so no request
             // shows it: it stands on its own (below any cause that explains 5xx).
             CauseId::WebDown => self

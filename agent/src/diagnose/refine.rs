@@ -38,7 +38,9 @@ const OOM_MOMENT: i64 = 5;
 /// The event field naming the cause that explains an event's own cause.
 pub const EXPLAINED_BY: &str = "explained_by";
 
-pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
+/// `oom_pids`: pids the kernel killed for memory in this window, from its log read by a check
+/// (when no kernel log file was given).
+pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>> {
     let secs = |e: &Event| e.time.map(|t| t.as_second());
     let timeouts: Vec<(Option<i64>, Option<&str>)> = events
         .iter()
@@ -54,6 +56,23 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
         .iter()
         .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
         .filter_map(|e| e.field("victim_pid"))
+        .chain(oom_pids.iter().copied())
+        .collect();
+    // PHP-FPM children the kernel killed: named by the kernel's report (its pid), or SIGKILLed
+    // at the moment of an OOM kill. The kernel's stamps may be uptime only (raw dmesg): the pid
+    // is what ties them then.
+    let oom_sigkills: Vec<Option<i64>> = events
+        .iter()
+        .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
+        .filter(|e| {
+            e.field("child").is_some_and(|c| oom_victims.contains(&c))
+                || e.time.is_some_and(|t| {
+                    ooms.iter()
+                        .flatten()
+                        .any(|o| (o - t.as_second()).abs() <= OOM_MOMENT)
+                })
+        })
+        .map(secs)
         .collect();
     let disk_full: Option<i64> = events
         .iter()
@@ -136,8 +155,9 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
         } else if event.source == LogSource::NginxError && event.cause == CauseId::UpstreamCrashed {
             if timeout_near(t, None) {
                 cause = CauseId::UpstreamTimeout;
-            } else if near_within(&ooms, t, OOM_MOMENT)
-                && (near_within(&sigkills, t, OOM_MOMENT) || sigkills.is_empty())
+            } else if near_within(&oom_sigkills, t, OOM_MOMENT)
+                || (near_within(&ooms, t, OOM_MOMENT)
+                    && (near_within(&sigkills, t, OOM_MOMENT) || sigkills.is_empty()))
             {
                 cause = CauseId::HostOomKill;
             }

@@ -665,3 +665,86 @@ fn a_php_fpm_log_alone_with_max_children_and_slow_requests_is_saturation() {
     let d = run(&evidence(vec![max, slow], vec![], 0), &[]);
     assert_eq!(d.verdict.cause, Some(CauseId::UpstreamSaturated));
 }
+
+#[test]
+fn nginx_502s_of_workers_the_kernel_killed_are_the_oom_even_with_uptime_only_kernel_stamps() {
+    let mut oom = event(
+        LogSource::Kernel,
+        CauseId::HostOomKill,
+        0,
+        &[("victim_pid", "4242"), ("victim", "php-fpm8.2")],
+    );
+    oom.time = None; // raw dmesg: `[ 1234.5678] Memory cgroup out of memory: Killed process 4242`
+    let kill = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("child", "4242"), ("signal", "9")],
+    );
+    let reset = event(
+        LogSource::NginxError,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("request", "GET /memory.php HTTP/1.1")],
+    );
+    let d = run(
+        &evidence(
+            vec![oom, kill, reset],
+            vec![response(502, "GET /memory.php HTTP/1.1", 10, 0.5)],
+            5,
+        ),
+        &[],
+    );
+    assert_eq!(
+        d.verdict.cause,
+        Some(CauseId::HostOomKill),
+        "{:?}",
+        d.causes
+    );
+    assert!(d.causes.iter().all(|c| c.id != CauseId::UpstreamCrashed));
+}
+
+#[test]
+fn the_oom_check_names_the_pids_that_tie_sigkilled_workers_to_the_kernel() {
+    let kill = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("child", "4242"), ("signal", "9")],
+    );
+    let other = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        900,
+        &[("child", "77"), ("signal", "9")],
+    );
+    let reset = event(
+        LogSource::NginxError,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("request", "GET /memory.php HTTP/1.1")],
+    );
+    let check = Check::fail(
+        "host.oom-kills",
+        Area::Load,
+        "the kernel killed processes for memory",
+    )
+    .detail("1 OOM kill(s) in the last 60 min (dmesg): php-fpm8.2; killed pids 4242")
+    .cause(CauseId::HostOomKill);
+    let d = run(
+        &evidence(
+            vec![kill, other, reset],
+            vec![response(502, "GET /memory.php HTTP/1.1", 10, 0.5)],
+            5,
+        ),
+        &[check],
+    );
+    assert_eq!(
+        d.verdict.cause,
+        Some(CauseId::HostOomKill),
+        "{:?}",
+        d.causes
+    );
+    // A SIGKILL of a pid the kernel did not name stays a crash.
+    assert!(d.causes.iter().any(|c| c.id == CauseId::UpstreamCrashed));
+}

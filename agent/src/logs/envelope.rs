@@ -28,13 +28,22 @@ enum Kind {
     Cri,
     Kubectl,
     Syslog,
+    /// `nginx: [emerg] …`: nginx's own stderr at start-up, as `systemctl status` or `nginx -t`
+    /// show it.
+    NginxStderr,
 }
 
-const KINDS: [Kind; 4] = [Kind::Compose, Kind::Cri, Kind::Kubectl, Kind::Syslog];
+const KINDS: [Kind; 5] = [
+    Kind::Compose,
+    Kind::Cri,
+    Kind::Kubectl,
+    Kind::Syslog,
+    Kind::NginxStderr,
+];
 
 fn pattern(kind: Kind) -> Option<&'static Regex> {
     use std::sync::OnceLock;
-    static RES: OnceLock<[Option<Regex>; 4]> = OnceLock::new();
+    static RES: OnceLock<[Option<Regex>; 5]> = OnceLock::new();
     let res = RES.get_or_init(|| {
         let color = r"(?:\x1b\[[0-9;]*m)*";
         let stamp = r"(?:[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)";
@@ -46,6 +55,7 @@ fn pattern(kind: Kind) -> Option<&'static Regex> {
             build(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d) (?:stdout|stderr) [FP] ".to_string()),
             build(r"^\[pod/[^\]\s]{1,253}\] ".to_string()),
             build(format!(r"^{stamp} [^ ]{{1,255}} [^ \[:]{{1,64}}(?:\[\d{{1,10}}\])?: ")),
+            build(r"^nginx: ".to_string()),
         ]
     });
     res[KINDS.iter().position(|k| *k == kind).unwrap_or(0)].as_ref()
@@ -77,25 +87,35 @@ fn detect(sample: &[u8]) -> Option<Kind> {
     }
     let mut best: Option<(usize, Kind)> = None;
     for kind in KINDS {
-        let inner = lines
-            .iter()
-            .filter(|l| {
-                let n = prefix_len(kind, &l[..l.len().min(HEAD)]);
-                n > 0
-                    && super::detect_source(&l[n..])
-                        .is_some_and(|s| kind != Kind::Syslog || s != LogSource::Kernel)
-            })
-            .count();
-        if 2 * inner >= lines.len() && best.is_none_or(|(n, _)| inner > n) {
+        let mut wrapped = 0;
+        let mut inner = 0;
+        for l in lines {
+            let n = prefix_len(kind, &l[..l.len().min(HEAD)]);
+            if n == 0 {
+                continue;
+            }
+            wrapped += 1;
+            if super::detect_source(&l[n..])
+                .is_some_and(|s| kind != Kind::Syslog || s != LogSource::Kernel)
+            {
+                inner += 1;
+            }
+        }
+        // A container's prefix is its own proof: most lines carry it and some line inside is a
+        // server's. A syslog prefix is any program's: most lines must be a server's inside.
+        let enough = match kind {
+            Kind::Syslog => 2 * inner >= lines.len(),
+            _ => 2 * wrapped >= lines.len() && inner > 0,
+        };
+        if enough && best.is_none_or(|(n, _)| inner > n) {
             best = Some((inner, kind));
         }
     }
     best.map(|(_, k)| k)
 }
 
-/// `reader` with its envelope taken off every line, or as it is when it has none.
-pub fn unwrap<'a>(mut reader: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
-    // A sample of the start (readers may hand it over in small pieces), then put back in front.
+/// Reads the start of `reader` (readers may hand it over in small pieces) and puts it back.
+fn sample_of<'a>(mut reader: Box<dyn Read + Send + 'a>) -> (Vec<u8>, impl Read + Send + 'a) {
     let mut sample = vec![0u8; SAMPLE_BYTES];
     let mut got = 0;
     while got < SAMPLE_BYTES {
@@ -107,27 +127,102 @@ pub fn unwrap<'a>(mut reader: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send 
         }
     }
     sample.truncate(got);
-    let kind = detect(&sample);
-    let joined = std::io::Cursor::new(sample).chain(reader);
-    match kind {
-        None => Box::new(joined),
-        Some(kind) => Box::new(Unwrapped {
-            inner: BufReader::with_capacity(64 * 1024, joined),
-            kind,
-            out: Vec::new(),
-            pos: 0,
-            mid_line: false,
-        }),
+    (sample.clone(), std::io::Cursor::new(sample).chain(reader))
+}
+
+/// The sources of the sample's lines (envelope taken off) when there are several: a container's
+/// output interleaves nginx's access lines (stdout) with its error lines (stderr), a supervisor
+/// runs nginx and PHP-FPM in one container. Empty for a file of one source.
+fn mixed_sources(sample: &[u8], kind: Option<Kind>) -> Vec<LogSource> {
+    let mut counts: std::collections::BTreeMap<LogSource, usize> = Default::default();
+    for l in sample
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .take(SAMPLE_LINES)
+    {
+        let n = kind.map_or(0, |k| prefix_len(k, &l[..l.len().min(HEAD)]));
+        if let Some(s) = super::detect_source(&l[n..]) {
+            *counts.entry(s).or_default() += 1;
+        }
     }
+    if counts.len() < 2 {
+        return Vec::new();
+    }
+    counts.into_keys().collect()
+}
+
+/// The sources to read `sample`'s file as: several when its lines mix sources (each read keeps
+/// its own lines, see [`unwrap`]), else none (detect the file's one source as usual).
+pub fn split_sources(sample: &[u8]) -> Vec<LogSource> {
+    mixed_sources(sample, detect(sample))
+}
+
+/// `reader` with its envelope taken off every line, or as it is when it has none. Reading a file
+/// whose lines mix sources as `source`, lines that are plainly another source's are blanked
+/// (line numbers stay), so each source's reader sees its own.
+pub fn unwrap<'a>(
+    reader: Box<dyn Read + Send + 'a>,
+    source: Option<LogSource>,
+) -> Box<dyn Read + Send + 'a> {
+    let (sample, joined) = sample_of(reader);
+    let kind = detect(&sample);
+    let keep = source.filter(|_| !mixed_sources(&sample, kind).is_empty());
+    if kind.is_none() && keep.is_none() {
+        return Box::new(joined);
+    }
+    Box::new(Unwrapped {
+        inner: BufReader::with_capacity(64 * 1024, joined),
+        kind,
+        keep,
+        out: Vec::new(),
+        pos: 0,
+        mid_line: false,
+    })
+}
+
+/// [`split_sources`] of a file's start (none for a file that cannot be read or is compressed).
+pub fn split_file(host: &dyn crate::host::Host, path: &std::path::Path) -> Vec<LogSource> {
+    let Ok(reader) = host.open(path) else {
+        return Vec::new();
+    };
+    let (sample, _) = sample_of(reader);
+    if sample.starts_with(&[0x1f, 0x8b]) {
+        return Vec::new();
+    }
+    split_sources(&sample)
 }
 
 struct Unwrapped<R> {
     inner: R,
-    kind: Kind,
+    kind: Option<Kind>,
+    /// The source being read from a mixed file: other sources' lines are blanked.
+    keep: Option<LogSource>,
     out: Vec<u8>,
     pos: usize,
     /// The line's start was handled; the rest passes through up to its newline.
     mid_line: bool,
+}
+
+impl<R: BufRead> Unwrapped<R> {
+    /// Drops the rest of the current line, its newline included.
+    fn skip_rest(&mut self) -> std::io::Result<()> {
+        loop {
+            let data = self.inner.fill_buf()?;
+            if data.is_empty() {
+                return Ok(());
+            }
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    self.inner.consume(i + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = data.len();
+                    self.inner.consume(n);
+                }
+            }
+        }
+    }
 }
 
 impl<R: BufRead> Read for Unwrapped<R> {
@@ -176,8 +271,22 @@ impl<R: BufRead> Read for Unwrapped<R> {
                 return Ok(0);
             }
             self.mid_line = !head.ends_with(b"\n");
-            let cut = prefix_len(self.kind, &head);
-            self.out.extend_from_slice(&head[cut..]);
+            let cut = self.kind.map_or(0, |k| prefix_len(k, &head));
+            let line = &head[cut..];
+            let other = self.keep.is_some_and(|keep| {
+                super::detect_source(line).is_some_and(|s| s != keep)
+                    && !super::formats::looks_like(keep, line)
+            });
+            if other {
+                // Another source's line: keep only its newline (skip its tail if it is long).
+                if self.mid_line {
+                    self.skip_rest()?;
+                    self.mid_line = false;
+                }
+                self.out.push(b'\n');
+            } else {
+                self.out.extend_from_slice(line);
+            }
         }
     }
 }
@@ -190,10 +299,17 @@ mod tests {
     const NGINX: &str = "2024/03/01 10:00:01 [error] 12#12: *3 connect() to unix:/run/php/php-fpm.sock failed (11: Resource temporarily unavailable) while connecting to upstream, client: 1.2.3.4, server: x, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/php-fpm.sock:\", host: \"x\"";
 
     fn unwrapped(text: &str) -> String {
+        unwrapped_as(text, None)
+    }
+
+    fn unwrapped_as(text: &str, source: Option<LogSource>) -> String {
         let mut out = String::new();
-        unwrap(Box::new(std::io::Cursor::new(text.as_bytes().to_vec())))
-            .read_to_string(&mut out)
-            .unwrap();
+        unwrap(
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+            source,
+        )
+        .read_to_string(&mut out)
+        .unwrap();
         out
     }
 
@@ -234,5 +350,24 @@ mod tests {
         assert_eq!(out.lines().count(), 3);
         assert!(out.lines().nth(1).unwrap().ends_with("xxxx"));
         assert!(out.lines().all(|l| l.starts_with("2024/03/01")));
+    }
+
+    #[test]
+    fn a_file_mixing_sources_is_read_once_per_source() {
+        let access = "172.23.0.2 - - [11/Feb/2022:20:00:09 +0000] \"POST /api HTTP/1.1\" 502 150 \"-\" \"ok\"";
+        let text = format!("server_1  | {access}\nserver_1  | {NGINX}\nserver_1  | {access}\n");
+        assert_eq!(
+            split_sources(text.as_bytes()),
+            vec![LogSource::NginxAccess, LogSource::NginxError]
+        );
+        assert_eq!(
+            unwrapped_as(&text, Some(LogSource::NginxError)),
+            format!("\n{NGINX}\n\n")
+        );
+        assert_eq!(
+            unwrapped_as(&text, Some(LogSource::NginxAccess)),
+            format!("{access}\n\n{access}\n")
+        );
+        assert!(split_sources(format!("{NGINX}\n{NGINX}\n").as_bytes()).is_empty());
     }
 }

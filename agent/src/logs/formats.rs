@@ -127,8 +127,9 @@ fn stampless_nginx(e: &[u8]) -> bool {
     ];
     LEVELS.iter().any(|l| {
         e.starts_with(l) && {
+            // nginx's start-up messages on stderr (`[emerg] bind() … failed`) carry no pid.
             let n = digit_run(e, l.len());
-            n > 0 && e.get(l.len() + n) == Some(&b'#')
+            (n > 0 && e.get(l.len() + n) == Some(&b'#')) || matches!(&l[..3], b"[em" | b"[al")
         }
     })
 }

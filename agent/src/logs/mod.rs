@@ -511,15 +511,27 @@ pub fn read_evidence(
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
 pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
-    let files: Vec<LogFile> = paths
-        .iter()
-        .map(|p| LogFile {
-            path: p.clone(),
-            source: None,
-            access_format: None,
-        })
-        .collect();
-    read::read_files(&crate::host::live::LiveHost, &files, window, tz, false)
+    let host = crate::host::live::LiveHost;
+    let mut files: Vec<LogFile> = Vec::new();
+    for p in paths {
+        // A file whose lines mix sources (a container's output) is read once per source.
+        let sources = envelope::split_file(&host, p);
+        if sources.is_empty() {
+            files.push(LogFile {
+                path: p.clone(),
+                source: None,
+                access_format: None,
+            });
+        }
+        for source in sources {
+            files.push(LogFile {
+                path: p.clone(),
+                source: Some(source),
+                access_format: None,
+            });
+        }
+    }
+    read::read_files(&host, &files, window, tz, false)
 }
 
 #[cfg(test)]

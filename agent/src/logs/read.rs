@@ -458,7 +458,7 @@ fn read_one(
             return ev;
         }
     };
-    let mut chunker = Chunker::new(super::envelope::unwrap(maybe_gunzip(reader)));
+    let mut chunker = Chunker::new(super::envelope::unwrap(maybe_gunzip(reader), file.source));
     chunker.fill();
     let mut inferred: Option<AccessFormat> = None;
     let source = match file.source {
