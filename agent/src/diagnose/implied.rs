@@ -19,6 +19,8 @@ use crate::logs::RESPONDS;
 
 use super::link::Links;
 
+/// Fewer implied responses than this count only when they are a tenth of the server lines read.
+const ISOLATED: usize = 3;
 /// Entries of one request this close in time are one response.
 const SAME_REQUEST_SECS: i64 = 60;
 
@@ -102,6 +104,17 @@ pub fn implied(
             open.insert(key, (t, out.len()));
         }
         out.push((i, status));
+    }
+    // One or two gateway errors lost among many other lines of the front server's error log (an
+    // auth-failure or scanner log with a stray upstream error) do not make an outage on their own.
+    let server_lines: u64 = evidence
+        .files
+        .iter()
+        .filter(|f| f.source.is_some_and(is_front))
+        .map(|f| f.lines)
+        .sum();
+    if out.len() < ISOLATED && (out.len() as u64) * 10 < server_lines {
+        out.clear();
     }
     let mut tally = Implied::default();
     for (_, status) in &out {

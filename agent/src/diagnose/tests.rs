@@ -748,3 +748,28 @@ fn the_oom_check_names_the_pids_that_tie_sigkilled_workers_to_the_kernel() {
     // A SIGKILL of a pid the kernel did not name stays a crash.
     assert!(d.causes.iter().any(|c| c.id == CauseId::UpstreamCrashed));
 }
+
+#[test]
+fn a_stray_gateway_error_among_many_lines_of_auth_failures_is_no_outage() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::UpstreamDown,
+        1,
+        &[("request", "GET /admin HTTP/2.0"), ("responds", "502")],
+    )];
+    let mut ev = evidence(events, vec![], 0);
+    ev.files.push(crate::event::FileSummary {
+        path: PathBuf::from("/var/log/nginx/error.log"),
+        source: Some(LogSource::NginxError),
+        lines: 40,
+        events: 1,
+        ..Default::default()
+    });
+    let d = run(&ev, &[]);
+    assert_eq!(d.implied.total, 0);
+    assert_eq!(d.verdict.cause, None);
+    // The same line alone in its file is the outage.
+    ev.files[0].lines = 1;
+    let d = run(&ev, &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamDown));
+}

@@ -508,6 +508,17 @@ pub fn read_evidence(
     read::read_files(host, files, window, tz, true)
 }
 
+/// The moment a file's year-less stamps (syslog, kernel) are read against: when the file was
+/// last written (a rotated log, a copy of last year's log), not now; now when that is unknown.
+fn year_anchor(host: &dyn Host, path: &Path) -> Timestamp {
+    let now = host.now();
+    host.metadata(path)
+        .ok()
+        .and_then(|m| Timestamp::from_second(m.mtime).ok())
+        .filter(|t| *t < now)
+        .unwrap_or(now)
+}
+
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
 pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
@@ -558,6 +569,30 @@ mod tests {
         assert_eq!(ev.field("errno"), Some("2"));
         assert_eq!(ev.field("socket"), Some("/run/php/php8.2-fpm.sock"));
         assert_eq!(ev.line, 7);
+    }
+
+    #[test]
+    fn year_less_stamps_are_dated_from_when_the_file_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kern.log");
+        std::fs::write(
+            &path,
+            "Dec 30 23:59:00 web kernel: Out of memory: Killed process 12 (php-fpm8.2) total-vm:1kB\n",
+        )
+        .unwrap();
+        let written: std::time::SystemTime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_189_600); // 2024-01-02 10:00 UTC
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        let ev = scan_paths(&[path], &Window::default(), &TimeZone::UTC);
+        assert_eq!(
+            ev.events[0].time.unwrap().to_string(),
+            "2023-12-30T23:59:00Z"
+        );
     }
 
     #[test]

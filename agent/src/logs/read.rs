@@ -540,7 +540,7 @@ fn read_one(
         format_text,
         rules: rules.clone(),
         tz,
-        now: host.now(),
+        now: super::year_anchor(host, path),
         window,
         path,
         keep_per_rule: keep_per_rule_chunk(host, path),
