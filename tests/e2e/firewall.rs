@@ -1118,3 +1118,81 @@ table inet filter {
         table_text(&report)
     );
 }
+
+#[test]
+fn with_no_cdn_configured_a_rule_aimed_at_one_names_it_and_a_default_deny_is_reported() {
+    require!("ip", "iptables", "ip6tables", "iptables-save");
+    let Some(ns) = Netns::new() else { return };
+    // Cloudflare's edge dropped on the web ports by a rule that names its range (the access log
+    // would show no Cloudflare client at all); an unrelated address dropped too.
+    ns.script(
+        "iptables -A INPUT -s 173.245.48.0/20 -p tcp -m multiport --dports 80,443 -j DROP
+         iptables -A INPUT -s 203.0.113.50/32 -j DROP",
+    );
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "firewall.cloudflare");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::FirewallCdnBlocked)
+    );
+    assert!(check.detail.contains("no CDN is configured or detected"));
+    assert_eq!(
+        blocked(&report, Provider::Cloudflare),
+        vec![(
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("173.245.48.0/20")],
+            "INPUT".to_string(),
+            1
+        )]
+    );
+    assert_eq!(report.providers.len(), 1, "{}", table_text(&report));
+    assert!(report.checks.iter().all(|c| c.id != "firewall.web-ports"));
+
+    // A default deny that lets only SSH in closes the web ports to everyone: that, not a CDN.
+    ns.script(
+        "iptables -F INPUT
+         iptables -A INPUT -p tcp --dport 22 -j ACCEPT
+         iptables -P INPUT DROP",
+    );
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "firewall.web-ports");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert!(check.cause.is_none());
+    assert!(report.providers.is_empty(), "{}", table_text(&report));
+}
+
+#[test]
+fn with_no_cdn_configured_a_fail2ban_ban_of_a_cdn_edge_is_the_cause() {
+    require!(
+        "ip",
+        "iptables",
+        "fail2ban-server",
+        "fail2ban-client",
+        "sqlite3"
+    );
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let f2b = Fail2ban::start(&ns, dir.path());
+    f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
+        .unwrap();
+    let host = f2b.host();
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "fail2ban.cdn-banned");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::Fail2banCdnBanned)
+    );
+    assert!(check.detail.contains("173.245.48.9 (cloudflare)"));
+    // The ban's rule names an edge address: the firewall evaluation names Cloudflare too.
+    let got = blocked(&report, Provider::Cloudflare);
+    assert_eq!(got.len(), 1, "{}", table_text(&report));
+    assert_eq!(got[0].2, vec![net("173.245.48.9/32")]);
+}

@@ -26,6 +26,7 @@ pub mod iptables;
 pub mod nft;
 pub mod realip;
 pub mod ufw;
+mod undetected;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -609,7 +610,11 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         evaluate_rules(&rulesets, input.catalog, &input.providers, &ports)
     };
 
-    if input.providers.is_empty() {
+    if input.providers.is_empty() && !rulesets.is_empty() {
+        let (found, targeted) = undetected::evaluate(&rulesets, input.catalog, &ports, &ufw_files);
+        checks.extend(found);
+        verdicts = targeted;
+    } else if input.providers.is_empty() {
         checks.push(Check::skip(
             "firewall.cdn",
             Area::Firewall,
@@ -1159,8 +1164,9 @@ pub fn audit_for(
     let providers: Vec<Provider> = match &config.cdn_providers {
         Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
         None => {
-            let detected =
+            let mut detected =
                 crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            undetected::more_evidence(host, discovery, &mut detected);
             if !detected.is_empty() {
                 let why: Vec<String> = detected
                     .iter()
