@@ -31,7 +31,7 @@ fn sh(args: &[&str]) -> std::process::Output {
 }
 
 /// Why this test cannot run here, if it cannot.
-fn unavailable(tools: &[&str]) -> Option<String> {
+pub(crate) fn unavailable(tools: &[&str]) -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("needs root to create network namespaces".into());
     }
@@ -56,12 +56,12 @@ macro_rules! require {
 }
 
 /// A network namespace of this test; deleted on drop (also when the test fails).
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn new() -> Option<Netns> {
+    pub(crate) fn new() -> Option<Netns> {
         let name = format!(
             "oa-fw-{}-{}",
             std::process::id(),
@@ -81,7 +81,7 @@ impl Netns {
     }
 
     /// Runs a command inside the namespace; panics with its stderr when it fails.
-    fn exec(&self, args: &[&str]) -> String {
+    pub(crate) fn exec(&self, args: &[&str]) -> String {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
         let out = sh(&full);
@@ -93,12 +93,12 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn script(&self, script: &str) {
+    pub(crate) fn script(&self, script: &str) {
         self.exec(&["sh", "-ec", script]);
     }
 
     /// Loads an nftables ruleset (`nft -f`) into the namespace.
-    fn nft(&self, ruleset: &str) {
+    pub(crate) fn nft(&self, ruleset: &str) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rules.nft");
         std::fs::write(&file, ruleset).unwrap();
@@ -115,10 +115,10 @@ impl Drop for Netns {
 
 /// The live host, with every command run inside the namespace. `fail2ban-client` is pointed at
 /// the test's server socket, and some paths are mapped to the test's temp files.
-struct NsHost<'a> {
-    ns: &'a Netns,
-    f2b_socket: Option<PathBuf>,
-    remap: Vec<(String, String)>,
+pub(crate) struct NsHost<'a> {
+    pub(crate) ns: &'a Netns,
+    pub(crate) f2b_socket: Option<PathBuf>,
+    pub(crate) remap: Vec<(String, String)>,
 }
 
 impl NsHost<'_> {
@@ -571,14 +571,14 @@ fn ufw_chains_in_a_namespace() {
 
 /// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file
 /// and database in a temp dir; stopped on drop.
-struct Fail2ban<'a> {
+pub(crate) struct Fail2ban<'a> {
     ns: &'a Netns,
     dir: PathBuf,
     running: bool,
 }
 
 impl<'a> Fail2ban<'a> {
-    fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
+    pub(crate) fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
         let conf = dir.join("conf");
         assert!(
             sh(&["cp", "-a", "/etc/fail2ban", &conf.display().to_string()])
@@ -640,7 +640,7 @@ impl<'a> Fail2ban<'a> {
     }
 
     /// The namespace's host, with `fail2ban-client` on this server's socket and its database.
-    fn host(&self) -> NsHost<'a> {
+    pub(crate) fn host(&self) -> NsHost<'a> {
         NsHost {
             ns: self.ns,
             f2b_socket: Some(self.socket()),
@@ -651,7 +651,7 @@ impl<'a> Fail2ban<'a> {
         }
     }
 
-    fn client(&self, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn client(&self, args: &[&str]) -> Result<String, String> {
         let sock = self.socket().display().to_string();
         let mut full = vec![
             "ip",

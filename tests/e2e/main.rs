@@ -8,6 +8,7 @@ mod daemon;
 mod dns;
 mod examples;
 mod firewall;
+mod held_out;
 mod hostile;
 pub mod lab;
 mod logs;

@@ -688,6 +688,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
                     .cloned()
                     .collect();
             }
+            bans_explain_blocks(&mut checks, &verdicts, &found);
             let rules_read = !rulesets.is_empty() && rulesets.unread.is_empty();
             checks.push(fail2ban_check(
                 &state, &found, input, &verdicts, rules_read, &ports,
@@ -845,6 +846,32 @@ fn provider_check(v: &ProviderVerdict, ports: &[u16], ufw: Option<&ufw::UfwFiles
         .cause(CauseId::FirewallCdnBlocked)
         .fix(fixes.into_iter().collect::<Vec<_>>().join("\n"))
         .metric(format!("{p}_blocked_blocks"), blocked_nets as f64, None)
+}
+
+/// Provider checks whose every blocked range is an address fail2ban banned: the rule is the ban's
+/// effect (fail2ban's own chain), not a firewall rule of its own, so the check counts for
+/// `fail2ban.cdn-banned` and the verdict names the ban.
+fn bans_explain_blocks(checks: &mut [Check], verdicts: &[ProviderVerdict], found: &[CdnBan]) {
+    for v in verdicts {
+        let banned = |n: &IpNet| {
+            n.prefix_len() == n.max_prefix_len()
+                && found
+                    .iter()
+                    .any(|b| b.provider == v.provider && b.address == n.addr())
+        };
+        if v.blocked.is_empty() || !v.blocked.iter().all(|p| p.ranges.iter().all(banned)) {
+            continue;
+        }
+        let id = format!("firewall.{}", v.provider);
+        for c in checks
+            .iter_mut()
+            .filter(|c| c.id == id && c.cause == Some(CauseId::FirewallCdnBlocked))
+        {
+            c.cause = Some(CauseId::Fail2banCdnBanned);
+            c.detail
+                .push_str(" (these are fail2ban's bans: see fail2ban.cdn-banned)");
+        }
+    }
 }
 
 /// Whether the evaluated firewall blocks the banned address on the audited (web) ports: `None`
