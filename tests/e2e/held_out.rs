@@ -446,6 +446,7 @@ fn held_out_php_fpm_workers_killed_by_the_oom_killer() {
     args.extend(files.iter().map(String::as_str));
     let scanned = agent_json(&args);
     for (what, report) in [("audit", audit), ("scan", scanned)] {
+        eprintln!("{what}: {}", summary(&report));
         assert_eq!(
             verdict(&report).as_deref(),
             Some("host.oom-kill"),
