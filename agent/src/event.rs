@@ -210,6 +210,10 @@ pub struct Evidence {
     pub events_dropped: u64,
     #[serde(default)]
     pub errors_dropped: u64,
+    /// The `fix:` text (with `${field}` placeholders) of every rule that matched, by rule id:
+    /// the diagnosis shows it where it knows no more specific fix.
+    #[serde(skip)]
+    pub rule_fixes: BTreeMap<String, String>,
 }
 
 impl Evidence {
@@ -229,6 +233,7 @@ impl Evidence {
         for (rule, tally) in other.events_by_rule {
             self.events_by_rule.entry(rule).or_default().absorb(&tally);
         }
+        self.rule_fixes.extend(other.rule_fixes);
         self.files.extend(other.files);
         let stats = &mut self.responses;
         stats.total += other.responses.total;

@@ -106,23 +106,6 @@ pub enum Parsed {
     Bad,
 }
 
-/// The rules every reader of this process uses, when set (see [`use_rules`]).
-static ACTIVE_RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
-
-/// Makes `set` (the embedded packs plus the site's `rules.d`) the rules every reader uses from
-/// now on. The first call wins; it returns false when rules were already chosen.
-pub fn use_rules(set: Arc<RuleSet>) -> bool {
-    ACTIVE_RULES.set(set).is_ok()
-}
-
-/// The rules readers use: those given to [`use_rules`], else the embedded packs.
-pub fn active_rules() -> Result<Arc<RuleSet>, LogError> {
-    match ACTIVE_RULES.get() {
-        Some(set) => Ok(set.clone()),
-        None => builtin_rules(),
-    }
-}
-
 /// The embedded rules, compiled once per process.
 pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
@@ -168,17 +151,9 @@ pub struct LineParser {
 }
 
 impl LineParser {
-    /// A parser with the builtin rules.
+    /// A parser of `source` entries matched against `rules` (the caller's rule set: the
+    /// embedded packs, the site's `rules.d`, or one file under test).
     pub fn new(
-        source: LogSource,
-        access_format: Option<&str>,
-        tz: TimeZone,
-    ) -> Result<Self, LogError> {
-        Self::with_rules(source, access_format, tz, active_rules()?)
-    }
-
-    /// A parser with the given rules.
-    pub fn with_rules(
         source: LogSource,
         access_format: Option<&str>,
         tz: TimeZone,
@@ -490,13 +465,19 @@ pub fn read_evidence(
     files: &[LogFile],
     window: &Window,
     tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
 ) -> Evidence {
-    read::read_files(host, files, window, tz, true)
+    read::read_files(host, files, window, tz, rules, true)
 }
 
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
-pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
+pub fn scan_paths(
+    paths: &[PathBuf],
+    window: &Window,
+    tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
+) -> Evidence {
     let files: Vec<LogFile> = paths
         .iter()
         .map(|p| LogFile {
@@ -505,7 +486,14 @@ pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -
             access_format: None,
         })
         .collect();
-    read::read_files(&crate::host::live::LiveHost, &files, window, tz, false)
+    read::read_files(
+        &crate::host::live::LiveHost,
+        &files,
+        window,
+        tz,
+        rules,
+        false,
+    )
 }
 
 #[cfg(test)]
@@ -514,7 +502,7 @@ mod tests {
     use super::*;
 
     fn parser(source: LogSource) -> LineParser {
-        let mut p = LineParser::new(source, None, TimeZone::UTC).unwrap();
+        let mut p = LineParser::new(source, None, TimeZone::UTC, builtin_rules().unwrap()).unwrap();
         p.set_now("2026-11-24T12:00:00Z".parse().unwrap());
         p
     }
@@ -522,7 +510,8 @@ mod tests {
     #[test]
     fn nginx_event_has_time_in_the_given_zone_and_fields() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
-        let mut p = LineParser::new(LogSource::NginxError, None, tz).unwrap();
+        let mut p =
+            LineParser::new(LogSource::NginxError, None, tz, builtin_rules().unwrap()).unwrap();
         let line = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080""#;
         let Parsed::Event(ev) = p.parse(Path::new("/e.log"), 7, line) else {
             panic!()

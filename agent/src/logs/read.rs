@@ -14,8 +14,8 @@ use jiff::Timestamp;
 
 use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
-    active_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
-    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
+    detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP, MAX_KEEP_ERRORS,
+    MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
 use crate::host::Host;
@@ -320,7 +320,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         out.access = Some(acc.into_parts());
         return out;
     }
-    let Ok(mut parser) = LineParser::with_rules(
+    let Ok(mut parser) = LineParser::new(
         ctx.source,
         ctx.format_text,
         ctx.tz.clone(),
@@ -442,7 +442,7 @@ fn read_one(
     file: &LogFile,
     window: &Window,
     tz: &TimeZone,
-    rules: &mut Option<Result<Arc<RuleSet>, String>>,
+    rules: &Arc<RuleSet>,
 ) -> Evidence {
     let mut ev = Evidence::default();
     let mut summary = FileSummary {
@@ -522,18 +522,10 @@ fn read_one(
     };
     let rules = if format.is_some() {
         // The access log yields responses only; no rule runs on it.
-        Arc::new(RuleSet::empty())
+        &Arc::new(RuleSet::empty())
     } else {
-        match rules.get_or_insert_with(|| active_rules().map_err(|e| e.to_string())) {
-            Ok(r) => r.clone(),
-            Err(e) => {
-                summary.error = Some(e.clone());
-                ev.files.push(summary);
-                return ev;
-            }
-        }
+        rules
     };
-    let rules = &rules;
     let ctx = Ctx {
         source,
         format: format.as_ref(),
@@ -632,6 +624,9 @@ fn read_one(
                             .entry(rule.id.clone())
                             .or_default()
                             .absorb(t);
+                        if !ev.rule_fixes.contains_key(&rule.id) {
+                            ev.rule_fixes.insert(rule.id.clone(), rule.fix.clone());
+                        }
                     }
                 }
                 ev.events_dropped += out.events_dropped;
@@ -708,11 +703,10 @@ pub(crate) fn read_files(
     files: &[LogFile],
     window: &Window,
     tz: &TimeZone,
+    rules: &Arc<RuleSet>,
     siblings: bool,
 ) -> Evidence {
     let mut ev = Evidence::default();
-    // Compiled on first need: reading access logs alone never pays for the rules.
-    let mut rules: Option<Result<Arc<RuleSet>, String>> = None;
     for file in files {
         let mut paths = if siblings {
             super::rotation::rotated_siblings(host, &file.path, window)
@@ -721,7 +715,7 @@ pub(crate) fn read_files(
         };
         paths.push(file.path.clone());
         for p in paths {
-            ev.merge(read_one(host, &p, file, window, tz, &mut rules));
+            ev.merge(read_one(host, &p, file, window, tz, rules));
         }
     }
     cap_clients(&mut ev.responses.clients);

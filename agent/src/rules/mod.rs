@@ -55,19 +55,31 @@ pub enum RuleError {
     },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    #[error("{file}: {message}")]
+    Pack { file: String, message: String },
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PackDoc {
+    /// The rule format's version (1, the only one so far; absent means 1).
+    #[serde(default)]
+    version: Option<u32>,
+    /// The source of every rule of the file that names none.
+    #[serde(default)]
+    source: Option<String>,
     rules: Vec<RuleDoc>,
 }
+
+/// The rule format versions this build reads.
+pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleDoc {
     id: String,
-    source: String,
+    #[serde(default)]
+    source: Option<String>,
     pattern: String,
     event: String,
     cause: String,
@@ -122,6 +134,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule's `fix:` text with each `${name}` replaced by that field of `fields` (a capture
+    /// or a parser field such as `upstream`); `None` when a named field is missing.
+    pub fn fix_with(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+        fill_fix(&self.fix, fields)
+    }
+
     /// The compiled pattern.
     /// `None` only if the pattern passed the syntax check but exceeds the regex size limit.
     pub fn regex(&self) -> Option<&Regex> {
@@ -221,6 +239,19 @@ impl RuleSet {
             .as_ref()
     }
 
+    /// The `fix:` texts of the rules named in `ids`, by id (see `Evidence::rule_fixes`).
+    pub fn fixes_of<'a>(&self, ids: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if !out.contains_key(id) {
+                if let Some(rule) = self.rules.iter().find(|r| r.id == id) {
+                    out.insert(id.to_string(), rule.fix.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// A set without rules.
     pub fn empty() -> RuleSet {
         RuleSet {
@@ -277,6 +308,28 @@ impl RuleSet {
         let index = self.match_index(source, message)?;
         self.captures(index, message)
     }
+}
+
+/// A rule's `fix:` text with each `${name}` replaced by that field of `fields`; `None` when a
+/// named field is missing.
+pub fn fill_fix(template: &str, fields: &BTreeMap<String, String>) -> Option<String> {
+    substitute(template, |name| fields.get(name).map(String::as_str))
+}
+
+/// `template` with each `${name}` replaced by `value(name)`; `None` when a value is missing or
+/// a `${` is not closed. Text outside `${…}` (a lone `$`, `$var`) is kept as written.
+fn substitute<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find('}')?;
+        out.push_str(value(&after[..end])?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// Patterns run over raw log bytes in ASCII mode: `\d`, `\s`, `[^)]`, `.` match bytes, so a
@@ -350,6 +403,12 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         file: file.to_string(),
         error,
     })?;
+    if let Some(v) = doc.version.filter(|v| *v != FORMAT_VERSION) {
+        return Err(RuleError::Pack {
+            file: file.to_string(),
+            message: format!("rule format version {v}: this build reads version {FORMAT_VERSION}"),
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     let mut rules = Vec::new();
     for d in doc.rules {
@@ -361,8 +420,13 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         if !seen.insert(d.id.clone()) {
             return Err(invalid("the id is used twice in this file".into()));
         }
-        let source = LogSource::parse(&d.source)
-            .ok_or_else(|| invalid(format!("unknown source `{}`", d.source)))?;
+        let Some(source_name) = d.source.as_deref().or(doc.source.as_deref()) else {
+            return Err(invalid(
+                "no `source`: name it in the rule or at the top of the file".into(),
+            ));
+        };
+        let source = LogSource::parse(source_name)
+            .ok_or_else(|| invalid(format!("unknown source `{source_name}`")))?;
         let cause = CauseId::parse(&d.cause)
             .ok_or_else(|| invalid(format!("unknown cause id `{}`", d.cause)))?;
         let severity = match d.severity.as_str() {
@@ -384,6 +448,9 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         }
         if d.event.trim().is_empty() || d.fix.trim().is_empty() {
             return Err(invalid("`event` and `fix` must not be empty".into()));
+        }
+        if substitute(&d.fix, |_| Some("")).is_none() {
+            return Err(invalid("`fix`: a `${` is not closed by `}`".into()));
         }
         regex_syntax::ParserBuilder::new()
             .unicode(false)
@@ -483,8 +550,7 @@ pub fn check_samples(set: &RuleSet) -> Vec<SampleFailure> {
         if rule.no_match.is_empty() {
             failures.push(fail("", "the rule has no `no_match` sample".into()));
         }
-        let Ok(mut parser) = LineParser::with_rules(rule.source, None, tz.clone(), arc.clone())
-        else {
+        let Ok(mut parser) = LineParser::new(rule.source, None, tz.clone(), arc.clone()) else {
             failures.push(fail("", "no parser for this source".into()));
             continue;
         };
@@ -550,7 +616,7 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
     })?;
     let mut parsers: Vec<LineParser> = sources
         .iter()
-        .filter_map(|s| LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
+        .filter_map(|s| LineParser::new(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
         .collect();
     let mut matched = 0u64;
     let mut entries = 0u64;
@@ -722,6 +788,35 @@ rules:
             set.match_index(LogSource::PhpFpm, b"[pool www] child 12 said nothing"),
             None
         );
+    }
+
+    #[test]
+    fn a_file_level_source_and_version_and_fix_placeholders() {
+        let pack = |head: &str, rule_source: &str, fix: &str| {
+            format!("{head}rules:\n  - {{id: a, {rule_source}pattern: '^x (?P<n>\\d+)', event: e, cause: upstream.down, severity: info, fix: '{fix}'}}\n")
+        };
+        // The file's source is the default; a rule's own source wins.
+        let set = RuleSet::from_yaml("t", &pack("version: 1\nsource: php_fpm\n", "", "f")).unwrap();
+        assert_eq!(set.rules()[0].source, LogSource::PhpFpm);
+        let set =
+            RuleSet::from_yaml("t", &pack("source: php_fpm\n", "source: kernel, ", "f")).unwrap();
+        assert_eq!(set.rules()[0].source, LogSource::Kernel);
+        // No source anywhere, a future format version, an unclosed placeholder: refused.
+        let err = RuleSet::from_yaml("t", &pack("", "", "f")).unwrap_err();
+        assert!(err.to_string().contains("no `source`"), "{err}");
+        let err =
+            RuleSet::from_yaml("t", &pack("version: 2\nsource: php_fpm\n", "", "f")).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(RuleSet::from_yaml("t", &pack("source: php_fpm\n", "", "raise ${n")).is_err());
+        // Placeholders are filled from the event's fields; `$var` without braces stays.
+        let set =
+            RuleSet::from_yaml("t", &pack("source: php_fpm\n", "", "set ${n} in $conf")).unwrap();
+        let fields: BTreeMap<String, String> = [("n".to_string(), "7".to_string())].into();
+        assert_eq!(
+            set.rules()[0].fix_with(&fields).as_deref(),
+            Some("set 7 in $conf")
+        );
+        assert_eq!(set.rules()[0].fix_with(&BTreeMap::new()), None);
     }
 
     #[test]
