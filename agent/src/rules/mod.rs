@@ -21,19 +21,14 @@ use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cause::CauseId;
 use crate::event::{LogSource, Severity};
 
-/// The rule packs built into the binary, by file name.
-pub const BUILTIN_PACKS: &[(&str, &str)] = &[
-    ("nginx.yaml", include_str!("../../../rules/nginx.yaml")),
-    ("php-fpm.yaml", include_str!("../../../rules/php-fpm.yaml")),
-    ("php.yaml", include_str!("../../../rules/php.yaml")),
-    ("mysql.yaml", include_str!("../../../rules/mysql.yaml")),
-    ("kernel.yaml", include_str!("../../../rules/kernel.yaml")),
-];
+// `BUILTIN_PACKS`: every `rules/*.yaml` at the top of the repository, in name order, read and
+// checked (YAML, pattern syntax) by `agent/build.rs` and embedded as JSON: `(file name, JSON)`.
+include!(concat!(env!("OUT_DIR"), "/builtin_packs.rs"));
 
 /// Where the operator's own rules live.
 pub const DEFAULT_RULES_DIR: &str = "/etc/origin-agent/rules.d";
@@ -59,52 +54,9 @@ pub enum RuleError {
     Pack { file: String, message: String },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PackDoc {
-    /// The rule format's version (1, the only one so far; absent means 1).
-    #[serde(default)]
-    version: Option<u32>,
-    /// The source of every rule of the file that names none.
-    #[serde(default)]
-    source: Option<String>,
-    rules: Vec<RuleDoc>,
-}
-
+include!("doc.rs");
 /// The rule format versions this build reads.
 pub const FORMAT_VERSION: u32 = 1;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleDoc {
-    id: String,
-    #[serde(default)]
-    source: Option<String>,
-    pattern: String,
-    event: String,
-    cause: String,
-    severity: String,
-    fix: String,
-    #[serde(default)]
-    samples: SamplesDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SamplesDoc {
-    #[serde(default, rename = "match")]
-    matches: Vec<SampleDoc>,
-    #[serde(default)]
-    no_match: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SampleDoc {
-    line: String,
-    #[serde(default)]
-    captures: BTreeMap<String, String>,
-}
 
 /// A sample line a rule must match, with the captures it must produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,8 +309,12 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
 /// The embedded packs' rules, in pack order.
 fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::new();
-    for (name, text) in BUILTIN_PACKS {
-        merge_rules(&mut rules, parse_pack(name, text)?);
+    for (name, json) in BUILTIN_PACKS {
+        let doc: PackDoc = serde_json::from_str(json).map_err(|e| RuleError::Pack {
+            file: (*name).to_string(),
+            message: e.to_string(),
+        })?;
+        merge_rules(&mut rules, pack_rules(name, doc, false)?);
     }
     Ok(rules)
 }
@@ -403,6 +359,12 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         file: file.to_string(),
         error,
     })?;
+    pack_rules(file, doc, true)
+}
+
+/// The rules of a pack document, checked. `check_syntax`: parse each pattern (the build script
+/// already did for the embedded packs; the automaton is built on first use either way).
+fn pack_rules(file: &str, doc: PackDoc, check_syntax: bool) -> Result<Vec<Rule>, RuleError> {
     if let Some(v) = doc.version.filter(|v| *v != FORMAT_VERSION) {
         return Err(RuleError::Pack {
             file: file.to_string(),
@@ -452,12 +414,14 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         if substitute(&d.fix, |_| Some("")).is_none() {
             return Err(invalid("`fix`: a `${` is not closed by `}`".into()));
         }
-        regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(&d.pattern)
-            .map_err(|e| invalid(e.to_string()))?;
+        if check_syntax {
+            regex_syntax::ParserBuilder::new()
+                .unicode(false)
+                .utf8(false)
+                .build()
+                .parse(&d.pattern)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         let regex = std::sync::OnceLock::new();
         rules.push(Rule {
             id: d.id.clone(),
