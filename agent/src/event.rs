@@ -157,9 +157,17 @@ pub struct FileSummary {
     /// Lines longer than the line cap (their excess was dropped).
     #[serde(default)]
     pub truncated_lines: u64,
+    /// Bytes at the start of a time-ordered file skipped as before the window (found by
+    /// bisection; `lines` and `outside_window` count the lines read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_bytes: u64,
     /// Why the file could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How often one rule matched, and when first and last.

@@ -29,6 +29,7 @@ mod formats;
 mod io_tests;
 mod read;
 mod rotation;
+mod seek;
 mod time;
 
 use std::collections::BTreeMap;
@@ -267,6 +268,39 @@ impl LineParser {
             text,
             fields,
         })
+    }
+
+    /// A parser that only reads time stamps (no rules): for the window bisection. `access`:
+    /// the access log's compiled format.
+    pub(crate) fn stamper(
+        source: LogSource,
+        access: Option<&AccessFormat>,
+        tz: TimeZone,
+        now: Timestamp,
+    ) -> Self {
+        LineParser {
+            source,
+            rules: Arc::new(RuleSet::empty()),
+            tz,
+            access: access.cloned(),
+            access_cache: access::TimeCache::default(),
+            cache: time::StampCache::default(),
+            fields: formats::Fields::new(),
+            scratch: Vec::new(),
+            now: Some(now),
+        }
+    }
+
+    /// The time stamp of an entry (its first line is enough), as the full parse reads it; no
+    /// rule runs.
+    pub(crate) fn stamp(&mut self, entry: &[u8]) -> Option<Timestamp> {
+        let entry = trim_entry(entry);
+        if let Some(fmt) = &self.access {
+            let (a, b, kind) = fmt.slots(entry)?.time?;
+            return self.access_cache.get(entry.get(a..b)?, kind);
+        }
+        let head = formats::head(self.source, entry, &mut self.fields)?;
+        stamp_time(&mut self.cache, &self.tz, self.now, entry, &head)
     }
 
     /// The rule set this parser uses.

@@ -526,6 +526,17 @@ fn read_one(
     } else {
         rules
     };
+    // A time-ordered log read for a window: start where the window starts (see `seek`).
+    let skipped = skip_to_window(
+        host,
+        path,
+        source,
+        format.as_ref(),
+        window,
+        tz,
+        &mut chunker,
+    );
+    summary.skipped_bytes = skipped;
     let ctx = Ctx {
         source,
         format: format.as_ref(),
@@ -612,7 +623,8 @@ fn read_one(
                 summary.outside_window += out.outside;
                 summary.truncated_lines += out.truncated;
                 for e in &mut out.events {
-                    e.line += line_base;
+                    // After a skip the lines' numbers are not known: the file alone is named.
+                    e.line = if skipped > 0 { 0 } else { e.line + line_base };
                 }
                 for (i, t) in out.tally.iter().enumerate() {
                     if t.count == 0 {
@@ -636,7 +648,7 @@ fn read_one(
                 }
                 if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
                     for r in &mut errors {
-                        r.line += line_base;
+                        r.line = if skipped > 0 { 0 } else { r.line + line_base };
                     }
                     merge_clients(&mut clients, chunk_clients);
                     let acc = stats_acc.get_or_insert_with(Default::default);
@@ -669,6 +681,43 @@ fn read_one(
     }
     ev.files.push(summary);
     ev
+}
+
+/// When `window` has a start and `path` is a big, plain, time-ordered file on a host that seeks,
+/// points `chunker` at the entry where the window starts; returns the bytes skipped (0: the
+/// whole file is read).
+fn skip_to_window(
+    host: &dyn Host,
+    path: &Path,
+    source: LogSource,
+    format: Option<&AccessFormat>,
+    window: &Window,
+    tz: &TimeZone,
+    chunker: &mut Chunker<'_>,
+) -> u64 {
+    let Some(since) = window.since else {
+        return 0;
+    };
+    if path.extension().is_some_and(|e| e == "gz") {
+        return 0;
+    }
+    let Ok(meta) = host.metadata(path) else {
+        return 0;
+    };
+    let mut stamper = LineParser::stamper(source, format, tz.clone(), host.now());
+    let start = super::seek::window_start(host, path, source, meta.size, since, &mut stamper);
+    if start == 0 {
+        return 0;
+    }
+    match host.open_at(path, start) {
+        Some(Ok(reader)) => {
+            let mut seeked = Chunker::new(reader);
+            seeked.source = chunker.source;
+            *chunker = seeked;
+            start
+        }
+        _ => 0,
+    }
 }
 
 /// How many events per rule each chunk of `path` builds (see [`KEEP_PER_RULE_CHUNK`]); a
