@@ -236,7 +236,7 @@ impl<'a> Chunker<'a> {
 }
 
 /// Peeks at the first bytes: gzip streams are decompressed (all members).
-fn maybe_gunzip<'a>(mut r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
+pub(crate) fn maybe_gunzip<'a>(mut r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
     let mut magic = [0u8; 2];
     let mut got = 0;
     while got < 2 {
@@ -758,7 +758,9 @@ pub(crate) fn read_files(
     let mut ev = Evidence::default();
     for file in files {
         let mut paths = if siblings {
-            super::rotation::rotated_siblings(host, &file.path, window)
+            let mut older = super::rotation::rotated_siblings(host, &file.path, window);
+            older.retain(|p| super::seek::sibling_in_window(host, p, window, tz));
+            older
         } else {
             Vec::new()
         };

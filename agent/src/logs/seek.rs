@@ -83,6 +83,79 @@ pub(crate) fn window_start(
     }
 }
 
+/// Whether a rotated copy can hold lines of `window`, told by its first and last stamps: its
+/// first entry (plain or gzip, through `open`) stamped after the window's end, or (plain files on
+/// a host that seeks) its last entries all stamped before `since − SLACK`, and it is skipped. A
+/// copy whose stamps cannot be read is kept (the full read decides).
+pub(crate) fn sibling_in_window(
+    host: &dyn Host,
+    path: &Path,
+    window: &super::Window,
+    tz: &jiff::tz::TimeZone,
+) -> bool {
+    let Ok(reader) = host.open(path) else {
+        return true;
+    };
+    let mut head = Vec::with_capacity(PROBE);
+    if super::read::maybe_gunzip(reader)
+        .take(PROBE as u64)
+        .read_to_end(&mut head)
+        .is_err()
+    {
+        return true;
+    }
+    let (source, format) = match super::detect_source(&head) {
+        Some(LogSource::NginxAccess) | None => {
+            let format = head
+                .split(|&b| b == b'\n')
+                .find(|l| !l.is_empty())
+                .and_then(super::AccessFormat::infer)
+                .unwrap_or_else(super::AccessFormat::combined);
+            (LogSource::NginxAccess, Some(format))
+        }
+        Some(source) => (source, None),
+    };
+    let mut stamper = LineParser::stamper(source, format.as_ref(), tz.clone(), host.now());
+    let first = entries(&head, source).find_map(|l| stamper.stamp(l));
+    if let (Some(first), Some(until)) = (first, window.until) {
+        if first > until {
+            return false;
+        }
+    }
+    let (Some(since), Ok(meta)) = (window.since, host.metadata(path)) else {
+        return true;
+    };
+    if path.extension().is_some_and(|e| e == "gz") || head.starts_with(&[0x1f, 0x8b]) {
+        return true;
+    }
+    let Some(Ok(mut tail)) = host.open_at(path, meta.size.saturating_sub(PROBE as u64)) else {
+        return true;
+    };
+    let mut buf = vec![0u8; PROBE];
+    let mut filled = 0;
+    loop {
+        let n = read_some(&mut tail, &mut buf[filled..]);
+        filled += n;
+        if n == 0 || filled == buf.len() {
+            break;
+        }
+    }
+    let last = entries(&buf[..filled], source)
+        .filter_map(|l| stamper.stamp(l))
+        .max();
+    match (last, since.checked_sub(SLACK)) {
+        (Some(last), Ok(target)) => last >= target,
+        _ => true,
+    }
+}
+
+/// The entry-starting lines of `data` (a partial first line may come first: it does not parse).
+fn entries(data: &[u8], source: LogSource) -> impl Iterator<Item = &[u8]> {
+    data.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(move |l| starts_entry(source, l))
+}
+
 /// The first entry starting at or after `offset` (after the line `offset` falls in, unless it
 /// is 0) that carries a time stamp: its offset and time.
 fn probe(
@@ -386,5 +459,60 @@ mod tests {
             ),
             0
         );
+    }
+
+    #[test]
+    fn rotated_copies_are_skipped_by_their_first_and_last_stamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |t: i64, status: u16| {
+            let ts = Timestamp::from_second(T0 + t).unwrap();
+            format!(
+                "10.0.0.1 - - [{}] \"GET / HTTP/1.1\" {status} 5 \"-\" \"x\"\n",
+                ts.strftime("%d/%b/%Y:%H:%M:%S +0000")
+            )
+        };
+        let day = |from: i64| {
+            (0..200)
+                .map(|i| line(from + i * 60, 502))
+                .collect::<String>()
+        };
+        let current = dir.path().join("access.log");
+        std::fs::write(&current, day(3 * 86_400)).unwrap();
+        // Two days old, but touched recently (copied back from a backup): its mtime is in the
+        // window, its stamps are not.
+        std::fs::write(dir.path().join("access.log.1"), day(86_400)).unwrap();
+        // Written after the window's end.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(day(5 * 86_400).as_bytes()).unwrap();
+        std::fs::write(dir.path().join("access.log.2.gz"), gz.finish().unwrap()).unwrap();
+        // In the window: read.
+        std::fs::write(dir.path().join("access.log.3"), day(3 * 86_400 - 7200)).unwrap();
+        let window = Window {
+            since: Some(Timestamp::from_second(T0 + 3 * 86_400 - 3600).unwrap()),
+            until: Some(Timestamp::from_second(T0 + 4 * 86_400).unwrap()),
+        };
+        let file = LogFile {
+            path: current,
+            source: None,
+            access_format: None,
+        };
+        let ev = read_evidence(
+            &LiveHost,
+            &[file],
+            &window,
+            &jiff::tz::TimeZone::UTC,
+            &builtin_rules().unwrap(),
+        );
+        let names: Vec<String> = ev
+            .files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["access.log.3", "access.log"]);
+        // Cannot tell (no stamp): kept.
+        let odd = dir.path().join("odd.log.1");
+        std::fs::write(&odd, "no stamps here\n").unwrap();
+        let tz = jiff::tz::TimeZone::UTC;
+        assert!(sibling_in_window(&LiveHost, &odd, &window, &tz));
     }
 }
