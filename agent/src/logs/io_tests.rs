@@ -165,6 +165,14 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
+/// The names of the files an evidence read, in reading order.
+pub(super) fn file_names(ev: &Evidence) -> Vec<String> {
+    ev.files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 fn set_mtime(p: &Path, unix: i64) {
     let f = std::fs::File::options().write(true).open(p).unwrap();
     f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix as u64))
@@ -215,12 +223,10 @@ fn rotated_and_gzip_siblings_are_read_when_the_window_reaches_them() {
         &TimeZone::UTC,
         &builtin_rules().unwrap(),
     );
-    let names: Vec<String> = ev
-        .files
-        .iter()
-        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["access.log.2.gz", "access.log.1", "access.log"]);
+    assert_eq!(
+        file_names(&ev),
+        ["access.log.2.gz", "access.log.1", "access.log"]
+    );
     assert_eq!(ev.responses.total, 3);
     assert_eq!(ev.responses.by_status.get(&504), Some(&1));
     assert!(ev.files.iter().all(|f| f.error.is_none()), "{:?}", ev.files);

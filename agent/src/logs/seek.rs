@@ -503,12 +503,10 @@ mod tests {
             &jiff::tz::TimeZone::UTC,
             &builtin_rules().unwrap(),
         );
-        let names: Vec<String> = ev
-            .files
-            .iter()
-            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["access.log.3", "access.log"]);
+        assert_eq!(
+            crate::logs::io_tests::file_names(&ev),
+            ["access.log.3", "access.log"]
+        );
         // Cannot tell (no stamp): kept.
         let odd = dir.path().join("odd.log.1");
         std::fs::write(&odd, "no stamps here\n").unwrap();
