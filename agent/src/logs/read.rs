@@ -458,7 +458,7 @@ fn read_one(
             return ev;
         }
     };
-    let mut chunker = Chunker::new(maybe_gunzip(reader));
+    let mut chunker = Chunker::new(super::envelope::unwrap(maybe_gunzip(reader), file.source));
     chunker.fill();
     let mut inferred: Option<AccessFormat> = None;
     let source = match file.source {
@@ -543,7 +543,7 @@ fn read_one(
         format_text,
         rules: rules.clone(),
         tz,
-        now: host.now(),
+        now: super::year_anchor(host, path),
         window,
         path,
         keep_per_rule: keep_per_rule_chunk(host, path),
@@ -704,7 +704,8 @@ fn skip_to_window(
     let Ok(meta) = host.metadata(path) else {
         return 0;
     };
-    let mut stamper = LineParser::stamper(source, format, tz.clone(), host.now());
+    let mut stamper =
+        LineParser::stamper(source, format, tz.clone(), super::year_anchor(host, path));
     let start = super::seek::window_start(host, path, source, meta.size, since, &mut stamper);
     if start == 0 {
         return 0;

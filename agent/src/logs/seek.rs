@@ -115,7 +115,12 @@ pub(crate) fn sibling_in_window(
         }
         Some(source) => (source, None),
     };
-    let mut stamper = LineParser::stamper(source, format.as_ref(), tz.clone(), host.now());
+    let mut stamper = LineParser::stamper(
+        source,
+        format.as_ref(),
+        tz.clone(),
+        super::year_anchor(host, path),
+    );
     let first = entries(&head, source).find_map(|l| stamper.stamp(l));
     if let (Some(first), Some(until)) = (first, window.until) {
         if first > until {

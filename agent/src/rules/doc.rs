@@ -26,6 +26,10 @@ struct RuleDoc {
     severity: String,
     fix: String,
     #[serde(default)]
+    responds: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     samples: SamplesDoc,
 }
 
