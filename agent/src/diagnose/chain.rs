@@ -70,7 +70,14 @@ pub fn link_chains(
             status_cdn: root.status_cdn().to_string(),
             checks: Vec::new(),
             confirmed_now: false,
-            fix: fix::fix_for(root, &root_events, checks, discovery),
+            // The events are the child's (its rules' fixes are for the child): no rule fix.
+            fix: fix::fix_for(
+                root,
+                &root_events,
+                checks,
+                discovery,
+                &std::collections::BTreeMap::new(),
+            ),
             explained_by: None,
             reason: None,
             ..child

@@ -284,7 +284,7 @@ pub fn diagnose(
             .filter(|c| c.cause == Some(cause) && c.fix.is_some())
             .filter(|c| matches!(c.status, Status::Fail | Status::Warn))
             .collect();
-        let fix = fix::fix_for(cause, &acc.events, &fixing, discovery);
+        let fix = fix::fix_for(cause, &acc.events, &fixing, discovery, &evidence.rule_fixes);
         causes.push(CauseReport {
             id: cause,
             title: cause.title().to_string(),

@@ -471,6 +471,41 @@ fn events_over_the_logs_caps_are_counted_and_dated_from_the_tallies() {
 }
 
 #[test]
+fn a_rules_fix_with_its_captures_is_shown_where_no_specific_fix_exists() {
+    // A crash has no fix built from the host's configs: the rule's own text, filled in.
+    let events = (0..2)
+        .map(|i| {
+            event(
+                LogSource::PhpFpm,
+                CauseId::UpstreamCrashed,
+                i,
+                &[("pool", "shop"), ("signal", "11")],
+            )
+        })
+        .collect();
+    let errors = (0..2)
+        .map(|i| response(502, "GET / HTTP/1.1", i, 0.0))
+        .collect();
+    let mut ev = evidence(events, errors, 10);
+    ev.rule_fixes.insert(
+        "test".into(),
+        "Pool `${pool}` lost workers to signal ${signal}.".into(),
+    );
+    let d = run(&ev, &[]);
+    assert_eq!(d.causes[0].id, CauseId::UpstreamCrashed);
+    assert_eq!(d.causes[0].fix, "Pool `shop` lost workers to signal 11.");
+    // A placeholder the events cannot fill: the cause's generic fix, never a half-filled text.
+    ev.rule_fixes
+        .insert("test".into(), "Pool `${pool}` in ${site}.".into());
+    let d = run(&ev, &[]);
+    assert!(
+        d.causes[0].fix.starts_with("PHP-FPM workers die"),
+        "{}",
+        d.causes[0].fix
+    );
+}
+
+#[test]
 fn error_log_entries_alone_are_implied_responses_and_give_the_verdict() {
     let events = (0..3)
         .map(|i| {

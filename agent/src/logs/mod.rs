@@ -31,6 +31,7 @@ mod formats;
 mod io_tests;
 mod read;
 mod rotation;
+mod seek;
 mod time;
 
 use std::collections::BTreeMap;
@@ -114,23 +115,6 @@ pub enum Parsed {
     Bad,
 }
 
-/// The rules every reader of this process uses, when set (see [`use_rules`]).
-static ACTIVE_RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
-
-/// Makes `set` (the embedded packs plus the site's `rules.d`) the rules every reader uses from
-/// now on. The first call wins; it returns false when rules were already chosen.
-pub fn use_rules(set: Arc<RuleSet>) -> bool {
-    ACTIVE_RULES.set(set).is_ok()
-}
-
-/// The rules readers use: those given to [`use_rules`], else the embedded packs.
-pub fn active_rules() -> Result<Arc<RuleSet>, LogError> {
-    match ACTIVE_RULES.get() {
-        Some(set) => Ok(set.clone()),
-        None => builtin_rules(),
-    }
-}
-
 /// The embedded rules, compiled once per process.
 pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
@@ -176,17 +160,9 @@ pub struct LineParser {
 }
 
 impl LineParser {
-    /// A parser with the builtin rules.
+    /// A parser of `source` entries matched against `rules` (the caller's rule set: the
+    /// embedded packs, the site's `rules.d`, or one file under test).
     pub fn new(
-        source: LogSource,
-        access_format: Option<&str>,
-        tz: TimeZone,
-    ) -> Result<Self, LogError> {
-        Self::with_rules(source, access_format, tz, active_rules()?)
-    }
-
-    /// A parser with the given rules.
-    pub fn with_rules(
         source: LogSource,
         access_format: Option<&str>,
         tz: TimeZone,
@@ -306,6 +282,39 @@ impl LineParser {
             text,
             fields,
         })
+    }
+
+    /// A parser that only reads time stamps (no rules): for the window bisection. `access`:
+    /// the access log's compiled format.
+    pub(crate) fn stamper(
+        source: LogSource,
+        access: Option<&AccessFormat>,
+        tz: TimeZone,
+        now: Timestamp,
+    ) -> Self {
+        LineParser {
+            source,
+            rules: Arc::new(RuleSet::empty()),
+            tz,
+            access: access.cloned(),
+            access_cache: access::TimeCache::default(),
+            cache: time::StampCache::default(),
+            fields: formats::Fields::new(),
+            scratch: Vec::new(),
+            now: Some(now),
+        }
+    }
+
+    /// The time stamp of an entry (its first line is enough), as the full parse reads it; no
+    /// rule runs.
+    pub(crate) fn stamp(&mut self, entry: &[u8]) -> Option<Timestamp> {
+        let entry = trim_entry(entry);
+        if let Some(fmt) = &self.access {
+            let (a, b, kind) = fmt.slots(entry)?.time?;
+            return self.access_cache.get(entry.get(a..b)?, kind);
+        }
+        let head = formats::head(self.source, entry, &mut self.fields)?;
+        stamp_time(&mut self.cache, &self.tz, self.now, entry, &head)
     }
 
     /// The rule set this parser uses.
@@ -504,8 +513,9 @@ pub fn read_evidence(
     files: &[LogFile],
     window: &Window,
     tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
 ) -> Evidence {
-    read::read_files(host, files, window, tz, true)
+    read::read_files(host, files, window, tz, rules, true)
 }
 
 /// The moment a file's year-less stamps (syslog, kernel) are read against: when the file was
@@ -521,7 +531,12 @@ fn year_anchor(host: &dyn Host, path: &Path) -> Timestamp {
 
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
-pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
+pub fn scan_paths(
+    paths: &[PathBuf],
+    window: &Window,
+    tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
+) -> Evidence {
     let host = crate::host::live::LiveHost;
     let mut files: Vec<LogFile> = Vec::new();
     for p in paths {
@@ -542,7 +557,7 @@ pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -
             });
         }
     }
-    read::read_files(&host, &files, window, tz, false)
+    read::read_files(&host, &files, window, tz, rules, false)
 }
 
 #[cfg(test)]
@@ -551,7 +566,7 @@ mod tests {
     use super::*;
 
     fn parser(source: LogSource) -> LineParser {
-        let mut p = LineParser::new(source, None, TimeZone::UTC).unwrap();
+        let mut p = LineParser::new(source, None, TimeZone::UTC, builtin_rules().unwrap()).unwrap();
         p.set_now("2026-11-24T12:00:00Z".parse().unwrap());
         p
     }
@@ -559,7 +574,8 @@ mod tests {
     #[test]
     fn nginx_event_has_time_in_the_given_zone_and_fields() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
-        let mut p = LineParser::new(LogSource::NginxError, None, tz).unwrap();
+        let mut p =
+            LineParser::new(LogSource::NginxError, None, tz, builtin_rules().unwrap()).unwrap();
         let line = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080""#;
         let Parsed::Event(ev) = p.parse(Path::new("/e.log"), 7, line) else {
             panic!()
@@ -588,7 +604,12 @@ mod tests {
             .unwrap()
             .set_modified(written)
             .unwrap();
-        let ev = scan_paths(&[path], &Window::default(), &TimeZone::UTC);
+        let ev = scan_paths(
+            &[path],
+            &Window::default(),
+            &TimeZone::UTC,
+            &builtin_rules().unwrap(),
+        );
         assert_eq!(
             ev.events[0].time.unwrap().to_string(),
             "2023-12-30T23:59:00Z"
