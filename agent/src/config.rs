@@ -76,6 +76,8 @@ pub struct RawLogs {
     pub php: Option<Vec<String>>,
     pub mysql_error: Option<Vec<String>>,
     pub kernel: Option<Vec<String>>,
+    /// Apache httpd error logs (its access logs are listed under `nginx_access`).
+    pub apache_error: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -259,6 +261,7 @@ impl Config {
             php,
             mysql_error,
             kernel,
+            apache_error,
         } = &logs;
         for (key, list) in [
             ("logs.nginx_access", nginx_access),
@@ -268,6 +271,7 @@ impl Config {
             ("logs.php", php),
             ("logs.mysql_error", mysql_error),
             ("logs.kernel", kernel),
+            ("logs.apache_error", apache_error),
         ] {
             for entry in list.iter().flatten() {
                 if !entry.starts_with('/') {

@@ -16,6 +16,7 @@
 //! No guessing: 5xx with no explaining evidence leave `verdict.cause` empty and the status
 //! `unknown`.
 
+mod apache;
 mod fix;
 mod link;
 mod refine;
@@ -142,7 +143,7 @@ pub fn diagnose(
     discovery: &Discovery,
     scope: Scope,
 ) -> Diagnosis {
-    let events = refine::refine(&evidence.events);
+    let events = apache::refine(refine::refine(&evidence.events), discovery);
     let errors: Vec<&Response> = evidence.errors.iter().filter(|r| r.status >= 500).collect();
     let links = link::link(&errors, &events);
 
@@ -256,7 +257,9 @@ pub fn diagnose(
             responses: acc.direct + acc.weak,
             first_seen,
             last_seen,
-            status_direct: cause.status_direct().to_string(),
+            status_direct: apache::visitor_status(cause, &acc.events, discovery)
+                .unwrap_or(cause.status_direct())
+                .to_string(),
             status_cdn: cause.status_cdn().to_string(),
             confirmed_now: confirmed,
             evidence: evidence_lines,
@@ -327,6 +330,7 @@ impl Acc<'_> {
             // Events that make no access-log line of their own (kernel drops, accept failures,
             // OOM kills, crashed tables) stand on their own.
             CauseId::NetListenOverflow
+            | CauseId::WebSaturated
             | CauseId::NetConntrackFull
             | CauseId::NetWorkerConnections
             | CauseId::HostFdExhausted

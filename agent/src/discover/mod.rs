@@ -3,9 +3,10 @@
 //! agent's config overrides every path. The result is [`Discovery`] (see [`model`]).
 //!
 //! - [`process`]: the process table and what each process is;
-//! - [`nginx`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
+//! - [`nginx`], [`apache`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
 //! - [`logs`]: every log file to read, from what was discovered and the agent's `logs.*`.
 
+pub mod apache;
 pub mod logs;
 pub mod model;
 pub mod mysql;
@@ -545,37 +546,146 @@ fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut D
 }
 
 fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
-    let Some(master) = procs.iter().find(|p| {
-        process::role(p) == Role::Apache
-            && !procs
+    let masters: Vec<&Proc> = procs
+        .iter()
+        .filter(|p| {
+            process::role(p) == Role::Apache
+                && !procs
+                    .iter()
+                    .any(|q| q.pid == p.ppid && process::role(q) == Role::Apache)
+        })
+        .collect();
+    // A root-owned master first: only its command line and environment are believed.
+    let master = masters
+        .iter()
+        .find(|p| p.uid == 0)
+        .or(masters.first())
+        .copied();
+    if masters.len() > 1 {
+        d.notes.push(format!(
+            "apache httpd: {} masters run (pids {}); pid {} is the one audited",
+            masters.len(),
+            masters
                 .iter()
-                .any(|q| q.pid == p.ppid && process::role(q) == Role::Apache)
-    }) else {
+                .map(|p| p.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            master.map_or(0, |m| m.pid)
+        ));
+    }
+    let Some(mut a) = apache_view(host, master, &mut d.notes) else {
         return;
     };
-    let words = master.words();
-    let config_path = process::option_value(&words, Some("-f"), None)
+    if let Some(m) = master {
+        a.workers = process::children(procs, m.pid);
+        a.master = Some(m.info(a.workers.clone()));
+    }
+    d.notes.push(format!(
+        "apache httpd: {}, config {}{}, mpm {}, {} virtual host(s), listens on {}",
+        match master {
+            Some(m) => format!("master pid {} with {} child(ren)", m.pid, a.workers.len()),
+            None => "not running".into(),
+        },
+        a.config_path
+            .as_ref()
+            .map_or("(none)".into(), |p| p.display().to_string()),
+        a.config_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (not read: {e})")),
+        a.mpm.as_deref().unwrap_or("unknown"),
+        a.vhosts.len(),
+        a.ports()
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    d.apache = Some(a);
+}
+
+/// One httpd's view: its config (from a root master's `-d`/`-f`, else the distro's path), read
+/// with the master's environment (Debian's `envvars`) and `-D` defines.
+fn apache_view(host: &dyn Host, master: Option<&Proc>, notes: &mut Vec<String>) -> Option<Apache> {
+    let trusted = master.filter(|m| m.uid == 0);
+    let words = trusted.map(Proc::words).unwrap_or_default();
+    let flavor = match master.map(Proc::program) {
+        Some(p) if p == "httpd" => "httpd",
+        Some(_) => "apache2",
+        None if host
+            .metadata(Path::new("/etc/apache2/apache2.conf"))
+            .is_ok() =>
+        {
+            "apache2"
+        }
+        None if host
+            .metadata(Path::new("/etc/httpd/conf/httpd.conf"))
+            .is_ok() =>
+        {
+            "httpd"
+        }
+        None => return None,
+    };
+    let (default_root, default_conf) = match flavor {
+        "httpd" => ("/etc/httpd", "conf/httpd.conf"),
+        _ => ("/etc/apache2", "apache2.conf"),
+    };
+    let root = process::option_value(&words, Some("-d"), None)
         .map(PathBuf::from)
-        .or_else(|| {
-            ["/etc/apache2/apache2.conf", "/etc/httpd/conf/httpd.conf"]
+        .unwrap_or_else(|| PathBuf::from(default_root));
+    let conf = process::option_value(&words, Some("-f"), None)
+        .map(|f| {
+            if f.starts_with('/') {
+                PathBuf::from(f)
+            } else {
+                root.join(f)
+            }
+        })
+        .unwrap_or_else(|| root.join(default_conf));
+    let mut defines = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if w == "-D" {
+            if let Some(n) = it.next() {
+                defines.push(n.clone());
+            }
+        } else if let Some(n) = w.strip_prefix("-D") {
+            defines.push(n.to_string());
+        }
+    }
+    let mut env = host
+        .read(Path::new("/etc/apache2/envvars"))
+        .ok()
+        .filter(|_| flavor == "apache2")
+        .map(|b| apache::parse_envvars(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    if let Some(m) = trusted {
+        if let Ok(bytes) = host.read(&PathBuf::from(format!("/proc/{}/environ", m.pid))) {
+            env.extend(apache::parse_environ(&bytes));
+        }
+    }
+    let mut a = match apache::load(host, &conf, &root, &env, &defines) {
+        Ok(loaded) => {
+            let mut a = apache::extract(&loaded);
+            apache::read_remoteip_lists(host, &mut a);
+            for w in &loaded.warnings {
+                notes.push(format!("apache httpd: {w}"));
+            }
+            a
+        }
+        Err(err) => Apache {
+            config_error: Some(err.to_string()),
+            error_logs: ["/var/log/apache2/error.log", "/var/log/httpd/error_log"]
                 .iter()
                 .map(PathBuf::from)
-                .find(|p| host.metadata(p).is_ok())
-        });
-    let error_logs = ["/var/log/apache2/error.log", "/var/log/httpd/error_log"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| host.metadata(p).is_ok())
-        .collect();
-    d.notes.push(format!(
-        "apache httpd: master pid {} (noted, not analysed in depth)",
-        master.pid
-    ));
-    d.apache = Some(Apache {
-        master: Some(master.info(process::children(procs, master.pid))),
-        config_path,
-        error_logs,
-    });
+                .filter(|p| host.metadata(p).is_ok())
+                .map(Sourced::default_value)
+                .collect(),
+            ..Apache::default()
+        },
+    };
+    a.flavor = flavor.to_string();
+    a.config_path = Some(conf);
+    Some(a)
 }
 
 /// The timeout used for connect probes and commands started by discovery.

@@ -39,7 +39,8 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
         LogSource::Php => php(e, f),
         LogSource::MysqlError => mysql(e, f),
         LogSource::Kernel => kernel(e, f),
-        LogSource::NginxAccess | LogSource::ApacheError => None,
+        LogSource::ApacheError => apache_error(e, f),
+        LogSource::NginxAccess => None,
     }
 }
 
@@ -51,9 +52,8 @@ pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
         LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
         LogSource::Php => php_stamp(line).is_some(),
         LogSource::MysqlError => mysql_stamp(line).is_some(),
-        LogSource::Kernel | LogSource::NginxAccess | LogSource::ApacheError => {
-            !line.is_empty() && line != b"\r"
-        }
+        LogSource::ApacheError => apache_stamp(line).is_some(),
+        LogSource::Kernel | LogSource::NginxAccess => !line.is_empty() && line != b"\r",
     }
 }
 
@@ -432,6 +432,129 @@ fn mysql(e: &[u8], f: &mut Fields) -> Option<Head> {
         stamp_raw: raw,
         msg: at..end.max(at),
         prog: None,
+        tail: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apache httpd error log: `[Www Mmm dd HH:MM:SS(.micros) YYYY] [module:level] [pid N:tid N]
+// (errno)Text: [client A:P] AHnnnnn: message, referer: R` (2.4) or `[…] [level] [client A]
+// message` (2.2).
+
+/// `[Www Mmm dd HH:MM:SS(.micros) YYYY]`: the stamp and where the rest starts.
+fn apache_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    if e.len() < 26 || e[0] != b'[' || e[4] != b' ' || e[8] != b' ' || e[11] != b' ' {
+        return None;
+    }
+    let (h, mi, s) = hms(e, 12)?;
+    let (micros, used) = fraction(e, 20);
+    let at = 20 + used;
+    if e.get(at) != Some(&b' ') || e.get(at + 5) != Some(&b']') {
+        return None;
+    }
+    Some((
+        Civil {
+            y: d4(e, at + 1)?,
+            mo: month(&e[5..8])?,
+            d: padded(&e[9..11])? as u8,
+            h,
+            mi,
+            s,
+            micros,
+        },
+        at + 6,
+    ))
+}
+
+/// A `[name value]` bracket at `at` whose content starts with `name `: the value's range and
+/// where the text after it (and its space) starts.
+fn bracket(e: &[u8], at: usize, name: &[u8]) -> Option<(Range<usize>, usize)> {
+    if e.get(at) != Some(&b'[') || !e[at + 1..].starts_with(name) {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 128)])? + at;
+    let start = at + 1 + name.len();
+    Some((start.min(close)..close, skip_spaces(e, close + 1)))
+}
+
+fn apache_error(e: &[u8], f: &mut Fields) -> Option<Head> {
+    let (civil, mut at) = apache_stamp(e)?;
+    let end = trim_end(e, e.len());
+    at = skip_spaces(e, at);
+    // [module:level] (2.4) or [level] (2.2).
+    if e.get(at) != Some(&b'[') {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 48)])? + at;
+    let inner = &e[at + 1..close];
+    if inner.is_empty()
+        || !inner
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b":_-".contains(c))
+    {
+        return None;
+    }
+    match memchr::memchr(b':', inner) {
+        Some(c) => {
+            f.push(("module", at + 1..at + 1 + c));
+            f.push(("level", at + 2 + c..close));
+        }
+        None => f.push(("level", at + 1..close)),
+    }
+    at = skip_spaces(e, close + 1);
+    // [pid N:tid N] / [pid N]
+    if let Some((v, next)) = bracket(e, at, b"pid ") {
+        let n = digit_run(e, v.start);
+        f.push(("pid", v.start..v.start + n));
+        if let Some(t) = memmem::find(&e[v.clone()], b":tid ") {
+            let ts = v.start + t + 5;
+            f.push(("tid", ts..ts + digit_run(e, ts)));
+        }
+        at = next;
+    }
+    // `(errno)Text: ` (the APR status of the failure) and `[client A:P]`/`[remote A:P]`, in
+    // either order (2.4 writes the status first, 2.2 the client first).
+    let mut prog = None;
+    for _ in 0..3 {
+        if prog.is_none() && e.get(at) == Some(&b'(') {
+            let n = digit_run(e, at + 1);
+            if n > 0 && e.get(at + 1 + n) == Some(&b')') {
+                if let Some(colon) = memmem::find(&e[at..end.min(at + 96)], b": ") {
+                    f.push(("errno", at + 1..at + 1 + n));
+                    prog = Some(at..at + colon);
+                    at = skip_spaces(e, at + colon + 2);
+                    continue;
+                }
+            }
+        }
+        let mut found = false;
+        for (name, field) in [(&b"client "[..], "client"), (b"remote ", "remote")] {
+            if let Some((v, next)) = bracket(e, at, name) {
+                f.push((field, v));
+                at = next;
+                found = true;
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    // `, referer: …` closes the entry (visitor text).
+    static REFERER: std::sync::OnceLock<memmem::FinderRev<'static>> = std::sync::OnceLock::new();
+    let referer = REFERER.get_or_init(|| memmem::FinderRev::new(b", referer: "));
+    let at = at.min(end);
+    let msg_end = match referer.rfind(&e[at..end]) {
+        Some(i) => {
+            f.push(("referrer", at + i + 11..end));
+            at + i
+        }
+        None => end,
+    };
+    Some(Head {
+        stamp: Stamp::Local(civil),
+        stamp_raw: 1..e.iter().position(|&c| c == b']').unwrap_or(1),
+        msg: at..msg_end,
+        prog,
         tail: None,
     })
 }

@@ -69,7 +69,7 @@ fn errno_text(outcome: &ConnectOutcome) -> String {
     }
 }
 
-fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
+pub(crate) fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
     let mut any = false;
     let mut out = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -82,7 +82,7 @@ fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
 }
 
 /// Socket inodes a process holds (`/proc/PID/fd/* -> socket:[N]`).
-fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> {
+pub(crate) fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
     let names = host.read_dir(&dir).ok()?;
     let mut out = BTreeSet::new();
@@ -136,6 +136,30 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
         ));
     }
     let Some(master) = &nginx.master else {
+        if let Some(pid) = d
+            .apache
+            .as_ref()
+            .and_then(|a| a.master.as_ref())
+            .map(|m| m.pid)
+        {
+            // Installed but not running, while Apache serves: not a fault.
+            let reason = format!(
+                "nginx is installed ({conf}) but not running; Apache httpd (pid {pid}) serves this host"
+            );
+            out.push(Check::skip(
+                "nginx.running",
+                Area::Services,
+                "nginx",
+                reason.clone(),
+            ));
+            out.push(Check::skip(
+                "nginx.listening",
+                Area::Services,
+                "nginx listening",
+                reason,
+            ));
+            return;
+        }
         out.push(
             Check::fail("nginx.running", Area::Services, "nginx is not running")
                 .detail(format!("no nginx master process; its config is {conf}"))

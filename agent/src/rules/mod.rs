@@ -33,6 +33,7 @@ pub const BUILTIN_PACKS: &[(&str, &str)] = &[
     ("php.yaml", include_str!("../../../rules/php.yaml")),
     ("mysql.yaml", include_str!("../../../rules/mysql.yaml")),
     ("kernel.yaml", include_str!("../../../rules/kernel.yaml")),
+    ("apache.yaml", include_str!("../../../rules/apache.yaml")),
 ];
 
 /// Where the operator's own rules live.
