@@ -47,6 +47,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub nginx: RawNginx,
     #[serde(default)]
+    pub apache: RawApache,
+    #[serde(default)]
     pub php_fpm: RawPhpFpm,
     #[serde(default)]
     pub mysql: RawMysql,
@@ -87,6 +89,14 @@ pub struct RawNginx {
     pub config: Option<PathBuf>,
     /// The nginx binary used for `nginx -T`.
     pub binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApache {
+    /// httpd's main config (default: what the running master was started with, else
+    /// `/etc/apache2/apache2.conf` or `/etc/httpd/conf/httpd.conf`).
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +176,7 @@ pub struct Config {
     pub logs: RawLogs,
     pub nginx_config: Option<PathBuf>,
     pub nginx_binary: Option<PathBuf>,
+    pub apache_config: Option<PathBuf>,
     pub php_fpm_configs: Option<Vec<PathBuf>>,
     pub php_fpm_status_url: Option<String>,
     pub mysql_config: Option<PathBuf>,
@@ -243,6 +254,7 @@ impl Config {
         let RawConfig {
             logs,
             nginx,
+            apache,
             php_fpm,
             mysql,
             cdn,
@@ -387,6 +399,7 @@ impl Config {
             logs,
             nginx_config: nginx.config,
             nginx_binary: nginx.binary,
+            apache_config: apache.config,
             php_fpm_configs: php_fpm.configs,
             php_fpm_status_url: php_fpm.status_url,
             mysql_config: mysql.config,

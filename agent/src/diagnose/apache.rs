@@ -28,8 +28,49 @@ fn upstream_port(event: &Event) -> Option<u16> {
     hostport.rsplit_once(':')?.1.parse().ok()
 }
 
-/// Re-attributes events on a stacked host (see the module doc).
+/// `End of script output before headers` followed by `AH01070` for the same client: the
+/// answer's headers were unusable (a bad response), not a dead worker.
+fn headers_unusable(events: Vec<Cow<'_, Event>>) -> Vec<Cow<'_, Event>> {
+    let keys: Vec<(Option<String>, Option<i64>)> = events
+        .iter()
+        .filter(|e| e.rule == "apache.fcgi-bad-headers")
+        .map(|e| {
+            (
+                e.field("client").map(str::to_string),
+                e.time.map(|t| t.as_second()),
+            )
+        })
+        .collect();
+    events
+        .into_iter()
+        .map(|e| {
+            let paired = e.rule == "apache.fcgi-no-headers"
+                && keys.iter().any(|(c, t)| {
+                    c.as_deref() == e.field("client")
+                        && match (t, e.time.map(|x| x.as_second())) {
+                            (Some(a), Some(b)) => (a - b).abs() <= 1,
+                            _ => true,
+                        }
+                });
+            if paired {
+                let mut owned = e.into_owned();
+                owned.cause = CauseId::UpstreamBadResponse;
+                owned.severity = crate::event::Severity::Info;
+                Cow::Owned(owned)
+            } else {
+                e
+            }
+        })
+        .collect()
+}
+
+/// Re-attributes Apache events (see the module doc).
 pub fn refine<'a>(events: Vec<Cow<'a, Event>>, d: &Discovery) -> Vec<Cow<'a, Event>> {
+    let events = if events.iter().any(|e| e.rule == "apache.fcgi-bad-headers") {
+        headers_unusable(events)
+    } else {
+        events
+    };
     let Some(apache) = behind_nginx(d) else {
         return events;
     };
@@ -74,13 +115,9 @@ pub fn refine<'a>(events: Vec<Cow<'a, Event>>, d: &Discovery) -> Vec<Cow<'a, Eve
         .collect()
 }
 
-/// Whether most of a cause's events come from Apache's error log.
+/// Whether Apache's error log shows this cause (Apache is in the visitor's path).
 fn from_apache(events: &[&Event]) -> bool {
-    let n = events
-        .iter()
-        .filter(|e| e.source == LogSource::ApacheError)
-        .count();
-    n > 0 && n * 2 >= events.len()
+    events.iter().any(|e| e.source == LogSource::ApacheError)
 }
 
 /// Whether the cause's nginx events point at the Apache behind it.
@@ -94,35 +131,61 @@ fn nginx_to_apache(events: &[&Event], d: &Discovery) -> bool {
     })
 }
 
-/// What the visitor got for this cause, when Apache is in the path.
-pub fn visitor_status(cause: CauseId, events: &[&Event], d: &Discovery) -> Option<&'static str> {
+/// What the visitor got for this cause, when Apache is in the path: the statuses of the
+/// responses it explains when the access log shows them, else what Apache answers for it.
+pub fn visitor_status(
+    cause: CauseId,
+    events: &[&Event],
+    d: &Discovery,
+    seen: &std::collections::BTreeSet<u16>,
+) -> Option<String> {
+    let seen_text = || {
+        seen.iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     if nginx_to_apache(events, d) {
         // nginx answers for Apache.
-        return match cause {
-            CauseId::UpstreamDown => Some("502 (nginx; Apache httpd is down)"),
-            CauseId::UpstreamSaturated => {
-                Some("504 / 502 (nginx; Apache httpd has no free worker)")
-            }
-            _ => None,
+        let who = match cause {
+            CauseId::UpstreamDown => "nginx; Apache httpd is down",
+            CauseId::UpstreamSaturated => "nginx; Apache httpd has no free worker",
+            _ => return None,
         };
+        let statuses = match (seen.is_empty(), cause) {
+            (false, _) => seen_text(),
+            (true, CauseId::UpstreamDown) => "502".to_string(),
+            (true, _) => "504 / 502".to_string(),
+        };
+        return Some(format!("{statuses} ({who})"));
     }
     if !from_apache(events) {
         return None;
     }
+    if !seen.is_empty() {
+        return Some(format!("{} (Apache httpd)", seen_text()));
+    }
     let behind = behind_nginx(d).is_some() && d.nginx.as_ref().is_some_and(|n| n.master.is_some());
-    Some(match (cause, behind) {
-        (CauseId::UpstreamDown | CauseId::UpstreamSocketPermission, false) => "503 (Apache httpd)",
-        (CauseId::UpstreamDown | CauseId::UpstreamSocketPermission, true) => {
-            "503 (Apache httpd, passed on by nginx)"
+    Some(
+        match (cause, behind) {
+            (CauseId::UpstreamDown | CauseId::UpstreamSocketPermission, false) => {
+                "503 (Apache httpd)"
+            }
+            (CauseId::UpstreamDown | CauseId::UpstreamSocketPermission, true) => {
+                "503 (Apache httpd, passed on by nginx)"
+            }
+            (CauseId::UpstreamSaturated, _) => "503 (Apache httpd)",
+            (CauseId::UpstreamTimeout, _) => "504 (Apache httpd)",
+            (CauseId::UpstreamBadResponse, _) => {
+                "500 (Apache httpd; 502 for a broken FastCGI record)"
+            }
+            (CauseId::UpstreamCrashed, _) => "500 / 502 / 503 (Apache httpd)",
+            (CauseId::WebSaturated, _) => "none: requests wait in the listen queue, then time out",
+            (CauseId::AppFatalError | CauseId::AppMemoryLimit, _) => "500",
+            _ => return None,
         }
-        (CauseId::UpstreamSaturated, _) => "503 (Apache httpd)",
-        (CauseId::UpstreamTimeout, _) => "504 (Apache httpd)",
-        (CauseId::UpstreamBadResponse, _) => "500 (Apache httpd; 502 for a broken FastCGI record)",
-        (CauseId::UpstreamCrashed, _) => "500 / 502 / 503 (Apache httpd)",
-        (CauseId::WebSaturated, _) => "none: requests wait in the listen queue, then time out",
-        (CauseId::AppFatalError | CauseId::AppMemoryLimit, _) => "500",
-        _ => return None,
-    })
+        .to_string(),
+    )
 }
 
 fn limit_text(a: &Apache) -> String {

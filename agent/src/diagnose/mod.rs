@@ -166,6 +166,9 @@ pub fn diagnose(
             acc.weak += 1;
         }
         acc.linked_events.push(link.event);
+        if let Some(r) = errors.get(link.response) {
+            acc.statuses.insert(r.status);
+        }
     }
     // The logs keep the newest events of each rule (caps) but tally all of them: count and date
     // the rest too, under the cause the kept events of that rule have.
@@ -257,9 +260,8 @@ pub fn diagnose(
             responses: acc.direct + acc.weak,
             first_seen,
             last_seen,
-            status_direct: apache::visitor_status(cause, &acc.events, discovery)
-                .unwrap_or(cause.status_direct())
-                .to_string(),
+            status_direct: apache::visitor_status(cause, &acc.events, discovery, &acc.statuses)
+                .unwrap_or_else(|| cause.status_direct().to_string()),
             status_cdn: cause.status_cdn().to_string(),
             confirmed_now: confirmed,
             evidence: evidence_lines,
@@ -306,6 +308,8 @@ struct Acc<'a> {
     direct: u64,
     weak: u64,
     checks: Vec<&'a Check>,
+    /// The statuses of the 5xx responses linked to it.
+    statuses: std::collections::BTreeSet<u16>,
 }
 
 impl Acc<'_> {

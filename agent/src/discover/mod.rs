@@ -44,7 +44,7 @@ pub fn discover(host: &dyn Host, config: &Config) -> Discovery {
     discover_nginx(host, config, &procs, &mut discovery);
     discover_php_fpm(host, config, &procs, &mut discovery);
     discover_database(host, config, &procs, &mut discovery);
-    discover_apache(host, &procs, &mut discovery);
+    discover_apache(host, config, &procs, &mut discovery);
     discovery
 }
 
@@ -545,7 +545,7 @@ fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut D
     d.database = Some(db);
 }
 
-fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
+fn discover_apache(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Discovery) {
     let masters: Vec<&Proc> = procs
         .iter()
         .filter(|p| {
@@ -555,12 +555,20 @@ fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
                     .any(|q| q.pid == p.ppid && process::role(q) == Role::Apache)
         })
         .collect();
-    // A root-owned master first: only its command line and environment are believed.
-    let master = masters
-        .iter()
-        .find(|p| p.uid == 0)
-        .or(masters.first())
-        .copied();
+    // The master of the config the agent names, else a root-owned one first (only a root
+    // master's command line and environment are believed).
+    let wanted = config.apache_config.as_deref();
+    let master = match wanted {
+        Some(path) => masters
+            .iter()
+            .find(|p| p.uid == 0 && apache_paths(Some(p)).1 == path)
+            .copied(),
+        None => masters
+            .iter()
+            .find(|p| p.uid == 0)
+            .or(masters.first())
+            .copied(),
+    };
     if masters.len() > 1 {
         d.notes.push(format!(
             "apache httpd: {} masters run (pids {}); pid {} is the one audited",
@@ -573,7 +581,7 @@ fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
             master.map_or(0, |m| m.pid)
         ));
     }
-    let Some(mut a) = apache_view(host, master, &mut d.notes) else {
+    let Some(mut a) = apache_view(host, master, wanted, &mut d.notes) else {
         return;
     };
     if let Some(m) = master {
@@ -605,7 +613,38 @@ fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
 
 /// One httpd's view: its config (from a root master's `-d`/`-f`, else the distro's path), read
 /// with the master's environment (Debian's `envvars`) and `-D` defines.
-fn apache_view(host: &dyn Host, master: Option<&Proc>, notes: &mut Vec<String>) -> Option<Apache> {
+/// The server root and main config a master was started with (`-d`, `-f`; believed of a root
+/// master only), else its flavour's defaults.
+fn apache_paths(master: Option<&Proc>) -> (PathBuf, PathBuf) {
+    let trusted = master.filter(|m| m.uid == 0);
+    let words = trusted.map(Proc::words).unwrap_or_default();
+    let httpd = master.is_some_and(|m| m.program() == "httpd");
+    let (default_root, default_conf) = if httpd {
+        ("/etc/httpd", "conf/httpd.conf")
+    } else {
+        ("/etc/apache2", "apache2.conf")
+    };
+    let root = process::option_value(&words, Some("-d"), None)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default_root));
+    let conf = process::option_value(&words, Some("-f"), None)
+        .map(|f| {
+            if f.starts_with('/') {
+                PathBuf::from(f)
+            } else {
+                root.join(f)
+            }
+        })
+        .unwrap_or_else(|| root.join(default_conf));
+    (root, conf)
+}
+
+fn apache_view(
+    host: &dyn Host,
+    master: Option<&Proc>,
+    wanted: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Option<Apache> {
     let trusted = master.filter(|m| m.uid == 0);
     let words = trusted.map(Proc::words).unwrap_or_default();
     let flavor = match master.map(Proc::program) {
@@ -623,24 +662,22 @@ fn apache_view(host: &dyn Host, master: Option<&Proc>, notes: &mut Vec<String>) 
         {
             "httpd"
         }
+        None if wanted.is_some() => "apache2",
         None => return None,
     };
-    let (default_root, default_conf) = match flavor {
-        "httpd" => ("/etc/httpd", "conf/httpd.conf"),
-        _ => ("/etc/apache2", "apache2.conf"),
-    };
-    let root = process::option_value(&words, Some("-d"), None)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default_root));
-    let conf = process::option_value(&words, Some("-f"), None)
-        .map(|f| {
-            if f.starts_with('/') {
-                PathBuf::from(f)
-            } else {
-                root.join(f)
-            }
-        })
-        .unwrap_or_else(|| root.join(default_conf));
+    let (mut root, mut conf) = apache_paths(master);
+    if master.is_none() {
+        if let Some(path) = wanted {
+            // Not running: the agent's config names the file; its ServerRoot directive (read
+            // in order) sets the root, the file's directory until then.
+            conf = path.to_path_buf();
+            root = path.parent().map(Path::to_path_buf).unwrap_or(root);
+        }
+        if flavor == "httpd" {
+            root = PathBuf::from("/etc/httpd");
+            conf = wanted.map_or_else(|| root.join("conf/httpd.conf"), Path::to_path_buf);
+        }
+    }
     let mut defines = Vec::new();
     let mut it = words.iter();
     while let Some(w) = it.next() {
