@@ -21,7 +21,7 @@ rm -rf target/assets
 mkdir -p target/assets/completions
 target/release/origin-agent generate all target/assets
 
-for asset in origin-agent.1 completions/origin-agent.bash completions/_origin-agent \
+for asset in man/origin-agent.1 man/origin-agent-audit.1 man/origin-agent-whitelist.1 completions/origin-agent.bash completions/_origin-agent \
     completions/origin-agent.fish; do
     if [ ! -s "target/assets/$asset" ]; then
         echo "build-deb: 'origin-agent generate all' did not write target/assets/$asset" >&2

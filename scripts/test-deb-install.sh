@@ -26,7 +26,7 @@ in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$
 echo "== dpkg -i"
 in_root dpkg -i /tmp/origin-agent.deb
 for f in /usr/bin/origin-agent /usr/lib/systemd/system/origin-agent.service \
-    /etc/origin-agent/config.yaml /usr/share/man/man1/origin-agent.1.gz \
+    /etc/origin-agent/config.yaml /usr/share/man/man1/origin-agent.1.gz /usr/share/man/man1/origin-agent-audit.1.gz \
     /usr/share/origin-agent/rules/nginx.yaml /usr/share/bash-completion/completions/origin-agent; do
     [ -e "$root$f" ] || { echo "missing after install: $f" >&2; exit 1; }
     echo "ok  $f"

@@ -106,10 +106,13 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
+    /// Config file (default: /etc/origin-agent/config.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Explain from a snapshot (directory or .tar.gz written by `collect`) instead of this host.
     #[arg(long, value_name = "DIR|FILE")]
     pub snapshot: Option<PathBuf>,
+    /// How far back to read the logs, e.g. 30m, 1h, 2d (default: the config's audit.since, 1h).
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
     /// A moment: RFC 3339 (2026-11-24T07:45:17Z) or local "2026-11-24 07:45:17".
@@ -121,15 +124,21 @@ pub struct ExplainArgs {
     /// An nginx connection id, e.g. 1234 or *1234.
     #[arg(long, value_name = "ID", group = "query")]
     pub connection: Option<String>,
-    /// Print JSON.
+    /// Print JSON (every matching response, ungrouped).
     #[arg(long)]
     pub json: bool,
+    /// Print every response and every nearby line, not the first of each group.
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {
+    /// Config file (default: /etc/origin-agent/config.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// How far back the snapshot's logs reach, e.g. 30m, 1h, 2d (default: the config's
+    /// audit.since, 1h).
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
     /// Where to write the snapshot: a .tar.gz file, or a directory (default:
@@ -142,6 +151,7 @@ pub struct CollectArgs {
 pub enum ConfigCommand {
     /// Parse and validate a config file (default: /etc/origin-agent/config.yaml).
     Check {
+        /// The config file to check.
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
@@ -153,8 +163,10 @@ pub enum RulesCommand {
     List,
     /// Run a rule file against a log: which lines match which rule, with captures.
     Test {
+        /// A rule pack (YAML, the format of rules/*.yaml).
         #[arg(value_name = "RULE_FILE")]
         rules: PathBuf,
+        /// A log file to run it against.
         #[arg(value_name = "LOG")]
         log: PathBuf,
     },
@@ -172,12 +184,14 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Config file (default: /etc/origin-agent/config.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Config file, for metrics.listen (default: /etc/origin-agent/config.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The daemon's address (default: the config's metrics.listen).
@@ -192,18 +206,23 @@ pub struct StatusArgs {
 pub enum CdnCommand {
     /// Every provider and how many ranges it publishes.
     List {
+        /// Config file, for state_dir where `cdn update` keeps its lists (default:
+        /// /etc/origin-agent/config.yaml when it exists).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// One provider's ranges.
     Show {
+        /// The provider, as `cdn list` names it (e.g. cloudflare).
         #[arg(value_name = "NAME")]
         name: String,
+        /// Config file, for state_dir (default: /etc/origin-agent/config.yaml when it exists).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
     /// Fetch the lists from the providers' official endpoints, validate them and keep them.
     Update {
+        /// Config file, for state_dir (default: /etc/origin-agent/config.yaml when it exists).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Only these providers (repeatable; default: all).
@@ -217,6 +236,7 @@ pub enum CdnCommand {
 
 #[derive(Debug, Args)]
 pub struct WhitelistArgs {
+    /// Config file (default: /etc/origin-agent/config.yaml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Provider to allow (repeatable; default: the config's cdn.providers).
@@ -243,4 +263,35 @@ pub struct WhitelistArgs {
     /// Also write nginx `set_real_ip_from` for the providers (nginx -t, then reload).
     #[arg(long)]
     pub nginx_real_ip: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every subcommand says what it is for (`--help`, man pages).
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if arg.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.is_hide_set() {
+                    continue;
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "origin-agent", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+    }
 }

@@ -132,45 +132,8 @@ pub fn explain(args: ExplainArgs) -> Result<Exit> {
     })??;
     if args.json {
         print(&(serde_json::to_string_pretty(&result)? + "\n"))?;
-    } else if result.is_empty() {
-        print("No 5xx response matches that in the log window.\n")?;
     } else {
-        let mut text = String::new();
-        for e in &result {
-            let r = &e.response;
-            text.push_str(&format!(
-                "{}:{} {} \"{}\" {}\n",
-                r.file.display(),
-                r.line,
-                r.time.map_or("-".to_string(), diagnose::short_time),
-                r.request,
-                r.status
-            ));
-            match (&e.cause, &e.event) {
-                (Some(cause), Some(event)) => text.push_str(&format!(
-                    "  cause: {cause} ({}){}\n  {}:{}: {}\n",
-                    cause.title(),
-                    if e.direct {
-                        ""
-                    } else {
-                        ", linked by time only"
-                    },
-                    event.file.display(),
-                    event.line,
-                    event.text.lines().next().unwrap_or("")
-                )),
-                _ => text.push_str("  no log line explains it\n"),
-            }
-            for near in &e.nearby {
-                text.push_str(&format!(
-                    "  nearby {}:{}: {}\n",
-                    near.file.display(),
-                    near.line,
-                    near.text.lines().next().unwrap_or("")
-                ));
-            }
-        }
-        print(&text)?;
+        print(&origin_agent::report::explain::render(&result, args.all))?;
     }
     Ok(if result.iter().any(|e| e.cause.is_some()) {
         0
@@ -254,9 +217,13 @@ pub fn generate(args: GenerateArgs, command: clap::Command) -> Result<Exit> {
         bail!("generate: say man, completions or all");
     }
     if man {
-        let mut buf = Vec::new();
-        clap_mangen::Man::new(command.clone()).render(&mut buf)?;
-        std::fs::write(args.dir.join("origin-agent.1"), buf)?;
+        // One page per subcommand (origin-agent-audit.1, origin-agent-cdn-update.1, …) beside
+        // origin-agent.1, which refers to them.
+        let dir = args.dir.join("man");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        clap_mangen::generate_to(command.clone(), &dir)
+            .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
     }
     if completions {
         let dir = args.dir.join("completions");

@@ -134,8 +134,44 @@ fn man_page_and_completions_are_generated_from_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(&["generate", "all", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let man = std::fs::read_to_string(dir.path().join("origin-agent.1")).unwrap();
+    let man_dir = dir.path().join("man");
+    let man = std::fs::read_to_string(man_dir.join("origin-agent.1")).unwrap();
     assert!(man.contains("audit"));
+    // Every page the main page refers to (origin-agent-audit(1), …) is generated, and every
+    // subcommand has one.
+    let referred: Vec<&str> = man
+        .split("origin\\-agent\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .filter(|name| !name.is_empty() && name.len() < 40)
+        .collect();
+    assert!(
+        !referred.is_empty(),
+        "the main page refers to no subcommand page:\n{man}"
+    );
+    for name in referred {
+        let page = man_dir.join(format!("origin-agent-{}.1", name.replace("\\-", "-")));
+        assert!(
+            page.exists(),
+            "{} is referred to but not generated",
+            page.display()
+        );
+    }
+    for sub in [
+        "audit",
+        "scan",
+        "explain",
+        "collect",
+        "run",
+        "status",
+        "whitelist",
+        "cdn-update",
+    ] {
+        let page = man_dir.join(format!("origin-agent-{sub}.1"));
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.contains(".TH"), "{} is not a man page", page.display());
+    }
     for file in ["origin-agent.bash", "_origin-agent", "origin-agent.fish"] {
         assert!(
             Path::new(&dir.path().join("completions").join(file)).exists(),

@@ -184,7 +184,7 @@ impl Nginx {
         let lock = crate::lab::exclusive();
         let binary = Path::new("/usr/sbin/nginx");
         if !binary.exists() {
-            eprintln!("skip: nginx is not installed (/usr/sbin/nginx)");
+            crate::skip("nginx is not installed (/usr/sbin/nginx)");
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")
@@ -736,7 +736,7 @@ fn sd_notify_ready_watchdog_and_sigterm() {
 fn unit_file_passes_systemd_analyze_verify_and_security() {
     let analyze = Path::new("/usr/bin/systemd-analyze");
     if !analyze.exists() {
-        eprintln!("skip: systemd-analyze is not installed");
+        crate::skip("systemd-analyze is not installed");
         return;
     }
     let unit = fs::read_to_string(repo_root().join("systemd/origin-agent.service")).unwrap();

@@ -21,7 +21,7 @@ struct Ns {
 impl Ns {
     fn new() -> Option<Ns> {
         if !nix::unistd::geteuid().is_root() || Proc::new("ip").arg("-V").output().is_err() {
-            eprintln!("skip: needs root and iproute2");
+            crate::skip("needs root and iproute2");
             return None;
         }
         let name = format!("oa-dns-{}", std::process::id());

@@ -49,7 +49,7 @@ fn unavailable(tools: &[&str]) -> Option<String> {
 macro_rules! require {
     ($($tool:expr),*) => {
         if let Some(reason) = unavailable(&[$($tool),*]) {
-            eprintln!("skipped: {reason}");
+            crate::skip(&reason);
             return;
         }
     };

@@ -285,7 +285,7 @@ pub fn start_or_skip(opts: LabOptions) -> Option<Lab> {
     match Lab::start(opts) {
         Ok(lab) => Some(lab),
         Err(LabError::Skip(reason)) => {
-            eprintln!("SKIP lab test: {reason}");
+            crate::skip(&reason);
             None
         }
         Err(e) => panic!("{e}"),
@@ -1751,7 +1751,7 @@ mod tests {
         };
         let t = Instant::now();
         match Lab::start(opts) {
-            Err(LabError::Skip(reason)) => eprintln!("SKIP lab test: {reason}"),
+            Err(LabError::Skip(reason)) => crate::skip(&reason),
             Err(LabError::Failed(msg)) => {
                 assert!(msg.contains("php-fpm did not listen"), "{msg}");
                 assert!(msg.contains("(it exited)"), "{msg}");

@@ -104,7 +104,7 @@ fn line_of(path: &Path, n: u64) -> String {
 fn events_come_out_of_real_nginx_and_php_fpm_lines() {
     for bin in [NGINX, FPM] {
         if !Path::new(bin).exists() {
-            eprintln!("skipped: {bin} is not installed");
+            crate::skip(format!("{bin} is not installed"));
             return;
         }
     }
@@ -398,12 +398,12 @@ fn events_come_out_of_real_mariadb_lines() {
     const INSTALL: &str = "/usr/bin/mariadb-install-db";
     for bin in [MARIADBD, INSTALL] {
         if !Path::new(bin).exists() {
-            eprintln!("skipped: {bin} is not installed");
+            crate::skip(format!("{bin} is not installed"));
             return;
         }
     }
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to run mariadbd with --user=root in a temp dir");
+        crate::skip("needs root to run mariadbd with --user=root in a temp dir");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

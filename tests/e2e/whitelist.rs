@@ -82,7 +82,7 @@ fn missing() -> Option<String> {
 macro_rules! need_root_and_tools {
     () => {
         if let Some(why) = missing() {
-            eprintln!("skipped: {why}");
+            crate::skip(&why);
             return;
         }
     };
@@ -773,7 +773,7 @@ fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
     need_root_and_tools!();
     let mut lab = Lab::new();
     if !lab.ufw_enabled() {
-        eprintln!("skipped: ufw is not installed");
+        crate::skip("ufw is not installed");
         return;
     }
     let host = lab.host();
@@ -916,7 +916,7 @@ fn nginx_real_ip_include_is_tested_then_reloaded_and_only_cdn_ranges_are_trusted
     let lab = Lab::new();
     lab.default_drop();
     let Some(nginx) = Nginx::start(&lab, "", false) else {
-        eprintln!("skipped: nginx is not installed");
+        crate::skip("nginx is not installed");
         return;
     };
     // A rule of the operator's own lets the non-CDN address reach nginx too.
@@ -973,7 +973,7 @@ fn nginx_real_ip_include_failing_nginx_t_is_put_back_and_nothing_reloads() {
     need_root_and_tools!();
     let lab = Lab::new();
     let Some(nginx) = Nginx::start(&lab, "", true) else {
-        eprintln!("skipped: nginx is not installed");
+        crate::skip("nginx is not installed");
         return;
     };
     let mut req = lab.request(true, false);
@@ -1000,7 +1000,7 @@ fn nginx_real_ip_keeps_an_existing_real_ip_header() {
     need_root_and_tools!();
     let lab = Lab::new();
     let Some(nginx) = Nginx::start(&lab, "real_ip_header X-Real-IP;", false) else {
-        eprintln!("skipped: nginx is not installed");
+        crate::skip("nginx is not installed");
         return;
     };
     let mut req = lab.request(true, false);
@@ -1097,7 +1097,7 @@ fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
     let lab = Lab::new();
     lab.default_drop();
     let Some(f2b) = Fail2ban::start(&lab) else {
-        eprintln!("skipped: fail2ban is not installed");
+        crate::skip("fail2ban is not installed");
         return;
     };
     f2b.client(&["set", "web", "banip", CDN4, OTHER4]);
@@ -1264,7 +1264,7 @@ fn ufw_backend_through_ufw_itself_apply_dropped_range_idempotence_and_rollback()
     need_root_and_tools!();
     let mut lab = Lab::new();
     if !lab.ufw_enabled() {
-        eprintln!("skipped: ufw is not installed");
+        crate::skip("ufw is not installed");
         return;
     }
     let host = lab.host();
@@ -1323,7 +1323,7 @@ fn ufw_backend_rollback_restores_ufw_and_the_rules_exactly() {
     need_root_and_tools!();
     let mut lab = Lab::new();
     if !lab.ufw_enabled() {
-        eprintln!("skipped: ufw is not installed");
+        crate::skip("ufw is not installed");
         return;
     }
     let host = lab.host();
@@ -1354,7 +1354,7 @@ fn ufw_backend_a_failing_ufw_command_undoes_the_commands_already_run() {
     need_root_and_tools!();
     let mut lab = Lab::new();
     if !lab.ufw_enabled() {
-        eprintln!("skipped: ufw is not installed");
+        crate::skip("ufw is not installed");
         return;
     }
     let pristine = lab.rules();
@@ -1577,7 +1577,7 @@ fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {
     let root = match persistent_root() {
         Ok(root) => root,
         Err(why) => {
-            eprintln!("skipped: {why}");
+            crate::skip(&why);
             return;
         }
     };

@@ -1,6 +1,8 @@
 //! Reports: the audit's result as a typed value ([`Report`], the JSON contract of DESIGN.md) and
-//! its renderings: [`human`] for a terminal, [`nagios`] for monitoring, JSON via serde.
+//! its renderings: [`human`] for a terminal, [`nagios`] for monitoring, JSON via serde;
+//! [`explain`] renders `origin-agent explain`.
 
+pub mod explain;
 pub mod human;
 pub mod nagios;
 
