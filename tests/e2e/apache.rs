@@ -143,6 +143,47 @@ fn apache_alone_php_fpm_down_is_upstream_down_with_503() {
         "{top}"
     );
     assert!(top["responses"].as_u64().unwrap() >= 1, "{top}");
+
+    // A snapshot carries what Apache discovery read (config files, the master's environment,
+    // its sockets): audited elsewhere, it says the same.
+    let out = lab.dir().join("snapshot");
+    let config = lab.write_agent_config().unwrap();
+    let collected = Command::cargo_bin("origin-agent")
+        .expect("binary")
+        .args([
+            "collect",
+            "--config",
+            config.to_str().unwrap(),
+            "--since",
+            "15m",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .expect("collect runs");
+    assert!(
+        collected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    let replay = Command::cargo_bin("origin-agent")
+        .expect("binary")
+        .args(["audit", "--snapshot", out.to_str().unwrap(), "--json"])
+        .output()
+        .expect("audit runs");
+    let offline: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!(
+        offline["verdict"]["cause"], "upstream.down",
+        "{}",
+        offline["verdict"]
+    );
+    for id in ["apache.running", "apache.listening", "web.front"] {
+        assert_eq!(
+            check(&offline, id).map(|c| (&c["status"], &c["detail"])),
+            check(&report, id).map(|c| (&c["status"], &c["detail"])),
+            "{id} from the snapshot"
+        );
+    }
 }
 
 #[test]

@@ -673,6 +673,12 @@ fn apache_view(
         None => return None,
     };
     let (mut root, mut conf) = apache_paths(master);
+    // A config named on a command line is read only when root owns it (the trust model).
+    if let Err(why) = crate::trust::file_trusted(host, &conf, &Role::Apache) {
+        notes.push(format!("apache httpd: config not read: {why}"));
+        let (r, c) = apache_paths(None);
+        (root, conf) = (r, c);
+    }
     if master.is_none() {
         if let Some(path) = wanted {
             // Not running: the agent's config names the file; its ServerRoot directive (read
