@@ -920,6 +920,64 @@ mod tests {
     }
 
     #[test]
+    fn apache_config_from_a_root_masters_command_line_and_environment() {
+        let conf = "ServerRoot /srv/httpd\nListen 127.0.0.1:8080\nErrorLog ${APACHE_LOG_DIR}/err.log\nInclude sites/*.conf\n";
+        let host = FixtureHost::new()
+            .file(
+                "/proc/500/cmdline",
+                b"/usr/sbin/apache2\0-d\0/srv/httpd\0-f\0/srv/httpd/main.conf\0-DFOREGROUND\0",
+            )
+            .file("/proc/500/status", testdata::status(1, 0, 1000))
+            .file("/proc/500/environ", b"APACHE_LOG_DIR=/srv/logs\0PATH=/bin\0")
+            .file("/proc/501/cmdline", b"/usr/sbin/apache2\0-d\0/srv/httpd\0")
+            .file("/proc/501/status", testdata::status(500, 33, 1000))
+            .file("/srv/httpd/main.conf", conf)
+            .file(
+                "/srv/httpd/sites/a.conf",
+                "<VirtualHost *:8080>\nServerName a.example\nServerAlias b.example\n</VirtualHost>\n",
+            );
+        let d = discover(&host, &Config::default());
+        let a = d.apache.as_ref().unwrap();
+        assert_eq!(a.master.as_ref().unwrap().pid, 500);
+        assert_eq!(a.workers, vec![501]);
+        assert_eq!(
+            a.config_path.as_deref(),
+            Some(Path::new("/srv/httpd/main.conf"))
+        );
+        assert_eq!(a.error_logs[0].value, PathBuf::from("/srv/logs/err.log"));
+        assert_eq!(a.vhosts[0].host_names(), vec!["a.example", "b.example"]);
+        assert_eq!(a.ports().into_iter().collect::<Vec<_>>(), vec![8080]);
+        // Not running, the agent's config names the file.
+        let host = FixtureHost::new().file("/srv/httpd/main.conf", conf);
+        let config = Config {
+            apache_config: Some(PathBuf::from("/srv/httpd/main.conf")),
+            ..Config::default()
+        };
+        let a = discover(&host, &config).apache.unwrap();
+        assert!(a.master.is_none());
+        assert_eq!(a.ports().into_iter().collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn a_non_root_apache_master_is_not_believed() {
+        let host = FixtureHost::new()
+            .file(
+                "/proc/700/cmdline",
+                b"/usr/sbin/apache2\0-f\0/home/eve/evil.conf\0",
+            )
+            .file("/proc/700/status", testdata::status(1, 1000, 1000))
+            .file("/home/eve/evil.conf", "Include /etc/shadow\n");
+        let d = discover(&host, &Config::default());
+        // Neither its process nor the config it names is believed.
+        assert!(d.apache.as_ref().is_none_or(|a| a.master.is_none()));
+        assert!(!d
+            .apache
+            .iter()
+            .flat_map(|a| &a.config_files)
+            .any(|f| f.starts_with("/home/eve")));
+    }
+
+    #[test]
     fn an_unreadable_nginx_config_is_read_through_nginx_t() {
         let dump = format!(
             "# configuration file /etc/nginx/nginx.conf:\n{}",

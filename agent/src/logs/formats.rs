@@ -737,6 +737,47 @@ mod tests {
     }
 
     #[test]
+    fn apache_error_headers_24_and_22() {
+        let e = b"[Thu Dec 03 09:15:37.595821 2026] [proxy_fcgi:error] [pid 22004:tid 22006] (70007)The timeout specified has expired: [client 127.0.0.1:59150] AH01075: Error dispatching request to :18931: (polling), referer: http://x/y";
+        let mut f = Fields::new();
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert_eq!(
+            &e[h.msg.clone()],
+            b"AH01075: Error dispatching request to :18931: (polling)"
+        );
+        assert_eq!(
+            &e[h.prog.clone().unwrap()],
+            b"(70007)The timeout specified has expired"
+        );
+        assert_eq!(field(e, &f, "module"), Some("proxy_fcgi"));
+        assert_eq!(field(e, &f, "level"), Some("error"));
+        assert_eq!(field(e, &f, "pid"), Some("22004"));
+        assert_eq!(field(e, &f, "tid"), Some("22006"));
+        assert_eq!(field(e, &f, "errno"), Some("70007"));
+        assert_eq!(field(e, &f, "client"), Some("127.0.0.1:59150"));
+        assert_eq!(field(e, &f, "referrer"), Some("http://x/y"));
+        match h.stamp {
+            Stamp::Local(c) => {
+                assert_eq!((c.y, c.mo, c.d, c.h, c.micros), (2026, 12, 3, 9, 595821))
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = b"[Wed Mar 12 10:01:02 2014] [error] [client 10.0.0.1] (70007)The timeout specified has expired: proxy: error reading status line from remote server 127.0.0.1:8080";
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert!(e[h.msg.clone()].starts_with(b"proxy: error reading"));
+        assert_eq!(field(e, &f, "client"), Some("10.0.0.1"));
+        assert_eq!(field(e, &f, "errno"), Some("70007"));
+        assert!(starts_entry(LogSource::ApacheError, e));
+        assert!(!starts_entry(LogSource::ApacheError, b"  continuation"));
+        assert!(head(
+            LogSource::ApacheError,
+            b"[Thu Dec 03 09:15:37 2026] no level",
+            &mut f
+        )
+        .is_none());
+    }
+
+    #[test]
     fn nginx_error_header_and_tail() {
         let e = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080", referrer: "https://x/, host: \"y\""
 "#;
