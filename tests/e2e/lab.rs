@@ -814,17 +814,7 @@ SetEnv LAB_MYSQL_SOCKET {mysql_socket}
         )?;
         self.apache = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.apache_port()));
-        let mut exited = false;
-        let ok = wait_until(READY_TIMEOUT, || {
-            if let Some(c) = self.apache.as_mut() {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    exited = true;
-                    return true;
-                }
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        if exited || !ok {
+        if !wait_listening(self.apache.as_mut(), addr) {
             return Err(failed(format!(
                 "apache2 did not start\n--- apache2.stderr ---\n{}\n--- apache-error.log ---\n{}",
                 tail(&self.logs_dir().join("apache2.stderr"), 2000),
@@ -935,20 +925,9 @@ SetEnv LAB_MYSQL_SOCKET {mysql_socket}
         };
         self.nginx = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut exited = false;
-        let ok = wait_until(READY_TIMEOUT, || {
-            if let Some(c) = self.nginx.as_mut() {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    exited = true;
-                    return true;
-                }
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        if !ok || exited {
+        if !wait_listening(self.nginx.as_mut(), addr) {
             return Err(failed(format!(
-                "nginx did not listen on {addr} within {READY_TIMEOUT:?}{}\n--- error.log ---\n{}\n--- stderr ---\n{}",
-                if exited { " (it exited)" } else { "" },
+                "nginx did not listen on {addr} within {READY_TIMEOUT:?}\n--- error.log ---\n{}\n--- stderr ---\n{}",
                 tail(&self.error_log(), 2000),
                 tail(&self.logs_dir().join("nginx.stderr"), 2000)
             )));
@@ -1429,6 +1408,22 @@ impl Drop for Lab {
         }
         // `dir` (TempDir) removes itself; `_lock` is released last.
     }
+}
+
+/// Waits (bounded by [`READY_TIMEOUT`]) until `addr` accepts; false when the child exited
+/// first or the time ran out.
+fn wait_listening(mut child: Option<&mut Child>, addr: SocketAddr) -> bool {
+    let mut exited = false;
+    let ok = wait_until(READY_TIMEOUT, || {
+        if let Some(c) = child.as_deref_mut() {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                exited = true;
+                return true;
+            }
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    ok && !exited
 }
 
 fn pid_of(child: &Child) -> Pid {

@@ -860,15 +860,13 @@ fn walk(
                 }
             }
             "transferlog" => logs.push((first.to_string(), "common".into(), d.origin())),
-            "proxypass" | "proxypassmatch" if d.args.len() >= 2 => {
-                if d.arg(1) != Some("!") {
-                    let url = d.args[1].clone();
-                    proxy_target(a, vhost, &d.name, &url, d);
-                    // `timeout=N` on the ProxyPass line.
-                    for p in &d.args[2..] {
-                        if let Some(t) = p.strip_prefix("timeout=").and_then(parse_seconds) {
-                            a.proxy_timeout = tighter(a.proxy_timeout.take(), src(t, d));
-                        }
+            "proxypass" | "proxypassmatch" if d.args.len() >= 2 && d.arg(1) != Some("!") => {
+                let url = d.args[1].clone();
+                proxy_target(a, vhost, &d.name, &url, d);
+                // `timeout=N` on the ProxyPass line.
+                for p in &d.args[2..] {
+                    if let Some(t) = p.strip_prefix("timeout=").and_then(parse_seconds) {
+                        a.proxy_timeout = tighter(a.proxy_timeout.take(), src(t, d));
                     }
                 }
             }

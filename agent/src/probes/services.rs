@@ -99,6 +99,22 @@ pub(crate) fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> 
     Some(out)
 }
 
+/// nginx's two service checks, skipped for `reason`.
+fn skip_nginx(out: &mut Vec<Check>, reason: String) {
+    out.push(Check::skip(
+        "nginx.running",
+        Area::Services,
+        "nginx",
+        reason.clone(),
+    ));
+    out.push(Check::skip(
+        "nginx.listening",
+        Area::Services,
+        "nginx listening",
+        reason,
+    ));
+}
+
 fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
     let Some(nginx) = &d.nginx else {
         let reason = match &d.apache {
@@ -108,18 +124,7 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
             ),
             None => "no nginx master process and no /etc/nginx/nginx.conf found".to_string(),
         };
-        out.push(Check::skip(
-            "nginx.running",
-            Area::Services,
-            "nginx",
-            reason.clone(),
-        ));
-        out.push(Check::skip(
-            "nginx.listening",
-            Area::Services,
-            "nginx listening",
-            reason,
-        ));
+        skip_nginx(out, reason);
         return;
     };
     let conf = nginx
@@ -146,18 +151,7 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
             let reason = format!(
                 "nginx is installed ({conf}) but not running; Apache httpd (pid {pid}) serves this host"
             );
-            out.push(Check::skip(
-                "nginx.running",
-                Area::Services,
-                "nginx",
-                reason.clone(),
-            ));
-            out.push(Check::skip(
-                "nginx.listening",
-                Area::Services,
-                "nginx listening",
-                reason,
-            ));
+            skip_nginx(out, reason);
             return;
         }
         out.push(
