@@ -52,8 +52,10 @@ pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
         LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
         LogSource::Php => php_stamp(line).is_some(),
         LogSource::MysqlError => mysql_stamp(line).is_some(),
-        LogSource::ApacheError => apache_stamp(line).is_some(),
-        LogSource::Kernel | LogSource::NginxAccess => !line.is_empty() && line != b"\r",
+        // Apache escapes newlines in its messages: every line is an entry.
+        LogSource::Kernel | LogSource::NginxAccess | LogSource::ApacheError => {
+            !line.is_empty() && line != b"\r"
+        }
     }
 }
 
@@ -478,7 +480,13 @@ fn bracket(e: &[u8], at: usize, name: &[u8]) -> Option<(Range<usize>, usize)> {
 }
 
 fn apache_error(e: &[u8], f: &mut Fields) -> Option<Head> {
-    let (civil, mut at) = apache_stamp(e)?;
+    // A line without its stamp (a container log that strips it) must at least start with
+    // 2.4's `[module:level] [pid N`.
+    let (stamp, stamp_raw, mut at) = match apache_stamp(e) {
+        Some((civil, n)) => (Stamp::Local(civil), 1..n - 1, n),
+        None if e.first() == Some(&b'[') => (Stamp::None, 0..0, 0),
+        None => return None,
+    };
     let end = trim_end(e, e.len());
     at = skip_spaces(e, at);
     // [module:level] (2.4) or [level] (2.2).
@@ -491,6 +499,11 @@ fn apache_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         || !inner
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || b":_-".contains(c))
+    {
+        return None;
+    }
+    if stamp == Stamp::None
+        && (!inner.contains(&b':') || bracket(e, skip_spaces(e, close + 1), b"pid ").is_none())
     {
         return None;
     }
@@ -551,8 +564,8 @@ fn apache_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         None => end,
     };
     Some(Head {
-        stamp: Stamp::Local(civil),
-        stamp_raw: 1..e.iter().position(|&c| c == b']').unwrap_or(1),
+        stamp,
+        stamp_raw,
         msg: at..msg_end,
         prog,
         tail: None,
@@ -768,7 +781,12 @@ mod tests {
         assert_eq!(field(e, &f, "client"), Some("10.0.0.1"));
         assert_eq!(field(e, &f, "errno"), Some("70007"));
         assert!(starts_entry(LogSource::ApacheError, e));
-        assert!(!starts_entry(LogSource::ApacheError, b"  continuation"));
+        // A container log without the stamp, 2.4 form only.
+        let e = b"[mpm_prefork:error] [pid 1] AH00161: server reached MaxRequestWorkers setting";
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert_eq!(h.stamp, Stamp::None);
+        assert!(e[h.msg.clone()].starts_with(b"AH00161"));
+        assert!(head(LogSource::ApacheError, b"[error] no pid", &mut f).is_none());
         assert!(head(
             LogSource::ApacheError,
             b"[Thu Dec 03 09:15:37 2026] no level",
