@@ -137,10 +137,10 @@ pub fn visitor_status(
     cause: CauseId,
     events: &[&Event],
     d: &Discovery,
-    seen: &std::collections::BTreeSet<u16>,
+    seen: &std::collections::BTreeMap<u16, u64>,
 ) -> Option<String> {
     let seen_text = || {
-        seen.iter()
+        seen.keys()
             .map(u16::to_string)
             .collect::<Vec<_>>()
             .join(" / ")
