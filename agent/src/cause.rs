@@ -52,6 +52,7 @@ macro_rules! catalog {
 
 catalog! {
     WebDown = "web.down", "the web server is not running or not listening", direct: "none", cdn: "521 / 502", state_only: true;
+    WebSaturated = "web.saturated", "every worker of the web server is busy (Apache MaxRequestWorkers)", direct: "none (requests wait) / 503", cdn: "524 / 522", state_only: false;
     UpstreamDown = "upstream.down", "the app server (PHP-FPM, a proxied app) is not running", direct: "502", cdn: "502", state_only: false;
     UpstreamSocketPermission = "upstream.socket-permission", "nginx may not open the FastCGI unix socket", direct: "502", cdn: "502", state_only: false;
     UpstreamSaturated = "upstream.saturated", "all app workers are busy and the listen queue is full", direct: "502 / 504", cdn: "502 / 524", state_only: false;
@@ -104,6 +105,6 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", cause.id()));
             assert_eq!(CauseId::parse(cause.id()), Some(*cause));
         }
-        assert_eq!(CauseId::ALL.len(), 27);
+        assert_eq!(CauseId::ALL.len(), 28);
     }
 }

@@ -47,6 +47,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub nginx: RawNginx,
     #[serde(default)]
+    pub apache: RawApache,
+    #[serde(default)]
     pub php_fpm: RawPhpFpm,
     #[serde(default)]
     pub mysql: RawMysql,
@@ -76,6 +78,8 @@ pub struct RawLogs {
     pub php: Option<Vec<String>>,
     pub mysql_error: Option<Vec<String>>,
     pub kernel: Option<Vec<String>>,
+    /// Apache httpd error logs (its access logs are listed under `nginx_access`).
+    pub apache_error: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +89,14 @@ pub struct RawNginx {
     pub config: Option<PathBuf>,
     /// The nginx binary used for `nginx -T`.
     pub binary: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApache {
+    /// httpd's main config (default: what the running master was started with, else
+    /// `/etc/apache2/apache2.conf` or `/etc/httpd/conf/httpd.conf`).
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +176,7 @@ pub struct Config {
     pub logs: RawLogs,
     pub nginx_config: Option<PathBuf>,
     pub nginx_binary: Option<PathBuf>,
+    pub apache_config: Option<PathBuf>,
     pub php_fpm_configs: Option<Vec<PathBuf>>,
     pub php_fpm_status_url: Option<String>,
     pub mysql_config: Option<PathBuf>,
@@ -241,6 +254,7 @@ impl Config {
         let RawConfig {
             logs,
             nginx,
+            apache,
             php_fpm,
             mysql,
             cdn,
@@ -259,6 +273,7 @@ impl Config {
             php,
             mysql_error,
             kernel,
+            apache_error,
         } = &logs;
         for (key, list) in [
             ("logs.nginx_access", nginx_access),
@@ -268,6 +283,7 @@ impl Config {
             ("logs.php", php),
             ("logs.mysql_error", mysql_error),
             ("logs.kernel", kernel),
+            ("logs.apache_error", apache_error),
         ] {
             for entry in list.iter().flatten() {
                 if !entry.starts_with('/') {
@@ -383,6 +399,7 @@ impl Config {
             logs,
             nginx_config: nginx.config,
             nginx_binary: nginx.binary,
+            apache_config: apache.config,
             php_fpm_configs: php_fpm.configs,
             php_fpm_status_url: php_fpm.status_url,
             mysql_config: mysql.config,

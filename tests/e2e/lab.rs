@@ -142,6 +142,16 @@ impl Pm {
     }
 }
 
+/// Where Apache httpd sits in the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApacheMode {
+    /// Apache (event MPM, mod_proxy_fcgi to the pool) answers on the lab port; no nginx.
+    Alone,
+    /// nginx answers on the lab port and proxies `.php` to Apache on a port of its own (the
+    /// cPanel/Plesk layout).
+    BehindNginx,
+}
+
 /// The lab's knobs. `LabOptions::default()` is a healthy site.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -183,6 +193,12 @@ pub struct LabOptions {
     pub mariadb_args: Vec<String>,
     /// `request_slowlog_timeout` in seconds, with `slowlog` = `logs/php-fpm-slow.log`.
     pub request_slowlog_timeout: Option<u32>,
+    /// Start Debian's apache2 too, alone or behind nginx.
+    pub apache: Option<ApacheMode>,
+    /// Apache `MaxRequestWorkers` (one child: `ServerLimit 1`, `ThreadsPerChild` = this).
+    pub apache_max_workers: u32,
+    /// Apache `ProxyTimeout` in seconds.
+    pub apache_proxy_timeout: u32,
     /// Extra nginx directives for the `http` block (e.g. a `limit_req_zone`).
     pub nginx_http_extra: String,
     /// Extra nginx directives for the lab's `server` block (e.g. an `auth_basic` location);
@@ -211,6 +227,9 @@ impl Default for LabOptions {
             mariadb_max_connections: 20,
             mariadb_args: Vec::new(),
             request_slowlog_timeout: None,
+            apache: None,
+            apache_max_workers: 10,
+            apache_proxy_timeout: 30,
             nginx_http_extra: String::new(),
             nginx_server_extra: String::new(),
         }
@@ -258,7 +277,9 @@ pub struct Lab {
     refused_port2: u16,
     dns_port: u16,
     mariadb_port: u16,
+    apache_port: u16,
     nginx: Option<Child>,
+    apache: Option<Child>,
     php_fpm: Option<Child>,
     mariadb: Option<Child>,
     // Last field: released after every child is gone.
@@ -349,6 +370,7 @@ const PHP_FILES: &[(&str, &str)] = &[
     ("sleep.php", include_str!("lab/www/sleep.php")),
     ("memory.php", include_str!("lab/www/memory.php")),
     ("bigheader.php", include_str!("lab/www/bigheader.php")),
+    ("hugeheader.php", include_str!("lab/www/hugeheader.php")),
     ("db.php", include_str!("lab/www/db.php")),
     (
         "wp-content/plugins/acme-slider/slider.php",
@@ -373,6 +395,11 @@ impl Lab {
                 )));
             }
         }
+        if opts.apache.is_some() && find_binary("apache2").is_none() {
+            return Err(LabError::Skip(
+                "apache2 is not installed (run scripts/install-test-deps.sh)".into(),
+            ));
+        }
         if opts.mariadb {
             for bin in ["mariadbd", "mariadb-install-db", "mariadb"] {
                 if find_binary(bin).is_none() {
@@ -389,7 +416,7 @@ impl Lab {
             .prefix("origin-agent-lab-")
             .tempdir()
             .map_err(|e| failed(format!("temp dir: {e}")))?;
-        let [port, refused_port, refused_port2, mariadb_port] = free_ports::<4>()?;
+        let [port, refused_port, refused_port2, mariadb_port, apache_port] = free_ports::<5>()?;
         let dns_port = free_udp_port()?;
         let mut lab = Lab {
             opts,
@@ -398,8 +425,10 @@ impl Lab {
             refused_port2,
             dns_port,
             mariadb_port,
+            apache_port,
             dir,
             nginx: None,
+            apache: None,
             php_fpm: None,
             mariadb: None,
             _lock: lock,
@@ -408,6 +437,12 @@ impl Lab {
             lab.start_php_fpm()?;
             if lab.opts.mariadb {
                 lab.start_mariadb()?;
+            }
+            if lab.opts.apache.is_some() {
+                lab.start_apache()?;
+            }
+            if lab.opts.apache == Some(ApacheMode::Alone) {
+                return Ok(());
             }
             lab.start_nginx()
         });
@@ -455,8 +490,14 @@ impl Lab {
         fs::write(&p, conf).map_err(|e| io_failed("write", &p, e))?;
         let p = self.php_fpm_conf();
         fs::write(&p, self.php_fpm_conf_text()).map_err(|e| io_failed("write", &p, e))?;
-        let p = self.nginx_conf();
-        fs::write(&p, self.nginx_conf_text()).map_err(|e| io_failed("write", &p, e))?;
+        if self.opts.apache != Some(ApacheMode::Alone) {
+            let p = self.nginx_conf();
+            fs::write(&p, self.nginx_conf_text()).map_err(|e| io_failed("write", &p, e))?;
+        }
+        if self.opts.apache.is_some() {
+            let p = self.apache_conf();
+            fs::write(&p, self.apache_conf_text()).map_err(|e| io_failed("write", &p, e))?;
+        }
         Ok(())
     }
 
@@ -611,8 +652,7 @@ http {{
         fastcgi_buffer_size {buffer_size};
 
         location ~ \.php$ {{
-            include {params};
-            fastcgi_pass unix:{sock};
+{php_pass}
         }}
 
         location = /fpm-status {{
@@ -664,6 +704,17 @@ http {{
             www = d.join("www").display(),
             read_timeout = o.fastcgi_read_timeout,
             buffer_size = o.fastcgi_buffer_size,
+            php_pass = match o.apache {
+                Some(ApacheMode::BehindNginx) => format!(
+                    "            proxy_pass http://127.0.0.1:{};\n            proxy_read_timeout {}s;",
+                    self.apache_port, o.fastcgi_read_timeout
+                ),
+                _ => format!(
+                    "            include {};\n            fastcgi_pass unix:{};",
+                    params.display(),
+                    sock.display()
+                ),
+            },
             params = params.display(),
             sock = sock.display(),
             http_extra = o.nginx_http_extra,
@@ -671,6 +722,131 @@ http {{
                 .nginx_server_extra
                 .replace("{lab}", &d.display().to_string()),
         )
+    }
+
+    /// Apache's port: the lab port when it is alone, its own behind nginx.
+    pub fn apache_port(&self) -> u16 {
+        match self.opts.apache {
+            Some(ApacheMode::Alone) => self.port,
+            _ => self.apache_port,
+        }
+    }
+
+    pub fn apache_conf(&self) -> PathBuf {
+        self.dir().join("apache2.conf")
+    }
+
+    pub fn apache_error_log(&self) -> PathBuf {
+        self.logs_dir().join("apache-error.log")
+    }
+
+    pub fn apache_access_log(&self) -> PathBuf {
+        self.logs_dir().join("apache-access.log")
+    }
+
+    pub fn apache_pid(&self) -> Option<u32> {
+        self.apache.as_ref().map(Child::id)
+    }
+
+    fn apache_conf_text(&self) -> String {
+        let o = &self.opts;
+        let d = self.dir();
+        let m = "/usr/lib/apache2/modules";
+        let modules: String = [
+            "mpm_event",
+            "authz_core",
+            "dir",
+            "env",
+            "proxy",
+            "proxy_fcgi",
+            "status",
+        ]
+        .iter()
+        .map(|n| format!("LoadModule {n}_module {m}/mod_{n}.so\n"))
+        .collect();
+        format!(
+            r#"# origin-agent lab apache2 (generated)
+ServerRoot {dir}
+PidFile {dir}/run/apache2.pid
+DefaultRuntimeDir {dir}/run
+Mutex file:{dir}/run default
+{modules}Listen 127.0.0.1:{port}
+User www-data
+Group www-data
+ServerName lab.example
+ServerLimit 1
+StartServers 1
+ThreadsPerChild {workers}
+MaxRequestWorkers {workers}
+MinSpareThreads 1
+MaxSpareThreads {workers}
+ListenBacklog 511
+Timeout 60
+ProxyTimeout {proxy_timeout}
+ErrorLog {error_log}
+LogLevel warn
+LogFormat "%h %l %u %t \"%r\" %>s %O \"%{{Referer}}i\" \"%{{User-Agent}}i\" %D" lab
+CustomLog {access_log} lab
+DocumentRoot {www}
+DirectoryIndex index.php
+SetEnv LAB_STATE {dir}/state
+SetEnv LAB_MYSQL_SOCKET {mysql_socket}
+<VirtualHost 127.0.0.1:{port}>
+    ServerName example.com
+    ServerAlias www.example.com
+    DocumentRoot {www}
+    <FilesMatch "\.php$">
+        SetHandler "proxy:unix:{sock}|fcgi://localhost"
+    </FilesMatch>
+    <Location "/server-status">
+        SetHandler server-status
+    </Location>
+</VirtualHost>
+"#,
+            dir = d.display(),
+            port = self.apache_port(),
+            workers = o.apache_max_workers.max(1),
+            proxy_timeout = o.apache_proxy_timeout,
+            error_log = self.apache_error_log().display(),
+            access_log = self.apache_access_log().display(),
+            www = d.join("www").display(),
+            mysql_socket = self.mariadb_socket().display(),
+            sock = self.socket().display(),
+        )
+    }
+
+    /// Starts (or restarts after `stop_apache`) Apache in the foreground and waits for its port.
+    pub fn start_apache(&mut self) -> Result<(), LabError> {
+        if let Some(child) = self.apache.take() {
+            stop_child(child);
+        }
+        let d = self.dir().to_string_lossy().into_owned();
+        let conf = self.apache_conf().to_string_lossy().into_owned();
+        let child = self.spawn(
+            "apache2",
+            "apache2",
+            &["-d", &d, "-f", &conf, "-D", "FOREGROUND"],
+        )?;
+        self.apache = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.apache_port()));
+        if !wait_listening(self.apache.as_mut(), addr) {
+            return Err(failed(format!(
+                "apache2 did not start\n--- apache2.stderr ---\n{}\n--- apache-error.log ---\n{}",
+                tail(&self.logs_dir().join("apache2.stderr"), 2000),
+                tail(&self.apache_error_log(), 2000)
+            )));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM Apache and wait for it (bounded).
+    pub fn stop_apache(&mut self) -> Result<(), LabError> {
+        let child = self
+            .apache
+            .take()
+            .ok_or_else(|| failed("apache2 is not running"))?;
+        stop_child(child);
+        Ok(())
     }
 
     fn spawn(&self, name: &str, bin: &str, args: &[&str]) -> Result<Child, LabError> {
@@ -764,20 +940,9 @@ http {{
         };
         self.nginx = Some(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut exited = false;
-        let ok = wait_until(READY_TIMEOUT, || {
-            if let Some(c) = self.nginx.as_mut() {
-                if matches!(c.try_wait(), Ok(Some(_))) {
-                    exited = true;
-                    return true;
-                }
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-        if !ok || exited {
+        if !wait_listening(self.nginx.as_mut(), addr) {
             return Err(failed(format!(
-                "nginx did not listen on {addr} within {READY_TIMEOUT:?}{}\n--- error.log ---\n{}\n--- stderr ---\n{}",
-                if exited { " (it exited)" } else { "" },
+                "nginx did not listen on {addr} within {READY_TIMEOUT:?}\n--- error.log ---\n{}\n--- stderr ---\n{}",
                 tail(&self.error_log(), 2000),
                 tail(&self.logs_dir().join("nginx.stderr"), 2000)
             )));
@@ -980,14 +1145,32 @@ http {{
     /// lab. Discovery should find the same things on its own; this is for tests that pin them.
     pub fn agent_config_yaml(&self) -> String {
         let q = |p: PathBuf| format!("\"{}\"", p.display());
+        let alone = self.opts.apache == Some(ApacheMode::Alone);
+        let mut access = vec![q(self.apache_access_log())];
+        if !alone {
+            access.insert(0, q(self.access_log()));
+        }
+        if self.opts.apache.is_none() {
+            access.truncate(1);
+        }
         let mut y = format!(
             "# origin-agent config for lab {dir}\n\
              logs:\n  nginx_access: [{access}]\n  nginx_error: [{error}]\n  php_fpm: [{fpm}]\n",
             dir = self.dir().display(),
-            access = q(self.access_log()),
-            error = q(self.error_log()),
+            access = access.join(", "),
+            error = if alone {
+                String::new()
+            } else {
+                q(self.error_log())
+            },
             fpm = q(self.php_fpm_log()),
         );
+        if self.opts.apache.is_some() {
+            y.push_str(&format!(
+                "  apache_error: [{}]\n",
+                q(self.apache_error_log())
+            ));
+        }
         if self.opts.request_slowlog_timeout.is_some() {
             y.push_str(&format!(
                 "  php_fpm_slow: [{}]\n",
@@ -1000,9 +1183,14 @@ http {{
         if self.opts.mariadb {
             y.push_str(&format!("  mysql_error: [{}]\n", q(self.mariadb_log())));
         }
+        if !alone {
+            y.push_str(&format!("nginx:\n  config: {}\n", q(self.nginx_conf())));
+        }
+        if self.opts.apache.is_some() {
+            y.push_str(&format!("apache:\n  config: {}\n", q(self.apache_conf())));
+        }
         y.push_str(&format!(
-            "nginx:\n  config: {}\nphp_fpm:\n  configs: [{}]\n  status_url: \"/fpm-status\"\n",
-            q(self.nginx_conf()),
+            "php_fpm:\n  configs: [{}]\n  status_url: \"/fpm-status\"\n",
             q(self.php_fpm_conf())
         ));
         if self.opts.mariadb {
@@ -1222,14 +1410,35 @@ http {{
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in [self.nginx.take(), self.php_fpm.take(), self.mariadb.take()]
-            .into_iter()
-            .flatten()
+        for child in [
+            self.nginx.take(),
+            self.apache.take(),
+            self.php_fpm.take(),
+            self.mariadb.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             stop_child(child);
         }
         // `dir` (TempDir) removes itself; `_lock` is released last.
     }
+}
+
+/// Waits (bounded by [`READY_TIMEOUT`]) until `addr` accepts; false when the child exited
+/// first or the time ran out.
+fn wait_listening(mut child: Option<&mut Child>, addr: SocketAddr) -> bool {
+    let mut exited = false;
+    let ok = wait_until(READY_TIMEOUT, || {
+        if let Some(c) = child.as_deref_mut() {
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                exited = true;
+                return true;
+            }
+        }
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+    });
+    ok && !exited
 }
 
 fn pid_of(child: &Child) -> Pid {

@@ -17,7 +17,8 @@ pub fn fix_for(
     rule_fixes: &BTreeMap<String, String>,
 ) -> String {
     let check_fix: Vec<&str> = checks.iter().filter_map(|c| c.fix.as_deref()).collect();
-    let specific = specific_fix(cause, events, discovery);
+    let specific = super::apache::fix(cause, events, discovery)
+        .or_else(|| specific_fix(cause, events, discovery));
     match (check_fix.first(), specific) {
         (Some(check), Some(specific)) if !specific.contains(check) => {
             format!("{specific} {}", sentence(check))
@@ -268,6 +269,7 @@ fn php_version(discovery: &Discovery) -> String {
 fn generic(cause: CauseId) -> &'static str {
     match cause {
         CauseId::WebDown => "Start the web server (`systemctl start nginx`) and find why it stopped (`journalctl -u nginx`, `nginx -t`).",
+        CauseId::WebSaturated => "Every Apache worker is busy: raise `MaxRequestWorkers` (and `ServerLimit`) as far as memory allows, and make the slow requests faster (the backend's slowlog, mod_status).",
         CauseId::UpstreamDown => "Start the app server (PHP-FPM) and find why it stopped (`journalctl -u php*-fpm`, kernel OOM kills); check that nginx's fastcgi_pass names the socket the pool listens on.",
         CauseId::UpstreamSocketPermission => "Give the nginx user access to the PHP-FPM socket: `listen.owner`/`listen.group` = the nginx user and `listen.mode = 0660` in the pool, then reload PHP-FPM.",
         CauseId::UpstreamSaturated => "Raise the pool's `pm.max_children` as far as memory allows, make slow requests faster (slowlog), and keep `listen.backlog` at 511 or more.",

@@ -128,9 +128,12 @@ fn plausible(cause: CauseId, status: u16) -> bool {
             cause,
             UpstreamTimeout | UpstreamSaturated | HostOverloaded | DbTooManyConnections
         ),
+        // Apache answers 500 when a FastCGI answer has no usable headers.
         500 => matches!(
             cause,
-            AppFatalError
+            UpstreamBadResponse
+                | UpstreamCrashed
+                | AppFatalError
                 | AppMemoryLimit
                 | DbDown
                 | DbTooManyConnections
@@ -139,9 +142,15 @@ fn plausible(cause: CauseId, status: u16) -> bool {
                 | HostFdExhausted
                 | NetWorkerConnections
         ),
+        // Apache answers 503 when it cannot reach its backend.
         503 => matches!(
             cause,
-            HostCgroupLimit | UpstreamDown | UpstreamSaturated | UpstreamCrashed
+            HostCgroupLimit
+                | UpstreamDown
+                | UpstreamSocketPermission
+                | UpstreamSaturated
+                | UpstreamCrashed
+                | WebSaturated
         ),
         502 => !matches!(cause, AppFatalError | AppMemoryLimit | DbCrashedTable),
         _ => true,

@@ -16,6 +16,7 @@
 //! No guessing: 5xx with no explaining evidence leave `verdict.cause` empty and the status
 //! `unknown`.
 
+mod apache;
 mod chain;
 mod fix;
 mod implied;
@@ -168,7 +169,7 @@ pub fn diagnose(
         .filter_map(|c| c.detail.split_once(crate::probes::load::OOM_PIDS))
         .flat_map(|(_, pids)| pids.split_whitespace())
         .collect();
-    let events = refine::refine(&evidence.events, &oom_pids);
+    let events = apache::refine(refine::refine(&evidence.events, &oom_pids), discovery);
     let errors: Vec<&Response> = evidence.errors.iter().filter(|r| r.status >= 500).collect();
     let links = link::link(&errors, &events);
     let (implied, implied_tally) = implied::implied(&events, &links, evidence);
@@ -293,7 +294,8 @@ pub fn diagnose(
             responses: acc.direct + acc.weak,
             first_seen,
             last_seen,
-            status_direct: cause.status_direct().to_string(),
+            status_direct: apache::visitor_status(cause, &acc.events, discovery, &acc.statuses)
+                .unwrap_or_else(|| cause.status_direct().to_string()),
             status_cdn: cause.status_cdn().to_string(),
             confirmed_now: confirmed,
             evidence: evidence_lines,
@@ -401,6 +403,7 @@ impl Acc<'_> {
             // Events that make no access-log line of their own (kernel drops, accept failures,
             // OOM kills, crashed tables) stand on their own.
             CauseId::NetListenOverflow
+            | CauseId::WebSaturated
             | CauseId::NetConntrackFull
             | CauseId::NetWorkerConnections
             | CauseId::HostFdExhausted

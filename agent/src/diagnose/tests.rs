@@ -808,3 +808,125 @@ fn a_stray_gateway_error_among_many_lines_of_auth_failures_is_no_outage() {
     let d = run(&ev, &[]);
     assert_eq!(d.verdict.cause, Some(CauseId::UpstreamDown));
 }
+
+fn apache_event(cause: CauseId, rule: &str, at: i64) -> Event {
+    Event {
+        rule: rule.into(),
+        ..event(LogSource::ApacheError, cause, at, &[])
+    }
+}
+
+/// nginx on 80 proxying to Apache on 8080.
+fn stacked() -> Discovery {
+    let mut d = Discovery::default();
+    let mut nginx = crate::discover::Nginx {
+        master: Some(crate::discover::ProcessInfo {
+            pid: 1,
+            exe: None,
+            cmdline: "nginx: master process".into(),
+            children: vec![2],
+        }),
+        ..Default::default()
+    };
+    nginx
+        .upstream_targets
+        .push(crate::discover::UpstreamTarget {
+            kind: crate::discover::UpstreamKind::Proxy,
+            address: Some(crate::discover::Address::Tcp("127.0.0.1:8080".into())),
+            group: None,
+            dynamic: false,
+            raw: "http://127.0.0.1:8080".into(),
+            origin: crate::discover::Origin::Default,
+        });
+    d.nginx = Some(nginx);
+    d.apache = Some(crate::discover::Apache {
+        listens: vec![crate::discover::ApacheListen {
+            host: Some("127.0.0.1".into()),
+            port: 8080,
+            ssl: false,
+            origin: crate::discover::Origin::Default,
+        }],
+        ..Default::default()
+    });
+    d
+}
+
+#[test]
+fn apache_at_max_request_workers_behind_nginx_is_upstream_saturated() {
+    let timeouts: Vec<Event> = (0..3)
+        .map(|i| {
+            event(
+                LogSource::NginxError,
+                CauseId::UpstreamTimeout,
+                10 + i,
+                &[
+                    ("request", "GET /a HTTP/1.1"),
+                    ("upstream", "http://127.0.0.1:8080/a"),
+                ],
+            )
+        })
+        .collect();
+    let mut events = timeouts;
+    events.push(apache_event(
+        CauseId::WebSaturated,
+        "apache.max-request-workers",
+        5,
+    ));
+    let errors: Vec<Response> = (0..3)
+        .map(|i| response(504, "GET /a HTTP/1.1", 10 + i, 3.0))
+        .collect();
+    let ev = evidence(events.clone(), errors.clone(), 5);
+    let scope = Scope { stack_found: true };
+    let dx = diagnose(&ev, &[], &stacked(), scope);
+    assert_eq!(
+        dx.verdict.cause,
+        Some(CauseId::UpstreamSaturated),
+        "{:?}",
+        dx.verdict
+    );
+    assert!(
+        dx.causes[0].fix.contains("MaxRequestWorkers"),
+        "{}",
+        dx.causes[0].fix
+    );
+    assert!(
+        dx.causes[0].status_direct.contains("Apache"),
+        "{}",
+        dx.causes[0].status_direct
+    );
+    // Without Apache's saturation, the same timeouts stay a slow backend.
+    let ev = evidence(events[..3].to_vec(), errors.clone(), 5);
+    let dx = diagnose(&ev, &[], &stacked(), scope);
+    assert_eq!(dx.verdict.cause, Some(CauseId::UpstreamTimeout));
+    // Apache alone at its limit: the web server is saturated.
+    let ev = evidence(events[3..].to_vec(), Vec::new(), 5);
+    let dx = diagnose(&ev, &[], &Discovery::default(), scope);
+    assert_eq!(dx.verdict.cause, Some(CauseId::WebSaturated));
+}
+
+#[test]
+fn apache_unusable_headers_are_a_bad_response_not_a_crash() {
+    let mut a = apache_event(CauseId::UpstreamCrashed, "apache.fcgi-no-headers", 10);
+    a.severity = Severity::Warning;
+    a.fields.insert("client".into(), "127.0.0.1:5".into());
+    let mut b = apache_event(CauseId::UpstreamBadResponse, "apache.fcgi-bad-headers", 10);
+    b.fields.insert("client".into(), "127.0.0.1:5".into());
+    let ev = evidence(
+        vec![a, b],
+        vec![response(500, "GET /h HTTP/1.1", 10, 0.0)],
+        1,
+    );
+    let dx = diagnose(&ev, &[], &Discovery::default(), Scope { stack_found: true });
+    assert_eq!(
+        dx.verdict.cause,
+        Some(CauseId::UpstreamBadResponse),
+        "{:?}",
+        dx.causes
+    );
+    assert!(!dx.causes.iter().any(|c| c.id == CauseId::UpstreamCrashed));
+    assert!(
+        dx.causes[0].status_direct.starts_with("500"),
+        "{}",
+        dx.causes[0].status_direct
+    );
+}

@@ -17,14 +17,15 @@ use super::model::Discovery;
 pub fn log_files(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<LogFile> {
     let mut out: Vec<LogFile> = Vec::new();
     let access_format = |path: &Path| -> Option<String> {
-        discovery.nginx.as_ref().and_then(|n| {
-            n.access_logs
-                .iter()
-                .find(|l| l.path == path)
-                .and_then(|l| l.format.clone())
-        })
+        discovery
+            .nginx
+            .iter()
+            .flat_map(|n| &n.access_logs)
+            .chain(discovery.apache.iter().flat_map(|a| &a.access_logs))
+            .find(|l| l.path == path)
+            .and_then(|l| l.format.clone())
     };
-    let sources: [(LogSource, &Option<Vec<String>>); 7] = [
+    let sources: [(LogSource, &Option<Vec<String>>); 8] = [
         (LogSource::NginxAccess, &config.logs.nginx_access),
         (LogSource::NginxError, &config.logs.nginx_error),
         (LogSource::PhpFpm, &config.logs.php_fpm),
@@ -32,6 +33,7 @@ pub fn log_files(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec
         (LogSource::Php, &config.logs.php),
         (LogSource::MysqlError, &config.logs.mysql_error),
         (LogSource::Kernel, &config.logs.kernel),
+        (LogSource::ApacheError, &config.logs.apache_error),
     ];
     for (source, configured) in sources {
         let paths: Vec<(PathBuf, Option<String>)> = match configured {
@@ -90,6 +92,8 @@ fn discovered(host: &dyn Host, d: &Discovery, source: LogSource) -> Vec<(PathBuf
             .nginx
             .iter()
             .flat_map(|n| &n.access_logs)
+            // httpd's access logs are read as nginx's, through their translated LogFormat.
+            .chain(d.apache.iter().flat_map(|a| &a.access_logs))
             .map(|l| (l.path.clone(), l.format.clone()))
             .collect(),
         LogSource::NginxError => d
@@ -135,7 +139,7 @@ fn discovered(host: &dyn Host, d: &Discovery, source: LogSource) -> Vec<(PathBuf
             .apache
             .iter()
             .flat_map(|a| &a.error_logs)
-            .map(|p| (p.clone(), None))
+            .map(|p| (p.value.clone(), None))
             .collect(),
     };
     if !found.is_empty() {
@@ -143,6 +147,10 @@ fn discovered(host: &dyn Host, d: &Discovery, source: LogSource) -> Vec<(PathBuf
     }
     match source {
         LogSource::NginxAccess => existing(host, &["/var/log/nginx/access.log"]),
+        LogSource::ApacheError if d.apache.is_some() => existing(
+            host,
+            &["/var/log/apache2/error.log", "/var/log/httpd/error_log"],
+        ),
         LogSource::NginxError => existing(host, &["/var/log/nginx/error.log"]),
         LogSource::PhpFpm => existing(
             host,

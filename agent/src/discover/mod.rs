@@ -3,9 +3,10 @@
 //! agent's config overrides every path. The result is [`Discovery`] (see [`model`]).
 //!
 //! - [`process`]: the process table and what each process is;
-//! - [`nginx`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
+//! - [`nginx`], [`apache`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
 //! - [`logs`]: every log file to read, from what was discovered and the agent's `logs.*`.
 
+pub mod apache;
 pub mod logs;
 pub mod model;
 pub mod mysql;
@@ -44,7 +45,7 @@ pub fn discover(host: &dyn Host, config: &Config) -> Discovery {
     discover_nginx(host, config, &procs, &mut discovery);
     discover_php_fpm(host, config, &procs, &mut discovery);
     discover_database(host, config, &procs, &mut discovery);
-    discover_apache(host, &procs, &mut discovery);
+    discover_apache(host, config, &procs, &mut discovery);
     discovery
 }
 
@@ -551,38 +552,190 @@ fn discover_database(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut D
     d.database = Some(db);
 }
 
-fn discover_apache(host: &dyn Host, procs: &[Proc], d: &mut Discovery) {
-    let Some(master) = procs.iter().find(|p| {
-        process::role(p) == Role::Apache
-            && !procs
+fn discover_apache(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Discovery) {
+    let masters: Vec<&Proc> = procs
+        .iter()
+        .filter(|p| {
+            process::role(p) == Role::Apache
+                && !procs
+                    .iter()
+                    .any(|q| q.pid == p.ppid && process::role(q) == Role::Apache)
+        })
+        .collect();
+    // The master of the config the agent names, else a root-owned one first (only a root
+    // master's command line and environment are believed).
+    let wanted = config.apache_config.as_deref();
+    let master = match wanted {
+        Some(path) => masters
+            .iter()
+            .find(|p| p.uid == 0 && apache_paths(Some(p)).1 == path)
+            .copied(),
+        None => masters
+            .iter()
+            .find(|p| p.uid == 0)
+            .or(masters.first())
+            .copied(),
+    };
+    if masters.len() > 1 {
+        d.notes.push(format!(
+            "apache httpd: {} masters run (pids {}); pid {} is the one audited",
+            masters.len(),
+            masters
                 .iter()
-                .any(|q| q.pid == p.ppid && process::role(q) == Role::Apache)
-    }) else {
+                .map(|p| p.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            master.map_or(0, |m| m.pid)
+        ));
+    }
+    let Some(mut a) = apache_view(host, master, wanted, &mut d.notes) else {
         return;
     };
-    let words = master.words();
-    let config_path = process::option_value(&words, Some("-f"), None)
+    if let Some(m) = master {
+        a.workers = process::children(procs, m.pid);
+        a.master = Some(m.info(a.workers.clone()));
+    }
+    d.notes.push(format!(
+        "apache httpd: {}, config {}{}, mpm {}, {} virtual host(s), listens on {}",
+        match master {
+            Some(m) => format!("master pid {} with {} child(ren)", m.pid, a.workers.len()),
+            None => "not running".into(),
+        },
+        a.config_path
+            .as_ref()
+            .map_or("(none)".into(), |p| p.display().to_string()),
+        a.config_error
+            .as_ref()
+            .map_or(String::new(), |e| format!(" (not read: {e})")),
+        a.mpm.as_deref().unwrap_or("unknown"),
+        a.vhosts.len(),
+        a.ports()
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    d.apache = Some(a);
+}
+
+/// One httpd's view: its config (from a root master's `-d`/`-f`, else the distro's path), read
+/// with the master's environment (Debian's `envvars`) and `-D` defines.
+/// The server root and main config a master was started with (`-d`, `-f`; believed of a root
+/// master only), else its flavour's defaults.
+fn apache_paths(master: Option<&Proc>) -> (PathBuf, PathBuf) {
+    let trusted = master.filter(|m| m.uid == 0);
+    let words = trusted.map(Proc::words).unwrap_or_default();
+    let httpd = master.is_some_and(|m| m.program() == "httpd");
+    let (default_root, default_conf) = if httpd {
+        ("/etc/httpd", "conf/httpd.conf")
+    } else {
+        ("/etc/apache2", "apache2.conf")
+    };
+    let root = process::option_value(&words, Some("-d"), None)
         .map(PathBuf::from)
-        .or_else(|| {
-            ["/etc/apache2/apache2.conf", "/etc/httpd/conf/httpd.conf"]
+        .unwrap_or_else(|| PathBuf::from(default_root));
+    let conf = process::option_value(&words, Some("-f"), None)
+        .map(|f| {
+            if f.starts_with('/') {
+                PathBuf::from(f)
+            } else {
+                root.join(f)
+            }
+        })
+        .unwrap_or_else(|| root.join(default_conf));
+    (root, conf)
+}
+
+fn apache_view(
+    host: &dyn Host,
+    master: Option<&Proc>,
+    wanted: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Option<Apache> {
+    let trusted = master.filter(|m| m.uid == 0);
+    let words = trusted.map(Proc::words).unwrap_or_default();
+    let flavor = match master.map(Proc::program) {
+        Some(p) if p == "httpd" => "httpd",
+        Some(_) => "apache2",
+        None if host
+            .metadata(Path::new("/etc/apache2/apache2.conf"))
+            .is_ok() =>
+        {
+            "apache2"
+        }
+        None if host
+            .metadata(Path::new("/etc/httpd/conf/httpd.conf"))
+            .is_ok() =>
+        {
+            "httpd"
+        }
+        None if wanted.is_some() => "apache2",
+        None => return None,
+    };
+    let (mut root, mut conf) = apache_paths(master);
+    // A config named on a command line is read only when root owns it (the trust model).
+    if let Err(why) = crate::trust::file_trusted(host, &conf, &Role::Apache) {
+        notes.push(format!("apache httpd: config not read: {why}"));
+        let (r, c) = apache_paths(None);
+        (root, conf) = (r, c);
+    }
+    if master.is_none() {
+        if let Some(path) = wanted {
+            // Not running: the agent's config names the file; its ServerRoot directive (read
+            // in order) sets the root, the file's directory until then.
+            conf = path.to_path_buf();
+            root = path.parent().map(Path::to_path_buf).unwrap_or(root);
+        }
+        if flavor == "httpd" {
+            root = PathBuf::from("/etc/httpd");
+            conf = wanted.map_or_else(|| root.join("conf/httpd.conf"), Path::to_path_buf);
+        }
+    }
+    let mut defines = Vec::new();
+    let mut it = words.iter();
+    while let Some(w) = it.next() {
+        if w == "-D" {
+            if let Some(n) = it.next() {
+                defines.push(n.clone());
+            }
+        } else if let Some(n) = w.strip_prefix("-D") {
+            defines.push(n.to_string());
+        }
+    }
+    let mut env = host
+        .read(Path::new("/etc/apache2/envvars"))
+        .ok()
+        .filter(|_| flavor == "apache2")
+        .map(|b| apache::parse_envvars(&String::from_utf8_lossy(&b)))
+        .unwrap_or_default();
+    if let Some(m) = trusted {
+        if let Ok(bytes) = host.read(&PathBuf::from(format!("/proc/{}/environ", m.pid))) {
+            env.extend(apache::parse_environ(&bytes));
+        }
+    }
+    let mut a = match apache::load(host, &conf, &root, &env, &defines) {
+        Ok(loaded) => {
+            let mut a = apache::extract(&loaded);
+            apache::read_remoteip_lists(host, &mut a);
+            for w in &loaded.warnings {
+                notes.push(format!("apache httpd: {w}"));
+            }
+            a
+        }
+        Err(err) => Apache {
+            config_error: Some(err.to_string()),
+            error_logs: ["/var/log/apache2/error.log", "/var/log/httpd/error_log"]
                 .iter()
                 .map(PathBuf::from)
-                .find(|p| host.metadata(p).is_ok())
-        });
-    let error_logs = ["/var/log/apache2/error.log", "/var/log/httpd/error_log"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| host.metadata(p).is_ok())
-        .collect();
-    d.notes.push(format!(
-        "apache httpd: master pid {} (noted, not analysed in depth)",
-        master.pid
-    ));
-    d.apache = Some(Apache {
-        master: Some(master.info(process::children(procs, master.pid))),
-        config_path,
-        error_logs,
-    });
+                .filter(|p| host.metadata(p).is_ok())
+                .map(Sourced::default_value)
+                .collect(),
+            ..Apache::default()
+        },
+    };
+    a.flavor = flavor.to_string();
+    a.config_path = Some(conf);
+    Some(a)
 }
 
 /// The timeout used for connect probes and commands started by discovery.
@@ -764,6 +917,64 @@ mod tests {
             d.other_nginx[0].config_path.as_deref(),
             Some(Path::new("/srv/other/nginx.conf"))
         );
+    }
+
+    #[test]
+    fn apache_config_from_a_root_masters_command_line_and_environment() {
+        let conf = "ServerRoot /srv/httpd\nListen 127.0.0.1:8080\nErrorLog ${APACHE_LOG_DIR}/err.log\nInclude sites/*.conf\n";
+        let host = FixtureHost::new()
+            .file(
+                "/proc/500/cmdline",
+                b"/usr/sbin/apache2\0-d\0/srv/httpd\0-f\0/srv/httpd/main.conf\0-DFOREGROUND\0",
+            )
+            .file("/proc/500/status", testdata::status(1, 0, 1000))
+            .file("/proc/500/environ", b"APACHE_LOG_DIR=/srv/logs\0PATH=/bin\0")
+            .file("/proc/501/cmdline", b"/usr/sbin/apache2\0-d\0/srv/httpd\0")
+            .file("/proc/501/status", testdata::status(500, 33, 1000))
+            .file("/srv/httpd/main.conf", conf)
+            .file(
+                "/srv/httpd/sites/a.conf",
+                "<VirtualHost *:8080>\nServerName a.example\nServerAlias b.example\n</VirtualHost>\n",
+            );
+        let d = discover(&host, &Config::default());
+        let a = d.apache.as_ref().unwrap();
+        assert_eq!(a.master.as_ref().unwrap().pid, 500);
+        assert_eq!(a.workers, vec![501]);
+        assert_eq!(
+            a.config_path.as_deref(),
+            Some(Path::new("/srv/httpd/main.conf"))
+        );
+        assert_eq!(a.error_logs[0].value, PathBuf::from("/srv/logs/err.log"));
+        assert_eq!(a.vhosts[0].host_names(), vec!["a.example", "b.example"]);
+        assert_eq!(a.ports().into_iter().collect::<Vec<_>>(), vec![8080]);
+        // Not running, the agent's config names the file.
+        let host = FixtureHost::new().file("/srv/httpd/main.conf", conf);
+        let config = Config {
+            apache_config: Some(PathBuf::from("/srv/httpd/main.conf")),
+            ..Config::default()
+        };
+        let a = discover(&host, &config).apache.unwrap();
+        assert!(a.master.is_none());
+        assert_eq!(a.ports().into_iter().collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn a_non_root_apache_master_is_not_believed() {
+        let host = FixtureHost::new()
+            .file(
+                "/proc/700/cmdline",
+                b"/usr/sbin/apache2\0-f\0/home/eve/evil.conf\0",
+            )
+            .file("/proc/700/status", testdata::status(1, 1000, 1000))
+            .file("/home/eve/evil.conf", "Include /etc/shadow\n");
+        let d = discover(&host, &Config::default());
+        // Neither its process nor the config it names is believed.
+        assert!(d.apache.as_ref().is_none_or(|a| a.master.is_none()));
+        assert!(!d
+            .apache
+            .iter()
+            .flat_map(|a| &a.config_files)
+            .any(|f| f.starts_with("/home/eve")));
     }
 
     #[test]

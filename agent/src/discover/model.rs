@@ -274,12 +274,141 @@ pub struct Database {
     pub max_connections: Option<Sourced<u32>>,
 }
 
-/// Apache httpd, when present (found, reported, not analysed in depth).
+/// Apache httpd as discovered: its process, the config it read (includes resolved), and what
+/// the rest of the agent needs from it. Other code (the origin self-test, site discovery) should
+/// take the served names from [`Apache::vhosts`] (`server_name`, `aliases`, `document_root`),
+/// the ports from [`Apache::listens`], and the backends from [`Apache::proxy_targets`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Apache {
     pub master: Option<ProcessInfo>,
+    /// The children of the master (each serves requests: threads under event/worker).
+    #[serde(default)]
+    pub workers: Vec<u32>,
+    /// `apache2` (Debian) or `httpd` (RHEL).
+    #[serde(default)]
+    pub flavor: String,
     pub config_path: Option<PathBuf>,
-    pub error_logs: Vec<PathBuf>,
+    #[serde(default)]
+    pub server_root: Option<PathBuf>,
+    /// Every file the config loaded (includes resolved), in load order.
+    #[serde(default)]
+    pub config_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub config_error: Option<String>,
+    /// Loaded modules (`proxy_fcgi`, `remoteip`, `status`, `mpm_event`, …).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// `event`, `worker` or `prefork`.
+    #[serde(default)]
+    pub mpm: Option<String>,
+    #[serde(default)]
+    pub user: Option<Sourced<String>>,
+    #[serde(default)]
+    pub group: Option<Sourced<String>>,
+    #[serde(default)]
+    pub server_name: Option<Sourced<String>>,
+    /// The main server's `DocumentRoot`.
+    #[serde(default)]
+    pub document_root: Option<Sourced<PathBuf>>,
+    #[serde(default)]
+    pub listens: Vec<ApacheListen>,
+    #[serde(default)]
+    pub vhosts: Vec<VirtualHost>,
+    /// Every `ErrorLog` (main server first).
+    pub error_logs: Vec<Sourced<PathBuf>>,
+    #[serde(default)]
+    pub error_log_format: Option<Sourced<String>>,
+    /// Every `CustomLog`/`TransferLog` file; `format` is the `LogFormat` translated into the
+    /// nginx `log_format` syntax the access-log parser compiles.
+    #[serde(default)]
+    pub access_logs: Vec<AccessLog>,
+    /// `LogFormat "…" NAME`, as written.
+    #[serde(default)]
+    pub log_formats: BTreeMap<String, String>,
+    /// `ProxyPass`, `ProxyPassMatch` and `SetHandler "proxy:…"` backends.
+    #[serde(default)]
+    pub proxy_targets: Vec<ApacheProxyTarget>,
+    #[serde(default)]
+    pub max_request_workers: Option<Sourced<u32>>,
+    #[serde(default)]
+    pub server_limit: Option<Sourced<u32>>,
+    #[serde(default)]
+    pub threads_per_child: Option<Sourced<u32>>,
+    #[serde(default)]
+    pub listen_backlog: Option<Sourced<u32>>,
+    /// `Timeout` (default 60 s).
+    #[serde(default)]
+    pub timeout: Option<Sourced<Duration>>,
+    /// `ProxyTimeout` or a `ProxyPass … timeout=` (the tightest).
+    #[serde(default)]
+    pub proxy_timeout: Option<Sourced<Duration>>,
+    #[serde(default)]
+    pub remote_ip: RemoteIp,
+    /// The `<Location>` that serves mod_status (`SetHandler server-status`).
+    #[serde(default)]
+    pub status_path: Option<Sourced<String>>,
+}
+
+/// One `Listen`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApacheListen {
+    /// The address part (`127.0.0.1`, `[::]`), `None` for every address.
+    pub host: Option<String>,
+    pub port: u16,
+    pub ssl: bool,
+    pub origin: Origin,
+}
+
+/// One `<VirtualHost>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    /// The section's addresses (`*:80`, `127.0.0.1:8080`, `_default_:443`).
+    pub addresses: Vec<String>,
+    pub server_name: Option<String>,
+    pub aliases: Vec<String>,
+    pub document_root: Option<Sourced<PathBuf>>,
+    pub error_log: Option<Sourced<PathBuf>>,
+    /// `SSLEngine on`.
+    pub ssl: bool,
+    pub origin: Origin,
+}
+
+impl VirtualHost {
+    /// `ServerName` and `ServerAlias`es that are plain host names, lowercased.
+    pub fn host_names(&self) -> Vec<String> {
+        self.server_name
+            .iter()
+            .chain(&self.aliases)
+            .map(|n| n.split(':').next().unwrap_or(n))
+            .filter(|n| !n.contains('*') && n.contains('.'))
+            .filter(|n| n.parse::<std::net::IpAddr>().is_err())
+            .map(|n| n.to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// A backend httpd proxies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApacheProxyTarget {
+    pub kind: UpstreamKind,
+    /// `None` for a balancer or a target with variables.
+    pub address: Option<Address>,
+    /// `ProxyPass`, `ProxyPassMatch` or `SetHandler`.
+    pub directive: String,
+    pub raw: String,
+    /// The index into [`Apache::vhosts`] of the enclosing `<VirtualHost>`.
+    pub vhost: Option<usize>,
+    pub origin: Origin,
+}
+
+/// mod_remoteip settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteIp {
+    pub header: Option<Sourced<String>>,
+    /// `RemoteIPTrustedProxy` / `RemoteIPInternalProxy` values (and the lines of their lists).
+    pub trusted: Vec<Sourced<String>>,
+    /// `RemoteIPTrustedProxyList` / `RemoteIPInternalProxyList` files.
+    pub trusted_lists: Vec<Sourced<PathBuf>>,
 }
 
 /// Everything discovery found.

@@ -1172,6 +1172,22 @@ pub fn table_text(report: &FirewallReport) -> String {
     out
 }
 
+/// The real-IP checks speak of Apache's mod_remoteip when Apache is the front.
+fn apache_real_ip_checks(checks: &mut [Check]) {
+    for c in checks.iter_mut() {
+        let Some(rest) = c.id.strip_prefix("nginx.real-ip") else {
+            continue;
+        };
+        c.id = format!("apache.remoteip{rest}");
+        c.title = c.title.replace("nginx", "Apache httpd (mod_remoteip)");
+        if c.fix.is_some() {
+            c.fix = Some(
+                "enable mod_remoteip (`a2enmod remoteip`) with `RemoteIPHeader` set to the CDN's header (CF-Connecting-IP for Cloudflare) and a `RemoteIPTrustedProxy` line for each of its published ranges (`origin-agent cdn show NAME`), then `apachectl graceful`".into(),
+            );
+        }
+    }
+}
+
 /// The audit's glue: which CDNs to check (the config's `cdn.providers`, else the ones detected
 /// from the access log and nginx's config), on which ports (the config's `cdn.ports`, else 80, 443
 /// and every port nginx listens on), and the firewall checks and per-provider table that result.
@@ -1184,7 +1200,16 @@ pub fn audit_for(
     let catalog = crate::cdn::load(&config.state_dir);
     let nginx = discovery.nginx.as_ref();
     let default_real_ip = RealIp::default();
-    let real_ip = nginx.map_or(&default_real_ip, |n| &n.real_ip);
+    // Apache alone in front (nginx not running): its mod_remoteip is what restores visitors.
+    let apache_front = discovery
+        .apache
+        .as_ref()
+        .filter(|a| a.master.is_some() && nginx.is_none_or(|n| n.master.is_none()));
+    let apache_real_ip = apache_front.map(|a| crate::discover::apache::as_real_ip(&a.remote_ip));
+    let real_ip = apache_real_ip
+        .as_ref()
+        .or(nginx.map(|n| &n.real_ip))
+        .unwrap_or(&default_real_ip);
     let empty_formats = BTreeMap::new();
     let formats = nginx.map_or(&empty_formats, |n| &n.log_formats);
     let mut checks = Vec::new();
@@ -1218,6 +1243,9 @@ pub fn audit_for(
                         .flat_map(|s| s.listens.iter().filter_map(|l| l.port)),
                 );
             }
+            if let Some(a) = apache_front {
+                ports.extend(a.ports());
+            }
             ports.sort_unstable();
             ports.dedup();
             ports
@@ -1226,11 +1254,14 @@ pub fn audit_for(
     let input = FirewallInput {
         providers,
         ports,
-        real_ip: nginx.map(|n| &n.real_ip),
+        real_ip: apache_real_ip.as_ref().or(nginx.map(|n| &n.real_ip)),
         catalog: &catalog,
         access_clients: &evidence.responses.clients,
     };
-    let report = audit(host, &input);
+    let mut report = audit(host, &input);
+    if apache_front.is_some() {
+        apache_real_ip_checks(&mut report.checks);
+    }
     let table = (!report.providers.is_empty()).then(|| table_text(&report));
     checks.extend(report.checks);
     (checks, table)

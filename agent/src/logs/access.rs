@@ -81,6 +81,10 @@ pub struct AccessFormat {
     /// The format is `combined` (possibly followed by more): look for `key=value` extras.
     combined_prefix: bool,
     name: String,
+    /// Apache's `%t` stamps the request's start (`$apache_time_start`), not its end.
+    start_stamp: bool,
+    /// Apache's `%D`: the duration in microseconds (`$apache_request_us`).
+    request_us: bool,
 }
 
 /// The byte ranges of the fields the parser reads, for one line.
@@ -97,12 +101,15 @@ pub(crate) struct Slots {
     pub request_time: Option<(usize, usize)>,
     pub forwarded: Option<(usize, usize)>,
     pub end: usize,
+    pub start_stamp: bool,
+    pub request_us: bool,
 }
 
 impl AccessFormat {
     /// Compiles a `log_format` string (the concatenated quoted parts, as nginx -T shows them).
     pub fn compile(format: &str) -> Result<AccessFormat, FormatError> {
         let b = format.as_bytes();
+        let (mut start_stamp, mut request_us) = (false, false);
         let mut segs: Vec<Seg> = Vec::new();
         let mut lit = Vec::new();
         let mut i = 0;
@@ -131,7 +138,18 @@ impl AccessFormat {
                 } else if matches!(segs.last(), Some(Seg::Var(_))) {
                     return Err(FormatError::Adjacent(name.to_string()));
                 }
-                segs.push(Seg::Var(var_kind(name)));
+                let kind = match name {
+                    "apache_time_start" => {
+                        start_stamp = true;
+                        Var::TimeLocal
+                    }
+                    "apache_request_us" => {
+                        request_us = true;
+                        Var::RequestTime
+                    }
+                    _ => var_kind(name),
+                };
+                segs.push(Seg::Var(kind));
                 i = next;
             } else {
                 lit.push(b[i]);
@@ -156,6 +174,8 @@ impl AccessFormat {
             } else {
                 "custom".into()
             },
+            start_stamp,
+            request_us,
         })
     }
 
@@ -167,6 +187,8 @@ impl AccessFormat {
             segs: Vec::new(),
             combined_prefix: true,
             name: "combined".into(),
+            start_stamp: false,
+            request_us: false,
         })
     }
 
@@ -203,7 +225,11 @@ impl AccessFormat {
     /// follow the format.
     #[inline]
     pub(crate) fn slots(&self, line: &[u8]) -> Option<Slots> {
-        let mut s = Slots::default();
+        let mut s = Slots {
+            start_stamp: self.start_stamp,
+            request_us: self.request_us,
+            ..Slots::default()
+        };
         let mut pos = 0usize;
         let n = self.segs.len();
         let mut k = 0;
@@ -402,6 +428,15 @@ pub(crate) fn response(
     time: Option<Timestamp>,
     status: u16,
 ) -> Response {
+    let request_time = float(line, s.request_time).map(|t| if s.request_us { t / 1e6 } else { t });
+    // An Apache stamp is the request's start: the response ends `request_time` later.
+    let time = match (s.start_stamp, time, request_time) {
+        (true, Some(t), Some(d)) => t
+            .checked_add(jiff::SignedDuration::from_secs_f64(d.clamp(0.0, 86_400.0)))
+            .ok()
+            .or(Some(t)),
+        _ => time,
+    };
     Response {
         file: file.to_path_buf(),
         line: line_no,
@@ -411,7 +446,7 @@ pub(crate) fn response(
         client: text(line, s.remote_addr).unwrap_or_default(),
         upstream_addr: text(line, s.upstream_addr),
         upstream_status: text(line, s.upstream_status),
-        request_time: float(line, s.request_time),
+        request_time,
         body_bytes: s.body.and_then(|(a, b)| digits(&line[a..b])).map(u64::from),
         forwarded_for: text(line, s.forwarded),
     }

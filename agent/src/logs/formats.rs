@@ -39,7 +39,8 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
         LogSource::Php => php(e, f),
         LogSource::MysqlError => mysql(e, f),
         LogSource::Kernel => kernel(e, f),
-        LogSource::NginxAccess | LogSource::ApacheError => None,
+        LogSource::ApacheError => apache_error(e, f),
+        LogSource::NginxAccess => None,
     }
 }
 
@@ -51,6 +52,7 @@ pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
         LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
         LogSource::Php => php_stamp(line).is_some(),
         LogSource::MysqlError => mysql_stamp(line).is_some(),
+        // Apache escapes newlines in its messages: every line is an entry.
         LogSource::Kernel | LogSource::NginxAccess | LogSource::ApacheError => {
             !line.is_empty() && line != b"\r"
         }
@@ -463,6 +465,140 @@ fn mysql(e: &[u8], f: &mut Fields) -> Option<Head> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Apache httpd error log: `[Www Mmm dd HH:MM:SS(.micros) YYYY] [module:level] [pid N:tid N]
+// (errno)Text: [client A:P] AHnnnnn: message, referer: R` (2.4) or `[…] [level] [client A]
+// message` (2.2).
+
+/// `[Www Mmm dd HH:MM:SS(.micros) YYYY]`: the stamp and where the rest starts.
+fn apache_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    if e.len() < 26 || e[0] != b'[' || e[4] != b' ' || e[8] != b' ' || e[11] != b' ' {
+        return None;
+    }
+    let (h, mi, s) = hms(e, 12)?;
+    let (micros, used) = fraction(e, 20);
+    let at = 20 + used;
+    if e.get(at) != Some(&b' ') || e.get(at + 5) != Some(&b']') {
+        return None;
+    }
+    Some((
+        Civil {
+            y: d4(e, at + 1)?,
+            mo: month(&e[5..8])?,
+            d: padded(&e[9..11])? as u8,
+            h,
+            mi,
+            s,
+            micros,
+        },
+        at + 6,
+    ))
+}
+
+/// A `[name value]` bracket at `at` whose content starts with `name `: the value's range and
+/// where the text after it (and its space) starts.
+fn bracket(e: &[u8], at: usize, name: &[u8]) -> Option<(Range<usize>, usize)> {
+    if e.get(at) != Some(&b'[') || !e[at + 1..].starts_with(name) {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 128)])? + at;
+    let start = at + 1 + name.len();
+    Some((start.min(close)..close, skip_spaces(e, close + 1)))
+}
+
+fn apache_error(e: &[u8], f: &mut Fields) -> Option<Head> {
+    // A line without its stamp (a container log that strips it) must at least start with
+    // 2.4's `[module:level] [pid N`.
+    let (stamp, stamp_raw, mut at) = match apache_stamp(e) {
+        Some((civil, n)) => (Stamp::Local(civil), 1..n - 1, n),
+        None if e.first() == Some(&b'[') => (Stamp::None, 0..0, 0),
+        None => return None,
+    };
+    let end = trim_end(e, e.len());
+    at = skip_spaces(e, at);
+    // [module:level] (2.4) or [level] (2.2).
+    if e.get(at) != Some(&b'[') {
+        return None;
+    }
+    let close = memchr::memchr(b']', &e[at..e.len().min(at + 48)])? + at;
+    let inner = &e[at + 1..close];
+    if inner.is_empty()
+        || !inner
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b":_-".contains(c))
+    {
+        return None;
+    }
+    if stamp == Stamp::None
+        && (!inner.contains(&b':') || bracket(e, skip_spaces(e, close + 1), b"pid ").is_none())
+    {
+        return None;
+    }
+    match memchr::memchr(b':', inner) {
+        Some(c) => {
+            f.push(("module", at + 1..at + 1 + c));
+            f.push(("level", at + 2 + c..close));
+        }
+        None => f.push(("level", at + 1..close)),
+    }
+    at = skip_spaces(e, close + 1);
+    // [pid N:tid N] / [pid N]
+    if let Some((v, next)) = bracket(e, at, b"pid ") {
+        let n = digit_run(e, v.start);
+        f.push(("pid", v.start..v.start + n));
+        if let Some(t) = memmem::find(&e[v.clone()], b":tid ") {
+            let ts = v.start + t + 5;
+            f.push(("tid", ts..ts + digit_run(e, ts)));
+        }
+        at = next;
+    }
+    // `(errno)Text: ` (the APR status of the failure) and `[client A:P]`/`[remote A:P]`, in
+    // either order (2.4 writes the status first, 2.2 the client first).
+    let mut prog = None;
+    for _ in 0..3 {
+        if prog.is_none() && e.get(at) == Some(&b'(') {
+            let n = digit_run(e, at + 1);
+            if n > 0 && e.get(at + 1 + n) == Some(&b')') {
+                if let Some(colon) = memmem::find(&e[at..end.min(at + 96)], b": ") {
+                    f.push(("errno", at + 1..at + 1 + n));
+                    prog = Some(at..at + colon);
+                    at = skip_spaces(e, at + colon + 2);
+                    continue;
+                }
+            }
+        }
+        let mut found = false;
+        for (name, field) in [(&b"client "[..], "client"), (b"remote ", "remote")] {
+            if let Some((v, next)) = bracket(e, at, name) {
+                f.push((field, v));
+                at = next;
+                found = true;
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    // `, referer: …` closes the entry (visitor text).
+    static REFERER: std::sync::OnceLock<memmem::FinderRev<'static>> = std::sync::OnceLock::new();
+    let referer = REFERER.get_or_init(|| memmem::FinderRev::new(b", referer: "));
+    let at = at.min(end);
+    let msg_end = match referer.rfind(&e[at..end]) {
+        Some(i) => {
+            f.push(("referrer", at + i + 11..end));
+            at + i
+        }
+        None => end,
+    };
+    Some(Head {
+        stamp,
+        stamp_raw,
+        msg: at..msg_end,
+        prog,
+        tail: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kernel: syslog, journalctl, ISO syslog, dmesg, dmesg -T
 
 /// `Mmm dd HH:MM:SS` (day space- or zero-padded).
@@ -662,6 +798,52 @@ mod tests {
         f.iter()
             .find(|(n, _)| *n == name)
             .map(|(_, r)| std::str::from_utf8(&e[r.clone()]).unwrap())
+    }
+
+    #[test]
+    fn apache_error_headers_24_and_22() {
+        let e = b"[Thu Dec 03 09:15:37.595821 2026] [proxy_fcgi:error] [pid 22004:tid 22006] (70007)The timeout specified has expired: [client 127.0.0.1:59150] AH01075: Error dispatching request to :18931: (polling), referer: http://x/y";
+        let mut f = Fields::new();
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert_eq!(
+            &e[h.msg.clone()],
+            b"AH01075: Error dispatching request to :18931: (polling)"
+        );
+        assert_eq!(
+            &e[h.prog.clone().unwrap()],
+            b"(70007)The timeout specified has expired"
+        );
+        assert_eq!(field(e, &f, "module"), Some("proxy_fcgi"));
+        assert_eq!(field(e, &f, "level"), Some("error"));
+        assert_eq!(field(e, &f, "pid"), Some("22004"));
+        assert_eq!(field(e, &f, "tid"), Some("22006"));
+        assert_eq!(field(e, &f, "errno"), Some("70007"));
+        assert_eq!(field(e, &f, "client"), Some("127.0.0.1:59150"));
+        assert_eq!(field(e, &f, "referrer"), Some("http://x/y"));
+        match h.stamp {
+            Stamp::Local(c) => {
+                assert_eq!((c.y, c.mo, c.d, c.h, c.micros), (2026, 12, 3, 9, 595821))
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = b"[Wed Mar 12 10:01:02 2014] [error] [client 10.0.0.1] (70007)The timeout specified has expired: proxy: error reading status line from remote server 127.0.0.1:8080";
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert!(e[h.msg.clone()].starts_with(b"proxy: error reading"));
+        assert_eq!(field(e, &f, "client"), Some("10.0.0.1"));
+        assert_eq!(field(e, &f, "errno"), Some("70007"));
+        assert!(starts_entry(LogSource::ApacheError, e));
+        // A container log without the stamp, 2.4 form only.
+        let e = b"[mpm_prefork:error] [pid 1] AH00161: server reached MaxRequestWorkers setting";
+        let h = head(LogSource::ApacheError, e, &mut f).unwrap();
+        assert_eq!(h.stamp, Stamp::None);
+        assert!(e[h.msg.clone()].starts_with(b"AH00161"));
+        assert!(head(LogSource::ApacheError, b"[error] no pid", &mut f).is_none());
+        assert!(head(
+            LogSource::ApacheError,
+            b"[Thu Dec 03 09:15:37 2026] no level",
+            &mut f
+        )
+        .is_none());
     }
 
     #[test]

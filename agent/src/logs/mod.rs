@@ -168,9 +168,6 @@ impl LineParser {
         tz: TimeZone,
         rules: Arc<RuleSet>,
     ) -> Result<Self, LogError> {
-        if source == LogSource::ApacheError {
-            return Err(LogError::Unsupported(source));
-        }
         let access = if source == LogSource::NginxAccess {
             Some(match access_format {
                 Some(f) => AccessFormat::compile(f)?,
@@ -432,16 +429,17 @@ fn wordpress_component(fields: &mut BTreeMap<String, String>) {
 /// Detects a log's kind from its first lines: the source whose header parses on the most
 /// lines (at least one).
 pub fn detect_source(sample: &[u8]) -> Option<LogSource> {
-    const ORDER: [LogSource; 7] = [
+    const ORDER: [LogSource; 8] = [
         LogSource::NginxAccess,
         LogSource::NginxError,
         LogSource::PhpFpm,
         LogSource::PhpFpmSlow,
         LogSource::Php,
         LogSource::MysqlError,
+        LogSource::ApacheError,
         LogSource::Kernel,
     ];
-    let mut counts = [0usize; 7];
+    let mut counts = [0usize; 8];
     let lines = sample
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty() && *l != b"\r")

@@ -496,11 +496,6 @@ fn read_one(
             .find(|l| !l.is_empty())
             .and_then(AccessFormat::infer);
     }
-    if source == LogSource::ApacheError {
-        summary.error = Some("no parser for apache_error logs".into());
-        ev.files.push(summary);
-        return ev;
-    }
     chunker.source = Some(source);
     let mut format_text = file.access_format.as_deref();
     let format = if source == LogSource::NginxAccess {

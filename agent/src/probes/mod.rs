@@ -2,6 +2,7 @@
 //! disk. Each probe reads through the host seam and never panics: what it cannot read becomes a
 //! `skip` check with the reason.
 //!
+//! - [`apache`]: which web server fronts the host, Apache httpd running, listening, its workers;
 //! - [`services`]: nginx, PHP-FPM pools and their sockets, upstream targets, the database;
 //! - [`load`]: load average, PSI, memory, swap activity, OOM kills;
 //! - [`limits`]: PHP-FPM children vs memory, timeouts, backlogs, nginx connections, open files,
@@ -11,6 +12,7 @@
 //! - [`disk`]: space and inodes where logs, temp files, sessions and the datadir live;
 //! - [`netstat`]: parsers for the kernel's network tables.
 
+pub mod apache;
 pub mod cgroup;
 pub mod disk;
 pub mod dns;
@@ -83,6 +85,11 @@ pub fn run_all(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<C
     let samples = Samples::take(host);
     let mut checks = Vec::new();
     checks.extend(services::checks(host, discovery, config));
+    checks.extend(apache::checks(
+        host,
+        discovery,
+        crate::discover::probe_timeout(config),
+    ));
     checks.extend(load::checks(host, config, &samples));
     checks.extend(limits::checks(host, discovery, &samples));
     checks.extend(queues::checks(host, discovery, config));

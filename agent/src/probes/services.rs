@@ -69,7 +69,7 @@ fn errno_text(outcome: &ConnectOutcome) -> String {
     }
 }
 
-fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
+pub(crate) fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
     let mut any = false;
     let mut out = Vec::new();
     for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -82,7 +82,7 @@ fn listen_table(host: &dyn Host) -> Option<Vec<ListenSocket>> {
 }
 
 /// Socket inodes a process holds (`/proc/PID/fd/* -> socket:[N]`).
-fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> {
+pub(crate) fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
     let names = host.read_dir(&dir).ok()?;
     let mut out = BTreeSet::new();
@@ -99,6 +99,22 @@ fn socket_inodes(host: &dyn Host, pid: u32) -> Option<BTreeSet<u64>> {
     Some(out)
 }
 
+/// nginx's two service checks, skipped for `reason`.
+fn skip_nginx(out: &mut Vec<Check>, reason: String) {
+    out.push(Check::skip(
+        "nginx.running",
+        Area::Services,
+        "nginx",
+        reason.clone(),
+    ));
+    out.push(Check::skip(
+        "nginx.listening",
+        Area::Services,
+        "nginx listening",
+        reason,
+    ));
+}
+
 fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
     let Some(nginx) = &d.nginx else {
         let reason = match &d.apache {
@@ -108,18 +124,7 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
             ),
             None => "no nginx master process and no /etc/nginx/nginx.conf found".to_string(),
         };
-        out.push(Check::skip(
-            "nginx.running",
-            Area::Services,
-            "nginx",
-            reason.clone(),
-        ));
-        out.push(Check::skip(
-            "nginx.listening",
-            Area::Services,
-            "nginx listening",
-            reason,
-        ));
+        skip_nginx(out, reason);
         return;
     };
     let conf = nginx
@@ -136,6 +141,19 @@ fn nginx_checks(host: &dyn Host, d: &Discovery, out: &mut Vec<Check>) {
         ));
     }
     let Some(master) = &nginx.master else {
+        if let Some(pid) = d
+            .apache
+            .as_ref()
+            .and_then(|a| a.master.as_ref())
+            .map(|m| m.pid)
+        {
+            // Installed but not running, while Apache serves: not a fault.
+            let reason = format!(
+                "nginx is installed ({conf}) but not running; Apache httpd (pid {pid}) serves this host"
+            );
+            skip_nginx(out, reason);
+            return;
+        }
         out.push(
             Check::fail("nginx.running", Area::Services, "nginx is not running")
                 .detail(format!("no nginx master process; its config is {conf}"))
