@@ -15,6 +15,15 @@ pub fn fix_for(
     checks: &[&Check],
     discovery: &Discovery,
 ) -> String {
+    // A WordPress attribution knows the plugin's version and the exact command: it replaces
+    // the generic plugin sentence.
+    if let Some(wp) = checks
+        .iter()
+        .find(|c| c.id.starts_with("wordpress.blame."))
+        .and_then(|c| c.fix.as_deref())
+    {
+        return sentence(wp);
+    }
     let check_fix: Vec<&str> = checks.iter().filter_map(|c| c.fix.as_deref()).collect();
     let specific = specific_fix(cause, events, discovery);
     match (check_fix.first(), specific) {
