@@ -75,7 +75,9 @@ pub fn gather(host: &dyn Host, config: &Config, opts: &AuditOptions) -> AuditDat
     let tz = host.time_zone();
     let evidence = logs::read_evidence(host, &files, &window, &tz);
     checks.extend(log_checks(&evidence));
-    checks.extend(crate::wp::checks::checks(host, &sites, &evidence, &discovery));
+    checks.extend(crate::wp::checks::checks(
+        host, &sites, &evidence, &discovery,
+    ));
     progress(opts, "checking the firewall against the CDN ranges");
     let (firewall_checks, firewall_table) =
         crate::firewall::audit_for(host, config, &discovery, &evidence);

@@ -109,7 +109,9 @@ pub fn first_frame(text: &str, sites: &[Site]) -> Option<(Kind, String, Option<u
             continue;
         };
         // A path starts at `/` after a space, quote or the line start: not inside a URL.
-        let start = text[..at].rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(').map_or(0, |p| p + 1);
+        let start = text[..at]
+            .rfind(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == '(')
+            .map_or(0, |p| p + 1);
         if text[start..].starts_with("http") {
             continue;
         }
@@ -129,7 +131,10 @@ pub fn first_frame(text: &str, sites: &[Site]) -> Option<(Kind, String, Option<u
         };
         // Earlier in the text wins; at the same place, a site's own (longer) marker.
         let pos = start;
-        if best.as_ref().is_none_or(|b| pos < b.0 || (pos == b.0 && site.is_some() && b.3.is_none())) {
+        if best
+            .as_ref()
+            .is_none_or(|b| pos < b.0 || (pos == b.0 && site.is_some() && b.3.is_none()))
+        {
             best = Some((pos, kind, slug, site));
         }
     }
@@ -180,22 +185,24 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
         let Some((kind, slug, site)) = frame else {
             continue;
         };
-        let b = by.entry((kind, slug.clone(), site)).or_insert_with(|| Blame {
-            kind,
-            slug: slug.clone(),
-            site: site.map(|i| sites[i].name.clone()),
-            version: None,
-            dir: None,
-            fatal: 0,
-            memory: 0,
-            slow: 0,
-            timeouts: 0,
-            first: None,
-            last: None,
-            urls: Vec::new(),
-            changed: None,
-            sample: (ev.file.clone(), ev.line),
-        });
+        let b = by
+            .entry((kind, slug.clone(), site))
+            .or_insert_with(|| Blame {
+                kind,
+                slug: slug.clone(),
+                site: site.map(|i| sites[i].name.clone()),
+                version: None,
+                dir: None,
+                fatal: 0,
+                memory: 0,
+                slow: 0,
+                timeouts: 0,
+                first: None,
+                last: None,
+                urls: Vec::new(),
+                changed: None,
+                sample: (ev.file.clone(), ev.line),
+            });
         b.fatal += fatal;
         b.memory += memory;
         b.slow += slow;
@@ -204,7 +211,11 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
             b.first = Some(b.first.map_or(t, |f| f.min(t)));
             b.last = Some(b.last.map_or(t, |l| l.max(t)));
             // The request a fatal ended is logged in the same second (or the next).
-            let url = (0..=1).find_map(|d| by_second.get(&(t.as_second() + d)).and_then(|v| v.first().cloned()));
+            let url = (0..=1).find_map(|d| {
+                by_second
+                    .get(&(t.as_second() + d))
+                    .and_then(|v| v.first().cloned())
+            });
             if let Some(url) = url.or_else(|| ev.field("request").and_then(request_path)) {
                 if let Some((_, n)) = b.urls.iter_mut().find(|(u, _)| *u == url) {
                     *n += 1;
@@ -229,10 +240,22 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
             if let Some(site) = site {
                 b.site.get_or_insert_with(|| site.name.clone());
                 let (dir, version, mtime) = match b.kind {
-                    Kind::Theme => (site.content_dir.join("themes").join(&b.slug), site.theme_version.clone().filter(|_| site.theme.as_deref() == Some(&b.slug)), None),
+                    Kind::Theme => (
+                        site.content_dir.join("themes").join(&b.slug),
+                        site.theme_version
+                            .clone()
+                            .filter(|_| site.theme.as_deref() == Some(&b.slug)),
+                        None,
+                    ),
                     Kind::MuPlugin => {
                         let p = site.mu_plugins.iter().find(|p| p.slug == b.slug);
-                        (site.content_dir.join("mu-plugins").join(format!("{}.php", b.slug)), p.and_then(|p| p.version.clone()), p.map(|p| p.mtime))
+                        (
+                            site.content_dir
+                                .join("mu-plugins")
+                                .join(format!("{}.php", b.slug)),
+                            p.and_then(|p| p.version.clone()),
+                            p.map(|p| p.mtime),
+                        )
                     }
                     Kind::Plugin => {
                         let p = site.plugins.iter().find(|p| p.slug == b.slug);
@@ -264,7 +287,12 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
 /// since 10:02, the time its files changed".
 pub fn summary(b: &Blame) -> String {
     let mut parts = Vec::new();
-    for (n, what) in [(b.fatal, "fatal error"), (b.memory, "memory-limit error"), (b.slow, "slow request trace"), (b.timeouts, "timed-out request")] {
+    for (n, what) in [
+        (b.fatal, "fatal error"),
+        (b.memory, "memory-limit error"),
+        (b.slow, "slow request trace"),
+        (b.timeouts, "timed-out request"),
+    ] {
         if n > 0 {
             parts.push(format!("{n} {what}{}", if n == 1 { "" } else { "s" }));
         }
@@ -273,13 +301,20 @@ pub fn summary(b: &Blame) -> String {
         "{} `{}`{}: {}",
         b.kind.label(),
         b.slug,
-        b.version.as_ref().map_or(String::new(), |v| format!(" {v}")),
+        b.version
+            .as_ref()
+            .map_or(String::new(), |v| format!(" {v}")),
         parts.join(", ")
     );
     match b.urls.as_slice() {
         [] => {}
         [(u, _)] => s.push_str(&format!(", all on {u}")),
-        [first, rest @ ..] => s.push_str(&format!(", most on {} ({} of them; {} other URLs)", first.0, first.1, rest.len())),
+        [first, rest @ ..] => s.push_str(&format!(
+            ", most on {} ({} of them; {} other URLs)",
+            first.0,
+            first.1,
+            rest.len()
+        )),
     }
     if let Some(first) = b.first {
         s.push_str(&format!(", since {}", hhmm(first)));
@@ -304,7 +339,10 @@ mod tests {
     #[test]
     fn the_first_plugin_frame_not_the_file_that_threw() {
         let text = "PHP Fatal error:  Uncaught TypeError: x in /var/www/s/wp-includes/class-wp-hook.php:308\nStack trace:\n#0 /var/www/s/wp-includes/plugin.php(205): WP_Hook->apply_filters()\n#1 /var/www/s/wp-content/plugins/acme-slider/inc/render.php(41): apply_filters()\n#2 /var/www/s/wp-content/themes/shop/index.php(3): acme_render()";
-        assert_eq!(first_frame(text, &[]), Some((Kind::Plugin, "acme-slider".into(), None)));
+        assert_eq!(
+            first_frame(text, &[]),
+            Some((Kind::Plugin, "acme-slider".into(), None))
+        );
     }
 
     #[test]
@@ -317,9 +355,16 @@ mod tests {
 
     #[test]
     fn a_custom_content_dir_and_a_single_file_plugin() {
-        let site = Site { name: "s".into(), content_dir: "/srv/c".into(), ..Site::default() };
+        let site = Site {
+            name: "s".into(),
+            content_dir: "/srv/c".into(),
+            ..Site::default()
+        };
         assert_eq!(
-            first_frame("x in /srv/c/plugins/hello.php:3", std::slice::from_ref(&site)),
+            first_frame(
+                "x in /srv/c/plugins/hello.php:3",
+                std::slice::from_ref(&site)
+            ),
             Some((Kind::Plugin, "hello".into(), Some(0)))
         );
     }

@@ -16,9 +16,10 @@ use super::Site;
 
 /// WP-CLI, when installed as a root-owned binary where packages and admins put it.
 pub fn wp_cli(host: &dyn Host) -> Option<&'static str> {
-    ["/usr/local/bin/wp", "/usr/bin/wp"]
-        .into_iter()
-        .find(|p| host.metadata(Path::new(p)).is_ok_and(|m| m.uid == 0 && m.mode & 0o022 == 0))
+    ["/usr/local/bin/wp", "/usr/bin/wp"].into_iter().find(|p| {
+        host.metadata(Path::new(p))
+            .is_ok_and(|m| m.uid == 0 && m.mode & 0o022 == 0)
+    })
 }
 
 /// `256M` → bytes (PHP shorthand; `-1` is unlimited → `None`).
@@ -30,7 +31,10 @@ pub fn php_bytes(v: &str) -> Option<u64> {
         'G' => (&v[..v.len() - 1], 1 << 30),
         _ => (v, 1),
     };
-    num.trim().parse::<u64>().ok().map(|n| n.saturating_mul(mult))
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|n| n.saturating_mul(mult))
 }
 
 /// The fix for a blamed component.
@@ -39,18 +43,22 @@ pub fn fix(b: &Blame, site: Option<&Site>, cli: Option<&str>) -> String {
         "{} `{}`{}",
         b.kind.label(),
         b.slug,
-        b.version.as_ref().map_or(String::new(), |v| format!(" {v}"))
+        b.version
+            .as_ref()
+            .map_or(String::new(), |v| format!(" {v}"))
     );
     let path = site.map(|s| s.abspath.display().to_string());
     let command = match (b.kind, cli) {
         (Kind::Plugin, Some(wp)) => format!(
             "`{wp} plugin deactivate {}{}` (as the site's owner)",
             b.slug,
-            path.as_ref().map_or(String::new(), |p| format!(" --path={p}"))
+            path.as_ref()
+                .map_or(String::new(), |p| format!(" --path={p}"))
         ),
         (Kind::Theme, Some(wp)) => format!(
             "`{wp} theme activate <another theme>{}`",
-            path.as_ref().map_or(String::new(), |p| format!(" --path={p}"))
+            path.as_ref()
+                .map_or(String::new(), |p| format!(" --path={p}"))
         ),
         _ => match &b.dir {
             Some(dir) => format!(
@@ -58,7 +66,10 @@ pub fn fix(b: &Blame, site: Option<&Site>, cli: Option<&str>) -> String {
                 dir.display(),
                 dir.display()
             ),
-            None => format!("rename wp-content/plugins/{} (WordPress then deactivates it)", b.slug),
+            None => format!(
+                "rename wp-content/plugins/{} (WordPress then deactivates it)",
+                b.slug
+            ),
         },
     };
     let update = if b.changed.is_some() {
@@ -72,7 +83,12 @@ pub fn fix(b: &Blame, site: Option<&Site>, cli: Option<&str>) -> String {
 }
 
 /// The WordPress checks of an audit.
-pub fn checks(host: &dyn Host, sites: &[Site], evidence: &Evidence, discovery: &Discovery) -> Vec<Check> {
+pub fn checks(
+    host: &dyn Host,
+    sites: &[Site],
+    evidence: &Evidence,
+    discovery: &Discovery,
+) -> Vec<Check> {
     let mut out = Vec::new();
     let blames = blame::attribute(evidence, sites);
     let cli = wp_cli(host);
@@ -104,18 +120,34 @@ pub fn checks(host: &dyn Host, sites: &[Site], evidence: &Evidence, discovery: &
                         }
                     })
                     .collect();
-                detail.push_str(&format!("; {} active plugins: {}", active.len(), named.join(", ")));
+                detail.push_str(&format!(
+                    "; {} active plugins: {}",
+                    active.len(),
+                    named.join(", ")
+                ));
             }
             None => detail.push_str(&format!("; {} plugins installed", site.plugins.len())),
         }
         if !site.mu_plugins.is_empty() {
-            detail.push_str(&format!("; must-use: {}", site.mu_plugins.iter().map(|p| p.slug.as_str()).collect::<Vec<_>>().join(", ")));
+            detail.push_str(&format!(
+                "; must-use: {}",
+                site.mu_plugins
+                    .iter()
+                    .map(|p| p.slug.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if !site.dropins.is_empty() {
             detail.push_str(&format!("; drop-ins: {}", site.dropins.join(", ")));
         }
         if let Some(theme) = &site.theme {
-            detail.push_str(&format!("; theme {theme}{}", site.theme_version.as_ref().map_or(String::new(), |v| format!(" {v}"))));
+            detail.push_str(&format!(
+                "; theme {theme}{}",
+                site.theme_version
+                    .as_ref()
+                    .map_or(String::new(), |v| format!(" {v}"))
+            ));
         }
         let mut check = Check::ok(id, Area::WordPress, title).detail(detail);
         if site.problems.iter().any(|p| !p.is_empty()) {
@@ -156,20 +188,29 @@ pub fn checks(host: &dyn Host, sites: &[Site], evidence: &Evidence, discovery: &
         }
     }
     for b in blames.iter().take(10) {
-        let site = b.site.as_ref().and_then(|n| sites.iter().find(|s| &s.name == n));
+        let site = b
+            .site
+            .as_ref()
+            .and_then(|n| sites.iter().find(|s| &s.name == n));
         out.push(
-            Check::fail(format!("wordpress.blame.{}", b.slug), Area::WordPress, blame::summary(b))
-                .detail(format!(
-                    "first {} frame on the stack of {} error{}{}; e.g. {}:{}",
-                    b.kind.label(),
-                    b.total(),
-                    if b.total() == 1 { "" } else { "s" },
-                    b.site.as_ref().map_or(String::new(), |s| format!(" on {s}")),
-                    b.sample.0.display(),
-                    b.sample.1
-                ))
-                .cause(b.cause())
-                .fix(fix(b, site, cli)),
+            Check::fail(
+                format!("wordpress.blame.{}", b.slug),
+                Area::WordPress,
+                blame::summary(b),
+            )
+            .detail(format!(
+                "first {} frame on the stack of {} error{}{}; e.g. {}:{}",
+                b.kind.label(),
+                b.total(),
+                if b.total() == 1 { "" } else { "s" },
+                b.site
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" on {s}")),
+                b.sample.0.display(),
+                b.sample.1
+            ))
+            .cause(b.cause())
+            .fix(fix(b, site, cli)),
         );
     }
     out

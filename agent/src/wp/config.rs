@@ -109,7 +109,12 @@ fn tokenize(text: &str) -> Vec<Tok> {
         if !in_php {
             match text[i..].find("<?php").or_else(|| text[i..].find("<?")) {
                 Some(at) => {
-                    i += at + if text[i + at..].starts_with("<?php") { 5 } else { 2 };
+                    i += at
+                        + if text[i + at..].starts_with("<?php") {
+                            5
+                        } else {
+                            2
+                        };
                     in_php = true;
                     continue;
                 }
@@ -125,7 +130,9 @@ fn tokenize(text: &str) -> Vec<Tok> {
             b'/' if b.get(i + 1) == Some(&b'/') => i = skip_line(b, i),
             b'#' => i = skip_line(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => {
-                i = text[i + 2..].find("*/").map_or(b.len(), |at| i + 2 + at + 2);
+                i = text[i + 2..]
+                    .find("*/")
+                    .map_or(b.len(), |at| i + 2 + at + 2);
             }
             b'\'' | b'"' => {
                 let (s, next) = string(b, i);
@@ -171,7 +178,12 @@ fn skip_line(b: &[u8], mut i: usize) -> usize {
 }
 
 fn word_end(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'\\' || b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+    while i < b.len()
+        && (b[i].is_ascii_alphanumeric()
+            || b[i] == b'_'
+            || b[i] == b'\\'
+            || b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    {
         i += 1;
     }
     i
@@ -222,7 +234,9 @@ pub fn parse(text: &str) -> ConfigFile {
     while i < toks.len() {
         match &toks[i] {
             Tok::Ident(id) if id.eq_ignore_ascii_case("define") => {
-                if let (Some(Tok::Punct('(')), Some(Tok::Str(name))) = (toks.get(i + 1), toks.get(i + 2)) {
+                if let (Some(Tok::Punct('(')), Some(Tok::Str(name))) =
+                    (toks.get(i + 1), toks.get(i + 2))
+                {
                     if toks.get(i + 3) == Some(&Tok::Punct(',')) {
                         let (value, next) = value_until_close(&toks, i + 4);
                         if KEPT.contains(&name.as_str()) && !cfg.constants.contains_key(name) {
@@ -268,7 +282,9 @@ fn value_until_close(toks: &[Tok], start: usize) -> (Value, usize) {
         [Tok::Str(s)] => Value::Str(s.clone()),
         [Tok::Ident(b)] if b.eq_ignore_ascii_case("true") => Value::Bool(true),
         [Tok::Ident(b)] if b.eq_ignore_ascii_case("false") => Value::Bool(false),
-        [Tok::Num(n)] => n.parse().map_or_else(|_| Value::Expr(n.clone()), Value::Int),
+        [Tok::Num(n)] => n
+            .parse()
+            .map_or_else(|_| Value::Expr(n.clone()), Value::Int),
         other => Value::Expr(
             other
                 .iter()
@@ -290,7 +306,10 @@ fn value_until_close(toks: &[Tok], start: usize) -> (Value, usize) {
 pub enum DbHost {
     /// `localhost` (the default socket) or `localhost:/path` (that socket).
     Socket(Option<String>),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
 }
 
 impl DbHost {
@@ -352,29 +371,58 @@ require_once ABSPATH . 'wp-settings.php';
         assert_eq!(c.str("DB_NAME"), Some("shop"));
         assert_eq!(c.str("DB_USER"), Some("shop_user"));
         assert_eq!(c.table_prefix.as_deref(), Some("wp7_"));
-        assert!(c.flag("WP_DEBUG"), "the first define wins, the comment is skipped");
+        assert!(
+            c.flag("WP_DEBUG"),
+            "the first define wins, the comment is skipped"
+        );
         assert_eq!(c.str("WP_DEBUG_LOG"), Some("/var/log/wp/debug.log"));
         assert_eq!(c.str("WP_MEMORY_LIMIT"), Some("256M"));
         assert!(c.flag("MULTISITE"));
         assert!(c.loads_settings);
-        assert!(matches!(c.constants.get("WP_CONTENT_DIR"), Some(Value::Expr(e)) if e.contains("__DIR__")));
+        assert!(
+            matches!(c.constants.get("WP_CONTENT_DIR"), Some(Value::Expr(e)) if e.contains("__DIR__"))
+        );
         let dump = format!("{c:?}");
-        assert!(!dump.contains("hunter2") && !dump.contains("unique phrase"), "{dump}");
+        assert!(
+            !dump.contains("hunter2") && !dump.contains("unique phrase"),
+            "{dump}"
+        );
     }
 
     #[test]
     fn hostile_text_does_not_panic() {
-        for t in ["<?php define(", "<?php define('DB_NAME'", "<?php $table_prefix = ", "<?php '\\", "<?php /* never closed", "plain html", "<?php define('DB_NAME', ((((((", "<?php é€ define('DB_NAME','x€');"] {
+        for t in [
+            "<?php define(",
+            "<?php define('DB_NAME'",
+            "<?php $table_prefix = ",
+            "<?php '\\",
+            "<?php /* never closed",
+            "plain html",
+            "<?php define('DB_NAME', ((((((",
+            "<?php é€ define('DB_NAME','x€');",
+        ] {
             let _ = parse(t);
         }
-        assert_eq!(parse("<?php define('DB_NAME','x€');").str("DB_NAME"), Some("x€"));
+        assert_eq!(
+            parse("<?php define('DB_NAME','x€');").str("DB_NAME"),
+            Some("x€")
+        );
     }
 
     #[test]
     fn db_host_forms() {
         assert_eq!(DbHost::parse("localhost"), DbHost::Socket(None));
-        assert_eq!(DbHost::parse("localhost:/tmp/db.sock"), DbHost::Socket(Some("/tmp/db.sock".into())));
-        assert_eq!(DbHost::parse("127.0.0.1:3307"), DbHost::Tcp { host: "127.0.0.1".into(), port: 3307 });
+        assert_eq!(
+            DbHost::parse("localhost:/tmp/db.sock"),
+            DbHost::Socket(Some("/tmp/db.sock".into()))
+        );
+        assert_eq!(
+            DbHost::parse("127.0.0.1:3307"),
+            DbHost::Tcp {
+                host: "127.0.0.1".into(),
+                port: 3307
+            }
+        );
         assert!(!DbHost::parse("db.example.com").is_local());
     }
 

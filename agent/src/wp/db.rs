@@ -145,7 +145,11 @@ impl Db {
         value_col: &str,
         keys: &[&str],
     ) -> Result<Vec<(String, Vec<u8>)>, DbError> {
-        let list = keys.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(",");
+        let list = keys
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(",");
         let q = format!(
             "SELECT {key_col}, LEFT({value_col}, {MAX_VALUE}) FROM {}.{} WHERE {key_col} IN ({list}) LIMIT 10",
             ident(db)?,
@@ -155,7 +159,12 @@ impl Db {
     }
 
     /// `active_plugins`, `template`, `stylesheet` (and `active_sitewide_plugins` on multisite).
-    pub fn site_options(&mut self, db: &str, prefix: &str, multisite: bool) -> Result<SiteOptions, DbError> {
+    pub fn site_options(
+        &mut self,
+        db: &str,
+        prefix: &str,
+        multisite: bool,
+    ) -> Result<SiteOptions, DbError> {
         let mut out = SiteOptions::default();
         let rows = self.option_values(
             db,
@@ -170,8 +179,13 @@ impl Db {
                     Ok(list) => out.active_plugins = list,
                     Err(e) => out.problems.push(format!("active_plugins: {e}")),
                 },
-                "template" => out.template = Some(crate::wp::printable(&String::from_utf8_lossy(&value), 64)),
-                "stylesheet" => out.stylesheet = Some(crate::wp::printable(&String::from_utf8_lossy(&value), 64)),
+                "template" => {
+                    out.template = Some(crate::wp::printable(&String::from_utf8_lossy(&value), 64))
+                }
+                "stylesheet" => {
+                    out.stylesheet =
+                        Some(crate::wp::printable(&String::from_utf8_lossy(&value), 64))
+                }
                 _ => {}
             }
         }
@@ -200,7 +214,9 @@ impl Db {
 
     /// The tables of `db` whose names start with `prefix`.
     pub fn tables(&mut self, db: &str, prefix: &str) -> Result<Vec<String>, DbError> {
-        let all: Vec<String> = self.conn.query(format!("SHOW TABLES FROM {}", ident(db)?))?;
+        let all: Vec<String> = self
+            .conn
+            .query(format!("SHOW TABLES FROM {}", ident(db)?))?;
         Ok(all.into_iter().filter(|t| t.starts_with(prefix)).collect())
     }
 
@@ -219,12 +235,19 @@ impl Db {
         if self.database_exists(to)? {
             return Err(DbError::Mysql(format!("database {to} already exists")));
         }
-        self.conn
-            .query_drop(format!("CREATE DATABASE {} CHARACTER SET utf8mb4", ident(to)?))?;
+        self.conn.query_drop(format!(
+            "CREATE DATABASE {} CHARACTER SET utf8mb4",
+            ident(to)?
+        ))?;
         for t in tables {
-            let (src, dst) = (format!("{}.{}", ident(from)?, ident(t)?), format!("{}.{}", ident(to)?, ident(t)?));
-            self.conn.query_drop(format!("CREATE TABLE {dst} LIKE {src}"))?;
-            self.conn.query_drop(format!("INSERT INTO {dst} SELECT * FROM {src}"))?;
+            let (src, dst) = (
+                format!("{}.{}", ident(from)?, ident(t)?),
+                format!("{}.{}", ident(to)?, ident(t)?),
+            );
+            self.conn
+                .query_drop(format!("CREATE TABLE {dst} LIKE {src}"))?;
+            self.conn
+                .query_drop(format!("INSERT INTO {dst} SELECT * FROM {src}"))?;
         }
         Ok(())
     }
@@ -238,13 +261,16 @@ impl Db {
         self.conn.query_drop(format!(
             "CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'"
         ))?;
-        self.conn
-            .query_drop(format!("GRANT ALL ON {}.* TO '{user}'@'localhost'", ident(db)?))?;
+        self.conn.query_drop(format!(
+            "GRANT ALL ON {}.* TO '{user}'@'localhost'",
+            ident(db)?
+        ))?;
         Ok(())
     }
 
     pub fn drop_database(&mut self, db: &str) -> Result<(), DbError> {
-        self.conn.query_drop(format!("DROP DATABASE IF EXISTS {}", ident(db)?))?;
+        self.conn
+            .query_drop(format!("DROP DATABASE IF EXISTS {}", ident(db)?))?;
         Ok(())
     }
 
@@ -256,7 +282,12 @@ impl Db {
     }
 
     /// Writes `active_plugins` (serialized as WordPress does) in `db` — only ever a copy's.
-    pub fn set_active_plugins(&mut self, db: &str, prefix: &str, files: &[String]) -> Result<(), DbError> {
+    pub fn set_active_plugins(
+        &mut self,
+        db: &str,
+        prefix: &str,
+        files: &[String],
+    ) -> Result<(), DbError> {
         let value = crate::wp::serial::serialize_list(files);
         self.conn.exec_drop(
             format!(
@@ -270,7 +301,13 @@ impl Db {
     }
 
     /// Sets one option in `db` (a copy's `siteurl`/`home`).
-    pub fn set_option(&mut self, db: &str, prefix: &str, name: &str, value: &str) -> Result<(), DbError> {
+    pub fn set_option(
+        &mut self,
+        db: &str,
+        prefix: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<(), DbError> {
         self.conn.exec_drop(
             format!(
                 "UPDATE {}.{} SET option_value = ? WHERE option_name = ?",
@@ -300,7 +337,10 @@ mod tests {
     #[test]
     fn the_socket_must_belong_to_root_or_mysql() {
         let host = FixtureHost::new()
-            .file("/etc/passwd", "root:x:0:0::/root:/bin/sh\nmysql:x:106:112::/nonexistent:/bin/false\n")
+            .file(
+                "/etc/passwd",
+                "root:x:0:0::/root:/bin/sh\nmysql:x:106:112::/nonexistent:/bin/false\n",
+            )
             .socket("/run/mysqld/mysqld.sock", 106, 112, 0o777)
             .socket("/home/eve/db.sock", 1000, 1000, 0o777);
         assert_eq!(
@@ -308,7 +348,11 @@ mod tests {
             PathBuf::from("/run/mysqld/mysqld.sock")
         );
         assert!(matches!(
-            socket_for(&host, &DbHost::Socket(Some("/home/eve/db.sock".into())), None),
+            socket_for(
+                &host,
+                &DbHost::Socket(Some("/home/eve/db.sock".into())),
+                None
+            ),
             Err(DbError::Untrusted(_, 1000))
         ));
         assert!(matches!(

@@ -100,9 +100,17 @@ pub fn printable(s: &str, max: usize) -> String {
     out
 }
 
+/// Multi-line text made safe for a terminal: every line through [`printable`].
+pub fn printable_lines(s: &str) -> String {
+    s.lines().map(|l| printable(l, 2000) + "\n").collect()
+}
+
 /// Document roots with the server names they serve: nginx `root`s, PHP-FPM `chdir`s, then
 /// `extra` (Apache `DocumentRoot`s, configured roots).
-pub fn document_roots(discovery: &Discovery, extra: &[(PathBuf, Vec<String>)]) -> Vec<(PathBuf, Vec<String>)> {
+pub fn document_roots(
+    discovery: &Discovery,
+    extra: &[(PathBuf, Vec<String>)],
+) -> Vec<(PathBuf, Vec<String>)> {
     let mut out: Vec<(PathBuf, Vec<String>)> = Vec::new();
     let mut add = |root: PathBuf, names: Vec<String>| {
         if let Some(existing) = out.iter_mut().find(|(r, _)| *r == root) {
@@ -154,7 +162,9 @@ fn read_config(host: &dyn Host, path: &Path) -> Result<Option<ConfigFile>, Strin
     match host.read(path) {
         Ok(bytes) => Ok(Some(config::parse(&String::from_utf8_lossy(&bytes)))),
         Err(e) if e.is_not_found() => Ok(None),
-        Err(HostError::Io { message, .. }) => Err(format!("{} could not be read: {message}", path.display())),
+        Err(HostError::Io { message, .. }) => {
+            Err(format!("{} could not be read: {message}", path.display()))
+        }
         Err(e) => Err(format!("{} could not be read: {e}", path.display())),
     }
 }
@@ -177,7 +187,11 @@ fn path_value(value: &Value, config_dir: &Path) -> Option<PathBuf> {
 }
 
 /// Every WordPress site under the discovered document roots (see the module doc).
-pub fn discover_sites(host: &dyn Host, discovery: &Discovery, extra: &[(PathBuf, Vec<String>)]) -> Vec<Site> {
+pub fn discover_sites(
+    host: &dyn Host,
+    discovery: &Discovery,
+    extra: &[(PathBuf, Vec<String>)],
+) -> Vec<Site> {
     let mut sites: Vec<Site> = Vec::new();
     for (root, names) in document_roots(discovery, extra) {
         if host.metadata(&root.join("wp-settings.php")).is_err() {
@@ -185,7 +199,10 @@ pub fn discover_sites(host: &dyn Host, discovery: &Discovery, extra: &[(PathBuf,
         }
         let mut found = site_at(host, &root, &names);
         for site in found.drain(..) {
-            if !sites.iter().any(|s| s.config_path == site.config_path && s.abspath == site.abspath) {
+            if !sites
+                .iter()
+                .any(|s| s.config_path == site.config_path && s.abspath == site.abspath)
+            {
                 sites.push(site);
             }
         }
@@ -206,7 +223,10 @@ pub fn discover_sites(host: &dyn Host, discovery: &Discovery, extra: &[(PathBuf,
 /// The sites of one document root that holds `wp-settings.php`.
 fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
     let base = Site {
-        name: names.first().cloned().unwrap_or_else(|| root.display().to_string()),
+        name: names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| root.display().to_string()),
         server_names: names.to_vec(),
         docroot: root.to_path_buf(),
         abspath: root.to_path_buf(),
@@ -240,7 +260,8 @@ fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
         }
     }
     let Some(cfg) = cfg else {
-        site.problems.push(format!("no wp-config.php for {}", root.display()));
+        site.problems
+            .push(format!("no wp-config.php for {}", root.display()));
         return vec![site];
     };
     if !cfg.debian_dispatcher {
@@ -251,7 +272,15 @@ fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
     // Debian: /etc/wordpress/config-HOST.php per served name (else every config there).
     let mut configs: Vec<(String, PathBuf)> = names
         .iter()
-        .map(|n| (n.clone(), PathBuf::from(format!("/etc/wordpress/config-{}.php", n.to_ascii_lowercase()))))
+        .map(|n| {
+            (
+                n.clone(),
+                PathBuf::from(format!(
+                    "/etc/wordpress/config-{}.php",
+                    n.to_ascii_lowercase()
+                )),
+            )
+        })
         .filter(|(_, p)| host.metadata(p).is_ok() || host.read_link(p).is_ok())
         .collect();
     if configs.is_empty() {
@@ -259,7 +288,12 @@ fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
             .glob("/etc/wordpress/config-*.php")
             .into_iter()
             .filter_map(|p| {
-                let name = p.file_name()?.to_str()?.strip_prefix("config-")?.strip_suffix(".php")?.to_string();
+                let name = p
+                    .file_name()?
+                    .to_str()?
+                    .strip_prefix("config-")?
+                    .strip_suffix(".php")?
+                    .to_string();
                 Some((name, p))
             })
             .collect();
@@ -273,7 +307,13 @@ fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
         match read_config(host, &path) {
             Ok(Some(mut c)) => {
                 c.fill_from(&cfg);
-                apply(host, &mut s, &c, Path::new("/etc/wordpress"), PathBuf::from("/var/lib/wordpress/wp-content"));
+                apply(
+                    host,
+                    &mut s,
+                    &c,
+                    Path::new("/etc/wordpress"),
+                    PathBuf::from("/var/lib/wordpress/wp-content"),
+                );
             }
             Ok(None) => continue,
             Err(problem) => s.problems.push(problem),
@@ -283,7 +323,13 @@ fn site_at(host: &dyn Host, root: &Path, names: &[String]) -> Vec<Site> {
     out
 }
 
-fn apply(host: &dyn Host, site: &mut Site, cfg: &ConfigFile, config_dir: &Path, default_content: PathBuf) {
+fn apply(
+    host: &dyn Host,
+    site: &mut Site,
+    cfg: &ConfigFile,
+    config_dir: &Path,
+    default_content: PathBuf,
+) {
     let text = |k: &str| cfg.str(k).map(|v| printable(v, 128));
     site.db_name = text("DB_NAME");
     site.db_user = text("DB_USER");
@@ -382,7 +428,10 @@ mod tests {
         assert_eq!(s.name, "shop.test");
         assert_eq!(s.config_path, PathBuf::from("/srv/shop/wp-config.php"));
         assert_eq!(s.table_prefix, "sh_");
-        assert_eq!(s.debug_log, Some(PathBuf::from("/srv/shop/public/wp-content/debug.log")));
+        assert_eq!(
+            s.debug_log,
+            Some(PathBuf::from("/srv/shop/public/wp-content/debug.log"))
+        );
         assert_eq!(s.plugins[0].version.as_deref(), Some("2.0"));
         assert!(!serde_json::to_string(&sites).unwrap().contains("s3cret"));
     }
@@ -398,7 +447,10 @@ mod tests {
         assert_eq!(sites.len(), 1, "{sites:?}");
         assert!(sites[0].debian_layout);
         assert_eq!(sites[0].db_name.as_deref(), Some("blog"));
-        assert_eq!(sites[0].content_dir, PathBuf::from("/var/lib/wordpress/wp-content"));
+        assert_eq!(
+            sites[0].content_dir,
+            PathBuf::from("/var/lib/wordpress/wp-content")
+        );
         assert_eq!(sites[0].plugins.len(), 1);
     }
 
@@ -408,13 +460,29 @@ mod tests {
             .file("/var/www/a/wp-settings.php", "<?php")
             .link("/var/www/a/wp-config.php", "/etc/shadow")
             .file("/var/www/b/wp-settings.php", "<?php")
-            .error("/var/www/b/wp-config.php", HostError::Io { path: "/var/www/b/wp-config.php".into(), message: "Permission denied (os error 13)".into() });
+            .error(
+                "/var/www/b/wp-config.php",
+                HostError::Io {
+                    path: "/var/www/b/wp-config.php".into(),
+                    message: "Permission denied (os error 13)".into(),
+                },
+            );
         let mut d = discovery("/var/www/a", "a.test");
-        d.nginx.as_mut().unwrap().servers[0].roots.push(PathBuf::from("/var/www/b"));
+        d.nginx.as_mut().unwrap().servers[0]
+            .roots
+            .push(PathBuf::from("/var/www/b"));
         let sites = discover_sites(&host, &d, &[]);
         assert_eq!(sites.len(), 2);
-        assert!(sites[0].problems[0].contains("symlink"), "{:?}", sites[0].problems);
+        assert!(
+            sites[0].problems[0].contains("symlink"),
+            "{:?}",
+            sites[0].problems
+        );
         assert!(sites[0].db_name.is_none());
-        assert!(sites[1].problems[0].contains("could not be read"), "{:?}", sites[1].problems);
+        assert!(
+            sites[1].problems[0].contains("could not be read"),
+            "{:?}",
+            sites[1].problems
+        );
     }
 }

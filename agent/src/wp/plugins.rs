@@ -188,15 +188,27 @@ mod tests {
     #[test]
     fn headers_and_listing() {
         let host = FixtureHost::new()
-            .file("/c/plugins/pay-gateway/pay-gateway.php", "<?php\n/**\n * Plugin Name: Pay Gateway\n * Version: 3.2.0\n */\n")
+            .file(
+                "/c/plugins/pay-gateway/pay-gateway.php",
+                "<?php\n/**\n * Plugin Name: Pay Gateway\n * Version: 3.2.0\n */\n",
+            )
             .file("/c/plugins/pay-gateway/includes/x.php", "<?php")
-            .file("/c/plugins/hello.php", "<?php\n/*\nPlugin Name: Hello Dolly\nVersion: 1.7.2\n*/")
+            .file(
+                "/c/plugins/hello.php",
+                "<?php\n/*\nPlugin Name: Hello Dolly\nVersion: 1.7.2\n*/",
+            )
             .file("/c/plugins/index.php", "<?php // Silence is golden.")
             .file("/c/plugins/no-header/x.php", "<?php echo 1;")
             .file("/c/mu-plugins/host.php", "<?php")
             .file("/c/object-cache.php", "<?php")
-            .file("/c/themes/lab/style.css", "/*\nTheme Name: Lab\nVersion: 1.0.0\n*/")
-            .file("/w/wp-includes/version.php", "<?php\n$wp_version = '6.1.9';\n");
+            .file(
+                "/c/themes/lab/style.css",
+                "/*\nTheme Name: Lab\nVersion: 1.0.0\n*/",
+            )
+            .file(
+                "/w/wp-includes/version.php",
+                "<?php\n$wp_version = '6.1.9';\n",
+            );
         let p = list(&host, Path::new("/c/plugins"));
         assert_eq!(p.len(), 2, "{p:?}");
         assert_eq!(p[0].file, "hello.php");
@@ -204,14 +216,27 @@ mod tests {
         assert_eq!(p[1].version.as_deref(), Some("3.2.0"));
         assert_eq!(must_use(&host, Path::new("/c/mu-plugins"))[0].slug, "host");
         assert_eq!(dropins(&host, Path::new("/c")), ["object-cache.php"]);
-        assert_eq!(theme_version(&host, Path::new("/c/themes"), "lab").as_deref(), Some("1.0.0"));
-        assert_eq!(theme_version(&host, Path::new("/c/themes"), "../../etc"), None);
-        assert_eq!(core_version(&host, Path::new("/w")).as_deref(), Some("6.1.9"));
+        assert_eq!(
+            theme_version(&host, Path::new("/c/themes"), "lab").as_deref(),
+            Some("1.0.0")
+        );
+        assert_eq!(
+            theme_version(&host, Path::new("/c/themes"), "../../etc"),
+            None
+        );
+        assert_eq!(
+            core_version(&host, Path::new("/w")).as_deref(),
+            Some("6.1.9")
+        );
     }
 
     #[test]
     fn a_hostile_header_is_printable_and_short() {
-        let v = header_field(&format!(" * Version: 1.0\u{1b}[31m{}", "x".repeat(500)), "Version").unwrap();
+        let v = header_field(
+            &format!(" * Version: 1.0\u{1b}[31m{}", "x".repeat(500)),
+            "Version",
+        )
+        .unwrap();
         assert!(!v.contains('\u{1b}') && v.chars().count() <= 81, "{v}");
     }
 }

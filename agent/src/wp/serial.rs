@@ -55,7 +55,9 @@ fn skip(parser: &mut PhpParser<'_>, tok: &PhpToken<'_>, depth: usize) -> Result<
     }
     match parser.read_token()? {
         PhpToken::End => Ok(()),
-        other => Err(SerialError::Syntax(format!("expected the end of an array, found {other:?}"))),
+        other => Err(SerialError::Syntax(format!(
+            "expected the end of an array, found {other:?}"
+        ))),
     }
 }
 
@@ -64,7 +66,11 @@ pub fn array_pairs(bytes: &[u8]) -> Result<Vec<(String, Option<String>)>, Serial
     let mut parser = PhpParser::new(bytes);
     let elements = match parser.read_token()? {
         PhpToken::Array { elements } => elements as usize,
-        other => return Err(SerialError::Syntax(format!("expected an array, found {other:?}"))),
+        other => {
+            return Err(SerialError::Syntax(format!(
+                "expected an array, found {other:?}"
+            )))
+        }
     };
     if elements > MAX_ENTRIES {
         return Err(SerialError::TooMany);
@@ -81,13 +87,18 @@ pub fn array_pairs(bytes: &[u8]) -> Result<Vec<(String, Option<String>)>, Serial
     }
     match parser.read_token()? {
         PhpToken::End => Ok(out),
-        other => Err(SerialError::Syntax(format!("expected the end of the array, found {other:?}"))),
+        other => Err(SerialError::Syntax(format!(
+            "expected the end of the array, found {other:?}"
+        ))),
     }
 }
 
 /// `active_plugins`: the values (plugin files relative to the plugins directory).
 pub fn plugin_list(bytes: &[u8]) -> Result<Vec<String>, SerialError> {
-    Ok(array_pairs(bytes)?.into_iter().filter_map(|(_, v)| v).collect())
+    Ok(array_pairs(bytes)?
+        .into_iter()
+        .filter_map(|(_, v)| v)
+        .collect())
 }
 
 /// `active_sitewide_plugins` (multisite): the keys (plugin file => activation time).
@@ -114,7 +125,11 @@ mod tests {
         let v = br#"a:3:{i:0;s:21:"acme-seo/acme-seo.php";i:1;s:27:"cache-boost/cache-boost.php";i:2;s:9:"hello.php";}"#;
         assert_eq!(
             plugin_list(v).unwrap(),
-            ["acme-seo/acme-seo.php", "cache-boost/cache-boost.php", "hello.php"]
+            [
+                "acme-seo/acme-seo.php",
+                "cache-boost/cache-boost.php",
+                "hello.php"
+            ]
         );
         let sw = br#"a:1:{s:19:"akismet/akismet.php";i:1700000000;}"#;
         assert_eq!(plugin_keys(sw).unwrap(), ["akismet/akismet.php"]);
@@ -123,8 +138,14 @@ mod tests {
 
     #[test]
     fn round_trips_our_own_serialization() {
-        let files = vec!["pay-gateway/pay-gateway.php".to_string(), "é/x.php".to_string()];
-        assert_eq!(plugin_list(serialize_list(&files).as_bytes()).unwrap(), files);
+        let files = vec![
+            "pay-gateway/pay-gateway.php".to_string(),
+            "é/x.php".to_string(),
+        ];
+        assert_eq!(
+            plugin_list(serialize_list(&files).as_bytes()).unwrap(),
+            files
+        );
     }
 
     #[test]
