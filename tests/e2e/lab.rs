@@ -183,6 +183,11 @@ pub struct LabOptions {
     pub mariadb_args: Vec<String>,
     /// `request_slowlog_timeout` in seconds, with `slowlog` = `logs/php-fpm-slow.log`.
     pub request_slowlog_timeout: Option<u32>,
+    /// Lines appended to pool `www` (e.g. `php_admin_flag[opcache.enable] = off`).
+    pub extra_pool: String,
+    /// Text added inside nginx's `http {}` (another `server {}`, such as the WordPress site);
+    /// `@LAB@` stands for the lab's directory.
+    pub extra_http: String,
 }
 
 impl Default for LabOptions {
@@ -206,6 +211,8 @@ impl Default for LabOptions {
             mariadb_max_connections: 20,
             mariadb_args: Vec::new(),
             request_slowlog_timeout: None,
+            extra_pool: String::new(),
+            extra_http: String::new(),
         }
     }
 }
@@ -555,6 +562,7 @@ impl Lab {
                 self.php_error_log().display()
             ));
         }
+        s.push_str(&o.extra_pool);
         s
     }
 
@@ -635,6 +643,7 @@ http {{
             fastcgi_pass php_backend;
         }}
     }}
+{extra_http}
 }}
 "#,
             pid = d.join("run/nginx.pid").display(),
@@ -655,6 +664,7 @@ http {{
             buffer_size = o.fastcgi_buffer_size,
             params = params.display(),
             sock = sock.display(),
+            extra_http = o.extra_http.replace("@LAB@", &d.display().to_string()),
         )
     }
 

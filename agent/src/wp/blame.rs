@@ -161,7 +161,10 @@ fn request_path(request: &str) -> Option<String> {
 
 /// Attributes the evidence's application errors to plugins and themes, most errors first.
 pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
-    let mut by: BTreeMap<(Kind, String, Option<usize>), Blame> = BTreeMap::new();
+    // Per component and log: one PHP error reaches up to three logs (nginx's `FastCGI sent in
+    // stderr`, the PHP-FPM log, the PHP error log), so each log is counted apart and the log
+    // that saw the most stands for the component.
+    let mut by: BTreeMap<(Kind, String, Option<usize>, String), Blame> = BTreeMap::new();
     // 5xx responses per second, for the URLs.
     let mut by_second: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for r in &evidence.errors {
@@ -186,7 +189,7 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
             continue;
         };
         let b = by
-            .entry((kind, slug.clone(), site))
+            .entry((kind, slug.clone(), site, format!("{:?}", ev.source)))
             .or_insert_with(|| Blame {
                 kind,
                 slug: slug.clone(),
@@ -229,7 +232,25 @@ pub fn attribute(evidence: &Evidence, sites: &[Site]) -> Vec<Blame> {
             }
         }
     }
-    let mut out: Vec<Blame> = by
+    let mut merged: BTreeMap<(Kind, String, Option<usize>), Blame> = BTreeMap::new();
+    for ((kind, slug, site, _), b) in by {
+        match merged.entry((kind, slug, site)) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(b);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let keep = o.get_mut();
+                let first = keep.first.into_iter().chain(b.first).min();
+                let last = keep.last.into_iter().chain(b.last).max();
+                if b.total() > keep.total() {
+                    *keep = b;
+                }
+                keep.first = first;
+                keep.last = last;
+            }
+        }
+    }
+    let mut out: Vec<Blame> = merged
         .into_values()
         .map(|mut b| {
             let site = b

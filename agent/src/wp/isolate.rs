@@ -482,10 +482,11 @@ fn get(port: u16, path: &str) -> Result<(u16, Option<String>), std::io::Error> {
     let deadline = Instant::now() + PAGE_TIMEOUT;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let clean: String = path.chars().filter(|c| c.is_ascii_graphic()).collect();
-    write!(
-        s,
+    // One write: PHP's built-in server rejects a request that arrives in small pieces.
+    let request = format!(
         "GET {clean} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: origin-agent-wp-isolate\r\nConnection: close\r\n\r\n"
-    )?;
+    );
+    s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     loop {
@@ -555,8 +556,15 @@ impl Bench<'_> {
         self.db
             .set_active_plugins(&self.database, &self.prefix, &key)?;
         let offset = fs::metadata(&self.error_log).map(|m| m.len()).unwrap_or(0);
-        let (status, location) =
-            get(self.port, &self.url).map_err(io(format!("GET {} on the copy", self.url)))?;
+        let (status, location) = get(self.port, &self.url).map_err(|e| {
+            let log = fs::read(self.error_log.with_file_name("server.log")).unwrap_or_default();
+            let tail = String::from_utf8_lossy(&log[log.len().saturating_sub(600)..]).into_owned();
+            IsolateError::Copy(format!(
+                "GET {} on the copy: {e}; the server's log ends: {}",
+                self.url,
+                super::printable(&tail, 600)
+            ))
+        })?;
         if let Some(loc) = &location {
             let ours = loc.starts_with('/')
                 || loc.starts_with(&format!("http://127.0.0.1:{}/", self.port));
@@ -573,18 +581,22 @@ impl Bench<'_> {
             self.first_error.clone_from(&error);
         }
         let k = self.loads.len() + 1;
-        let line = format!(
-            "{} {k}{}: {} of the plugins active ({}) → {status}{}",
-            if k == 1 { "load" } else { "step" },
-            if k == 1 {
-                String::from(" (all plugins, to reproduce)")
-            } else {
-                format!(" of {}", self.steps + 1)
-            },
-            key.len(),
-            key.iter().map(|f| slug(f)).collect::<Vec<_>>().join(", "),
-            if fails { " fails" } else { " works" }
-        );
+        let line = if k == 1 {
+            format!(
+                "load 1: all {} plugins active, to reproduce → {status}{}",
+                key.len(),
+                if fails { " fails" } else { " works" }
+            )
+        } else {
+            format!(
+                "step {} of {}: {} plugins active ({}) → {status}{}",
+                k - 1,
+                self.steps,
+                key.len(),
+                key.iter().map(|f| slug(f)).collect::<Vec<_>>().join(", "),
+                if fails { " fails" } else { " works" }
+            )
+        };
         (self.progress)(&line);
         self.loads.push(Load {
             active: key.clone(),
