@@ -141,19 +141,10 @@ fn start() -> Option<Site> {
     assert_eq!(code, 0, "cp: {err}");
     fs::remove_file(docroot.join("wp-config.php")).unwrap();
     let sock = lab.mariadb_socket();
-    let salts: String = [
-        "AUTH_KEY",
-        "SECURE_AUTH_KEY",
-        "LOGGED_IN_KEY",
-        "NONCE_KEY",
-        "AUTH_SALT",
-        "SECURE_AUTH_SALT",
-        "LOGGED_IN_SALT",
-        "NONCE_SALT",
-    ]
-    .iter()
-    .map(|k| format!("define('{k}', '{SALT}-{k}');\n"))
-    .collect();
+    let salts: String = origin_agent::wp::config::SALT_KEYS
+        .iter()
+        .map(|k| format!("define('{k}', '{SALT}-{k}');\n"))
+        .collect();
     fs::write(
         docroot.join("wp-config.php"),
         format!(
@@ -262,6 +253,17 @@ fn get(port: u16, path: &str) -> u16 {
     lab::http_get(port, path, "wp-e2e", Duration::from_secs(20)).status
 }
 
+/// GET `path` on the live site answers `status` (else the test fails with nginx's error log).
+fn expect(site: &Site, path: &str, status: u16) {
+    let got = get(site.port, path);
+    assert_eq!(
+        got,
+        status,
+        "GET {path}: {}",
+        lab::tail(&site.lab.error_log(), 2000)
+    );
+}
+
 /// The live `wp_options` rows, in order.
 fn options_rows(lab: &Lab) -> String {
     lab.mariadb_sql("SELECT option_id, option_name, HEX(option_value), autoload FROM shop.wp_options ORDER BY option_id")
@@ -335,6 +337,20 @@ fn isolate(site: &Site, url: &str) -> (serde_json::Value, String) {
     )
 }
 
+/// The live site's options table and document root are what they were.
+fn unchanged(site: &Site, options_before: &str, tree_before: u64) {
+    assert_eq!(
+        options_rows(&site.lab),
+        options_before,
+        "the live wp_options changed"
+    );
+    assert_eq!(
+        tree_hash(&site.docroot),
+        tree_before,
+        "the live document root changed"
+    );
+}
+
 fn leftovers(site: &Site) {
     let dbs = site
         .lab
@@ -359,13 +375,8 @@ fn leftovers(site: &Site) {
 fn wordpress_blame_and_isolate_on_a_copy() {
     let Some(site) = start() else { return };
     let port = site.port;
-    assert_eq!(
-        get(port, "/"),
-        200,
-        "{}",
-        lab::tail(&site.lab.error_log(), 2000)
-    );
-    assert_eq!(get(port, "/checkout/"), 200);
+    expect(&site, "/", 200);
+    expect(&site, "/checkout/", 200);
 
     // The "update": pay-gateway 3.2.0 dies on /checkout/ only.
     plugin(
@@ -379,12 +390,7 @@ fn wordpress_blame_and_isolate_on_a_copy() {
         .args(["-R", "a+rX"])
         .arg(site.docroot.join("wp-content/plugins")));
     for _ in 0..3 {
-        assert_eq!(
-            get(port, "/checkout/"),
-            500,
-            "{}",
-            lab::tail(&site.lab.error_log(), 2000)
-        );
+        expect(&site, "/checkout/", 500);
     }
     assert_eq!(get(port, "/"), 200);
     assert!(
@@ -494,16 +500,7 @@ fn wordpress_blame_and_isolate_on_a_copy() {
         "{text}"
     );
     leftovers(&site);
-    assert_eq!(
-        options_rows(&site.lab),
-        options_before,
-        "the live wp_options changed"
-    );
-    assert_eq!(
-        tree_hash(&site.docroot),
-        tree_before,
-        "the live document root changed"
-    );
+    unchanged(&site, &options_before, tree_before);
 
     // A two-plugin conflict (each fine alone) on the live site: reported as a pair.
     site.lab
@@ -542,16 +539,7 @@ fn wordpress_blame_and_isolate_on_a_copy() {
         ])
     );
     leftovers(&site);
-    assert_eq!(
-        options_rows(&site.lab),
-        options_before,
-        "the live wp_options changed"
-    );
-    assert_eq!(
-        tree_hash(&site.docroot),
-        tree_before,
-        "the live document root changed"
-    );
+    unchanged(&site, &options_before, tree_before);
 
     // `wp sites --json` names the site and prints no secret.
     let (code, out, _) = run(agent()

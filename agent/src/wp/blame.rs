@@ -121,7 +121,7 @@ pub fn first_frame(text: &str, sites: &[Site]) -> Option<(Kind, String, Option<u
             .take_while(|c| !matches!(c, '/' | ':' | '(' | ')' | '"' | '\'') && !c.is_whitespace())
             .take(100)
             .collect();
-        if slug.is_empty() {
+        if slug.is_empty() || slug == "." || slug == ".." {
             continue;
         }
         let slug = if kind != Kind::Theme && !rest[slug.len()..].starts_with('/') {
@@ -354,6 +354,7 @@ fn hhmm(t: jiff::Timestamp) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -29,6 +29,18 @@ pub const KEPT: &[&str] = &[
     "DISABLE_WP_CRON",
 ];
 
+/// The secret keys and salts of a `wp-config.php` (never kept; a copy gets fresh ones).
+pub const SALT_KEYS: [&str; 8] = [
+    "AUTH_KEY",
+    "SECURE_AUTH_KEY",
+    "LOGGED_IN_KEY",
+    "NONCE_KEY",
+    "AUTH_SALT",
+    "SECURE_AUTH_SALT",
+    "LOGGED_IN_SALT",
+    "NONCE_SALT",
+];
+
 /// A constant's value as written: a literal, or the raw tokens of an expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -343,6 +355,7 @@ impl DbHost {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -321,6 +321,7 @@ impl Db {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::fixture::FixtureHost;

@@ -401,7 +401,7 @@ impl Copier {
         for entry in entries {
             let entry = entry.map_err(io(from.display().to_string()))?;
             let src = entry.path();
-            if skip.iter().any(|s| *s == src) {
+            if skip.contains(&src) {
                 continue;
             }
             let dst = to.join(entry.file_name());
@@ -1093,16 +1093,7 @@ fn write_copy_config(
     );
     define("DB_CHARSET", php_str("utf8mb4"));
     define("DB_COLLATE", php_str(""));
-    for k in [
-        "AUTH_KEY",
-        "SECURE_AUTH_KEY",
-        "LOGGED_IN_KEY",
-        "NONCE_KEY",
-        "AUTH_SALT",
-        "SECURE_AUTH_SALT",
-        "LOGGED_IN_SALT",
-        "NONCE_SALT",
-    ] {
+    for k in super::config::SALT_KEYS {
         define(k, php_str(&random_token(48)));
     }
     define("WP_HOME", php_str(home));
@@ -1138,6 +1129,7 @@ fn write_copy_config(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -395,6 +395,7 @@ pub fn debug_logs(sites: &[Site]) -> Vec<crate::logs::LogFile> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::discover::model::{Nginx, Server};

@@ -181,6 +181,7 @@ pub fn plugins_dir(content_dir: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::host::fixture::FixtureHost;

@@ -117,6 +117,7 @@ pub fn serialize_list(files: &[String]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
