@@ -394,7 +394,14 @@ pub fn wp(command: WpCommand) -> Result<Exit> {
                 .as_ref()
                 .and_then(|d| d.socket.as_ref())
                 .map(|s| s.value.clone());
-            let mut progress = |line: &str| eprintln!("{}", wp::printable(line, 400));
+            let start = std::time::Instant::now();
+            let mut progress = |line: &str| {
+                eprintln!(
+                    "[{:5.1}s] {}",
+                    start.elapsed().as_secs_f64(),
+                    wp::printable(line, 400)
+                )
+            };
             let outcome = wp::isolate::run(&sites, socket.as_deref(), &opts, &mut progress)?;
             if json {
                 print(&format!("{}\n", serde_json::to_string_pretty(&outcome)?))?;

@@ -591,7 +591,11 @@ impl Bench<'_> {
             format!(
                 "step {} of {}: {} plugins active ({}) → {status}{}",
                 k - 1,
-                self.steps,
+                if k - 1 > self.steps as usize {
+                    format!("{} + pairing", self.steps)
+                } else {
+                    self.steps.to_string()
+                },
                 key.len(),
                 key.iter().map(|f| slug(f)).collect::<Vec<_>>().join(", "),
                 if fails { " fails" } else { " works" }
