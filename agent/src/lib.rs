@@ -14,6 +14,7 @@
 //! - [`wp`]: WordPress sites, plugins, error attribution and `wp isolate`.
 //! - [`audit`]: the one-shot pipeline that ties them together.
 //! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
+//! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
 
 pub mod audit;
 pub mod cause;
@@ -30,5 +31,6 @@ pub mod logs;
 pub mod probes;
 pub mod report;
 pub mod rules;
+pub mod trust;
 pub mod whitelist;
 pub mod wp;
