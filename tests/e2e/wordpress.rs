@@ -533,6 +533,30 @@ fn wordpress_blame_and_isolate_on_a_copy() {
     leftovers(&site);
     unchanged(&site, &options_before, &tree_before);
 
+    // A snapshot of this host holds no secret of wp-config.php.
+    let snap = site.lab.dir().join("snap");
+    let (code, out, err) = run(agent()
+        .args(["collect", "--config"])
+        .arg(&site.config)
+        .arg("--out")
+        .arg(&snap));
+    assert_eq!(code, 0, "collect: {out}{err}");
+    let (_, hits, _) = run(Command::new("grep").args(["-rlF", DB_PASS]).arg(&snap));
+    let (_, salt_hits, _) = run(Command::new("grep").args(["-rlF", SALT]).arg(&snap));
+    assert!(
+        hits.is_empty() && salt_hits.is_empty(),
+        "secrets in the snapshot: {hits}{salt_hits}"
+    );
+    assert!(
+        run(Command::new("grep")
+            .args(["-rlF", "pay-gateway"])
+            .arg(&snap))
+        .1
+        .len()
+            > 0,
+        "the snapshot holds the site's files"
+    );
+
     // `wp sites --json` names the site and prints no secret.
     let (code, out, _) = run(agent()
         .args(["wp", "sites", "--json", "--config"])

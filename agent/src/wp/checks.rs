@@ -16,10 +16,9 @@ use super::Site;
 
 /// WP-CLI, when installed as a root-owned binary where packages and admins put it.
 pub fn wp_cli(host: &dyn Host) -> Option<&'static str> {
-    ["/usr/local/bin/wp", "/usr/bin/wp"].into_iter().find(|p| {
-        host.metadata(Path::new(p))
-            .is_ok_and(|m| m.uid == 0 && m.mode & 0o022 == 0)
-    })
+    const PATHS: [&str; 2] = ["/usr/local/bin/wp", "/usr/bin/wp"];
+    let found = crate::trust::known_binary(host, None, &PATHS).ok()?;
+    PATHS.into_iter().find(|p| Path::new(p) == found)
 }
 
 /// `256M` → bytes (PHP shorthand; `-1` is unlimited → `None`).

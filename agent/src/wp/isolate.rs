@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -354,14 +354,10 @@ pub fn refuse_live_target(
     Ok(())
 }
 
-/// The first of `paths` that is a regular file, root-owned and writable by root alone
-/// (symlinks such as /etc/alternatives resolved).
+/// The first of `paths` that exists, root-owned and not writable by others along its path
+/// (the trust layer's rule for anything the agent executes).
 fn known_binary(paths: &[&str]) -> Option<PathBuf> {
-    paths.iter().find_map(|p| {
-        let real = fs::canonicalize(p).ok()?;
-        let m = fs::metadata(&real).ok()?;
-        (m.uid() == 0 && m.mode() & 0o022 == 0 && m.is_file()).then_some(real)
-    })
+    crate::trust::known_binary(&crate::host::live::LiveHost, None, paths).ok()
 }
 
 /// The `php` CLI binary.
