@@ -286,33 +286,42 @@ fn agent() -> Command {
     Command::new(env!("CARGO_BIN_EXE_origin-agent"))
 }
 
-fn isolate(site: &Site, url: &str) -> (serde_json::Value, String) {
+/// `wp isolate` on the live site's copy: its stdout (JSON or the human text) and progress.
+fn isolate_run(site: &Site, url: &str, json: bool) -> (String, String) {
     let t = std::time::Instant::now();
-    let (code, out, err) = run(agent()
-        .args([
-            "wp",
-            "isolate",
-            "--site",
-            "shop.test",
-            "--url",
-            url,
-            "--json",
-            "--config",
-        ])
-        .arg(&site.config)
-        .arg("--work-dir")
-        .arg(site.lab.dir().join("work")));
-    assert_eq!(code, 0, "wp isolate {url}: {out}\n{err}");
+    let mut cmd = agent();
+    cmd.args([
+        "wp",
+        "isolate",
+        "--site",
+        "shop.test",
+        "--url",
+        url,
+        "--config",
+    ])
+    .arg(&site.config)
+    .arg("--work-dir")
+    .arg(site.lab.dir().join("work"));
+    if json {
+        cmd.arg("--json");
+    }
+    let (code, out, err) = run(&mut cmd);
     eprintln!(
         "wp isolate {url} took {:.1} s:\n{err}",
         t.elapsed().as_secs_f64()
     );
+    assert_eq!(code, 0, "wp isolate {url}: {out}\n{err}");
     for secret in [DB_PASS, SALT] {
         assert!(
             !out.contains(secret) && !err.contains(secret),
             "a secret was printed:\n{out}\n{err}"
         );
     }
+    (out, err)
+}
+
+fn isolate(site: &Site, url: &str) -> (serde_json::Value, String) {
+    let (out, err) = isolate_run(site, url, true);
     (
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
         err,
@@ -468,25 +477,7 @@ fn wordpress_blame_and_isolate_on_a_copy() {
     leftovers(&site);
 
     // A page that works: not a plugin (the human text this time).
-    let t = std::time::Instant::now();
-    let (code, text, err) = run(agent()
-        .args([
-            "wp",
-            "isolate",
-            "--site",
-            "shop.test",
-            "--url",
-            "/",
-            "--config",
-        ])
-        .arg(&site.config)
-        .arg("--work-dir")
-        .arg(site.lab.dir().join("work")));
-    eprintln!(
-        "wp isolate / took {:.1} s:\n{err}",
-        t.elapsed().as_secs_f64()
-    );
-    assert_eq!(code, 0, "{text}{err}");
+    let (text, _) = isolate_run(&site, "/", false);
     assert!(
         text.contains("the page works with all plugins: not a plugin"),
         "{text}"
