@@ -251,10 +251,11 @@ impl Journal {
 }
 
 /// Cleans up after an earlier run that did not finish (its journal is still there).
-pub fn recover(state_dir: &Path, report: &mut dyn FnMut(&str)) {
+/// Refuses to start while another run is going (the journal names a live `isolate` process).
+pub fn recover(state_dir: &Path, report: &mut dyn FnMut(&str)) -> Result<(), IsolateError> {
     let path = journal_path(state_dir);
     let Ok(bytes) = fs::read(&path) else {
-        return;
+        return Ok(());
     };
     if let Ok(journal) = serde_json::from_slice::<Journal>(&bytes) {
         if journal.pid != std::process::id()
@@ -263,13 +264,17 @@ pub fn recover(state_dir: &Path, report: &mut dyn FnMut(&str)) {
             // That run is still going: leave it alone.
             let own = fs::read(format!("/proc/{}/cmdline", journal.pid)).unwrap_or_default();
             if String::from_utf8_lossy(&own).contains("isolate") {
-                return;
+                return Err(IsolateError::Refused(format!(
+                    "another `wp isolate` (pid {}) is running",
+                    journal.pid
+                )));
             }
         }
         report("an earlier `wp isolate` did not finish: cleaning up after it");
         journal.clean(report);
     }
     let _ = fs::remove_file(path);
+    Ok(())
 }
 
 fn stop_server(pid: u32, copy_root: Option<&Path>) {
@@ -387,6 +392,8 @@ struct Copier {
     files: u64,
     bytes: u64,
     gid: u32,
+    /// Set by Ctrl-C / SIGTERM: the copy stops and is removed.
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Copier {
@@ -403,6 +410,9 @@ impl Copier {
             let dst = to.join(entry.file_name());
             let meta = fs::symlink_metadata(&src).map_err(io(src.display().to_string()))?;
             self.files += 1;
+            if self.interrupted.load(Ordering::Relaxed) {
+                return Err(IsolateError::Interrupted);
+            }
             if self.files > MAX_FILES {
                 return Err(IsolateError::Copy(format!(
                     "more than {MAX_FILES} files: not copied"
@@ -800,7 +810,7 @@ pub fn run(
     }
     let db_host = super::config::DbHost::parse(site.db_host.as_deref().unwrap_or("localhost"));
     let socket = super::db::socket_for(&crate::host::live::LiveHost, &db_host, socket_hint)?;
-    recover(&opts.state_dir, progress);
+    recover(&opts.state_dir, progress)?;
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -890,6 +900,7 @@ fn prepare_and_bisect(
                 files: 0,
                 bytes: 0,
                 gid,
+                interrupted: interrupted.clone(),
             };
             copier.own(&root, 0o750)?;
             let docroot = root.join("site");
