@@ -185,9 +185,12 @@ pub struct LabOptions {
     pub request_slowlog_timeout: Option<u32>,
     /// Lines appended to pool `www` (e.g. `php_admin_flag[opcache.enable] = off`).
     pub extra_pool: String,
-    /// Text added inside nginx's `http {}` (another `server {}`, such as the WordPress site);
-    /// `@LAB@` stands for the lab's directory.
-    pub extra_http: String,
+    /// Extra nginx directives for the `http` block (e.g. a `limit_req_zone`, or another
+    /// `server {}` such as the WordPress site); `{lab}` is replaced with the lab dir.
+    pub nginx_http_extra: String,
+    /// Extra nginx directives for the lab's `server` block (e.g. an `auth_basic` location);
+    /// `{lab}` is replaced with the lab dir.
+    pub nginx_server_extra: String,
 }
 
 impl Default for LabOptions {
@@ -212,7 +215,8 @@ impl Default for LabOptions {
             mariadb_args: Vec::new(),
             request_slowlog_timeout: None,
             extra_pool: String::new(),
-            extra_http: String::new(),
+            nginx_http_extra: String::new(),
+            nginx_server_extra: String::new(),
         }
     }
 }
@@ -595,6 +599,8 @@ http {{
     log_format lab '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" ua="$upstream_addr" us="$upstream_status" urt="$upstream_response_time" rt=$request_time';
     access_log {access_log} lab;
 
+    {http_extra}
+
     upstream php_backend {{
         server 127.0.0.1:{refused} max_fails=1 fail_timeout=30s;
         server 127.0.0.1:{refused2} max_fails=1 fail_timeout=30s;
@@ -642,8 +648,9 @@ http {{
             include {params};
             fastcgi_pass php_backend;
         }}
+
+        {server_extra}
     }}
-{extra_http}
 }}
 "#,
             pid = d.join("run/nginx.pid").display(),
@@ -664,7 +671,12 @@ http {{
             buffer_size = o.fastcgi_buffer_size,
             params = params.display(),
             sock = sock.display(),
-            extra_http = o.extra_http.replace("@LAB@", &d.display().to_string()),
+            http_extra = o
+                .nginx_http_extra
+                .replace("{lab}", &d.display().to_string()),
+            server_extra = o
+                .nginx_server_extra
+                .replace("{lab}", &d.display().to_string()),
         )
     }
 

@@ -114,17 +114,17 @@ fn start() -> Option<Site> {
         memory_limit: "128M".into(),
         // The OPcache trap: FPM would serve the old plugin code for up to 2 s after an update.
         extra_pool: "php_admin_flag[opcache.enable] = off\n".into(),
-        extra_http: format!(
+        nginx_http_extra: format!(
             r#"    server {{
         listen 127.0.0.1:{port};
         server_name shop.test;
-        root @LAB@/wp/shop.test;
+        root {{lab}}/wp/shop.test;
         index index.php;
         location / {{ try_files $uri $uri/ /index.php?$args; }}
         location ~ \.php$ {{
             try_files $uri =404;
-            include @LAB@/fastcgi_params;
-            fastcgi_pass unix:@LAB@/run/php-fpm.sock;
+            include {{lab}}/fastcgi_params;
+            fastcgi_pass unix:{{lab}}/run/php-fpm.sock;
         }}
     }}"#
         ),
