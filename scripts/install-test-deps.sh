@@ -11,7 +11,7 @@
 # Usage: scripts/install-test-deps.sh        (as root, or through sudo when not root)
 set -eu
 
-PACKAGES="nginx php-fpm php-mysql mariadb-server mariadb-client iptables nftables ipset ufw fail2ban sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux systemd"
+PACKAGES="nginx php-fpm php-mysql php-cli php wordpress mariadb-server mariadb-client iptables nftables ipset ufw fail2ban sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux systemd"
 
 missing=""
 for pkg in $PACKAGES; do
@@ -42,6 +42,9 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing
 
+# wordpress: the WordPress e2e serves Debian's package tree (named with `php`, so apt does not
+# pick libapache2-mod-php for its `libapache2-mod-php | php` dependency); php-cli runs the
+# throwaway copy of `wp isolate` and the test's install helper.
 # The tests run php-fpm8.2; php-fpm is the Debian metapackage that pulls the default version.
 if ! command -v php-fpm8.2 >/dev/null 2>&1 && [ ! -x /usr/sbin/php-fpm8.2 ]; then
     echo "install-test-deps: warning: php-fpm8.2 not found (this is not Debian 12?); lab tests will skip" >&2

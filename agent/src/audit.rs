@@ -74,10 +74,15 @@ pub fn gather(host: &dyn Host, config: &Config, opts: &AuditOptions) -> AuditDat
     progress(opts, "probing services, load, limits and disks");
     let mut checks = probes::run_all(host, &discovery, config);
     progress(opts, "reading the logs");
-    let files = discover::log_files(host, &discovery, config);
+    let mut files = discover::log_files(host, &discovery, config);
+    let sites = crate::wp::discover_sites(host, &discovery, &[]);
+    files.extend(crate::wp::debug_logs(&sites));
     let tz = host.time_zone();
     let evidence = logs::read_evidence(host, &files, &window, &tz, &opts.rules);
     checks.extend(log_checks(&evidence));
+    checks.extend(crate::wp::checks::checks(
+        host, &sites, &evidence, &discovery,
+    ));
     progress(opts, "checking the firewall against the CDN ranges");
     let (firewall_checks, firewall_table) =
         crate::firewall::audit_for(host, config, &discovery, &evidence);

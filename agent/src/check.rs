@@ -41,6 +41,7 @@ pub enum Area {
     Firewall,
     Cdn,
     Logs,
+    WordPress,
 }
 
 impl Area {
@@ -55,6 +56,7 @@ impl Area {
             Area::Firewall => "Firewall",
             Area::Cdn => "CDN",
             Area::Logs => "Logs",
+            Area::WordPress => "WordPress",
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum Command {
     Cdn(CdnCommand),
     /// Allow the CDNs' ranges through the firewall: a dry run unless --apply.
     Whitelist(WhitelistArgs),
+    /// WordPress: find the plugin that breaks a page, on a throwaway copy of the site.
+    #[command(subcommand)]
+    Wp(WpCommand),
     /// Work with the agent's config file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -205,6 +208,44 @@ pub struct StatusArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WpCommand {
+    /// The WordPress sites found on this host, with their plugins.
+    Sites {
+        /// Config file (default: /etc/origin-agent/config.yaml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bisect the site's plugins on a throwaway copy (code, database, php -S on loopback)
+    /// until the plugin, or the pair of plugins, that makes a page fail is found. The live
+    /// site is never written; the copy and its database are removed afterwards.
+    Isolate {
+        /// The site: a server name (as `wp sites` lists it) or its directory.
+        #[arg(long, value_name = "NAME")]
+        site: String,
+        /// The failing page, as a path on the site (e.g. /checkout/).
+        #[arg(long, value_name = "PATH")]
+        url: String,
+        /// Use this existing staging document root (with its own database) instead of a
+        /// throwaway copy; its active plugins are restored afterwards.
+        #[arg(long, value_name = "DOCROOT")]
+        staging: Option<PathBuf>,
+        /// Where the throwaway copy is made.
+        #[arg(long, value_name = "DIR", default_value = "/var/tmp")]
+        work_dir: PathBuf,
+        /// Config file, for state_dir where the crash-cleanup journal is kept (default:
+        /// /etc/origin-agent/config.yaml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

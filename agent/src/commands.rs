@@ -18,7 +18,7 @@ use origin_agent::rules::RuleSet;
 
 use crate::cli::{
     AuditArgs, CdnCommand, CollectArgs, ConfigCommand, ExplainArgs, Format, GenerateArgs,
-    RulesCommand, RunArgs, ScanArgs, StatusArgs, WhitelistArgs,
+    RulesCommand, RunArgs, ScanArgs, StatusArgs, WhitelistArgs, WpCommand,
 };
 use origin_agent::cdn::Provider;
 
@@ -367,6 +367,76 @@ fn providers(names: &[String]) -> Result<Vec<Provider>> {
             })
         })
         .collect()
+}
+
+/// `wp sites` and `wp isolate` (live host only).
+pub fn wp(command: WpCommand) -> Result<Exit> {
+    use origin_agent::wp;
+    let (config, json) = match &command {
+        WpCommand::Sites { config, json } | WpCommand::Isolate { config, json, .. } => {
+            (load_config(config.as_deref())?, *json)
+        }
+    };
+    let discovery = origin_agent::discover::discover(&LiveHost, &config);
+    let sites = wp::discover_sites(&LiveHost, &discovery, &[]);
+    match command {
+        WpCommand::Sites { .. } => {
+            if json {
+                print(&format!("{}\n", serde_json::to_string_pretty(&sites)?))?;
+            } else {
+                let checks = wp::checks::checks(&LiveHost, &sites, &Default::default(), &discovery);
+                let mut out = String::new();
+                for c in checks {
+                    out.push_str(&format!(
+                        "{:>4} {} — {}\n",
+                        c.status.label(),
+                        c.title,
+                        c.detail
+                    ));
+                }
+                if out.is_empty() {
+                    out.push_str("no WordPress site found under the web server's document roots\n");
+                }
+                print(&out)?;
+            }
+            Ok(0)
+        }
+        WpCommand::Isolate {
+            site,
+            url,
+            staging,
+            work_dir,
+            ..
+        } => {
+            let opts = wp::isolate::Options {
+                site,
+                url,
+                staging,
+                state_dir: config.state_dir.clone(),
+                work_dir,
+            };
+            let socket = discovery
+                .database
+                .as_ref()
+                .and_then(|d| d.socket.as_ref())
+                .map(|s| s.value.clone());
+            let start = std::time::Instant::now();
+            let mut progress = |line: &str| {
+                eprintln!(
+                    "[{:5.1}s] {}",
+                    start.elapsed().as_secs_f64(),
+                    wp::printable(line, 400)
+                )
+            };
+            let outcome = wp::isolate::run(&sites, socket.as_deref(), &opts, &mut progress)?;
+            if json {
+                print(&format!("{}\n", serde_json::to_string_pretty(&outcome)?))?;
+            } else {
+                print(&wp::printable_lines(&outcome.text()))?;
+            }
+            Ok(0)
+        }
+    }
 }
 
 pub fn cdn(command: CdnCommand) -> Result<Exit> {

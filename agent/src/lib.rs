@@ -11,6 +11,7 @@
 //! - [`cdn`] and [`firewall`]: the CDNs' ranges against the host's firewall and nginx real-IP.
 //! - [`diagnose`]: correlation and ranking of causes from the [`cause`] catalog.
 //! - [`report`]: the JSON contract and the human and Nagios renderings.
+//! - [`wp`]: WordPress sites, plugins, error attribution and `wp isolate`.
 //! - [`audit`]: the one-shot pipeline that ties them together.
 //! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
 //! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
@@ -32,3 +33,4 @@ pub mod report;
 pub mod rules;
 pub mod trust;
 pub mod whitelist;
+pub mod wp;

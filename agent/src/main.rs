@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status(args),
         Command::Cdn(command) => commands::cdn(command),
         Command::Whitelist(args) => commands::whitelist(args),
+        Command::Wp(command) => commands::wp(command),
         Command::Config(command) => commands::config(command),
         Command::Rules(command) => commands::rules(command),
         Command::Generate(args) => commands::generate(args, Cli::command()),

@@ -81,6 +81,7 @@ fn names_are_judged_against_the_cdn_ranges_and_this_origin() {
         }],
         origin: Origin::Default,
         ssl_certificate: None,
+        roots: Vec::new(),
     };
     let discovery = Discovery {
         nginx: Some(Nginx {

@@ -199,7 +199,10 @@ pub struct LabOptions {
     pub apache_max_workers: u32,
     /// Apache `ProxyTimeout` in seconds.
     pub apache_proxy_timeout: u32,
-    /// Extra nginx directives for the `http` block (e.g. a `limit_req_zone`).
+    /// Lines appended to pool `www` (e.g. `php_admin_flag[opcache.enable] = off`).
+    pub extra_pool: String,
+    /// Extra nginx directives for the `http` block (e.g. a `limit_req_zone`, or another
+    /// `server {}` such as the WordPress site); `{lab}` is replaced with the lab dir.
     pub nginx_http_extra: String,
     /// Extra nginx directives for the lab's `server` block (e.g. an `auth_basic` location);
     /// `{lab}` is replaced with the lab dir.
@@ -230,6 +233,7 @@ impl Default for LabOptions {
             apache: None,
             apache_max_workers: 10,
             apache_proxy_timeout: 30,
+            extra_pool: String::new(),
             nginx_http_extra: String::new(),
             nginx_server_extra: String::new(),
         }
@@ -603,6 +607,7 @@ impl Lab {
                 self.php_error_log().display()
             ));
         }
+        s.push_str(&o.extra_pool);
         s
     }
 
@@ -717,7 +722,9 @@ http {{
             },
             params = params.display(),
             sock = sock.display(),
-            http_extra = o.nginx_http_extra,
+            http_extra = o
+                .nginx_http_extra
+                .replace("{lab}", &d.display().to_string()),
             server_extra = o
                 .nginx_server_extra
                 .replace("{lab}", &d.display().to_string()),

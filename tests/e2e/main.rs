@@ -18,6 +18,7 @@ pub mod scenarios;
 pub mod stack;
 mod verdicts;
 mod whitelist;
+mod wordpress;
 
 /// A test that cannot run here (not root, a package missing) says why and returns; with
 /// `ORIGIN_AGENT_E2E=require` (set by `.ci/run`) it fails instead, so CI can never pass with the

@@ -16,6 +16,15 @@ pub fn fix_for(
     discovery: &Discovery,
     rule_fixes: &BTreeMap<String, String>,
 ) -> String {
+    // A WordPress attribution knows the plugin's version and the exact command: it replaces
+    // the generic plugin sentence.
+    if let Some(wp) = checks
+        .iter()
+        .find(|c| c.id.starts_with("wordpress.blame."))
+        .and_then(|c| c.fix.as_deref())
+    {
+        return sentence(wp);
+    }
     let check_fix: Vec<&str> = checks.iter().filter_map(|c| c.fix.as_deref()).collect();
     let specific = super::apache::fix(cause, events, discovery)
         .or_else(|| specific_fix(cause, events, discovery));

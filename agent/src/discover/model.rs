@@ -143,6 +143,10 @@ pub struct Server {
     /// `ssl_certificate` of the server (or inherited from `http {}`), resolved against the prefix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_certificate: Option<Sourced<PathBuf>>,
+    /// `root` directives of the server and its locations (document roots), resolved against
+    /// the prefix; WordPress discovery starts from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<PathBuf>,
 }
 
 impl Server {

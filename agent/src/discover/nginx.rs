@@ -586,6 +586,24 @@ fn src<T>(value: T, d: &Directive) -> Sourced<T> {
     Sourced::new(value, d.origin())
 }
 
+/// Every `root` inside a server block (its own and its locations'), in order, deduplicated.
+fn collect_roots(d: &Directive, prefix: &Path, out: &mut Vec<PathBuf>) {
+    for inner in d.block.iter().flatten() {
+        match inner.name.as_str() {
+            "root" => {
+                if let Some(arg) = inner.args.first().filter(|a| !a.contains('$')) {
+                    let path = resolve_path(arg, prefix);
+                    if !out.contains(&path) {
+                        out.push(path);
+                    }
+                }
+            }
+            "location" | "if" => collect_roots(inner, prefix, out),
+            _ => {}
+        }
+    }
+}
+
 fn resolve_path(value: &str, prefix: &Path) -> PathBuf {
     if value.starts_with('/') {
         PathBuf::from(value)
@@ -779,7 +797,9 @@ fn walk(
                     listens: Vec::new(),
                     origin: d.origin(),
                     ssl_certificate: None,
+                    roots: Vec::new(),
                 };
+                collect_roots(d, prefix, &mut server.roots);
                 for inner in d.block.iter().flatten() {
                     match inner.name.as_str() {
                         "server_name" => server.names.extend(inner.args.iter().cloned()),

@@ -200,6 +200,7 @@ mod tests {
                     }],
                     origin: Origin::Default,
                     ssl_certificate: None,
+                    roots: Vec::new(),
                 }],
                 ..Nginx::default()
             }),

@@ -291,6 +291,7 @@ mod tests {
                     }],
                     origin: Origin::Default,
                     ssl_certificate: Some(Sourced::default_value(cert.to_path_buf())),
+                    roots: Vec::new(),
                 }],
                 ..Nginx::default()
             }),
