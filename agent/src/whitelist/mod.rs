@@ -12,6 +12,8 @@
 //! - [`f2b`]: `--fail2ban`, the ranges in every jail's `ignoreip` and CDN bans lifted;
 //! - [`realip`]: `--nginx-real-ip`, the `set_real_ip_from` include checked with `nginx -t`;
 //! - [`ufw`]: `--backend ufw`, allows made through ufw itself with a comment tag;
+//! - [`csf`]: `--backend csf` (or auto where CSF is installed), tagged lines in CSF's own files
+//!   and `csf -r`;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory;
 //! - [`backend`]: the [`backend::FirewallBackend`] trait every firewall implements, with the
 //!   typed apply and undo results;
@@ -24,6 +26,7 @@
 //! scripts a failure at any step and records the exact undo.
 
 pub mod backend;
+pub mod csf;
 pub mod f2b;
 pub mod ipsets;
 pub mod ipt;
@@ -359,9 +362,6 @@ pub fn run(
     if req.apply && req.rollback {
         return Err(WhitelistError::Conflicting);
     }
-    if req.backend == Backend::Csf {
-        return Err(WhitelistError::Unsupported("csf"));
-    }
     if req.rollback {
         let mut out = rollback(host, req)?;
         if req.nginx_real_ip || req.fail2ban {
@@ -553,7 +553,8 @@ fn undo(
 fn resolve(host: &dyn Host, backend: Backend) -> Result<Box<dyn FirewallBackend>, WhitelistError> {
     match backend {
         Backend::Ufw => return Ok(Box::new(ufw::Ufw)),
-        Backend::Csf => return Err(WhitelistError::Unsupported("csf")),
+        Backend::Csf => return Ok(Box::new(csf::Csf)),
+        Backend::Auto if csf::installed(host) => return Ok(Box::new(csf::Csf)),
         _ => {}
     }
     let saves = Saves::read(host)?;
@@ -576,6 +577,7 @@ fn backend_of_state(saved: &state::SavedState) -> Result<Box<dyn FirewallBackend
         (Backend::Iptables, _) => Ok(Box::new(ipt::Iptables)),
         (Backend::Nftables, Some(c)) => Ok(Box::new(nft::Nftables { chain: c.clone() })),
         (Backend::Ufw, _) => Ok(Box::new(ufw::Ufw)),
+        (Backend::Csf, _) => Ok(Box::new(csf::Csf)),
         (b, _) => Err(WhitelistError::StateBackend(b.name())),
     }
 }

@@ -48,6 +48,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
         let label = match (outcome.mode, outcome.backend) {
             (Mode::Rollback, Backend::Nftables) => "nftables",
             (Mode::Rollback, Backend::Ufw) => "ufw",
+            (Mode::Rollback, Backend::Csf) => "csf",
             _ => plan.family.label(),
         };
         let _ = writeln!(
@@ -84,6 +85,9 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
         } else {
             let cmd = match (outcome.backend, plan.family) {
                 (Backend::Ufw, _) => "ufw commands, in this order:".to_string(),
+                (Backend::Csf, _) => {
+                    "lines of CSF's files (then `csf -r` rebuilds the rules):".to_string()
+                }
                 (Backend::Nftables, _) => {
                     "part of one transaction for both families: nft -f - <<'EOF'".to_string()
                 }
@@ -98,7 +102,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             for line in plan.script.lines() {
                 let _ = writeln!(s, "    {line}");
             }
-            if outcome.backend != Backend::Ufw {
+            if !matches!(outcome.backend, Backend::Ufw | Backend::Csf) {
                 let _ = writeln!(s, "  EOF");
             }
         }

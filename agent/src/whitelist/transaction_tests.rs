@@ -277,3 +277,117 @@ fn nftables_persist_writes_through_the_host_and_puts_both_files_back_when_nft_re
         ]
     );
 }
+
+const CSF_BEFORE: &str = "*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT DROP [0:0]
+:ALLOWIN - [0:0]
+:LOCALINPUT - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT ! -i lo -j LOCALINPUT
+-A INPUT ! -i lo -p tcp -m conntrack --ctstate NEW -m tcp --dport 22 -j ACCEPT
+-A LOCALINPUT ! -i lo -j ALLOWIN
+COMMIT
+";
+
+fn csf_host(after: &str, restart: Vec<Result<CommandOutput, HostError>>) -> FixtureHost {
+    FixtureHost::new()
+        .command_seq("iptables-save", vec![ok(CSF_BEFORE), ok(after)])
+        .command_seq("csf -r", restart)
+        .file("/etc/csf/csf.conf", "TESTING = \"0\"\nIPV6 = \"0\"\n")
+        .file(
+            "/etc/csf/csf.allow",
+            "# allow  \n192.0.2.5 # admin office\n",
+        )
+        .file("/etc/csf/csf.ignore", "127.0.0.1\n")
+}
+
+#[test]
+fn csf_apply_writes_tagged_web_port_lines_restarts_and_verifies_through_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let after = CSF_BEFORE.replace(
+        "COMMIT",
+        "-A ALLOWIN -s 173.245.48.0/20 ! -i lo -p tcp -m multiport --dports 80,443 -j ACCEPT\nCOMMIT",
+    );
+    let host = csf_host(&after, vec![ok("")]);
+    let c = catalog(&["173.245.48.0/20", "2400:cb00::/32"]);
+    // auto picks CSF because it is installed
+    let out = run(&host, &request(dir.path(), Backend::Auto), &c).unwrap();
+    assert_eq!(out.backend, Backend::Csf);
+    assert!(out.applied, "{}", render(&out));
+    assert_eq!(
+        host.content("/etc/csf/csf.allow").unwrap(),
+        b"# allow  \n192.0.2.5 # admin office\ntcp|in|d=80,443|s=173.245.48.0/20 # origin-agent:cloudflare\n"
+    );
+    assert_eq!(
+        host.content("/etc/csf/csf.ignore").unwrap(),
+        b"127.0.0.1\n173.245.48.0/20 # origin-agent:cloudflare\n"
+    );
+    assert_eq!(
+        changes(&host),
+        vec![
+            "write /etc/csf/csf.allow",
+            "write /etc/csf/csf.ignore",
+            "run csf -r"
+        ]
+    );
+    assert!(out
+        .notes
+        .iter()
+        .any(|n| n.starts_with("IPv6 left out: CSF")));
+    let text = render(&out);
+    assert!(
+        text.contains("csf.allow: + tcp|in|d=80,443|s=173.245.48.0/20 # origin-agent:cloudflare"),
+        "{text}"
+    );
+}
+
+#[test]
+fn csf_restart_failing_puts_both_files_back_byte_for_byte_and_restarts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = csf_host(
+        CSF_BEFORE,
+        vec![fails("csf: Error: line 3 of csf.allow"), ok("")],
+    );
+    let c = catalog(&["173.245.48.0/20"]);
+    let out = run(&host, &request(dir.path(), Backend::Csf), &c).unwrap();
+    assert!(!out.applied);
+    assert!(out.failure.unwrap().contains("CSF did not restart"));
+    assert_eq!(
+        out.rolled_back.as_deref(),
+        Some("/etc/csf/csf.allow, /etc/csf/csf.ignore restored, csf -r")
+    );
+    assert_eq!(
+        host.content("/etc/csf/csf.allow").unwrap(),
+        b"# allow  \n192.0.2.5 # admin office\n"
+    );
+    assert_eq!(host.content("/etc/csf/csf.ignore").unwrap(), b"127.0.0.1\n");
+    assert_eq!(
+        changes(&host),
+        vec![
+            "write /etc/csf/csf.allow",
+            "write /etc/csf/csf.ignore",
+            "run csf -r",
+            "write /etc/csf/csf.allow",
+            "write /etc/csf/csf.ignore",
+            "run csf -r",
+        ]
+    );
+}
+
+#[test]
+fn csf_rules_still_blocking_after_the_restart_undo_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // CSF restarted but built nothing for the line (e.g. an old CSF ignoring it).
+    let host = csf_host(CSF_BEFORE, vec![ok("")]);
+    let c = catalog(&["173.245.48.0/20"]);
+    let out = run(&host, &request(dir.path(), Backend::Csf), &c).unwrap();
+    let v = out.verification.clone().unwrap();
+    assert!(!v.blocked.is_empty(), "{v:?}");
+    assert!(out.rolled_back.is_some());
+    assert_eq!(
+        host.content("/etc/csf/csf.allow").unwrap(),
+        b"# allow  \n192.0.2.5 # admin office\n"
+    );
+}
