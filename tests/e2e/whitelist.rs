@@ -1619,6 +1619,9 @@ impl Drop for Aside {
 #[path = "whitelist_csf.rs"]
 mod csf;
 
+#[path = "whitelist_managers.rs"]
+mod managers;
+
 #[test]
 fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {
     need_root_and_tools!();

@@ -14,6 +14,7 @@
 //! - [`ufw`]: `--backend ufw`, allows made through ufw itself with a comment tag;
 //! - [`csf`]: `--backend csf` (or auto where CSF is installed), tagged lines in CSF's own files
 //!   and `csf -r`;
+//! - [`managers`]: FireHOL, Shorewall, APF recognised: refused, with the lines to add;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory;
 //! - [`backend`]: the [`backend::FirewallBackend`] trait every firewall implements, with the
 //!   typed apply and undo results;
@@ -30,6 +31,7 @@ pub mod csf;
 pub mod f2b;
 pub mod ipsets;
 pub mod ipt;
+pub mod managers;
 pub mod nft;
 pub mod realip;
 mod render;
@@ -269,8 +271,13 @@ pub enum WhitelistError {
     TooManyPorts,
     #[error("--rollback and --apply exclude each other")]
     Conflicting,
-    #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
-    Unsupported(&'static str),
+    #[error("{manager} owns this host's firewall ({evidence}) and rebuilds the rules at every start: a raw change would be wiped, so nothing was changed. Add these lines to {file}:\n{lines}")]
+    ManagedBy {
+        manager: &'static str,
+        evidence: String,
+        file: &'static str,
+        lines: String,
+    },
     #[error("another whitelist apply is running (lock {lock} is held)")]
     Busy { lock: PathBuf },
     #[error("no native nftables input chain drops anything: there is nothing to whitelist in nftables (use --backend iptables)")]
@@ -435,12 +442,28 @@ fn firewall(
             ));
         }
     }
-    let fw = resolve(host, req.backend)?;
+    if let Some(m) = managers::detect(host) {
+        let lines = managers::lines(&m, &lists, &ports).join("\n");
+        if req.apply {
+            return Err(WhitelistError::ManagedBy {
+                manager: m.name,
+                evidence: m.evidence,
+                file: m.file,
+                lines,
+            });
+        }
+        notes.push(format!(
+            "{} owns this host's firewall ({}): --apply refuses to change raw rules it would wipe; add to {}:\n{lines}",
+            m.name, m.evidence, m.file
+        ));
+    }
+    let (fw, why) = resolve(host, req.backend)?;
     let before = fw.read(host)?;
     let mut out = WhitelistOutcome::new(mode, fw.kind(), req, &ports);
     out.notes = notes;
     out.providers = lists.iter().map(|(p, _, _)| *p).collect();
     out.notes.push(fw.describe());
+    out.notes.extend(why);
     out.notes.extend(fw.notes(&before));
     out.plans = fw.plan(&before, &lists, &ports);
     out.commands = fw.commands(&out.plans);
@@ -548,13 +571,33 @@ fn undo(
     summary
 }
 
-/// The back end for a request: the one asked for, or (auto) nftables when a native nftables
-/// chain decides, else iptables.
-fn resolve(host: &dyn Host, backend: Backend) -> Result<Box<dyn FirewallBackend>, WhitelistError> {
+/// The back end for a request, and (auto) why: the one asked for; or the firewall manager
+/// that owns the rules (CSF); or nftables when a native nftables chain decides; else iptables.
+fn resolve(
+    host: &dyn Host,
+    backend: Backend,
+) -> Result<(Box<dyn FirewallBackend>, Option<String>), WhitelistError> {
+    let (fw, why) = resolve_inner(host, backend)?;
+    let why = (backend == Backend::Auto).then_some(why);
+    Ok((fw, why))
+}
+
+fn resolve_inner(
+    host: &dyn Host,
+    backend: Backend,
+) -> Result<(Box<dyn FirewallBackend>, String), WhitelistError> {
     match backend {
-        Backend::Ufw => return Ok(Box::new(ufw::Ufw)),
-        Backend::Csf => return Ok(Box::new(csf::Csf)),
-        Backend::Auto if csf::installed(host) => return Ok(Box::new(csf::Csf)),
+        Backend::Ufw => return Ok((Box::new(ufw::Ufw), String::new())),
+        Backend::Csf => return Ok((Box::new(csf::Csf), String::new())),
+        Backend::Auto if csf::installed(host) => {
+            return Ok((
+                Box::new(csf::Csf),
+                format!(
+                    "auto chose csf: {} exists, and CSF rebuilds the rules from its own files at every restart",
+                    csf::conf_path().display()
+                ),
+            ))
+        }
         _ => {}
     }
     let saves = Saves::read(host)?;
@@ -562,12 +605,21 @@ fn resolve(host: &dyn Host, backend: Backend) -> Result<Box<dyn FirewallBackend>
         .nft_doc()
         .and_then(|doc| nft::deciding_chain(&doc, &saves.iptables_nft_tables()));
     match (backend, chain) {
-        (Backend::Nftables | Backend::Auto, Some(chain)) => Ok(Box::new(nft::Nftables { chain })),
+        (Backend::Nftables | Backend::Auto, Some(chain)) => {
+            let why = format!(
+                "auto chose nftables: no firewall manager with a back end here, and the native chain {} {} {} decides",
+                chain.family, chain.table, chain.name
+            );
+            Ok((Box::new(nft::Nftables { chain }), why))
+        }
         (Backend::Nftables, None) => Err(WhitelistError::NoNftChain),
         _ if saves.v4.is_none() => Err(WhitelistError::Host(HostError::CommandMissing {
             command: "iptables-save".into(),
         })),
-        _ => Ok(Box::new(ipt::Iptables)),
+        _ => Ok((
+            Box::new(ipt::Iptables),
+            "auto chose iptables: no firewall manager with a back end here, and no native nftables chain decides".into(),
+        )),
     }
 }
 
