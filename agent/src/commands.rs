@@ -395,7 +395,7 @@ pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
     }
     let backend = Backend::parse(&args.backend).with_context(|| {
         format!(
-            "--backend {}: one of auto, iptables, nftables, ufw, csf",
+            "--backend {}: one of auto, iptables, nftables, ufw, csf, firewalld",
             args.backend
         )
     })?;

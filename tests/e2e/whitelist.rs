@@ -1521,12 +1521,16 @@ pub(crate) fn debian_root(
     ok(&["cp", "-a", base.to_str().unwrap(), root.to_str().unwrap()]);
     let _ = std::fs::remove_file(&ready);
     let r = root.display();
+    // Downloaded with this machine's network, installed with none at all (an empty network
+    // namespace): no maintainer script can reach a firewall but its own empty one.
     let build = format!(
         "set -e
          mount -t proc proc {r}/proc
          printf '{selections}' | chroot {r} debconf-set-selections
          chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-             sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends {packages}'
+             sh -c 'apt-get update -q && apt-get install -y -q --download-only --no-install-recommends {packages}'
+         unshare -n chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -q --no-download --no-install-recommends {packages}
          umount {r}/proc"
     );
     let out = sh(&[
@@ -1621,6 +1625,9 @@ mod csf;
 
 #[path = "whitelist_managers.rs"]
 mod managers;
+
+#[path = "whitelist_firewalld.rs"]
+mod firewalld;
 
 #[test]
 fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {

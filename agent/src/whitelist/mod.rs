@@ -14,6 +14,8 @@
 //! - [`ufw`]: `--backend ufw`, allows made through ufw itself with a comment tag;
 //! - [`csf`]: `--backend csf` (or auto where CSF is installed), tagged lines in CSF's own files
 //!   and `csf -r`;
+//! - [`firewalld`]: `--backend firewalld` (or auto where firewalld runs), ipsets and rich rules
+//!   in its permanent configuration, then a reload;
 //! - [`managers`]: FireHOL, Shorewall, APF recognised: refused, with the lines to add;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory;
 //! - [`backend`]: the [`backend::FirewallBackend`] trait every firewall implements, with the
@@ -29,6 +31,7 @@
 pub mod backend;
 pub mod csf;
 pub mod f2b;
+pub mod firewalld;
 pub mod ipsets;
 pub mod ipt;
 pub mod managers;
@@ -66,6 +69,7 @@ pub enum Backend {
     Nftables,
     Ufw,
     Csf,
+    Firewalld,
 }
 
 impl Backend {
@@ -76,6 +80,7 @@ impl Backend {
             Backend::Nftables => "nftables",
             Backend::Ufw => "ufw",
             Backend::Csf => "csf",
+            Backend::Firewalld => "firewalld",
         }
     }
 
@@ -86,6 +91,7 @@ impl Backend {
             "nftables" | "nft" => Some(Backend::Nftables),
             "ufw" => Some(Backend::Ufw),
             "csf" => Some(Backend::Csf),
+            "firewalld" => Some(Backend::Firewalld),
             _ => None,
         }
     }
@@ -589,6 +595,7 @@ fn resolve_inner(
     match backend {
         Backend::Ufw => return Ok((Box::new(ufw::Ufw), String::new())),
         Backend::Csf => return Ok((Box::new(csf::Csf), String::new())),
+        Backend::Firewalld => return Ok((Box::new(firewalld::Firewalld), String::new())),
         Backend::Auto if csf::installed(host) => {
             return Ok((
                 Box::new(csf::Csf),
@@ -596,6 +603,12 @@ fn resolve_inner(
                     "auto chose csf: {} exists, and CSF rebuilds the rules from its own files at every restart",
                     csf::conf_path().display()
                 ),
+            ))
+        }
+        Backend::Auto if firewalld::running(host) => {
+            return Ok((
+                Box::new(firewalld::Firewalld),
+                "auto chose firewalld: it is running (firewall-cmd --state), and it rebuilds its nftables table at every reload".to_string(),
             ))
         }
         _ => {}
@@ -630,6 +643,7 @@ fn backend_of_state(saved: &state::SavedState) -> Result<Box<dyn FirewallBackend
         (Backend::Nftables, Some(c)) => Ok(Box::new(nft::Nftables { chain: c.clone() })),
         (Backend::Ufw, _) => Ok(Box::new(ufw::Ufw)),
         (Backend::Csf, _) => Ok(Box::new(csf::Csf)),
+        (Backend::Firewalld, _) => Ok(Box::new(firewalld::Firewalld)),
         (b, _) => Err(WhitelistError::StateBackend(b.name())),
     }
 }

@@ -49,6 +49,7 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             (Mode::Rollback, Backend::Nftables) => "nftables",
             (Mode::Rollback, Backend::Ufw) => "ufw",
             (Mode::Rollback, Backend::Csf) => "csf",
+            (Mode::Rollback, Backend::Firewalld) => "firewalld",
             _ => plan.family.label(),
         };
         let _ = writeln!(
@@ -102,7 +103,10 @@ pub fn render(outcome: &WhitelistOutcome) -> String {
             for line in plan.script.lines() {
                 let _ = writeln!(s, "    {line}");
             }
-            if !matches!(outcome.backend, Backend::Ufw | Backend::Csf) {
+            if !matches!(
+                outcome.backend,
+                Backend::Ufw | Backend::Csf | Backend::Firewalld
+            ) {
                 let _ = writeln!(s, "  EOF");
             }
         }
