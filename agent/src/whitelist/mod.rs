@@ -16,6 +16,7 @@
 //!   and `csf -r`;
 //! - [`firewalld`]: `--backend firewalld` (or auto where firewalld runs), ipsets and rich rules
 //!   in its permanent configuration, then a reload;
+//! - [`current`]: keeping the last whitelist current (after `cdn update`, from the daemon);
 //! - [`managers`]: FireHOL, Shorewall, APF recognised: refused, with the lines to add;
 //! - [`state`]: the apply lock and the saved "before" state in the state directory;
 //! - [`backend`]: the [`backend::FirewallBackend`] trait every firewall implements, with the
@@ -30,6 +31,7 @@
 
 pub mod backend;
 pub mod csf;
+pub mod current;
 pub mod f2b;
 pub mod firewalld;
 pub mod ipsets;

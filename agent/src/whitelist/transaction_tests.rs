@@ -391,3 +391,43 @@ fn csf_rules_still_blocking_after_the_restart_undo_the_files() {
         b"# allow  \n192.0.2.5 # admin office\n"
     );
 }
+
+#[test]
+fn keeping_current_reapplies_the_last_whitelist_with_the_new_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = AFTER4.replace(
+        "COMMIT",
+        "-A ORIGIN-AGENT-CDN -s 103.21.244.0/22 -p tcp -m multiport --dports 80,443 -m comment --comment \"origin-agent:cloudflare\" -j ACCEPT\nCOMMIT",
+    );
+    let host = FixtureHost::new()
+        .command_seq(
+            "iptables-save",
+            vec![
+                ok(BEFORE4),
+                ok(BEFORE4),
+                ok(AFTER4),
+                ok(AFTER4),
+                ok(AFTER4),
+                ok(&both),
+            ],
+        )
+        .command_ok(RESTORE4, "");
+    let out = run(
+        &host,
+        &request(dir.path(), Backend::Iptables),
+        &catalog(&["173.245.48.0/20"]),
+    )
+    .unwrap();
+    assert!(out.applied, "{}", render(&out));
+    let newer = catalog(&["173.245.48.0/20", "103.21.244.0/22"]);
+    let again = current::keep_current(&host, dir.path(), &newer)
+        .unwrap()
+        .unwrap();
+    assert!(again.applied, "{}", render(&again));
+    assert_eq!(
+        current::summary(&again).unwrap(),
+        "CDN whitelist (iptables, cloudflare): 1 ranges added, 0 removed, applied and verified"
+    );
+    let restores = host.journal_of(&format!("run {RESTORE4}"));
+    assert_eq!(restores.len(), 2);
+}
