@@ -39,12 +39,18 @@ fn enabled_unit(host: &dyn Host, unit: &str) -> Option<String> {
 
 /// The manager without a back end that owns the rules, if any.
 pub fn detect(host: &dyn Host) -> Option<Manager> {
-    // FireHOL: Debian's /etc/default/firehol START_FIREHOL=YES, or its systemd unit enabled.
+    // FireHOL: where Debian's /etc/default/firehol exists, its START_FIREHOL decides (the unit is
+    // enabled on install, and refuses to start with NO); elsewhere, its unit enabled.
     if exists(host, "/etc/firehol/firehol.conf") {
-        let on = setting(host, "/etc/default/firehol", "START_FIREHOL")
-            .filter(|v| v.eq_ignore_ascii_case("yes"))
-            .map(|_| "/etc/default/firehol: START_FIREHOL=YES".to_string())
-            .or_else(|| enabled_unit(host, "firehol.service").map(|p| format!("{p} is enabled")));
+        let on = match setting(host, "/etc/default/firehol", "START_FIREHOL") {
+            Some(v) => v
+                .eq_ignore_ascii_case("yes")
+                .then(|| "/etc/default/firehol: START_FIREHOL=YES".to_string()),
+            None if !exists(host, "/etc/default/firehol") => {
+                enabled_unit(host, "firehol.service").map(|p| format!("{p} is enabled"))
+            }
+            None => None,
+        };
         if let Some(evidence) = on {
             return Some(Manager {
                 name: "FireHOL",
@@ -53,16 +59,22 @@ pub fn detect(host: &dyn Host) -> Option<Manager> {
             });
         }
     }
-    // Shorewall: STARTUP_ENABLED=Yes in shorewall.conf, or its unit enabled.
+    // Shorewall: Debian's /etc/default/shorewall `startup=1` (or, without that file, the unit
+    // enabled), and STARTUP_ENABLED not No in shorewall.conf.
     if exists(host, "/etc/shorewall/shorewall.conf") {
-        let on = setting(host, "/etc/shorewall/shorewall.conf", "STARTUP_ENABLED")
-            .filter(|v| v.eq_ignore_ascii_case("yes"))
-            .map(|_| "STARTUP_ENABLED=Yes".to_string())
-            .or_else(|| enabled_unit(host, "shorewall.service").map(|p| format!("{p} is enabled")));
-        if let Some(evidence) = on {
+        let allowed = setting(host, "/etc/shorewall/shorewall.conf", "STARTUP_ENABLED")
+            .is_none_or(|v| v.eq_ignore_ascii_case("yes"));
+        let on = match setting(host, "/etc/default/shorewall", "startup") {
+            Some(v) => (v == "1").then(|| "/etc/default/shorewall: startup=1".to_string()),
+            None if !exists(host, "/etc/default/shorewall") => {
+                enabled_unit(host, "shorewall.service").map(|p| format!("{p} is enabled"))
+            }
+            None => None,
+        };
+        if let (true, Some(evidence)) = (allowed, on) {
             return Some(Manager {
                 name: "Shorewall",
-                evidence: format!("/etc/shorewall/shorewall.conf: {evidence}"),
+                evidence: format!("/etc/shorewall/shorewall.conf exists and {evidence}"),
                 file: "/etc/shorewall/rules",
             });
         }
@@ -148,9 +160,11 @@ mod tests {
 
     #[test]
     fn a_manager_counts_only_when_enabled_and_its_lines_name_every_range() {
+        // Debian's defaults: the unit enabled at install, START_FIREHOL=NO (it does not run).
         let off = FixtureHost::new()
             .file("/etc/firehol/firehol.conf", "version 6\n")
-            .file("/etc/default/firehol", "START_FIREHOL=NO\n");
+            .file("/etc/default/firehol", "START_FIREHOL=NO\n")
+            .file("/etc/systemd/system/multi-user.target.wants/firehol.service", "");
         assert_eq!(detect(&off), None);
         let on = FixtureHost::new()
             .file("/etc/firehol/firehol.conf", "version 6\n")
@@ -164,7 +178,9 @@ mod tests {
         )];
         let l = lines(&m, &lists, &[80, 443]);
         assert!(l.contains(&"ipv4 server custom origin-agent-cdn \"tcp/80 tcp/443\" default accept src \"173.245.48.0/20\"".to_string()), "{l:?}");
-        let sw = FixtureHost::new().file("/etc/shorewall/shorewall.conf", "STARTUP_ENABLED=Yes\n");
+        let sw = FixtureHost::new()
+            .file("/etc/shorewall/shorewall.conf", "STARTUP_ENABLED=Yes\n")
+            .file("/etc/default/shorewall", "startup=1\n");
         let l = lines(&detect(&sw).unwrap(), &lists, &[80, 443]);
         assert!(l.contains(&"ACCEPT\tnet:173.245.48.0/20\t$FW\ttcp\t80,443".to_string()));
         let apf = FixtureHost::new().file("/etc/apf/conf.apf", "DEVEL_MODE=\"0\"\n");

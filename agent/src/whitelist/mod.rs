@@ -841,7 +841,7 @@ mod tests {
     use super::*;
     use crate::cdn::ProviderRanges;
 
-    fn catalog_with(p: Provider, nets: &[&str]) -> CdnCatalog {
+    pub(super) fn catalog_with(p: Provider, nets: &[&str]) -> CdnCatalog {
         let mut c = CdnCatalog::bundled();
         let entry = c.providers.get_mut(&p).unwrap();
         let parsed: Vec<IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();

@@ -5,8 +5,6 @@
 
 use std::path::PathBuf;
 
-use ipnet::IpNet;
-
 use super::*;
 use crate::host::fixture::FixtureHost;
 use crate::host::CommandOutput;
@@ -59,20 +57,7 @@ fn fails(stderr: &str) -> Result<CommandOutput, HostError> {
 }
 
 fn catalog(nets: &[&str]) -> CdnCatalog {
-    let mut c = CdnCatalog::bundled();
-    let entry = c.providers.get_mut(&Provider::Cloudflare).unwrap();
-    let parsed: Vec<IpNet> = nets.iter().map(|n| n.parse().unwrap()).collect();
-    entry.v4 = parsed
-        .iter()
-        .filter(|n| matches!(n, IpNet::V4(_)))
-        .cloned()
-        .collect();
-    entry.v6 = parsed
-        .iter()
-        .filter(|n| matches!(n, IpNet::V6(_)))
-        .cloned()
-        .collect();
-    c
+    super::tests::catalog_with(Provider::Cloudflare, nets)
 }
 
 fn request(state: &std::path::Path, backend: Backend) -> WhitelistRequest {
