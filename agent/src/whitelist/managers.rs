@@ -164,7 +164,10 @@ mod tests {
         let off = FixtureHost::new()
             .file("/etc/firehol/firehol.conf", "version 6\n")
             .file("/etc/default/firehol", "START_FIREHOL=NO\n")
-            .file("/etc/systemd/system/multi-user.target.wants/firehol.service", "");
+            .file(
+                "/etc/systemd/system/multi-user.target.wants/firehol.service",
+                "",
+            );
         assert_eq!(detect(&off), None);
         let on = FixtureHost::new()
             .file("/etc/firehol/firehol.conf", "version 6\n")
