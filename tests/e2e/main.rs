@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod corpus;
 mod daemon;
 mod dns;
 mod examples;
 mod firewall;
+mod held_out;
+mod hostile;
 pub mod lab;
 mod logs;
 mod report_snapshots;

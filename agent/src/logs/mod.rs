@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - `time`: each format's time stamp and its zone meaning, parsed from bytes.
+//! - `envelope`: container, kubectl and syslog/journalctl prefixes taken off each line.
 //! - `formats`: the header of each server-side format (time, level, ids), the message rules
 //!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
 //! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
@@ -24,6 +25,7 @@
 //! rules are anchored at the start of the server's own message (see [`crate::rules`]).
 
 pub mod access;
+mod envelope;
 mod formats;
 #[cfg(test)]
 mod io_tests;
@@ -58,6 +60,12 @@ pub const MAX_KEEP_EVENTS: usize = 10_000;
 pub const MAX_KEEP_PER_RULE: usize = 1_000;
 /// 5xx responses kept per read (the newest); all are counted in the stats.
 pub const MAX_KEEP_ERRORS: usize = 20_000;
+
+/// The event field that carries a rule's `responds` status (see [`crate::rules::Rule::responds`]).
+pub const RESPONDS: &str = "responds";
+
+/// The event field that carries a rule's `reason` cause id.
+pub const REASON: &str = "reason";
 
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,6 +287,12 @@ impl LineParser {
             fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
+        if let Some(status) = m.rule.responds {
+            fields.insert(RESPONDS.to_string(), status.to_string());
+        }
+        if let Some(reason) = m.rule.reason {
+            fields.insert(REASON.to_string(), reason.id().to_string());
+        }
         let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {
             source: self.source,
@@ -494,18 +508,41 @@ pub fn read_evidence(
     read::read_files(host, files, window, tz, true)
 }
 
+/// The moment a file's year-less stamps (syslog, kernel) are read against: when the file was
+/// last written (a rotated log, a copy of last year's log), not now; now when that is unknown.
+fn year_anchor(host: &dyn Host, path: &Path) -> Timestamp {
+    let now = host.now();
+    host.metadata(path)
+        .ok()
+        .and_then(|m| Timestamp::from_second(m.mtime).ok())
+        .filter(|t| *t < now)
+        .unwrap_or(now)
+}
+
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
 pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
-    let files: Vec<LogFile> = paths
-        .iter()
-        .map(|p| LogFile {
-            path: p.clone(),
-            source: None,
-            access_format: None,
-        })
-        .collect();
-    read::read_files(&crate::host::live::LiveHost, &files, window, tz, false)
+    let host = crate::host::live::LiveHost;
+    let mut files: Vec<LogFile> = Vec::new();
+    for p in paths {
+        // A file whose lines mix sources (a container's output) is read once per source.
+        let sources = envelope::split_file(&host, p);
+        if sources.is_empty() {
+            files.push(LogFile {
+                path: p.clone(),
+                source: None,
+                access_format: None,
+            });
+        }
+        for source in sources {
+            files.push(LogFile {
+                path: p.clone(),
+                source: Some(source),
+                access_format: None,
+            });
+        }
+    }
+    read::read_files(&host, &files, window, tz, false)
 }
 
 #[cfg(test)]
@@ -532,6 +569,30 @@ mod tests {
         assert_eq!(ev.field("errno"), Some("2"));
         assert_eq!(ev.field("socket"), Some("/run/php/php8.2-fpm.sock"));
         assert_eq!(ev.line, 7);
+    }
+
+    #[test]
+    fn year_less_stamps_are_dated_from_when_the_file_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kern.log");
+        std::fs::write(
+            &path,
+            "Dec 30 23:59:00 web kernel: Out of memory: Killed process 12 (php-fpm8.2) total-vm:1kB\n",
+        )
+        .unwrap();
+        let written: std::time::SystemTime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_189_600); // 2024-01-02 10:00 UTC
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        let ev = scan_paths(&[path], &Window::default(), &TimeZone::UTC);
+        assert_eq!(
+            ev.events[0].time.unwrap().to_string(),
+            "2023-12-30T23:59:00Z"
+        );
     }
 
     #[test]

@@ -458,7 +458,7 @@ fn read_one(
             return ev;
         }
     };
-    let mut chunker = Chunker::new(maybe_gunzip(reader));
+    let mut chunker = Chunker::new(super::envelope::unwrap(maybe_gunzip(reader), file.source));
     chunker.fill();
     let mut inferred: Option<AccessFormat> = None;
     let source = match file.source {
@@ -540,7 +540,7 @@ fn read_one(
         format_text,
         rules: rules.clone(),
         tz,
-        now: host.now(),
+        now: super::year_anchor(host, path),
         window,
         path,
         keep_per_rule: keep_per_rule_chunk(host, path),

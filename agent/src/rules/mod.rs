@@ -74,6 +74,10 @@ struct RuleDoc {
     severity: String,
     fix: String,
     #[serde(default)]
+    responds: Option<u16>,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
     samples: SamplesDoc,
 }
 
@@ -113,6 +117,13 @@ pub struct Rule {
     pub cause: CauseId,
     pub severity: Severity,
     pub fix: String,
+    /// The status the server answered the request this entry ended (`responds: 502` for an
+    /// nginx gateway error, 500 for a PHP fatal): a response implied by the error log, counted
+    /// when no access-log line shows it. `None`: the entry does not end a request on its own.
+    pub responds: Option<u16>,
+    /// Why the cause happened, when the entry says it (an nginx that did not start because an
+    /// upstream name does not resolve: `web.down` for the reason `upstream.unresolvable`).
+    pub reason: Option<CauseId>,
     pub samples: Vec<Sample>,
     pub no_match: Vec<String>,
     /// The pack file the rule came from (`nginx.yaml`, `/etc/origin-agent/rules.d/site.yaml`).
@@ -382,6 +393,18 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
                 "the pattern must be anchored with `^` at the start of the message".into(),
             ));
         }
+        let reason = match &d.reason {
+            Some(r) => Some(
+                CauseId::parse(r)
+                    .ok_or_else(|| invalid(format!("unknown reason cause id `{r}`")))?,
+            ),
+            None => None,
+        };
+        if d.responds.is_some_and(|s| !(400..600).contains(&s)) {
+            return Err(invalid(
+                "`responds` must be an HTTP error status (400-599)".into(),
+            ));
+        }
         if d.event.trim().is_empty() || d.fix.trim().is_empty() {
             return Err(invalid("`event` and `fix` must not be empty".into()));
         }
@@ -400,6 +423,8 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             cause,
             severity,
             fix: d.fix.trim().to_string(),
+            responds: d.responds,
+            reason,
             samples: d
                 .samples
                 .matches
