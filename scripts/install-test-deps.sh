@@ -11,7 +11,7 @@
 # Usage: scripts/install-test-deps.sh        (as root, or through sudo when not root)
 set -eu
 
-PACKAGES="nginx php-fpm php-mysql php-cli php wordpress mariadb-server mariadb-client iptables nftables ipset ufw fail2ban sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux systemd"
+PACKAGES="nginx php-fpm php-mysql php-cli php wordpress mariadb-server mariadb-client iptables nftables ipset ufw fail2ban firehol sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux systemd"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -292,7 +292,7 @@ pub struct WhitelistArgs {
     /// Ports to open, comma-separated (default 80,443).
     #[arg(long, value_name = "PORTS", value_delimiter = ',')]
     pub ports: Vec<u16>,
-    /// auto, iptables, nftables or ufw (CSF hosts: not yet; the audit reads CSF, the whitelist refuses it).
+    /// auto, iptables, nftables, ufw, csf or firewalld (auto picks the firewall manager that owns the rules, and says why).
     #[arg(long, value_name = "NAME", default_value = "auto")]
     pub backend: String,
     /// Change the firewall (otherwise only print the change).

@@ -471,6 +471,30 @@ pub fn cdn(command: CdnCommand) -> Result<Exit> {
                 &origin_agent::cdn::update::Endpoints::official(),
             )?;
             print(&report.text())?;
+            if report.ok() && config.whitelist_every.is_some() {
+                // The operator keeps the whitelist current (daemon.whitelist_every): the new
+                // ranges go in now, through the same transaction as a manual --apply.
+                let catalog = origin_agent::cdn::load(&config.state_dir);
+                match origin_agent::whitelist::current::keep_current(
+                    &LiveHost,
+                    &config.state_dir,
+                    &catalog,
+                ) {
+                    Ok(Some(out)) => {
+                        let line = origin_agent::whitelist::current::summary(&out)
+                            .unwrap_or_else(|| "CDN whitelist already current".to_string());
+                        print(&format!("{line}\n"))?;
+                        if !out.succeeded() {
+                            return Ok(1);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        print(&format!("CDN whitelist NOT kept current: {e}\n"))?;
+                        return Ok(1);
+                    }
+                }
+            }
             Ok(if report.ok() { 0 } else { 1 })
         }
     }
@@ -491,7 +515,7 @@ pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
     }
     let backend = Backend::parse(&args.backend).with_context(|| {
         format!(
-            "--backend {}: one of auto, iptables, nftables, ufw",
+            "--backend {}: one of auto, iptables, nftables, ufw, csf, firewalld",
             args.backend
         )
     })?;

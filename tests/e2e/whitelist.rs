@@ -1466,34 +1466,71 @@ fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
     }
 }
 
-/// A minimal Debian 12 root with netfilter-persistent and its iptables and ipset plugins, made
-/// once with debootstrap under the target dir and reused: those packages change how a machine
-/// boots, so they are installed here, never on this machine. Nothing runs or saves at install
-/// (policy-rc.d denies service starts; debconf says no to autosave); its mounts live in a
-/// private mount namespace that ends with the command.
-fn persistent_root() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("persist-root");
-    let ready = root.join(".origin-agent-ready");
+/// A Debian 12 minbase root, made once with debootstrap under the target dir and copied for each
+/// root built on it (see [`debian_root`]).
+fn debian_base() -> Result<PathBuf, String> {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base");
+    let ready = base.join(".origin-agent-ready");
     if ready.exists() {
-        return Ok(root);
+        return Ok(base);
     }
     if !Path::new("/usr/sbin/debootstrap").exists() {
         return Err(
             "debootstrap is not installed (scripts/install-test-deps.sh installs it)".into(),
         );
     }
-    let _ = std::fs::remove_dir_all(&root);
-    let r = root.display();
+    let _ = std::fs::remove_dir_all(&base);
+    let r = base.display();
     let build = format!(
         "set -e
          debootstrap --variant=minbase bookworm {r} http://deb.debian.org/debian
          printf '#!/bin/sh\\nexit 101\\n' > {r}/usr/sbin/policy-rc.d
-         chmod 755 {r}/usr/sbin/policy-rc.d
+         chmod 755 {r}/usr/sbin/policy-rc.d"
+    );
+    let out = sh(&["sh", "-c", &build]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(15).collect();
+        panic!(
+            "could not debootstrap a Debian root: {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    std::fs::write(&ready, "").unwrap();
+    Ok(base)
+}
+
+/// A Debian 12 root named `name` under the target dir: a copy of [`debian_base`] with
+/// `packages` installed (after the debconf `selections`), then `prepare` run on it; reused while
+/// its marker exists. Packages that change how a machine boots or owns its firewall are
+/// installed here, never on this machine. Nothing runs at install (policy-rc.d denies service
+/// starts); the mounts live in a private mount namespace that ends with the command.
+pub(crate) fn debian_root(
+    name: &str,
+    packages: &str,
+    selections: &str,
+    prepare: &dyn Fn(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let ready = root.join(".origin-agent-ready");
+    if ready.exists() {
+        return Ok(root);
+    }
+    let base = debian_base()?;
+    let _ = std::fs::remove_dir_all(&root);
+    ok(&["cp", "-a", base.to_str().unwrap(), root.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&ready);
+    let r = root.display();
+    // Downloaded with this machine's network, installed with none at all (an empty network
+    // namespace): no maintainer script can reach a firewall but its own empty one.
+    let build = format!(
+        "set -e
          mount -t proc proc {r}/proc
-         printf 'iptables-persistent iptables-persistent/autosave_v4 boolean false\\niptables-persistent iptables-persistent/autosave_v6 boolean false\\nipset-persistent ipset-persistent/autosave boolean false\\n' \
-             | chroot {r} debconf-set-selections
+         printf '{selections}' | chroot {r} debconf-set-selections
          chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-             apt-get install -y -q --no-install-recommends iptables ipset netfilter-persistent iptables-persistent ipset-persistent
+             sh -c 'apt-get update -q && apt-get install -y -q --download-only --no-install-recommends {packages}'
+         unshare -n chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+             apt-get install -y -q --no-download --no-install-recommends {packages}
          umount {r}/proc"
     );
     let out = sh(&[
@@ -1509,12 +1546,24 @@ fn persistent_root() -> Result<PathBuf, String> {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(15).collect();
         panic!(
-            "could not build the Debian root for the --persist test: {}",
+            "could not build the Debian root {name}: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
+    prepare(&root)?;
     std::fs::write(&ready, "").unwrap();
     Ok(root)
+}
+
+/// The root with netfilter-persistent and its iptables and ipset plugins (debconf says no to
+/// autosave).
+fn persistent_root() -> Result<PathBuf, String> {
+    debian_root(
+        "persist-root",
+        "iptables ipset netfilter-persistent iptables-persistent ipset-persistent",
+        "iptables-persistent iptables-persistent/autosave_v4 boolean false\\niptables-persistent iptables-persistent/autosave_v6 boolean false\\nipset-persistent ipset-persistent/autosave boolean false\\n",
+        &|_| Ok(()),
+    )
 }
 
 impl Lab {
@@ -1570,6 +1619,15 @@ impl Drop for Aside {
         let _ = std::fs::rename(&self.moved, &self.path);
     }
 }
+
+#[path = "whitelist_csf.rs"]
+mod csf;
+
+#[path = "whitelist_managers.rs"]
+mod managers;
+
+#[path = "whitelist_firewalld.rs"]
+mod firewalld;
 
 #[test]
 fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {

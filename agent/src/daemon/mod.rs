@@ -273,6 +273,33 @@ pub fn run<P: LineProcessor + Diagnoser>(
     run_with(config, pipeline, RunOptions::default(), &control)
 }
 
+/// Re-applies the last whitelist on a thread of its own (firewall commands take seconds; the
+/// loop and the watchdog go on), logging to the journal what changed or why it failed.
+fn keep_whitelist_current(config: &Config, logger: &Logger, busy: &Arc<AtomicBool>) {
+    use crate::whitelist::current;
+    busy.store(true, Ordering::SeqCst);
+    let (state_dir, logger, flag) = (config.state_dir.clone(), logger.clone(), busy.clone());
+    let spawned = std::thread::Builder::new()
+        .name("whitelist".to_string())
+        .spawn(move || {
+            let catalog = crate::cdn::load(&state_dir);
+            let host = crate::host::live::LiveHost;
+            match current::keep_current(&host, &state_dir, &catalog) {
+                Ok(Some(out)) => match current::summary(&out) {
+                    Some(line) if out.succeeded() => logger.info(&line),
+                    Some(line) => logger.warn(&line),
+                    None => {}
+                },
+                Ok(None) => {}
+                Err(e) => logger.warn(&format!("CDN whitelist NOT kept current: {e}")),
+            }
+            flag.store(false, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        busy.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The name of the tailer's checkpoint in the state directory.
 pub const CHECKPOINT_FILE: &str = "tail-checkpoint.json";
 
@@ -340,6 +367,9 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     let mut tick_checks: Vec<Check> = Vec::new();
     let mut last_tick: Option<Instant> = None;
     let mut last_probe: Option<Instant> = None;
+    // The first re-apply comes one interval after the start, not at once.
+    let mut last_whitelist = Instant::now();
+    let whitelist_busy = Arc::new(AtomicBool::new(false));
     // The probe pass running in its thread, if one is (never two at once).
     let mut probing: Option<std::sync::mpsc::Receiver<ProbeOutput>> = None;
     let mut last_checkpoint = Instant::now();
@@ -405,6 +435,12 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
 
         let now = Timestamp::now();
         let mut checks_changed = false;
+        if let Some(every) = config.whitelist_every.filter(|e| !e.is_zero()) {
+            if last_whitelist.elapsed() >= every && !whitelist_busy.load(Ordering::SeqCst) {
+                last_whitelist = Instant::now();
+                keep_whitelist_current(&config, &logger, &whitelist_busy);
+            }
+        }
         if let Some(rx) = &probing {
             match rx.try_recv() {
                 Ok(output) => {

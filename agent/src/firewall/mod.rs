@@ -8,7 +8,8 @@
 //! - [`iptables`], [`nft`], [`ipset`]: the readers of `iptables-save`, `nft -j list ruleset`,
 //!   `ipset save`.
 //! - [`fail2ban`]: current bans and `ignoreip`.
-//! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`.
+//! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`;
+//! - [`csf`]: CSF's temporary blocks (`csf -t`), `csf.ignore` coverage and country blocks.
 //! - [`ufw`]: ufw's rule files (fixes as `ufw` commands, an inactive ufw's rules).
 //!
 //! A web port that a nat-table DNAT rule forwards (Docker's published ports) is evaluated on the
@@ -18,6 +19,7 @@
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
 
 pub mod addrset;
+pub mod csf;
 pub mod eval;
 pub mod fail2ban;
 pub mod files;
@@ -782,6 +784,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         input.providers.clone()
     };
     checks.extend(files::csf_check(host, input.catalog, &all_providers));
+    checks.extend(csf::checks(host, input.catalog, &all_providers));
     checks.extend(files::hosts_deny_check(host, input.catalog, &all_providers));
 
     // Stale allow rules.

@@ -2,6 +2,11 @@
 //! declared up front; anything not declared answers `NotFound` / `CommandMissing` / refused.
 //! Files can hold a sequence of contents (a counter sampled twice), and errors can be planted
 //! (an unreadable config, a hanging command) to test the broken cases.
+//!
+//! The write side works in memory too: writes and removals land in an overlay that later reads
+//! see, commands can answer a scripted sequence (the second call fails), a write can be made to
+//! fail, and every command and write is kept in a [`FixtureHost::journal`], so a test asserts the
+//! exact sequence of a change and of its undo without root.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -32,6 +37,13 @@ pub struct FixtureHost {
     connects: BTreeMap<String, ConnectOutcome>,
     fs: BTreeMap<PathBuf, FsStats>,
     now: Option<jiff::Timestamp>,
+    /// Successive answers of a command (the last repeats), with the calls made so far.
+    sequences: BTreeMap<String, Vec<Result<CommandOutput, HostError>>>,
+    calls: Mutex<BTreeMap<String, usize>>,
+    /// Files written (`Some`) or removed (`None`) through the write side.
+    overlay: Mutex<BTreeMap<PathBuf, Option<Vec<u8>>>>,
+    failing_writes: BTreeSet<PathBuf>,
+    journal: Mutex<Vec<String>>,
 }
 
 impl FixtureHost {
@@ -152,6 +164,69 @@ impl FixtureHost {
         self
     }
 
+    /// A command whose successive calls answer these results in turn (the last repeats).
+    pub fn command_seq(
+        mut self,
+        key: &str,
+        results: Vec<Result<CommandOutput, HostError>>,
+    ) -> Self {
+        self.sequences.insert(key.to_string(), results);
+        self
+    }
+
+    /// Writes to (and removals of) `path` fail with an I/O error.
+    pub fn failing_write(mut self, path: impl AsRef<Path>) -> Self {
+        self.failing_writes.insert(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Every command run (`run KEY`, with `<<STDIN` first line when it had input) and every
+    /// write (`write PATH`, `remove PATH`, `mkdir PATH`), in order.
+    pub fn journal(&self) -> Vec<String> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Only the journal lines that start with `prefix` (e.g. `"run ufw"`).
+    pub fn journal_of(&self, prefix: &str) -> Vec<String> {
+        self.journal()
+            .into_iter()
+            .filter(|l| l.starts_with(prefix))
+            .collect()
+    }
+
+    /// A file's content now: the overlay (written or removed) over the declared files.
+    pub fn content(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
+        self.read(path.as_ref()).ok()
+    }
+
+    fn log(&self, line: String) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    fn overlaid(&self, path: &Path) -> Option<Option<Vec<u8>>> {
+        self.overlay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+            .cloned()
+    }
+
+    fn write_check(&self, path: &Path) -> Result<(), HostError> {
+        if self.failing_writes.contains(path) {
+            return Err(HostError::Io {
+                path: path.display().to_string(),
+                message: "No space left on device (scripted)".into(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn at(mut self, now: jiff::Timestamp) -> Self {
         self.now = Some(now);
         self
@@ -173,6 +248,11 @@ fn not_found(path: &Path) -> HostError {
 
 impl Host for FixtureHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
+        match self.overlaid(path) {
+            Some(Some(bytes)) => return Ok(bytes),
+            Some(None) => return Err(not_found(path)),
+            None => {}
+        }
         match self.files.get(path) {
             Some(Entry::Contents(contents)) => {
                 let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,6 +299,22 @@ impl Host for FixtureHost {
         if let Some(meta) = self.meta.get(path) {
             return Ok(meta.clone());
         }
+        match self.overlaid(path) {
+            Some(Some(bytes)) => {
+                return Ok(FileMeta {
+                    kind: FileKind::File,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    size: bytes.len() as u64,
+                    mtime: 0,
+                    dev: 0,
+                    ino: 0,
+                })
+            }
+            Some(None) => return Err(not_found(path)),
+            None => {}
+        }
         let base = FileMeta {
             kind: FileKind::File,
             mode: 0o644,
@@ -249,7 +345,26 @@ impl Host for FixtureHost {
     }
 
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
-        match self.commands.get(&command.key()) {
+        let key = command.key();
+        let first = command
+            .stdin
+            .as_deref()
+            .map(|b| {
+                let text = String::from_utf8_lossy(b);
+                format!(" <<{}", text.lines().next().unwrap_or(""))
+            })
+            .unwrap_or_default();
+        self.log(format!("run {key}{first}"));
+        if let Some(seq) = self.sequences.get(&key) {
+            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            let n = calls.entry(key.clone()).or_insert(0);
+            let index = (*n).min(seq.len().saturating_sub(1));
+            *n += 1;
+            if let Some(r) = seq.get(index) {
+                return r.clone();
+            }
+        }
+        match self.commands.get(&key) {
             Some(result) => result.clone(),
             None => Err(HostError::CommandMissing {
                 command: command.program.clone(),
@@ -292,6 +407,34 @@ impl Host for FixtureHost {
 
     fn is_live(&self) -> bool {
         false
+    }
+
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+        self.log(format!("write {}", path.display()));
+        self.write_check(path)?;
+        self.overlay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), Some(bytes.to_vec()));
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        self.log(format!("remove {}", path.display()));
+        self.write_check(path)?;
+        if self.read(path).is_err() {
+            return Err(not_found(path));
+        }
+        self.overlay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_path_buf(), None);
+        Ok(())
+    }
+
+    fn create_dir_all(&self, path: &Path) -> Result<(), HostError> {
+        self.log(format!("mkdir {}", path.display()));
+        self.write_check(path)
     }
 }
 

@@ -168,9 +168,71 @@ impl Host for LiveHost {
         std::thread::sleep(duration);
     }
 
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+        write_atomic(path, bytes)
+    }
+
+    fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        std::fs::remove_file(path).map_err(|e| HostError::from_io(path, &e))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> Result<(), HostError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(|e| HostError::from_io(path, &e))
+    }
+
     fn is_live(&self) -> bool {
         true
     }
+}
+
+/// A temporary file created exclusively beside `path` (`O_EXCL | O_NOFOLLOW`: a planted symlink
+/// or file makes it fail, never redirects it), written, synced and renamed over `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |p: &Path, e: std::io::Error| HostError::from_io(p, &e);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| HostError::Io {
+            path: path.display().to_string(),
+            message: "not a file name".into(),
+        })?;
+    // Keep the mode of the file replaced (not of a symlink's target: lstat).
+    let mode = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_file())
+        .map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let tmp = dir.join(format!(".{name}.origin-agent.{}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(|e| err(&tmp, e))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|_| file.set_permissions(std::fs::Permissions::from_mode(mode)))
+        .and_then(|_| file.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(path, e));
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -185,6 +247,35 @@ mod tests {
         let err = LiveHost.run(&cmd).unwrap_err();
         assert!(matches!(err, HostError::Timeout { .. }), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn writes_are_atomic_keep_the_mode_and_replace_a_symlink_without_following_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.conf");
+        LiveHost.write_atomic(&f, b"one").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"one");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        LiveHost.write_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link.conf");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        LiveHost.write_atomic(&link, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let sub = dir.path().join("x/y");
+        LiveHost.create_dir_all(&sub).unwrap();
+        LiveHost.remove_file(&f).unwrap();
+        assert!(LiveHost.remove_file(&f).unwrap_err().is_not_found());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[test]

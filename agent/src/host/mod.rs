@@ -41,6 +41,8 @@ pub enum HostError {
     Timeout { command: String, seconds: u64 },
     #[error("{what}: not captured in this snapshot")]
     NotInSnapshot { what: String },
+    #[error("{path}: this host is read-only (a snapshot is never written)")]
+    ReadOnly { path: String },
     #[error("{path} is not a regular file (a FIFO or device where a file should be): not read")]
     NotAFile { path: String },
 }
@@ -236,6 +238,29 @@ pub trait Host: Send + Sync {
         _offset: u64,
     ) -> Option<Result<Box<dyn Read + Send>, HostError>> {
         None
+    }
+
+    /// The write side, for the changes `whitelist` makes (firewall-manager files, the nginx
+    /// include, the fail2ban drop-in). Replaces `path`'s content atomically: a new temporary file
+    /// beside it (never following a symlink), fsync, rename over `path` (a symlink at `path` is
+    /// replaced, not followed). An existing file keeps its permission bits; a new one is 0644.
+    /// A snapshot (the default) refuses.
+    fn write_atomic(&self, path: &Path, _bytes: &[u8]) -> Result<(), HostError> {
+        Err(HostError::ReadOnly {
+            path: path.display().to_string(),
+        })
+    }
+    /// Removes a file (a symlink itself, never its target).
+    fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        Err(HostError::ReadOnly {
+            path: path.display().to_string(),
+        })
+    }
+    /// Creates a directory and its parents (0755), like `mkdir -p`.
+    fn create_dir_all(&self, path: &Path) -> Result<(), HostError> {
+        Err(HostError::ReadOnly {
+            path: path.display().to_string(),
+        })
     }
     /// The host's name (a snapshot's recorded name).
     fn hostname(&self) -> String {

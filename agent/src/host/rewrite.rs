@@ -74,6 +74,15 @@ impl<T: CommandRewrite> Host for T {
     fn is_live(&self) -> bool {
         true
     }
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+        LiveHost.write_atomic(&self.path(path), bytes)
+    }
+    fn remove_file(&self, path: &Path) -> Result<(), HostError> {
+        LiveHost.remove_file(&self.path(path))
+    }
+    fn create_dir_all(&self, path: &Path) -> Result<(), HostError> {
+        LiveHost.create_dir_all(&self.path(path))
+    }
 }
 
 #[cfg(test)]

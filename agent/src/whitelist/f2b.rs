@@ -214,23 +214,21 @@ pub fn run(host: &dyn Host, lists: &[ProviderList], conf: &Path, apply: bool) ->
     if !apply {
         return out;
     }
-    let previous = std::fs::read_to_string(&dropin).ok();
-    if previous.as_deref() == Some(out.dropin_text.as_str()) {
+    let previous = host.read(&dropin).ok();
+    if previous.as_deref() == Some(out.dropin_text.as_bytes()) {
         out.written = true;
         return out;
     }
-    let tmp = dropin.with_extension("origin-agent.tmp");
-    let write = std::fs::write(&tmp, &out.dropin_text).and_then(|_| std::fs::rename(&tmp, &dropin));
-    if let Err(e) = write {
-        out.error = Some(format!("{}: {e}", dropin.display()));
+    if let Err(e) = host.write_atomic(&dropin, out.dropin_text.as_bytes()) {
+        out.error = Some(e.to_string());
         return out;
     }
     match ask(host, conf, &["-t"]) {
         Ok(_) => out.written = true,
         Err(e) => {
             let _ = match &previous {
-                Some(old) => std::fs::write(&dropin, old),
-                None => std::fs::remove_file(&dropin),
+                Some(old) => host.write_atomic(&dropin, old),
+                None => host.remove_file(&dropin),
             };
             out.error = Some(format!(
                 "the configuration test failed with the drop-in, which was put back (the running jails keep the new ignoreip until fail2ban restarts): {e}"

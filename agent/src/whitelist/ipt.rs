@@ -13,10 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::{Change, FamilyPlan};
+use super::backend::{
+    diff_lines, lines, restore_plan, ApplyError, FirewallBackend, NotPersisted, RestoreFailure,
+    Restored,
+};
+use super::ipsets;
+use super::saves::{ipset_cmd, read_save, restore_cmd, run_ok, Saves};
+use super::{Backend, Change, FamilyPlan, ProviderList, WhitelistRequest};
 use crate::cdn::Provider;
 use crate::firewall::addrset::{parse_net, Family};
 use crate::firewall::iptables::tokenize;
+use crate::host::{Command, Host};
 
 /// The agent's chain, in the filter table of both families.
 pub const CHAIN: &str = "ORIGIN-AGENT-CDN";
@@ -525,6 +532,263 @@ pub fn normalized(save: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The iptables back end: the agent's chain, jumped to first from INPUT, changed with one
+/// `iptables-restore --noflush` transaction per family (and an `ipset restore` swap first when
+/// ipset is installed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Iptables;
+
+impl FirewallBackend for Iptables {
+    fn kind(&self) -> Backend {
+        Backend::Iptables
+    }
+
+    fn describe(&self) -> String {
+        format!("back end: iptables (the agent's chain {CHAIN}, jumped to first from INPUT)")
+    }
+
+    fn notes(&self, saves: &Saves) -> Vec<String> {
+        if saves.v6.is_none() {
+            vec!["IPv6 left out: ip6tables-save is missing or failed (IPv6 disabled?)".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
+        let mut plans = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let Some(text) = saves.get(family) else {
+                continue;
+            };
+            let wanted = wanted_of(lists, family);
+            let st = read_state(text);
+            plans.push(match &saves.ipset {
+                Some(sets) => plan_sets(family, &st, &ipsets::read(sets), &wanted, ports),
+                None => plan(family, &st, &wanted, ports),
+            });
+        }
+        plans
+    }
+
+    fn commands(&self, plans: &[FamilyPlan]) -> Vec<String> {
+        plans
+            .iter()
+            .flat_map(|p| {
+                let mut c = Vec::new();
+                if !p.pre_script.is_empty() {
+                    c.push("ipset restore".to_string());
+                }
+                if !p.script.is_empty() {
+                    c.push(restore_cmd(p.family, "").key());
+                }
+                c
+            })
+            .collect()
+    }
+
+    fn apply(
+        &self,
+        host: &dyn Host,
+        plans: &[FamilyPlan],
+        _before: &Saves,
+        _lists: &[ProviderList],
+        _ports: &[u16],
+    ) -> Result<(), ApplyError> {
+        let mut done = false;
+        for plan in plans.iter().filter(|p| !p.is_empty()) {
+            if !plan.pre_script.is_empty() {
+                if let Err(source) = run_ok(host, &ipset_cmd(&plan.pre_script)) {
+                    // A failed restore may leave a temporary set: the undo removes it.
+                    return Err(ApplyError::Partial {
+                        source,
+                        what: format!(
+                            "the {} set contents were not swapped in",
+                            plan.family.label()
+                        ),
+                    });
+                }
+                done = true;
+            }
+            if plan.script.is_empty() {
+                continue;
+            }
+            if let Err(source) = run_ok(host, &restore_cmd(plan.family, &plan.script)) {
+                let what = format!("the {} transaction was not applied", plan.family.label());
+                return Err(if done {
+                    ApplyError::Partial { source, what }
+                } else {
+                    ApplyError::NotApplied { source, what }
+                });
+            }
+            done = true;
+        }
+        Ok(())
+    }
+
+    fn restore_to(&self, host: &dyn Host, before: &Saves) -> Restored {
+        let mut done = Vec::new();
+        let mut failures = Vec::new();
+        let saved_sets = ipsets::read(before.ipset.as_deref().unwrap_or_default());
+        let current_sets = match host.run(&Command::new("ipset", &["save"])) {
+            Ok(o) if o.success() => Some(ipsets::read(&o.stdout_text())),
+            _ => None,
+        };
+        for family in [Family::V4, Family::V6] {
+            // The saved sets first, refilled where they differ, so the restored rules find them.
+            if let Some(current) = &current_sets {
+                let differing: BTreeMap<String, Vec<IpNet>> = saved_sets
+                    .iter()
+                    .filter(|(name, nets)| current.get(*name) != Some(*nets))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let fill = ipsets::restore_fill(&differing, family);
+                if !fill.is_empty() {
+                    match run_ok(host, &ipset_cmd(&fill)) {
+                        Ok(_) => done.push(format!("{} sets restored", family.label())),
+                        Err(source) => failures.push(RestoreFailure {
+                            what: format!("{} sets", family.label()),
+                            source,
+                        }),
+                    }
+                }
+            }
+            let Some(saved) = before.get(family) else {
+                continue;
+            };
+            let current = match read_save(host, family) {
+                Ok(Some(text)) => text,
+                Ok(None) => continue,
+                Err(source) => {
+                    failures.push(RestoreFailure {
+                        what: format!("{} (cannot read)", family.label()),
+                        source,
+                    });
+                    continue;
+                }
+            };
+            let Some(frag) = restore_fragment(&read_state(&current), &read_state(saved)) else {
+                continue;
+            };
+            match run_ok(host, &restore_cmd(family, &frag)) {
+                Ok(_) => done.push(format!("{} restored", family.label())),
+                Err(source) => {
+                    failures.push(RestoreFailure {
+                        what: family.label().to_string(),
+                        source,
+                    });
+                    done.push(format!("{} NOT restored", family.label()));
+                }
+            }
+        }
+        // Then the sets the apply created (no rule refers to them any more).
+        if let Some(current) = &current_sets {
+            let destroy = ipsets::restore_destroy(current, &saved_sets);
+            if !destroy.is_empty() {
+                match run_ok(host, &ipset_cmd(&destroy)) {
+                    Ok(_) => done.push("new sets destroyed".to_string()),
+                    Err(source) => failures.push(RestoreFailure {
+                        what: "sets".to_string(),
+                        source,
+                    }),
+                }
+            }
+        }
+        Restored {
+            summary: if done.is_empty() {
+                "nothing had changed".to_string()
+            } else {
+                done.join(", ")
+            },
+            failures,
+        }
+    }
+
+    fn rollback_plans(&self, current: &Saves, before: &Saves) -> Vec<FamilyPlan> {
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter_map(|family| {
+                let (cur, old) = (current.get(family)?, before.get(family)?);
+                let frag = restore_fragment(&read_state(cur), &read_state(old)).unwrap_or_default();
+                Some(restore_plan(
+                    family,
+                    "restore the agent's chain and jumps as saved",
+                    frag,
+                ))
+            })
+            .collect()
+    }
+
+    fn other_changes(&self, before: &Saves, after: &Saves) -> Vec<String> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                diff_lines(
+                    &mut out,
+                    family.label(),
+                    lines(&without_own(b)),
+                    lines(&without_own(a)),
+                );
+            }
+        }
+        if let (Some(b), Some(a)) = (&before.ipset, &after.ipset) {
+            diff_lines(
+                &mut out,
+                "ipset",
+                lines(&ipsets::without_own(b)),
+                lines(&ipsets::without_own(a)),
+            );
+        }
+        out
+    }
+
+    fn persist(&self, host: &dyn Host, _req: &WhitelistRequest) -> Result<String, NotPersisted> {
+        persist(host)
+    }
+}
+
+/// Each provider's networks of one family.
+pub fn wanted_of(lists: &[ProviderList], family: Family) -> Vec<(Provider, Vec<IpNet>)> {
+    lists
+        .iter()
+        .map(|(p, v4, v6)| (*p, if family == Family::V4 { v4 } else { v6 }.clone()))
+        .collect()
+}
+
+/// netfilter-persistent's plugin that saves and restores ipsets (package `ipset-persistent`),
+/// run before the iptables plugins at boot.
+const IPSET_PLUGIN: &str = "/usr/share/netfilter-persistent/plugins.d/10-ipset";
+
+/// Saves the iptables rule set with netfilter-persistent. When the whitelist matches its
+/// `oa-cdn-*` ipsets, the sets must be saved and restored too: a `rules.v4` that names sets no
+/// one creates fails to load at boot (`iptables-restore`: set does not exist), and the host
+/// would come up with no firewall at all. Without the ipset plugin nothing is saved.
+fn persist(host: &dyn Host) -> Result<String, NotPersisted> {
+    let tool = "/usr/sbin/netfilter-persistent";
+    if host.metadata(std::path::Path::new(tool)).is_err() {
+        return Err(NotPersisted("netfilter-persistent is not installed (apt install iptables-persistent), the change lasts until reboot".to_string()));
+    }
+    let uses_sets = match host.run(&Command::new("ipset", &["list", "-n"])) {
+        Ok(out) if out.success() => out
+            .stdout_text()
+            .lines()
+            .any(|l| l.trim().starts_with(ipsets::PREFIX)),
+        _ => false,
+    };
+    let sets_saved = host.metadata(std::path::Path::new(IPSET_PLUGIN)).is_ok();
+    if uses_sets && !sets_saved {
+        return Err(NotPersisted(format!(
+            "the whitelist matches its {}* ipsets and netfilter-persistent has no ipset plugin ({IPSET_PLUGIN} missing: apt install ipset-persistent); rules saved without their sets fail to load at boot and would leave the host with no firewall. The change lasts until reboot",
+            ipsets::PREFIX
+        )));
+    }
+    match run_ok(host, &Command::new(tool, &["save"])) {
+        Ok(_) if uses_sets => Ok("netfilter-persistent save: /etc/iptables/rules.v4, /etc/iptables/rules.v6 and the ipsets (/etc/iptables/ipsets, restored first at boot)".to_string()),
+        Ok(_) => Ok("netfilter-persistent save: /etc/iptables/rules.v4, /etc/iptables/rules.v6".to_string()),
+        Err(e) => Err(NotPersisted(e.to_string())),
+    }
 }
 
 #[cfg(test)]

@@ -14,9 +14,17 @@ use std::collections::{BTreeMap, HashSet};
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{Change, FamilyPlan, ProviderList};
+use std::path::{Path, PathBuf};
+
+use super::backend::{
+    diff_lines, lines, restore_plan, ApplyError, FirewallBackend, NotPersisted, Restored,
+};
+use super::saves::{nft_cmd, run_ok, Saves};
+use super::state::SavedState;
+use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
 use crate::cdn::Provider;
 use crate::firewall::addrset::{net_bounds, parse_net, AddrSet, Family};
+use crate::host::{Command, Host, HostExt};
 
 /// The comment prefix that marks a rule as the agent's.
 pub const TAG: &str = "origin-agent";
@@ -600,6 +608,205 @@ fn scrub(v: &mut Value) {
         Value::Array(a) => a.iter_mut().for_each(scrub),
         _ => {}
     }
+}
+
+/// The nftables back end: per-provider interval sets and an accept rule at the top of the input
+/// chain that decides, changed with one `nft -f` transaction.
+#[derive(Debug, Clone)]
+pub struct Nftables {
+    pub chain: NftChain,
+}
+
+impl Nftables {
+    fn states(&self, current: &Saves, before: &Saves) -> Option<(NftState, NftState)> {
+        let (cur, old) = (current.nft_doc()?, before.nft_doc()?);
+        Some((read_state(&cur, &self.chain), read_state(&old, &self.chain)))
+    }
+}
+
+/// The boot-time nftables configuration `--persist` writes to.
+pub fn conf_of(req: &WhitelistRequest) -> PathBuf {
+    req.nft_conf
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/nftables.conf"))
+}
+
+impl FirewallBackend for Nftables {
+    fn kind(&self) -> Backend {
+        Backend::Nftables
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.chain;
+        format!(
+            "back end: nftables (sets and rules in the deciding chain {} {} {})",
+            c.family, c.table, c.name
+        )
+    }
+
+    fn notes(&self, _saves: &Saves) -> Vec<String> {
+        if self.chain.family == "ip" {
+            vec![format!(
+                "IPv6 left out: the deciding chain is in the ip (IPv4) table {}",
+                self.chain.table
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
+        let doc = saves.nft_doc().unwrap_or(Value::Null);
+        plan(&self.chain, &read_state(&doc, &self.chain), lists, ports)
+    }
+
+    fn commands(&self, plans: &[FamilyPlan]) -> Vec<String> {
+        if plans.iter().any(|p| !p.is_empty()) {
+            vec!["nft -f -".to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn apply(
+        &self,
+        host: &dyn Host,
+        plans: &[FamilyPlan],
+        _before: &Saves,
+        _lists: &[ProviderList],
+        _ports: &[u16],
+    ) -> Result<(), ApplyError> {
+        let script: String = plans.iter().map(|p| p.script.as_str()).collect();
+        run_ok(host, &nft_cmd(&script))
+            .map(drop)
+            .map_err(|source| ApplyError::NotApplied {
+                source,
+                what: "the transaction was not applied".into(),
+            })
+    }
+
+    fn restore_to(&self, host: &dyn Host, before: &Saves) -> Restored {
+        let current = match Saves::read(host) {
+            Ok(s) => s,
+            Err(e) => return Restored::failed("NOT restored", "nftables (cannot read)", e),
+        };
+        let Some((cur, old)) = self.states(&current, before) else {
+            return Restored::failed(
+                "NOT restored",
+                "nftables",
+                WhitelistError::Command {
+                    command: "nft -j list ruleset".into(),
+                    message: "no ruleset to compare".into(),
+                },
+            );
+        };
+        let Some(script) = restore_script(&self.chain, &cur, &old) else {
+            return Restored::new("nothing had changed");
+        };
+        match run_ok(host, &nft_cmd(&script)) {
+            Ok(_) => Restored::new("nftables restored"),
+            Err(e) => Restored::failed("nftables NOT restored", "nftables", e),
+        }
+    }
+
+    fn rollback_plans(&self, current: &Saves, before: &Saves) -> Vec<FamilyPlan> {
+        let Some((cur, old)) = self.states(current, before) else {
+            return Vec::new();
+        };
+        vec![restore_plan(
+            Family::V4,
+            "restore the agent's sets and rules as saved",
+            restore_script(&self.chain, &cur, &old).unwrap_or_default(),
+        )]
+    }
+
+    fn other_changes(&self, before: &Saves, after: &Saves) -> Vec<String> {
+        let mut out = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                diff_lines(
+                    &mut out,
+                    family.label(),
+                    lines(&ipt::normalized(b)),
+                    lines(&ipt::normalized(a)),
+                );
+            }
+        }
+        if let (Some(b), Some(a)) = (before.nft_doc(), after.nft_doc()) {
+            diff_lines(
+                &mut out,
+                "nftables",
+                without_own(&b, &self.chain),
+                without_own(&a, &self.chain),
+            );
+        }
+        out
+    }
+
+    fn persist(&self, host: &dyn Host, req: &WhitelistRequest) -> Result<String, NotPersisted> {
+        persist(host, &self.chain, &conf_of(req)).map_err(NotPersisted)
+    }
+
+    fn record(&self, state: &mut SavedState, req: &WhitelistRequest, persisted: bool) {
+        state.nft_chain = Some(self.chain.clone());
+        if persisted {
+            state.nft_conf = Some(conf_of(req));
+        }
+    }
+}
+
+/// Writes the agent's include for the boot-time nftables configuration and makes `conf` include
+/// it (once); `nft -c -f conf` must accept the result, or both files are put back.
+fn persist(host: &dyn Host, chain: &NftChain, conf: &Path) -> Result<String, String> {
+    let doc = Saves::read(host)
+        .map_err(|e| e.to_string())?
+        .nft_doc()
+        .ok_or("cannot read the nftables ruleset")?;
+    let text = persist_text(chain, &read_state(&doc, chain));
+    let dir = conf
+        .parent()
+        .unwrap_or(Path::new("/etc"))
+        .join("nftables.d");
+    let include = dir.join("origin-agent-cdn.nft");
+    let old_conf = host.read_text(conf).map_err(|e| e.to_string())?;
+    let old_include = host.read(&include).ok();
+    let line = format!("include \"{}\"", include.display());
+    let new_conf = if old_conf.lines().any(|l| l.trim() == line) {
+        None
+    } else {
+        let mut c = old_conf.clone();
+        if !c.ends_with('\n') && !c.is_empty() {
+            c.push('\n');
+        }
+        c.push_str(&format!(
+            "# origin-agent CDN whitelist (origin-agent whitelist --persist)\n{line}\n"
+        ));
+        Some(c)
+    };
+    host.create_dir_all(&dir).map_err(|e| e.to_string())?;
+    host.write_atomic(&include, text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    if let Some(c) = &new_conf {
+        host.write_atomic(conf, c.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let conf_s = conf.display().to_string();
+    let check = run_ok(host, &Command::new("nft", &["-c", "-f", &conf_s]));
+    if let Err(e) = check {
+        let _ = host.write_atomic(conf, old_conf.as_bytes());
+        let _ = match &old_include {
+            Some(t) => host.write_atomic(&include, t),
+            None => host.remove_file(&include),
+        };
+        return Err(format!(
+            "`nft -c -f {conf_s}` rejected the include, both files put back: {e}"
+        ));
+    }
+    Ok(format!(
+        "nftables: {} (included from {}, checked with nft -c)",
+        include.display(),
+        conf.display()
+    ))
 }
 
 #[cfg(test)]

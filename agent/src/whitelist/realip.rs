@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::ProviderList;
 use crate::cdn::real_ip_header;
-use crate::host::{Command, Host};
+use crate::host::{Command, Host, HostError, HostExt};
 
 /// Where the include goes when the request names no path (Debian's nginx.conf includes
 /// `/etc/nginx/conf.d/*.conf` inside `http {}`).
@@ -70,16 +70,10 @@ fn nginx_cmd(conf: Option<&Path>, args: &[&str]) -> Command {
     Command::new("nginx", &refs).timeout(Duration::from_secs(30))
 }
 
-fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("origin-agent.tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
-fn put_back(path: &Path, previous: &Option<String>) -> std::io::Result<()> {
+fn put_back(host: &dyn Host, path: &Path, previous: &Option<String>) -> Result<(), HostError> {
     match previous {
-        Some(old) => write_atomic(path, old),
-        None => std::fs::remove_file(path),
+        Some(old) => host.write_atomic(path, old.as_bytes()),
+        None => host.remove_file(path),
     }
 }
 
@@ -100,7 +94,7 @@ pub fn run(
     apply: bool,
 ) -> RealIpOutcome {
     let (text, header) = include_text(lists, true);
-    let previous = std::fs::read_to_string(path).ok();
+    let previous = host.read_text(path).ok();
     let mut out = RealIpOutcome {
         path: path.to_path_buf(),
         text: text.clone(),
@@ -123,8 +117,8 @@ pub fn run(
     if !apply || out.unchanged {
         return out;
     }
-    if let Err(e) = write_atomic(path, &text) {
-        out.error = Some(format!("{}: {e}", path.display()));
+    if let Err(e) = host.write_atomic(path, text.as_bytes()) {
+        out.error = Some(e.to_string());
         return out;
     }
     let mut result = test_ok(host, conf);
@@ -132,7 +126,7 @@ pub fn run(
         // The configuration sets its own real_ip_header: keep it, write only the ranges.
         if msg.contains("real_ip_header") {
             let (plain, _) = include_text(lists, false);
-            if write_atomic(path, &plain).is_ok() {
+            if host.write_atomic(path, plain.as_bytes()).is_ok() {
                 out.notes.push(
                     "the configuration already sets real_ip_header; only set_real_ip_from written"
                         .into(),
@@ -152,7 +146,7 @@ pub fn run(
             }
         }
         Err(msg) => {
-            let restored = put_back(path, &previous);
+            let restored = put_back(host, path, &previous);
             out.error = Some(format!(
                 "nginx -t failed with the include, so nothing was reloaded and the previous file was put back{}: {msg}",
                 if restored.is_err() { " (FAILED to put it back)" } else { "" }

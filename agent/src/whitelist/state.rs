@@ -94,6 +94,10 @@ pub struct SavedState {
     /// `ipset save` before the apply (the iptables back end's sets).
     #[serde(default)]
     pub ipset: Option<String>,
+    /// The files a firewall-manager back end (CSF, firewalld) changes, as they were: `None`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub files: std::collections::BTreeMap<PathBuf, Option<String>>,
 }
 
 /// Writes the state atomically; returns its path.
@@ -193,6 +197,7 @@ mod tests {
             nft_conf: None,
             ufw_added: None,
             ipset: None,
+            files: Default::default(),
         };
         save(dir.path(), &st).unwrap();
         let (_, back) = load(dir.path()).unwrap().unwrap();

@@ -13,10 +13,15 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use super::{Change, FamilyPlan};
+use super::backend::{
+    diff_lines, lines, restore_plan, ApplyError, FirewallBackend, NotPersisted, Restored,
+};
+use super::saves::{run_ok, Saves};
+use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
 use crate::cdn::Provider;
 use crate::firewall::addrset::{parse_net, Family};
 use crate::firewall::iptables::tokenize;
+use crate::host::{Command, Host};
 
 /// The comment prefix that marks a rule as the agent's.
 pub const TAG: &str = "origin-agent";
@@ -239,6 +244,155 @@ pub fn without_own(save: &str, own: &[UfwRule]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The ufw back end: allows made through ufw itself, one command at a time, tagged with a
+/// comment; a failing command undoes the ones already run, in reverse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ufw;
+
+fn ufw_cmd(args: &[String]) -> Command {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Command::new("ufw", &args)
+}
+
+impl Ufw {
+    /// The plans with their commands and undo commands.
+    fn plans(saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<UfwPlan> {
+        let current = saves.ufw_rules();
+        let ports = ipt::ports_text(ports);
+        [Family::V4, Family::V6]
+            .into_iter()
+            .filter(|f| *f == Family::V4 || saves.ufw_v6)
+            .map(|family| plan(family, &current, &ipt::wanted_of(lists, family), &ports))
+            .collect()
+    }
+}
+
+impl FirewallBackend for Ufw {
+    fn kind(&self) -> Backend {
+        Backend::Ufw
+    }
+
+    fn describe(&self) -> String {
+        "back end: ufw (rules through ufw itself, tagged `origin-agent:PROVIDER`; ufw has no transaction: one command at a time, undone in reverse on failure)".to_string()
+    }
+
+    fn read(&self, host: &dyn Host) -> Result<Saves, WhitelistError> {
+        Saves::read(host)?.with_ufw(host)
+    }
+
+    fn notes(&self, saves: &Saves) -> Vec<String> {
+        if saves.ufw_v6 {
+            Vec::new()
+        } else {
+            vec![
+                "IPv6 left out: ufw does not manage IPv6 here (IPV6=no in /etc/default/ufw)".into(),
+            ]
+        }
+    }
+
+    fn plan(&self, saves: &Saves, lists: &[ProviderList], ports: &[u16]) -> Vec<FamilyPlan> {
+        Self::plans(saves, lists, ports)
+            .into_iter()
+            .map(|(p, _, _)| p)
+            .collect()
+    }
+
+    fn commands(&self, plans: &[FamilyPlan]) -> Vec<String> {
+        plans
+            .iter()
+            .flat_map(|p| p.script.lines().map(str::to_string))
+            .collect()
+    }
+
+    fn apply(
+        &self,
+        host: &dyn Host,
+        _plans: &[FamilyPlan],
+        before: &Saves,
+        lists: &[ProviderList],
+        ports: &[u16],
+    ) -> Result<(), ApplyError> {
+        let mut undo: Vec<Vec<String>> = Vec::new();
+        for (_, ops, undos) in Self::plans(before, lists, ports) {
+            for (op, back) in ops.iter().zip(undos) {
+                if let Err(source) = run_ok(host, &ufw_cmd(op)) {
+                    let undone = undo
+                        .iter()
+                        .rev()
+                        .filter(|b| run_ok(host, &ufw_cmd(b)).is_ok())
+                        .count();
+                    return Err(ApplyError::UndoneInPlace {
+                        source,
+                        tool: "ufw",
+                        run: undo.len(),
+                        undone,
+                    });
+                }
+                undo.push(back);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_to(&self, host: &dyn Host, before: &Saves) -> Restored {
+        let current = match run_ok(host, &Command::new("ufw", &["show", "added"])) {
+            Ok(t) => parse_added(&t),
+            Err(e) => return Restored::failed("ufw NOT restored", "ufw (cannot read)", e),
+        };
+        let ops = restore_ops(&current, &before.ufw_rules());
+        if ops.is_empty() {
+            return Restored::new("nothing had changed");
+        }
+        for op in &ops {
+            if let Err(e) = run_ok(host, &ufw_cmd(op)) {
+                return Restored::failed("ufw NOT fully restored", "ufw", e);
+            }
+        }
+        Restored::new(format!("ufw restored ({} commands)", ops.len()))
+    }
+
+    fn rollback_plans(&self, current: &Saves, before: &Saves) -> Vec<FamilyPlan> {
+        let ops = restore_ops(&current.ufw_rules(), &before.ufw_rules());
+        vec![restore_plan(
+            Family::V4,
+            "restore the agent's ufw rules as saved",
+            ops.iter()
+                .map(|o| format!("{}\n", command_text(o)))
+                .collect(),
+        )]
+    }
+
+    fn other_changes(&self, before: &Saves, after: &Saves) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut own = before.ufw_rules();
+        own.extend(after.ufw_rules());
+        for family in [Family::V4, Family::V6] {
+            if let (Some(b), Some(a)) = (before.get(family), after.get(family)) {
+                diff_lines(
+                    &mut out,
+                    family.label(),
+                    lines(&without_own(&ipt::without_own(b), &own)),
+                    lines(&without_own(&ipt::without_own(a), &own)),
+                );
+            }
+        }
+        let strip = |t: &Option<String>| -> Vec<String> {
+            t.as_deref()
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.contains("'origin-agent:"))
+                .map(str::to_string)
+                .collect()
+        };
+        diff_lines(&mut out, "ufw", strip(&before.ufw), strip(&after.ufw));
+        out
+    }
+
+    fn persist(&self, _host: &dyn Host, _req: &WhitelistRequest) -> Result<String, NotPersisted> {
+        Ok("ufw's own files (/etc/ufw/user.rules, /etc/ufw/user6.rules): ufw keeps its rules across reboots".to_string())
+    }
 }
 
 #[cfg(test)]
