@@ -31,6 +31,7 @@ pub struct FixtureHost {
     commands: BTreeMap<String, Result<CommandOutput, HostError>>,
     connects: BTreeMap<String, ConnectOutcome>,
     fs: BTreeMap<PathBuf, FsStats>,
+    exchanges: BTreeMap<String, Result<super::Reply, super::ExchangeError>>,
     now: Option<jiff::Timestamp>,
 }
 
@@ -143,6 +144,16 @@ impl FixtureHost {
     /// A file system mounted at `mount` (statvfs of paths under it answers with `stats`).
     pub fn fs(mut self, mount: impl AsRef<Path>, stats: FsStats) -> Self {
         self.fs.insert(mount.as_ref().to_path_buf(), stats);
+        self
+    }
+
+    /// Declares a local service's answer to `request`.
+    pub fn answer(
+        mut self,
+        request: &super::Exchange,
+        answer: Result<super::Reply, super::ExchangeError>,
+    ) -> Self {
+        self.exchanges.insert(request.key(), answer);
         self
     }
 
@@ -267,6 +278,13 @@ impl Host for FixtureHost {
                     millis: 1,
                 }
             })
+    }
+
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        self.exchanges
+            .get(&request.key())
+            .cloned()
+            .unwrap_or_else(|| Err(super::ExchangeError::not_captured(request)))
     }
 
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
