@@ -2,6 +2,7 @@
 //! firewalls, started by the tests on loopback and in network namespaces they create.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ask_stack;
 mod cli;
 mod daemon;
 mod dns;
