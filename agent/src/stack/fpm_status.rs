@@ -146,14 +146,29 @@ pub fn enable_lines(pool: &Pool) -> String {
 pub fn checks(host: &dyn Host, d: &Discovery) -> Vec<Check> {
     let mut out = Vec::new();
     for fpm in &d.php_fpm {
-        if fpm.master.is_none() && host.is_live() {
-            continue;
-        }
-        for pool in &fpm.pools {
+        for pool in fpm.pools.iter().filter(|p| in_use(d, fpm, p)) {
             out.push(pool_check(host, pool));
         }
     }
     out
+}
+
+/// A pool worth asking: its master runs, or nginx passes requests to it (a stopped PHP-FPM
+/// that nginx depends on is exactly what to find; an installed, unused one is not). Decided
+/// from discovery alone, so a snapshot replays the same choice.
+pub fn in_use(d: &Discovery, fpm: &crate::discover::PhpFpm, pool: &Pool) -> bool {
+    if fpm.master.is_some() {
+        return true;
+    }
+    let Some(listen) = &pool.listen else {
+        return false;
+    };
+    let target = address_endpoint(&listen.value);
+    d.nginx.iter().chain(&d.other_nginx).any(|n| {
+        n.upstream_targets.iter().any(|t| {
+            t.address.as_ref().is_some_and(|a| address_endpoint(a) == target)
+        })
+    })
 }
 
 fn pool_check(host: &dyn Host, pool: &Pool) -> Check {

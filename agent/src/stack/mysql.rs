@@ -41,6 +41,11 @@ impl Target {
         config: &crate::config::Config,
     ) -> Option<Target> {
         let db = discovery.database.as_ref()?;
+        // A database that is not running and that nobody pointed the agent at is not asked
+        // (the service checks say whether one should run).
+        if db.process.is_none() && config.mysql_socket.is_none() {
+            return None;
+        }
         let endpoint = match (&config.mysql_socket, &db.socket) {
             (Some(path), _) => Endpoint::Unix(path.clone()),
             (None, Some(sock)) => Endpoint::Unix(sock.value.clone()),

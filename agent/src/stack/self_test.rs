@@ -214,8 +214,7 @@ pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
     let pools: Vec<(&Pool, PoolAnswer)> = d
         .php_fpm
         .iter()
-        .filter(|f| f.master.is_some() || !host.is_live())
-        .flat_map(|f| f.pools.iter())
+        .flat_map(|f| f.pools.iter().filter(move |p| super::fpm_status::in_use(d, f, p)))
         .map(|p| (p, pool_probe(host, p)))
         .collect();
     let upstreams = upstream_checks(host, d);
