@@ -152,10 +152,18 @@ impl ExchangeError {
     }
 
     pub fn io(stage: Stage, err: &std::io::Error) -> Self {
-        let errno = err.raw_os_error().or(match err.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Some(libc::ETIMEDOUT),
-            _ => None,
-        });
+        // A read or write past its socket timeout says EAGAIN: that is the deadline passing.
+        // At connect, EAGAIN is a full unix-socket backlog and keeps its number.
+        let timed_out = matches!(
+            err.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+        );
+        let errno = if timed_out && stage != Stage::Connect {
+            Some(libc::ETIMEDOUT)
+        } else {
+            err.raw_os_error()
+                .or(timed_out.then_some(libc::ETIMEDOUT))
+        };
         ExchangeError {
             stage,
             errno,
