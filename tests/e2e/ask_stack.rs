@@ -303,13 +303,16 @@ fn a_crashed_myisam_table_is_found_and_the_fix_names_it() {
         "CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note VARCHAR(20)) ENGINE=MyISAM; INSERT INTO shop.orders VALUES (1,'a'),(2,'b'); FLUSH TABLES;",
     )
     .unwrap();
-    // Mark it crashed on disk: the `changed` byte of the MYI state header gets STATE_CRASHED.
+    // Break it on disk: the MYI state header gets STATE_CRASHED in its `changed` byte and a
+    // record count (bytes 28..36) that the data file does not hold, so CHECK TABLE finds real
+    // damage (a table only *marked* crashed is found intact and its mark cleared).
     let myi = lab.dir().join("mysql/shop/orders.MYI");
     let mut bytes = std::fs::read(&myi).unwrap();
     bytes[26] |= 2;
+    bytes[28..36].copy_from_slice(&5u64.to_be_bytes());
     std::fs::write(&myi, &bytes).unwrap();
     let err = lab.mariadb_sql("SELECT * FROM shop.orders").unwrap_err().to_string();
-    assert!(err.contains("crashed"), "{err}");
+    assert!(err.contains("marked as crashed"), "{err}");
     assert!(lab.wait_for_log(&lab.mariadb_log(), 0, "is marked as crashed", Duration::from_secs(5)));
 
     let mut config = lab_config(&lab);
