@@ -26,7 +26,10 @@ fn find<'a>(checks: &'a [Check], id: &str) -> &'a Check {
     checks.iter().find(|c| c.id == id).unwrap_or_else(|| {
         panic!(
             "no check {id}; have: {:#?}",
-            checks.iter().map(|c| (&c.id, &c.detail)).collect::<Vec<_>>()
+            checks
+                .iter()
+                .map(|c| (&c.id, &c.detail))
+                .collect::<Vec<_>>()
         )
     })
 }
@@ -59,9 +62,15 @@ fn ask_recorded(lab: &Lab, config: &Config) -> (Vec<Check>, PathBuf) {
     let snap = SnapshotHost::open(&out).unwrap();
     let replayed = ask(&snap, config);
     let key = |c: &[Check]| -> Vec<(String, Status, Option<CauseId>)> {
-        c.iter().map(|c| (c.id.clone(), c.status, c.cause)).collect()
+        c.iter()
+            .map(|c| (c.id.clone(), c.status, c.cause))
+            .collect()
     };
-    assert_eq!(key(&live), key(&replayed), "the snapshot replays the same checks");
+    assert_eq!(
+        key(&live),
+        key(&replayed),
+        "the snapshot replays the same checks"
+    );
     (live, out)
 }
 
@@ -90,20 +99,41 @@ fn self_test_finds_nginx_502_and_names_php_fpm_as_the_failing_layer() {
     assert_eq!(t.status, Status::Ok, "{}", t.detail);
     let status = find(&checks, "php-fpm.pool.www.live-status");
     assert_eq!(status.status, Status::Ok, "{}", status.detail);
-    assert!(status.detail.contains("not saturated now"), "{}", status.detail);
+    assert!(
+        status.detail.contains("not saturated now"),
+        "{}",
+        status.detail
+    );
     assert_eq!(status.cause, Some(CauseId::UpstreamSaturated));
 
     lab.stop_php_fpm().unwrap();
     let started = Instant::now();
     let (checks, _) = ask_recorded(&lab, &config);
-    assert!(started.elapsed() < Duration::from_secs(6), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "bounded: {:?}",
+        started.elapsed()
+    );
     let t = find(&checks, &target);
     assert_eq!(t.status, Status::Fail, "{}", t.detail);
-    assert!(t.detail.contains("nginx answers 502 for example.com/"), "{}", t.detail);
-    assert!(t.detail.contains("the failing layer is PHP-FPM pool `www`"), "{}", t.detail);
+    assert!(
+        t.detail.contains("nginx answers 502 for example.com/"),
+        "{}",
+        t.detail
+    );
+    assert!(
+        t.detail.contains("the failing layer is PHP-FPM pool `www`"),
+        "{}",
+        t.detail
+    );
     assert_eq!(t.cause, Some(CauseId::UpstreamDown));
     let pool = find(&checks, "self-test.php-fpm.www");
-    assert_eq!((pool.status, pool.cause), (Status::Fail, Some(CauseId::UpstreamDown)), "{}", pool.detail);
+    assert_eq!(
+        (pool.status, pool.cause),
+        (Status::Fail, Some(CauseId::UpstreamDown)),
+        "{}",
+        pool.detail
+    );
     let map = stack::layers::map(&checks);
     let failing: Vec<&str> = map.iter().filter(|l| l.failing).map(|l| l.name).collect();
     assert_eq!(failing, vec!["PHP-FPM"]);
@@ -115,7 +145,13 @@ fn hold_workers(port: u16, n: usize, secs: u32) -> Vec<std::thread::JoinHandle<u
     (0..n)
         .map(|_| {
             std::thread::spawn(move || {
-                http_get(port, &format!("/sleep.php?s={secs}"), "lab-slow", Duration::from_secs(30)).status
+                http_get(
+                    port,
+                    &format!("/sleep.php?s={secs}"),
+                    "lab-slow",
+                    Duration::from_secs(30),
+                )
+                .status
             })
         })
         .collect()
@@ -132,7 +168,10 @@ fn fpm_status_over_fastcgi_shows_the_saturated_pool_and_the_slow_script() {
     // A status listener of its own (PHP 8.0+): it answers while every worker is busy.
     let status_sock = lab.dir().join("run/www-status.sock");
     let mut conf = std::fs::read_to_string(lab.php_fpm_conf()).unwrap();
-    conf.push_str(&format!("pm.status_listen = {}\nping.path = /fpm-ping\n", status_sock.display()));
+    conf.push_str(&format!(
+        "pm.status_listen = {}\nping.path = /fpm-ping\n",
+        status_sock.display()
+    ));
     std::fs::write(lab.php_fpm_conf(), conf).unwrap();
     lab.start_php_fpm().unwrap();
     let config = lab_config(&lab);
@@ -147,10 +186,27 @@ fn fpm_status_over_fastcgi_shows_the_saturated_pool_and_the_slow_script() {
     assert!(busy, "the pool never looked saturated");
     let (checks, _) = ask_recorded(&lab, &config);
     let status = find(&checks, "php-fpm.pool.www.live-status");
-    assert_eq!((status.status, status.cause), (Status::Fail, Some(CauseId::UpstreamSaturated)), "{}", status.detail);
-    assert!(status.detail.contains("2 of 2 workers busy"), "{}", status.detail);
-    assert!(status.detail.contains("scripts holding workers right now"), "{}", status.detail);
-    assert!(status.detail.contains("GET /sleep.php?s=6"), "{}", status.detail);
+    assert_eq!(
+        (status.status, status.cause),
+        (Status::Fail, Some(CauseId::UpstreamSaturated)),
+        "{}",
+        status.detail
+    );
+    assert!(
+        status.detail.contains("2 of 2 workers busy"),
+        "{}",
+        status.detail
+    );
+    assert!(
+        status.detail.contains("scripts holding workers right now"),
+        "{}",
+        status.detail
+    );
+    assert!(
+        status.detail.contains("GET /sleep.php?s=6"),
+        "{}",
+        status.detail
+    );
     // The held requests end when the lab stops (no need to wait for them).
     drop(held);
 }
@@ -170,10 +226,22 @@ fn a_saturated_pool_without_a_status_listener_is_seen_by_its_silence() {
     let d = discover::discover(&LiveHost, &config);
     let started = Instant::now();
     let checks = stack::fpm_status::checks(&LiveHost, &d);
-    assert!(started.elapsed() < Duration::from_secs(3), "bounded by its deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by its deadline"
+    );
     let status = find(&checks, "php-fpm.pool.www.live-status");
-    assert_eq!((status.status, status.cause), (Status::Fail, Some(CauseId::UpstreamSaturated)), "{}", status.detail);
-    assert!(status.detail.contains("no worker answered within"), "{}", status.detail);
+    assert_eq!(
+        (status.status, status.cause),
+        (Status::Fail, Some(CauseId::UpstreamSaturated)),
+        "{}",
+        status.detail
+    );
+    assert!(
+        status.detail.contains("no worker answered within"),
+        "{}",
+        status.detail
+    );
     // The held requests end when the lab stops (no need to wait for them).
     drop(held);
 }
@@ -186,7 +254,11 @@ fn credentials_file(lab: &Lab) -> PathBuf {
     ))
     .unwrap();
     let path = lab.dir().join("agent-db.cnf");
-    std::fs::write(&path, format!("[client]\nuser = agent\npassword = {SECRET}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("[client]\nuser = agent\npassword = {SECRET}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     path
 }
@@ -230,7 +302,11 @@ fn mariadb_at_max_connections_is_confirmed_now_and_no_credential_leaks() {
     let db = find(&checks, "database.live-status");
     assert_eq!(db.status, Status::Ok, "{}", db.detail);
     assert!(db.detail.contains("the credentials in"), "{}", db.detail);
-    assert!(db.detail.contains("not out of connections now"), "{}", db.detail);
+    assert!(
+        db.detail.contains("not out of connections now"),
+        "{}",
+        db.detail
+    );
 
     // Fill every connection as the unprivileged lab user.
     let opts = mysql::OptsBuilder::new()
@@ -247,7 +323,12 @@ fn mariadb_at_max_connections_is_confirmed_now_and_no_credential_leaks() {
     // The agent's user holds PROCESS but no CONNECTION ADMIN: it is refused like the app.
     let checks = ask(&LiveHost, &config);
     let db = find(&checks, "database.live-status");
-    assert_eq!((db.status, db.cause), (Status::Fail, Some(CauseId::DbTooManyConnections)), "{}", db.detail);
+    assert_eq!(
+        (db.status, db.cause),
+        (Status::Fail, Some(CauseId::DbTooManyConnections)),
+        "{}",
+        db.detail
+    );
 
     // Root by unix-socket authentication gets the one extra connection and the numbers.
     let root = Config {
@@ -258,12 +339,28 @@ fn mariadb_at_max_connections_is_confirmed_now_and_no_credential_leaks() {
     let mut checks = Vec::new();
     wait_until(Duration::from_secs(5), || {
         checks = ask(&LiveHost, &root);
-        find(&checks, "database.live-status").detail.contains("connections in use")
+        find(&checks, "database.live-status")
+            .detail
+            .contains("connections in use")
     });
     let db = find(&checks, "database.live-status");
-    assert_eq!((db.status, db.cause), (Status::Fail, Some(CauseId::DbTooManyConnections)), "{}", db.detail);
-    assert!(db.detail.contains("10 of 10 connections in use") || db.detail.contains("11 of 10 connections in use"), "{}", db.detail);
-    assert!(db.fix.as_deref().unwrap_or_default().contains("max_connections 10"));
+    assert_eq!(
+        (db.status, db.cause),
+        (Status::Fail, Some(CauseId::DbTooManyConnections)),
+        "{}",
+        db.detail
+    );
+    assert!(
+        db.detail.contains("10 of 10 connections in use")
+            || db.detail.contains("11 of 10 connections in use"),
+        "{}",
+        db.detail
+    );
+    assert!(db
+        .fix
+        .as_deref()
+        .unwrap_or_default()
+        .contains("max_connections 10"));
     drop(held);
 
     // The whole audit, recorded, with the password-holding file configured: the secret is in
@@ -276,14 +373,29 @@ fn mariadb_at_max_connections_is_confirmed_now_and_no_credential_leaks() {
         report
     };
     let json = serde_json::to_string(&report).unwrap();
-    let human = origin_agent::report::human::render(&report, origin_agent::report::human::Style { color: false });
+    let human = origin_agent::report::human::render(
+        &report,
+        origin_agent::report::human::Style { color: false },
+    );
     let snapshot = all_text(&lab.dir().join("snap-audit"));
-    assert!(snapshot.contains("agent-db.cnf"), "the snapshot names the credentials file");
+    assert!(
+        snapshot.contains("agent-db.cnf"),
+        "the snapshot names the credentials file"
+    );
     for (what, text) in [("json", &json), ("human", &human), ("snapshot", &snapshot)] {
-        assert!(!text.contains(SECRET), "the password leaked into the {what}");
+        assert!(
+            !text.contains(SECRET),
+            "the password leaked into the {what}"
+        );
     }
     for log in walk(&lab.dir().join("logs")) {
-        assert!(!std::fs::read_to_string(&log).unwrap_or_default().contains(SECRET), "{}", log.display());
+        assert!(
+            !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(SECRET),
+            "{}",
+            log.display()
+        );
     }
 }
 
@@ -311,31 +423,52 @@ fn a_crashed_myisam_table_is_found_and_the_fix_names_it() {
     bytes[26] |= 2;
     bytes[28..36].copy_from_slice(&5u64.to_be_bytes());
     std::fs::write(&myi, &bytes).unwrap();
-    let err = lab.mariadb_sql("SELECT * FROM shop.orders").unwrap_err().to_string();
+    let err = lab
+        .mariadb_sql("SELECT * FROM shop.orders")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("marked as crashed"), "{err}");
-    assert!(lab.wait_for_log(&lab.mariadb_log(), 0, "is marked as crashed", Duration::from_secs(5)));
+    assert!(lab.wait_for_log(
+        &lab.mariadb_log(),
+        0,
+        "is marked as crashed",
+        Duration::from_secs(5)
+    ));
 
     let mut config = lab_config(&lab);
     config.logs.mysql_error = Some(vec![lab.mariadb_log().display().to_string()]);
     let (checks, _) = ask_recorded(&lab, &config);
     let t = find(&checks, "database.crashed-tables");
-    assert_eq!((t.status, t.cause), (Status::Fail, Some(CauseId::DbCrashedTable)), "{}", t.detail);
+    assert_eq!(
+        (t.status, t.cause),
+        (Status::Fail, Some(CauseId::DbCrashedTable)),
+        "{}",
+        t.detail
+    );
     assert!(t.detail.contains("`shop`.`orders`"), "{}", t.detail);
     let fix = t.fix.as_deref().unwrap();
     assert!(fix.contains("REPAIR TABLE `shop`.`orders`"), "{fix}");
     // Checked, never repaired: still crashed.
-    let err = lab.mariadb_sql("SELECT * FROM shop.orders").unwrap_err().to_string();
+    let err = lab
+        .mariadb_sql("SELECT * FROM shop.orders")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("crashed"), "{err}");
 }
 
 /// A loopback status page: each connection gets the next canned answer (after its delay).
 fn status_server(answers: Vec<(Duration, String)>) -> (String, std::thread::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/api/v2/summary.json", listener.local_addr().unwrap());
+    let url = format!(
+        "http://{}/api/v2/summary.json",
+        listener.local_addr().unwrap()
+    );
     let handle = std::thread::spawn(move || {
         let mut threads = Vec::new();
         for (delay, body) in answers {
-            let Ok((mut s, _)) = listener.accept() else { return };
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
             threads.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf);
@@ -383,22 +516,40 @@ fn cdn_status_from_a_loopback_server_incident_malformed_slow_cached_and_replayed
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("Elevated 522 errors for origins in Europe"), "{text}");
-    assert!(text.contains("Frankfurt, Germany - (FRA) (major_outage)"), "{text}");
+    assert!(
+        text.contains("Elevated 522 errors for origins in Europe"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Frankfurt, Germany - (FRA) (major_outage)"),
+        "{text}"
+    );
 
     // 2. Malformed: the last good answer, cached in the state dir and marked so.
     let providers = [origin_agent::cdn::Provider::Cloudflare];
     let c = stack::cdn_status::checks_for(&LiveHost, &config, &providers);
     assert_eq!(c[0].status, Status::Warn, "{}", c[0].detail);
-    assert!(c[0].detail.contains("cached answer from"), "{}", c[0].detail);
+    assert!(
+        c[0].detail.contains("cached answer from"),
+        "{}",
+        c[0].detail
+    );
 
     // 3. Slow: given up at the deadline; without the cache it is a skip with the reason.
     std::fs::remove_dir_all(dir.path().join("state")).unwrap();
     let started = Instant::now();
     let c = stack::cdn_status::checks_for(&LiveHost, &config, &providers);
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(c[0].status, Status::Skip, "{}", c[0].detail);
-    assert!(c[0].detail.contains("status page unreachable"), "{}", c[0].detail);
+    assert!(
+        c[0].detail.contains("status page unreachable"),
+        "{}",
+        c[0].detail
+    );
 
     // 4. Healthy, recorded, replayed offline by `audit --snapshot`: the same answer.
     let rec = Recorder::new(LiveHost);
@@ -438,6 +589,12 @@ fn the_audit_report_says_the_cdn_has_an_incident() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("cloudflare reports an incident or degraded service"), "{text}");
-    assert!(text.contains("CDN        warn Partial System Outage (major)"), "{text}");
+    assert!(
+        text.contains("cloudflare reports an incident or degraded service"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CDN        warn Partial System Outage (major)"),
+        "{text}"
+    );
 }

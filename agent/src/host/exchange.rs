@@ -161,8 +161,7 @@ impl ExchangeError {
         let errno = if timed_out && stage != Stage::Connect {
             Some(libc::ETIMEDOUT)
         } else {
-            err.raw_os_error()
-                .or(timed_out.then_some(libc::ETIMEDOUT))
+            err.raw_os_error().or(timed_out.then_some(libc::ETIMEDOUT))
         };
         ExchangeError {
             stage,

@@ -166,7 +166,9 @@ pub fn in_use(d: &Discovery, fpm: &crate::discover::PhpFpm, pool: &Pool) -> bool
     let target = address_endpoint(&listen.value);
     d.nginx.iter().chain(&d.other_nginx).any(|n| {
         n.upstream_targets.iter().any(|t| {
-            t.address.as_ref().is_some_and(|a| address_endpoint(a) == target)
+            t.address
+                .as_ref()
+                .is_some_and(|a| address_endpoint(a) == target)
         })
     })
 }
@@ -272,7 +274,7 @@ fn judge(
         .iter()
         .filter(|w| w.state.eq_ignore_ascii_case("running") && !w.uri.contains("json&full"))
         .collect();
-    workers.sort_by(|a, b| b.duration_us.cmp(&a.duration_us));
+    workers.sort_by_key(|w| std::cmp::Reverse(w.duration_us));
     let holding: Vec<String> = workers
         .iter()
         .take(5)

@@ -211,13 +211,27 @@ pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
         return Vec::new();
     }
     // The layer below first: what each pool and proxied upstream says now.
-    let pools: Vec<(&Pool, PoolAnswer)> = d
-        .php_fpm
-        .iter()
-        .flat_map(|f| f.pools.iter().filter(move |p| super::fpm_status::in_use(d, f, p)))
-        .map(|p| (p, pool_probe(host, p)))
-        .collect();
-    let upstreams = upstream_checks(host, d);
+    // Every request runs side by side (each bounded by its deadline, at most MAX_TARGETS of
+    // each kind), so a hung host costs about one deadline per layer, not one per request.
+    let (pools, upstreams): (Vec<(&Pool, PoolAnswer)>, Vec<Check>) = std::thread::scope(|s| {
+        let upstreams = s.spawn(|| upstream_checks(host, d));
+        let pools: Vec<_> = d
+            .php_fpm
+            .iter()
+            .flat_map(|f| {
+                f.pools
+                    .iter()
+                    .filter(move |p| super::fpm_status::in_use(d, f, p))
+            })
+            .take(MAX_TARGETS)
+            .map(|p| (p, s.spawn(move || pool_probe(host, p))))
+            .collect();
+        let pools = pools
+            .into_iter()
+            .filter_map(|(p, h)| h.join().ok().map(|a| (p, a)))
+            .collect();
+        (pools, upstreams.join().unwrap_or_default())
+    });
     let below_failing: Vec<String> = pools
         .iter()
         .filter(|(_, a)| a.fails.is_some())
@@ -236,17 +250,25 @@ pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
         .map(|(_, a)| a.check.detail.clone())
         .collect();
 
-    let mut out = Vec::new();
-    for target in &targets {
-        out.push(target_check(
-            host,
-            target,
-            &config.self_test_paths,
-            &below_failing,
-            below_cause,
-            &below_ok,
-        ));
-    }
+    let mut out: Vec<Check> = std::thread::scope(|s| {
+        let handles: Vec<_> = targets
+            .iter()
+            .map(|target| {
+                let (failing, ok) = (&below_failing, &below_ok);
+                s.spawn(move || {
+                    target_check(
+                        host,
+                        target,
+                        &config.self_test_paths,
+                        failing,
+                        below_cause,
+                        ok,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
     out.extend(pools.into_iter().map(|(_, a)| a.check));
     out.extend(upstreams);
     out
