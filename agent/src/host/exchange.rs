@@ -64,6 +64,34 @@ impl Exchange {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// A short human description (no parameters beyond what identifies it).
+    pub fn describe(&self) -> String {
+        match self {
+            Exchange::Http {
+                endpoint,
+                host,
+                tls,
+                method,
+                path,
+                ..
+            } => format!(
+                "{method} {}://{host}{path} on {endpoint}",
+                if *tls { "https" } else { "http" }
+            ),
+            Exchange::Fastcgi {
+                endpoint, params, ..
+            } => {
+                let uri = params
+                    .iter()
+                    .find(|(k, _)| k == "REQUEST_URI")
+                    .map_or("", |(_, v)| v.as_str());
+                format!("FastCGI {uri} on {endpoint}")
+            }
+            Exchange::Fetch { url, .. } => format!("GET {url}"),
+            Exchange::Mysql { endpoint, .. } => format!("database status on {endpoint}"),
+        }
+    }
+
     pub fn timeout(&self) -> std::time::Duration {
         let ms = match self {
             Exchange::Http { timeout_ms, .. }
@@ -174,7 +202,7 @@ impl ExchangeError {
     pub fn not_captured(request: &Exchange) -> Self {
         ExchangeError::new(
             Stage::NotCaptured,
-            format!("{}: not captured in this snapshot", request.key()),
+            format!("{}: not captured in this snapshot", request.describe()),
         )
     }
 

@@ -1,5 +1,6 @@
 //! The layer map: CDN → web server → PHP-FPM → database, each with what asking it directly
-//! said, and the failing layer marked (the deepest layer that fails: the ones above fail
+//! said (only the checks that asked a layer directly: the self-test, the pools' live status,
+//! the database's live status, the CDN status pages), and the failing layer marked (the deepest layer that fails: the ones above fail
 //! because of it). Built from the checks alone, so it renders the same live or from a snapshot.
 
 use crate::check::{Check, Status};
@@ -21,15 +22,14 @@ fn layer_of(check: &Check) -> Option<usize> {
     let id = check.id.as_str();
     if id.starts_with("cdn.status.") {
         Some(0)
-    } else if id.starts_with("self-test.http") || id == "nginx.running" || id == "nginx.listening" {
+    } else if id.starts_with("self-test.http") {
         Some(1)
     } else if id.starts_with("self-test.php-fpm.")
         || id.starts_with("self-test.upstream.")
         || (id.starts_with("php-fpm.pool.") && id.ends_with(".live-status"))
-        || id == "php-fpm.running"
     {
         Some(2)
-    } else if id.starts_with("database.") || id == "db.running" {
+    } else if id.starts_with("database.") {
         Some(3)
     } else {
         None

@@ -143,6 +143,10 @@ fn pool_probe(host: &dyn Host, pool: &Pool) -> PoolAnswer {
     }
     let outcome = host.connect(&endpoint, super::EXCHANGE_TIMEOUT);
     if outcome.connected {
+        let title = format!(
+            "PHP-FPM pool `{}` accepts connections (no ping.path to ask it)",
+            pool.name
+        );
         PoolAnswer {
             check: Check::ok(id, Area::Services, title).detail(format!(
                 "pool `{}` accepts connections on {endpoint} ({} ms); set ping.path to have it answer a request",
