@@ -79,3 +79,37 @@ pub(crate) fn errno_label(errno: Option<i32>, message: &str) -> String {
         None => text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    #[test]
+    fn config_keys_of_the_direct_asks() {
+        let c = Config::from_yaml(
+            "self_test:\n  enabled: false\n  paths: [/, /health]\ndatabase:\n  credentials_file: /etc/origin-agent/db.cnf\ncdn:\n  status_urls:\n    cloudflare: http://127.0.0.1:9/summary.json\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert!(!c.self_test_enabled);
+        assert_eq!(c.self_test_paths, vec!["/", "/health"]);
+        assert_eq!(c.cdn_status_urls["cloudflare"], "http://127.0.0.1:9/summary.json");
+        let d = Config::default();
+        assert!(d.self_test_enabled);
+        assert_eq!(d.self_test_paths, vec!["/"]);
+        for bad in [
+            "self_test:\n  paths: [health]\n",
+            "self_test:\n  paths: []\n",
+            "self_test:\n  password: x\n",
+            "database:\n  credentials_file: db.cnf\n",
+            "database:\n  password: x\n",
+            "cdn:\n  status_urls:\n    nosuch: https://x/\n",
+            "cdn:\n  status_urls:\n    cloudflare: ftp://x/\n",
+        ] {
+            assert!(Config::from_yaml(bad, Path::new("t.yaml")).is_err(), "{bad}");
+        }
+    }
+}
