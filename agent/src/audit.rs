@@ -153,10 +153,20 @@ fn log_checks(evidence: &Evidence) -> Vec<Check> {
 
 /// `collect`: audits the live host through a recorder and writes what it read as a snapshot.
 pub fn collect(config: &Config, opts: &AuditOptions, out: &Path) -> std::io::Result<Report> {
-    let recorder = Recorder::new(LiveHost);
+    collect_with(config, opts, out, true).map(|(report, _)| report)
+}
+
+/// `collect` with or without redaction; also returns what was redacted (`PATH: kind`).
+pub fn collect_with(
+    config: &Config,
+    opts: &AuditOptions,
+    out: &Path,
+    redact: bool,
+) -> std::io::Result<(Report, Vec<String>)> {
+    let recorder = Recorder::new(LiveHost).redacting(redact);
     let report = run(&recorder, config, opts);
     recorder.write(out, &report.host)?;
-    Ok(report)
+    Ok((report, recorder.redacted()))
 }
 
 /// The default snapshot file name: `origin-agent-HOST-YYYYmmddTHHMMSSZ.tar.gz`.

@@ -142,9 +142,14 @@ pub struct CollectArgs {
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
     /// Where to write the snapshot: a .tar.gz file, or a directory (default:
-    /// origin-agent-HOST-TIME.tar.gz here).
+    /// origin-agent-HOST-TIME.tar.gz here). Created new, mode 0600; never over an existing
+    /// file or through a symlink.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Keep secrets in the snapshot (by default my.cnf passwords, secret-looking PHP-FPM
+    /// env[] values and DB_PASSWORD-style PHP defines are replaced by <redacted>).
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,7 +245,8 @@ pub enum CdnCommand {
         /// Only these providers (repeatable; default: all).
         #[arg(long = "provider", value_name = "NAME")]
         providers: Vec<String>,
-        /// Accept a list that shrank by more than half.
+        /// Accept a list that shrank by more than half, grew more than twofold or covers more
+        /// addresses than a CDN list may.
         #[arg(long)]
         force: bool,
     },
@@ -275,6 +281,10 @@ pub struct WhitelistArgs {
     /// Also write nginx `set_real_ip_from` for the providers (nginx -t, then reload).
     #[arg(long)]
     pub nginx_real_ip: bool,
+    /// Whitelist a provider's list even when it covers more addresses than a CDN list may, or
+    /// grew more than twofold over the bundled list.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ fn is_terminal_stderr() -> bool {
 
 /// Writes to stdout; a closed pipe (`| head`) is not an error.
 fn print(text: &str) -> Result<()> {
+    // The last guard: no raw control byte but the renderers' colours reaches the terminal
+    // (JSON has none: serde escapes them).
+    let text = origin_agent::report::escape::terminal(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -162,7 +165,7 @@ pub fn collect(args: CollectArgs) -> Result<Exit> {
     let out = args
         .out
         .unwrap_or_else(|| audit::default_snapshot_name(&LiveHost.hostname(), LiveHost.now()));
-    let report = audit::collect(&config, &opts, &out)
+    let (report, redacted) = audit::collect_with(&config, &opts, &out, !args.no_redact)
         .with_context(|| format!("cannot write the snapshot {}", out.display()))?;
     print(&format!(
         "Snapshot written to {} ({}). Audit it anywhere with: origin-agent audit --snapshot {}\n",
@@ -170,6 +173,16 @@ pub fn collect(args: CollectArgs) -> Result<Exit> {
         report.verdict.summary,
         out.display()
     ))?;
+    if args.no_redact {
+        print("Secrets were kept (--no-redact): the snapshot holds passwords; share it accordingly.\n")?;
+    } else if redacted.is_empty() {
+        print("Redacted: nothing (no password or secret value was found in the files read).\n")?;
+    } else {
+        print(&format!(
+            "Redacted (values replaced by <redacted>; --no-redact keeps them):\n  {}\n",
+            redacted.join("\n  ")
+        ))?;
+    }
     Ok(0)
 }
 
@@ -276,6 +289,10 @@ pub fn status(args: StatusArgs) -> Result<Exit> {
 }
 
 fn status_text(status: &serde_json::Value) -> String {
+    // The daemon's answer carries log-derived text: escaped before it is laid out.
+    let mut safe = status.clone();
+    origin_agent::report::escape::json_strings(&mut safe);
+    let status = &safe;
     let mut text = String::new();
     match status.get("incident") {
         Some(incident) if !incident.is_null() => text.push_str(&format!(
@@ -435,6 +452,7 @@ pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {
         persist: args.persist,
         fail2ban: args.fail2ban,
         nginx_real_ip: args.nginx_real_ip,
+        force: args.force,
         state_dir: config.state_dir.clone(),
         nginx_conf: config.nginx_config.clone(),
         ..WhitelistRequest::default()

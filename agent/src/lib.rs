@@ -15,6 +15,7 @@
 //! - [`report`]: the JSON contract and the human and Nagios renderings.
 //! - [`audit`]: the one-shot pipeline that ties them together.
 //! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
+//! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
 
 pub mod audit;
 pub mod cause;
@@ -32,4 +33,5 @@ pub mod probes;
 pub mod report;
 pub mod rules;
 pub mod stack;
+pub mod trust;
 pub mod whitelist;

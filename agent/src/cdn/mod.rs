@@ -135,6 +135,76 @@ impl ProviderRanges {
     }
 }
 
+/// The most IPv4 addresses one provider's list may cover (three /8s; the largest bundled list,
+/// Google's, covers about 41 million): a list that passes every per-prefix check can still hold
+/// a thousand /16s, and `whitelist` would open the web ports to them. Past it (or past
+/// [`MAX_GROWTH`]) a list is refused unless `--force`.
+pub const MAX_V4_ADDRESSES: u128 = 3 << 24;
+/// The most IPv6 addresses one provider's list may cover (a /22; Akamai's bundled list covers
+/// about a /24).
+pub const MAX_V6_ADDRESSES: u128 = 1 << 106;
+/// How many times its previous (or bundled) size a list may grow to; a small list may also grow
+/// by a /16 (IPv4) or a /32 (IPv6) whatever its size.
+pub const MAX_GROWTH: u128 = 2;
+
+/// The addresses a list covers, overlaps counted once per listed prefix (an upper bound).
+pub fn address_count(nets: &[IpNet]) -> u128 {
+    nets.iter()
+        .map(|n| {
+            let bits = match n {
+                IpNet::V4(_) => 32 - u32::from(n.prefix_len()),
+                IpNet::V6(_) => 128 - u32::from(n.prefix_len()),
+            };
+            1u128.checked_shl(bits).unwrap_or(u128::MAX)
+        })
+        .fold(0u128, u128::saturating_add)
+}
+
+/// Whether a provider's new list (`v4`, `v6`) stays within [`MAX_V4_ADDRESSES`] /
+/// [`MAX_V6_ADDRESSES`] and within [`MAX_GROWTH`] of its `previous` list (`None`: nothing to
+/// compare with). The reason, when not.
+pub fn size_check(
+    v4: &[IpNet],
+    v6: &[IpNet],
+    previous: Option<(&[IpNet], &[IpNet])>,
+) -> Result<(), String> {
+    let families = [
+        (
+            "IPv4",
+            address_count(v4),
+            MAX_V4_ADDRESSES,
+            1u128 << 16,
+            previous.map(|p| p.0),
+        ),
+        (
+            "IPv6",
+            address_count(v6),
+            MAX_V6_ADDRESSES,
+            1u128 << 96,
+            previous.map(|p| p.1),
+        ),
+    ];
+    for (family, count, max, slack, old) in families {
+        if count > max {
+            return Err(format!(
+                "its {family} ranges cover {count} addresses, more than the {max} a CDN list may"
+            ));
+        }
+        if let Some(old) = old {
+            let before = address_count(old);
+            let allowed = before
+                .saturating_mul(MAX_GROWTH)
+                .max(before.saturating_add(slack));
+            if count > allowed {
+                return Err(format!(
+                    "its {family} ranges grew from {before} to {count} addresses (more than {MAX_GROWTH} times)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every provider's current list (bundled, or updated).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CdnCatalog {
@@ -519,6 +589,35 @@ pub fn real_ip_header(p: Provider) -> &'static str {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn bundled_lists_pass_the_size_bounds_and_a_swollen_list_does_not() {
+        for p in Provider::ALL {
+            let r = ranges(*p);
+            assert_eq!(
+                size_check(&r.v4, &r.v6, Some((&r.v4, &r.v6))),
+                Ok(()),
+                "{p}"
+            );
+        }
+        // A thousand /16s: every prefix passes the /8 rule, the total does not.
+        let swollen: Vec<IpNet> = (0..1000u32)
+            .map(|i| {
+                format!("{}.{}.0.0/16", 11 + i / 256, i % 256)
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let err = size_check(&swollen, &[], None).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+        // Growth: Cloudflare's list plus two /10s is more than twice as large.
+        let cf = ranges(Provider::Cloudflare);
+        let mut grown = cf.v4.clone();
+        grown.push("100.64.0.0/10".parse().unwrap());
+        grown.push("44.0.0.0/10".parse().unwrap());
+        let err = size_check(&grown, &cf.v6, Some((&cf.v4, &cf.v6))).unwrap_err();
+        assert!(err.contains("grew"), "{err}");
+    }
     use crate::discover::model::{Origin, Sourced};
 
     #[test]

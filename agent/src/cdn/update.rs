@@ -577,6 +577,16 @@ pub fn update(
             }
         };
         let new_entries = v4.len() + v6.len();
+        if !force {
+            let previous = old.as_ref().map(|o| (&o.v4[..], &o.v6[..]));
+            if let Err(why) = super::size_check(&v4, &v6, previous) {
+                result.outcome = Outcome::Refused {
+                    reason: format!("{why}; use --force to accept it"),
+                };
+                report.providers.push(result);
+                continue;
+            }
+        }
         if !force && new_entries * 2 < old_entries {
             result.outcome = Outcome::Refused {
                 reason: format!(

@@ -377,7 +377,7 @@ impl IncidentTracker {
         Notification {
             kind,
             at: now,
-            summary: summary(kind, incident),
+            summary: crate::report::escape::controls(&summary(kind, incident)).into_owned(),
             incident: incident.clone(),
             previous_cause: None,
             suppressed,

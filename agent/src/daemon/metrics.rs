@@ -1,7 +1,8 @@
 //! The daemon's metrics: a small registry of the counters and gauges named in DESIGN.md, its
 //! Prometheus text exposition (format 0.0.4, written by hand), and a localhost HTTP server on a
 //! std `TcpListener` in its own thread that answers `GET /metrics`, `GET /status` (JSON) and 404
-//! otherwise, with bounded request size and read/write timeouts.
+//! otherwise, with a bounded request size, a whole-request deadline and a cap on concurrent
+//! connections (each served in a thread of its own, off the daemon's work loop).
 //!
 //! The daemon batches per-line counts and applies them once per poll ([`Batch`]), so the lock is
 //! taken a few times per second, not per line.
@@ -304,7 +305,12 @@ fn escape_label(value: &str) -> String {
 
 /// Largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most time one connection gets, from accept to the last byte of the answer: a client
+/// sending a byte a second cannot hold a connection longer than this.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// The most connections served at once; a new one past it closes the oldest (each lasts at
+/// most [`REQUEST_DEADLINE`] anyway), so slow clients can never keep a scrape out.
+const MAX_CONNECTIONS: usize = 8;
 
 /// The HTTP server for `/metrics` and `/status`; stops when dropped.
 #[derive(Debug)]
@@ -315,21 +321,58 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `addr` (port 0 picks a free port) and serves in a new thread.
+    /// Binds `addr` (port 0 picks a free port) and serves in a new thread: each connection in a
+    /// thread of its own, at most [`MAX_CONNECTIONS`] at once (a new one closes the oldest),
+    /// each bounded by [`REQUEST_DEADLINE`] in all.
     pub fn start(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<MetricsServer> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        // The connections being served, oldest first, each with a handle to shut it down.
+        let active: Arc<Mutex<std::collections::VecDeque<(u64, TcpStream)>>> = Arc::default();
         let thread = std::thread::Builder::new()
             .name("metrics-http".to_string())
             .spawn(move || {
+                let mut next_id = 0u64;
                 for stream in listener.incoming() {
                     if flag.load(Ordering::SeqCst) {
                         break;
                     }
-                    if let Ok(stream) = stream {
-                        let _ = serve(stream, &metrics);
+                    let Ok(stream) = stream else {
+                        continue;
+                    };
+                    let Ok(handle) = stream.try_clone() else {
+                        continue;
+                    };
+                    next_id += 1;
+                    let id = next_id;
+                    {
+                        let mut conns = active.lock().unwrap_or_else(|p| p.into_inner());
+                        // At the cap the oldest connection goes: slow clients that reconnect
+                        // without end cannot keep a scrape out.
+                        while conns.len() >= MAX_CONNECTIONS {
+                            if let Some((_, oldest)) = conns.pop_front() {
+                                let _ = oldest.shutdown(std::net::Shutdown::Both);
+                            }
+                        }
+                        conns.push_back((id, handle));
+                    }
+                    let (metrics, conns) = (metrics.clone(), active.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("metrics-conn".to_string())
+                        .spawn(move || {
+                            let _ = serve(Conn::new(stream), &metrics);
+                            conns
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .retain(|(c, _)| *c != id);
+                        });
+                    if spawned.is_err() {
+                        active
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|(c, _)| *c != id);
                     }
                 }
             })?;
@@ -345,7 +388,8 @@ impl MetricsServer {
         self.addr
     }
 
-    /// Stops the server and waits for its thread.
+    /// Stops accepting and waits for the accept thread (connections in flight end by their own
+    /// deadline; nothing waits for them).
     pub fn shutdown(mut self) {
         self.stop_thread();
     }
@@ -375,10 +419,54 @@ impl Drop for MetricsServer {
     }
 }
 
+/// One connection under its whole-request deadline: every read and write gets what is left of
+/// it as its timeout, and fails once it has passed.
+struct Conn {
+    stream: TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            deadline: std::time::Instant::now() + REQUEST_DEADLINE,
+        }
+    }
+
+    fn left(&self) -> io::Result<Duration> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "request deadline"));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.stream.set_write_timeout(Some(left))?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 /// Answers one request on one connection, then closes it.
-fn serve(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn serve(mut stream: Conn, metrics: &Metrics) -> io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let complete = loop {
@@ -395,7 +483,8 @@ fn serve(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
         if head.len() > MAX_REQUEST {
             // Read (a bounded amount of) the rest, so closing does not reset the connection
             // before the client reads the answer.
-            stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+            let whole = stream.deadline;
+            stream.deadline = whole.min(std::time::Instant::now() + Duration::from_millis(100));
             let mut drained = 0usize;
             while drained < 64 * 1024 {
                 match stream.read(&mut buf) {
@@ -403,6 +492,7 @@ fn serve(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
                     Ok(n) => drained += n,
                 }
             }
+            stream.deadline = whole;
             return respond(
                 &mut stream,
                 "431 Request Header Fields Too Large",
@@ -469,7 +559,7 @@ fn serve(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
 }
 
 fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     status: &str,
     content_type: &str,
     body: &[u8],
@@ -561,5 +651,59 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(4));
         server.shutdown();
         assert!(TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn slow_clients_neither_hold_a_connection_past_the_deadline_nor_block_a_scrape() {
+        let m = Arc::new(Metrics::new());
+        m.set_up(true);
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), m).unwrap();
+        let addr = server.local_addr();
+        // More slow clients than the cap, each sending a header byte now and then.
+        let slow: Vec<_> = (0..MAX_CONNECTIONS + 2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    let started = std::time::Instant::now();
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
+                    for _ in 0..10 {
+                        std::thread::sleep(Duration::from_millis(500));
+                        if s.write_all(b"X").is_err() {
+                            break;
+                        }
+                    }
+                    let mut rest = Vec::new();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let _ = s.read_to_end(&mut rest);
+                    started.elapsed()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        // The first try gets in at once: it closes the oldest slow connection.
+        let answer = loop {
+            let got = std::panic::catch_unwind(|| get(addr, b"GET /metrics HTTP/1.1\r\n\r\n"));
+            match got {
+                Ok(text) if text.contains("origin_agent_up 1") => break text,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
+        assert!(answer.starts_with("HTTP/1.1 200"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        for t in slow {
+            let held = t.join().unwrap();
+            assert!(
+                held < Duration::from_secs(4),
+                "a slow client held on {held:?}"
+            );
+        }
+        let started = std::time::Instant::now();
+        server.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -95,6 +95,18 @@ pub struct TickResult {
     pub checks: Vec<Check>,
 }
 
+/// A probe pass run off the work loop (see [`Diagnoser::probe_job`]).
+pub type ProbeJob = Box<dyn FnOnce() -> ProbeOutput + Send>;
+
+/// What a [`ProbeJob`] hands back to its pipeline.
+pub struct ProbeOutput(pub Box<dyn std::any::Any + Send>);
+
+impl std::fmt::Debug for ProbeOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProbeOutput")
+    }
+}
+
 /// The seam for the diagnosis and the probes.
 pub trait Diagnoser {
     /// The logs to follow under `config` (override to add discovered logs).
@@ -107,6 +119,17 @@ pub trait Diagnoser {
 
     /// Re-runs the probes (every `config.probe_interval`).
     fn probe(&mut self, _now: Timestamp) -> Vec<Check> {
+        Vec::new()
+    }
+
+    /// The probe pass as a job the daemon runs in a thread of its own, so a stuck probe never
+    /// stops the tailing, the metrics or a stop; `None` runs [`Diagnoser::probe`] in the loop.
+    fn probe_job(&mut self, _now: Timestamp) -> Option<ProbeJob> {
+        None
+    }
+
+    /// A probe job finished: takes its output, returns its checks.
+    fn probe_done(&mut self, _output: ProbeOutput) -> Vec<Check> {
         Vec::new()
     }
 
@@ -317,6 +340,8 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
     let mut tick_checks: Vec<Check> = Vec::new();
     let mut last_tick: Option<Instant> = None;
     let mut last_probe: Option<Instant> = None;
+    // The probe pass running in its thread, if one is (never two at once).
+    let mut probing: Option<std::sync::mpsc::Receiver<ProbeOutput>> = None;
     let mut last_checkpoint = Instant::now();
     // Something changed since the last checkpoint (an idle host does not fsync every 5 s).
     let mut dirty = false;
@@ -380,10 +405,37 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
 
         let now = Timestamp::now();
         let mut checks_changed = false;
-        if last_probe.is_none_or(|t| t.elapsed() >= config.probe_interval) {
+        if let Some(rx) = &probing {
+            match rx.try_recv() {
+                Ok(output) => {
+                    probe_checks = pipeline.probe_done(output);
+                    checks_changed = true;
+                    probing = None;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => probing = None,
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+            }
+        }
+        if probing.is_none() && last_probe.is_none_or(|t| t.elapsed() >= config.probe_interval) {
             last_probe = Some(Instant::now());
-            probe_checks = pipeline.probe(now);
-            checks_changed = true;
+            match pipeline.probe_job(now) {
+                Some(job) => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let spawned = std::thread::Builder::new()
+                        .name("probes".to_string())
+                        .spawn(move || {
+                            let _ = tx.send(job());
+                        });
+                    match spawned {
+                        Ok(_) => probing = Some(rx),
+                        Err(err) => logger.error(&format!("cannot start the probe thread: {err}")),
+                    }
+                }
+                None => {
+                    probe_checks = pipeline.probe(now);
+                    checks_changed = true;
+                }
+            }
         }
         if last_tick.is_none_or(|t| t.elapsed() >= options.tick_interval) {
             last_tick = Some(Instant::now());

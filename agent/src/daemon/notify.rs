@@ -90,6 +90,7 @@ impl Logger {
                 return;
             }
         }
+        let message = crate::report::escape::controls(message);
         let mut line = format!("origin-agent[{}]: {message}", level.label());
         for (key, value) in fields {
             line.push_str(&format!(" {}={value:?}", key.to_ascii_lowercase()));
@@ -212,7 +213,7 @@ pub fn slack_json(note: &Notification) -> String {
         NotificationKind::CauseChanged => ":mag:",
         NotificationKind::Closed => ":white_check_mark:",
     };
-    let mut text = format!("{icon} {}", note.summary);
+    let mut text = format!("{icon} {}", crate::report::escape::controls(&note.summary));
     if let Some(first) = note.incident.causes.first() {
         text.push_str(&format!(
             "\n> `{}` (score {:.2}): {}",

@@ -231,6 +231,29 @@ impl Diagnoser for AgentPipeline {
         checks
     }
 
+    fn probe_job(&mut self, _now: Timestamp) -> Option<super::ProbeJob> {
+        let config = self.config.clone();
+        let evidence = self.evidence();
+        Some(Box::new(move || {
+            let discovery = discover::discover(&LiveHost, &config);
+            let mut checks = probes::run_all(&LiveHost, &discovery, &config);
+            checks.extend(crate::firewall::audit_for(&LiveHost, &config, &discovery, &evidence).0);
+            super::ProbeOutput(Box::new((discovery, checks)))
+        }))
+    }
+
+    fn probe_done(&mut self, output: super::ProbeOutput) -> Vec<Check> {
+        match output.0.downcast::<(Discovery, Vec<Check>)>() {
+            Ok(done) => {
+                let (discovery, checks) = *done;
+                self.discovery = discovery;
+                self.checks = checks.clone();
+                checks
+            }
+            Err(_) => self.checks.clone(),
+        }
+    }
+
     fn reconfigure(&mut self, config: &Config) {
         // Rules are reloaded with the config; a broken pack keeps the rules in force.
         match RuleSet::load(Some(&config.rules_dir)) {

@@ -133,11 +133,9 @@ struct Reader {
 
 impl Reader {
     fn open(path: &Path) -> io::Result<(Reader, Metadata)> {
-        let file = File::open(path)?;
+        // Non-blocking open and fstat first: a FIFO in a log's place cannot hang the work loop.
+        let file = crate::host::live::open_regular_io(path)?;
         let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::other("not a regular file"));
-        }
         let reader = Reader {
             file,
             dev: meta.dev(),
@@ -834,7 +832,7 @@ fn find_sibling(path: &Path, mut pick: impl FnMut(&Metadata, &File) -> bool) -> 
         {
             continue;
         }
-        let Ok(file) = File::open(entry.path()) else {
+        let Ok(file) = crate::host::live::open_regular_io(&entry.path()) else {
             continue;
         };
         let Ok(meta) = file.metadata() else { continue };

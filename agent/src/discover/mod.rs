@@ -33,18 +33,29 @@ pub const NGINX_DEFAULT_PREFIX: &str = "/usr/share/nginx";
 
 /// Finds the stack on `host`.
 pub fn discover(host: &dyn Host, config: &Config) -> Discovery {
-    let procs = process::list(host);
-    let mut discovery = Discovery::default();
+    let (procs, untrusted) = crate::trust::partition(host, process::list(host));
+    let mut discovery = Discovery {
+        untrusted,
+        ..Discovery::default()
+    };
     if procs.is_empty() {
-        discovery
-            .notes
-            .push("no process list (/proc unreadable or empty): discovery from files only".into());
+        discovery.notes.push(no_process_note(host).into());
     }
     discover_nginx(host, config, &procs, &mut discovery);
     discover_php_fpm(host, config, &procs, &mut discovery);
     discover_database(host, config, &procs, &mut discovery);
     discover_apache(host, &procs, &mut discovery);
     discovery
+}
+
+/// Why discovery found no stack process: /proc could not be listed, or nothing of the stack runs.
+fn no_process_note(host: &dyn Host) -> &'static str {
+    match host.read_dir(Path::new("/proc")) {
+        Ok(names) if names.iter().any(|n| n.parse::<u32>().is_ok()) => {
+            "no web-stack process running (nginx, Apache, PHP-FPM, MySQL/MariaDB): discovery from files only"
+        }
+        _ => "no process list (/proc unreadable or empty): discovery from files only",
+    }
 }
 
 /// The number of CPUs the host has online (`/sys/devices/system/cpu/online`, else cpuinfo).
@@ -73,16 +84,33 @@ pub fn cpu_count(host: &dyn Host) -> Option<u32> {
     (n > 0).then_some(n)
 }
 
+/// The nginx binary to run (`-V`, `-T`): the configured one, else the distro's, checked by
+/// [`crate::trust::known_binary`]; never the running master's `/proc/PID/exe`.
+fn nginx_binary(host: &dyn Host, config: &Config, notes: &mut Vec<String>) -> Option<PathBuf> {
+    match crate::trust::known_binary(
+        host,
+        config.nginx_binary.as_deref(),
+        crate::trust::NGINX_PATHS,
+    ) {
+        Ok(path) => Some(path),
+        Err(why) => {
+            let note = format!("nginx: not run ({why})");
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+            None
+        }
+    }
+}
+
 fn nginx_v(
     host: &dyn Host,
     config: &Config,
-    exe: Option<&Path>,
+    notes: &mut Vec<String>,
 ) -> (Option<PathBuf>, Option<PathBuf>) {
-    let binary = config
-        .nginx_binary
-        .clone()
-        .or_else(|| exe.map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("nginx"));
+    let Some(binary) = nginx_binary(host, config, notes) else {
+        return (None, None);
+    };
     let cmd = Command::new(&binary.display().to_string(), &["-V"]).timeout(config.command_timeout);
     let Ok(out) = host.run(&cmd) else {
         return (None, None);
@@ -100,15 +128,11 @@ fn nginx_v(
 fn nginx_dump(
     host: &dyn Host,
     config: &Config,
-    exe: Option<&Path>,
+    notes: &mut Vec<String>,
     conf: &Path,
     prefix: Option<&Path>,
 ) -> Option<String> {
-    let binary = config
-        .nginx_binary
-        .clone()
-        .or_else(|| exe.map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("nginx"));
+    let binary = nginx_binary(host, config, notes)?;
     let conf = conf.display().to_string();
     let mut args = vec!["-T", "-q", "-c", conf.as_str()];
     let prefix = prefix.map(|p| p.display().to_string());
@@ -124,7 +148,6 @@ fn nginx_dump(
 fn load_nginx(
     host: &dyn Host,
     config: &Config,
-    exe: Option<&Path>,
     config_path: &Path,
     prefix: Option<PathBuf>,
     cpus: u32,
@@ -135,7 +158,7 @@ fn load_nginx(
         .unwrap_or_else(|| PathBuf::from(NGINX_DEFAULT_PREFIX));
     let loaded = nginx::load(host, config_path).or_else(|err| match err {
         nginx::NginxConfigError::Read { .. } => {
-            match nginx_dump(host, config, exe, config_path, prefix.as_deref()) {
+            match nginx_dump(host, config, notes, config_path, prefix.as_deref()) {
                 Some(dump) => {
                     notes.push(format!(
                         "nginx: {} not readable ({err}); config read from `nginx -T`",
@@ -212,7 +235,7 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
         }
         let (mut conf, mut prefix) = (c, prefix);
         if conf.is_none() || prefix.is_none() {
-            let (v_conf, v_prefix) = nginx_v(host, config, master.exe.as_deref());
+            let (v_conf, v_prefix) = nginx_v(host, config, &mut d.notes);
             if conf.is_none() {
                 conf = v_conf;
             }
@@ -228,15 +251,7 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
                 .unwrap_or_else(|| PathBuf::from(NGINX_DEFAULT_PREFIX))
                 .join(conf);
         }
-        let mut n = load_nginx(
-            host,
-            config,
-            master.exe.as_deref(),
-            &conf,
-            prefix,
-            cpus,
-            &mut d.notes,
-        );
+        let mut n = load_nginx(host, config, &conf, prefix, cpus, &mut d.notes);
         let workers: Vec<u32> = procs
             .iter()
             .filter(|p| {
@@ -305,15 +320,7 @@ fn discover_nginx(host: &dyn Host, config: &Config, procs: &[Proc], d: &mut Disc
                         "the distro default path"
                     }
                 ));
-                d.nginx = Some(load_nginx(
-                    host,
-                    config,
-                    None,
-                    &path,
-                    None,
-                    cpus,
-                    &mut d.notes,
-                ));
+                d.nginx = Some(load_nginx(host, config, &path, None, cpus, &mut d.notes));
             } else if found.is_empty() {
                 d.notes
                     .push("nginx: not found (no master process, no /etc/nginx/nginx.conf)".into());
@@ -613,7 +620,7 @@ pub(crate) mod testdata {
             )
             .file("/var/log/kern.log", "")
             .file("/etc/group", "root:x:0:\nwww-data:x:33:\n")
-            .file("/etc/passwd", "root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\n");
+            .file("/etc/passwd", "root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/usr/sbin/nologin\nmysql:x:110:110::/nonexistent:/bin/false\n");
         let procs: &[(u32, u32, u32, &[u8], u64)] = &[
             (
                 100,
@@ -772,6 +779,7 @@ mod tests {
                     path: "/etc/nginx/nginx.conf".into(),
                 },
             )
+            .file("/usr/sbin/nginx", "")
             .command_ok("/usr/sbin/nginx -T -q -c /etc/nginx/nginx.conf", &dump);
         let d = discover(&host, &Config::default());
         let nginx = d.nginx.as_ref().unwrap();

@@ -297,4 +297,8 @@ pub struct Discovery {
     /// Human-readable notes on what was found and from where ("nginx: master pid 812, config
     /// /etc/nginx/nginx.conf from its command line").
     pub notes: Vec<String>,
+    /// Processes that claimed to be part of the stack but whose claims were not believed, each
+    /// with the reason ([`crate::trust`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub untrusted: Vec<String>,
 }

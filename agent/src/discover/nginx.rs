@@ -21,6 +21,9 @@ pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request
 /// The most files one config may pull in (include loops, huge globs).
 const MAX_FILES: usize = 512;
 const MAX_DEPTH: usize = 16;
+/// The most bytes the main file and every include may hold together (512 files of the
+/// per-file read bound would be gigabytes).
+pub const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Why a config could not be read or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,6 +279,8 @@ pub struct Loaded {
     /// Includes that matched nothing or could not be read (nginx itself would refuse a missing
     /// non-glob include; discovery notes it and goes on).
     pub warnings: Vec<String>,
+    /// Bytes read over every file (bounded by [`MAX_TOTAL_BYTES`]).
+    pub bytes: u64,
 }
 
 /// Where config files come from: the host's files, or the files of an `nginx -T` dump.
@@ -367,6 +372,7 @@ fn load_from(source: &dyn Source, main: &Path) -> Result<Loaded, NginxConfigErro
             message,
         })?;
     loaded.files.push(main.to_path_buf());
+    loaded.bytes = text.len() as u64;
     let tree = parse(&text, main)?;
     loaded.directives = inline_includes(source, tree, &conf_dir, &mut loaded, 0);
     Ok(loaded)
@@ -415,7 +421,16 @@ fn inline_includes(
                     break;
                 }
                 match host.read(&file) {
+                    Ok(text) if loaded.bytes + text.len() as u64 > MAX_TOTAL_BYTES => {
+                        loaded.warnings.push(format!(
+                            "{}: include {}: the config passes {MAX_TOTAL_BYTES} bytes in all; rest ignored",
+                            directive.origin(),
+                            file.display()
+                        ));
+                        break;
+                    }
                     Ok(text) => {
+                        loaded.bytes += text.len() as u64;
                         loaded.files.push(file.clone());
                         match parse(&text, &file) {
                             Ok(tree) => {
@@ -954,6 +969,19 @@ server {
                 Address::Unix("/run/app.sock".into())
             ]
         );
+    }
+
+    #[test]
+    fn include_expansion_is_bounded_in_total_bytes() {
+        // One 4 MiB file included by twenty lines: 80 MiB if every include were inlined.
+        let big = format!("# {}\n", "x".repeat(4 << 20));
+        let host = FixtureHost::new()
+            .file("/e/nginx.conf", "include /e/big.conf;\n".repeat(20))
+            .file("/e/big.conf", big);
+        let loaded = load(&host, Path::new("/e/nginx.conf")).unwrap();
+        assert!(loaded.bytes <= MAX_TOTAL_BYTES);
+        assert!(loaded.files.len() < 12, "{}", loaded.files.len());
+        assert!(loaded.warnings.iter().any(|w| w.contains("in all")));
     }
 
     #[test]

@@ -88,6 +88,12 @@ impl FixtureHost {
         self
     }
 
+    /// What `metadata` answers for `path` (owner, mode, kind), over the defaults.
+    pub fn meta(mut self, path: impl AsRef<Path>, meta: FileMeta) -> Self {
+        self.meta.insert(path.as_ref().to_path_buf(), meta);
+        self
+    }
+
     /// A symlink (`/proc/PID/exe`).
     pub fn link(mut self, path: impl AsRef<Path>, target: impl AsRef<Path>) -> Self {
         self.links

@@ -1,27 +1,51 @@
-//! The live machine: real files, real commands (bounded by a timeout), real connections.
+//! The live machine: real files, real commands and real connections, each bounded by a deadline
+//! ([`super::deadline`]).
 
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::{
-    Command, CommandOutput, ConnectOutcome, Endpoint, FileKind, FileMeta, FsStats, Host, HostError,
-    MAX_READ,
+    deadline, Command, CommandOutput, ConnectOutcome, Endpoint, FileKind, FileMeta, FsStats, Host,
+    HostError, MAX_READ,
 };
-
-/// The most of a command's output that is kept (stdout and stderr each).
-const MAX_COMMAND_OUTPUT: usize = 64 * 1024 * 1024;
 
 /// The machine the agent runs on.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveHost;
 
+/// Opens `path` for reading only if it is a regular file: opened non-blocking (a FIFO someone
+/// put where a log should be cannot hang the open) and checked with `fstat` on the open file
+/// (no race with a rename). Every read of a log or config on the live host goes through here.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, HostError> {
+    open_regular_io(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => HostError::NotAFile {
+            path: path.display().to_string(),
+        },
+        _ => HostError::from_io(path, &e),
+    })
+}
+
+/// [`open_regular`] with an `io::Error` (`InvalidInput` when the path is not a regular file).
+pub fn open_regular_io(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 impl Host for LiveHost {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError> {
-        let file = std::fs::File::open(path).map_err(|e| HostError::from_io(path, &e))?;
+        let file = open_regular(path)?;
         let mut bytes = Vec::new();
         file.take(MAX_READ)
             .read_to_end(&mut bytes)
@@ -30,8 +54,19 @@ impl Host for LiveHost {
     }
 
     fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        let file = std::fs::File::open(path).map_err(|e| HostError::from_io(path, &e))?;
-        Ok(Box::new(file))
+        Ok(Box::new(open_regular(path)?))
+    }
+
+    fn open_tail(&self, path: &Path, max: u64) -> Result<Box<dyn Read + Send>, HostError> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = open_regular(path)?;
+        let size = file
+            .metadata()
+            .map_err(|e| HostError::from_io(path, &e))?
+            .len();
+        file.seek(SeekFrom::Start(size.saturating_sub(max)))
+            .map_err(|e| HostError::from_io(path, &e))?;
+        Ok(Box::new(file.take(max)))
     }
 
     fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
@@ -73,14 +108,14 @@ impl Host for LiveHost {
     }
 
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
-        run_bounded(command)
+        deadline::run(command)
     }
 
     fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
         let started = Instant::now();
         let result = match endpoint {
-            Endpoint::Unix(path) => UnixStream::connect(path).map(drop),
-            Endpoint::Tcp(addr) => connect_tcp(addr, timeout),
+            Endpoint::Unix(path) => deadline::connect_unix(path, timeout).map(drop),
+            Endpoint::Tcp(addr) => deadline::connect_tcp(addr, timeout).map(drop),
         };
         let millis = started.elapsed().as_millis() as u64;
         match result {
@@ -132,96 +167,6 @@ impl Host for LiveHost {
     }
 }
 
-fn connect_tcp(addr: &str, timeout: Duration) -> std::io::Result<()> {
-    use std::net::ToSocketAddrs;
-    let mut last_err = None;
-    for socket_addr in addr.to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&socket_addr, timeout) {
-            Ok(_) => return Ok(()),
-            Err(err) => last_err = Some(err),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other(format!("{addr}: no address"))))
-}
-
-/// Runs a command with piped output, killing it when it outlives its timeout.
-fn run_bounded(command: &Command) -> Result<CommandOutput, HostError> {
-    let mut child = std::process::Command::new(&command.program)
-        .args(&command.args)
-        .stdin(if command.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("LC_ALL", "C")
-        .spawn()
-        .map_err(|err| match err.kind() {
-            std::io::ErrorKind::NotFound => HostError::CommandMissing {
-                command: command.program.clone(),
-            },
-            _ => HostError::Io {
-                path: command.program.clone(),
-                message: err.to_string(),
-            },
-        })?;
-    // Written from a thread so a command that fills its stdout pipe before reading all of its
-    // input cannot deadlock us; dropping the pipe at the end closes the command's stdin.
-    let stdin = match (child.stdin.take(), command.stdin.clone()) {
-        (Some(mut pipe), Some(bytes)) => Some(std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = pipe.write_all(&bytes);
-        })),
-        _ => None,
-    };
-    let stdout = child.stdout.take().map(spawn_reader);
-    let stderr = child.stderr.take().map(spawn_reader);
-    let deadline = Instant::now() + command.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(HostError::Timeout {
-                    command: command.key(),
-                    seconds: command.timeout.as_secs().max(1),
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(err) => {
-                return Err(HostError::Io {
-                    path: command.program.clone(),
-                    message: err.to_string(),
-                })
-            }
-        }
-    };
-    if let Some(writer) = stdin {
-        let _ = writer.join();
-    }
-    let stdout = stdout
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    let stderr = stderr
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    Ok(CommandOutput {
-        status: status.code(),
-        stdout,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    })
-}
-
-fn spawn_reader<R: Read + Send + 'static>(reader: R) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = reader.take(MAX_COMMAND_OUTPUT as u64).read_to_end(&mut buf);
-        buf
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -260,6 +205,37 @@ mod tests {
             .unwrap();
         assert!(out.success());
         assert_eq!(out.stdout_text(), "line one\nline two\n");
+    }
+
+    #[test]
+    fn a_fifo_is_not_read_and_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("error.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let started = Instant::now();
+        assert!(matches!(
+            LiveHost.read(&fifo),
+            Err(HostError::NotAFile { .. })
+        ));
+        assert!(matches!(
+            LiveHost.open(&fifo),
+            Err(HostError::NotAFile { .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_tail_is_read_by_seeking() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("big.log");
+        std::fs::write(&log, "a".repeat(100) + "\nlast line\n").unwrap();
+        let mut tail = String::new();
+        LiveHost
+            .open_tail(&log, 12)
+            .unwrap()
+            .read_to_string(&mut tail)
+            .unwrap();
+        assert_eq!(tail, "a\nlast line\n");
     }
 
     #[test]

@@ -11,10 +11,12 @@
 //!
 //! Parsers never touch the file system themselves: they take the bytes a `Host` returned.
 
+pub mod deadline;
 pub mod exchange;
 pub mod fixture;
 pub mod live;
 pub mod recorder;
+pub mod redact;
 pub mod rewrite;
 pub mod snapshot;
 
@@ -42,6 +44,8 @@ pub enum HostError {
     Timeout { command: String, seconds: u64 },
     #[error("{what}: not captured in this snapshot")]
     NotInSnapshot { what: String },
+    #[error("{path} is not a regular file (a FIFO or device where a file should be): not read")]
+    NotAFile { path: String },
 }
 
 impl HostError {
@@ -203,6 +207,11 @@ pub trait Host: Send + Sync {
     fn read(&self, path: &Path) -> Result<Vec<u8>, HostError>;
     /// A streaming reader for large files (logs). The bytes are raw (a `.gz` stays compressed).
     fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError>;
+    /// The last `max` bytes of a file (more or less: the file may grow), for logs of any size.
+    /// The live host seeks; the default streams the whole file and the caller keeps the tail.
+    fn open_tail(&self, path: &Path, _max: u64) -> Result<Box<dyn Read + Send>, HostError> {
+        self.open(path)
+    }
     /// The names in a directory, sorted.
     fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError>;
     /// `stat(2)`, following symlinks.

@@ -33,14 +33,28 @@ impl Recording {
 pub struct Recorder<H: Host> {
     inner: H,
     recording: Mutex<Recording>,
+    redact: bool,
 }
 
 impl<H: Host> Recorder<H> {
+    /// A recorder that redacts secrets from what it records ([`super::redact`]).
     pub fn new(inner: H) -> Self {
         Recorder {
             inner,
             recording: Mutex::new(Recording::default()),
+            redact: true,
         }
+    }
+
+    /// Whether secrets are redacted from the recording (the host's answers are never changed).
+    pub fn redacting(mut self, redact: bool) -> Self {
+        self.redact = redact;
+        self
+    }
+
+    /// What was redacted so far (`PATH: kind, …`).
+    pub fn redacted(&self) -> Vec<String> {
+        self.with(|rec| rec.journal.redacted.clone())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Recording) -> T) -> T {
@@ -63,7 +77,7 @@ impl<H: Host> Recorder<H> {
         let journal_bytes = serde_json::to_vec_pretty(&journal).map_err(std::io::Error::other)?;
         let name = out.to_string_lossy();
         if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            let file = std::fs::File::create(out)?;
+            let file = create_exclusive(out)?;
             let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
             let mut tar = tar::Builder::new(gz);
             append(&mut tar, JOURNAL_FILE, &journal_bytes)?;
@@ -72,14 +86,45 @@ impl<H: Host> Recorder<H> {
             }
             tar.into_inner()?.finish()?.flush()?;
         } else {
-            std::fs::create_dir_all(out.join("blobs"))?;
-            std::fs::write(out.join(JOURNAL_FILE), &journal_bytes)?;
+            use std::os::unix::fs::DirBuilderExt;
+            // The directory is created here (never an existing one, never through a link),
+            // 0700, and everything in it is new.
+            std::fs::DirBuilder::new().mode(0o700).create(out)?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(out.join("blobs"))?;
+            create_exclusive(&out.join(JOURNAL_FILE))?.write_all(&journal_bytes)?;
             for (i, blob) in blobs.iter().enumerate() {
-                std::fs::write(out.join(format!("blobs/{i:06}")), blob)?;
+                create_exclusive(&out.join(format!("blobs/{i:06}")))?.write_all(blob)?;
             }
         }
         Ok(())
     }
+}
+
+/// Creates a new file, mode 0600: `O_EXCL` (an existing file or a planted symlink, dangling or
+/// not, is an error, never written through) and `O_NOFOLLOW`.
+pub fn create_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} already exists (a snapshot is never written over a file or through a link)",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })
 }
 
 fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -93,6 +138,25 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) -> std:
 
 fn key(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// Reads `reader` to its end keeping only the last `2 * cap` bytes at any time (a host whose
+/// `open_tail` streams the whole file costs bounded memory).
+fn read_tail(reader: &mut dyn Read, into: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(into.len()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        into.extend_from_slice(&buf[..n]);
+        if into.len() > 2 * cap + 1 {
+            let excess = into.len() - (cap + 1);
+            into.drain(..excess);
+        }
+    }
 }
 
 /// The tail of `bytes`, at most `cap` long, starting at a line start.
@@ -111,6 +175,16 @@ impl<H: Host> Host for Recorder<H> {
         let answer = self.inner.read(path);
         self.with(|rec| {
             let recorded = match &answer {
+                Ok(bytes) if self.redact => {
+                    let (kept, kinds) = super::redact::redact(bytes);
+                    if !kinds.is_empty() {
+                        let line = format!("{}: {}", key(path), kinds.join(", "));
+                        if !rec.journal.redacted.contains(&line) {
+                            rec.journal.redacted.push(line);
+                        }
+                    }
+                    Ok(rec.blob(kept))
+                }
                 Ok(bytes) => Ok(rec.blob(bytes.clone())),
                 Err(err) => Err(err.clone()),
             };
@@ -124,14 +198,30 @@ impl<H: Host> Host for Recorder<H> {
     }
 
     fn open(&self, path: &Path) -> Result<Box<dyn Read + Send>, HostError> {
-        let answer = self.inner.open(path).and_then(|mut reader| {
+        let compressed = path.extension().is_some_and(|e| e == "gz");
+        // A plain log is read from its tail (the live host seeks there; one more byte tells
+        // whether the cut is at a line start); a compressed one whole, up to the bound.
+        let limit = LOG_TAIL_BYTES as u64 + 1;
+        let opened = if compressed {
+            self.inner.open(path)
+        } else {
+            self.inner.open_tail(path, limit)
+        };
+        let answer = opened.and_then(|reader| {
             let mut bytes = Vec::new();
-            reader
-                .read_to_end(&mut bytes)
-                .map_err(|e| HostError::from_io(path, &e))?;
+            let mut reader: Box<dyn Read + Send> = if compressed {
+                Box::new(reader.take(limit))
+            } else {
+                reader
+            };
+            if compressed {
+                reader.read_to_end(&mut bytes)
+            } else {
+                read_tail(&mut reader, &mut bytes, LOG_TAIL_BYTES)
+            }
+            .map_err(|e| HostError::from_io(path, &e))?;
             Ok(bytes)
         });
-        let compressed = path.extension().is_some_and(|e| e == "gz");
         let answer = match answer {
             Ok(bytes) if compressed && bytes.len() > LOG_TAIL_BYTES => Err(HostError::Io {
                 path: key(path),
@@ -276,6 +366,44 @@ mod tests {
     use super::super::snapshot::SnapshotHost;
     use super::super::HostExt;
     use super::*;
+
+    #[test]
+    fn snapshots_are_new_0600_files_never_written_through_a_link_and_redacted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("debian.cnf");
+        std::fs::write(
+            &conf,
+            "[client]\nuser = debian-sys-maint\npassword = s3cr3t\n",
+        )
+        .unwrap();
+        let rec = Recorder::new(LiveHost);
+        // The audit sees the real file; the recording does not keep the secret.
+        assert!(String::from_utf8(rec.read(&conf).unwrap())
+            .unwrap()
+            .contains("s3cr3t"));
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "root's file\n").unwrap();
+        for name in ["planted.tar.gz", "planted"] {
+            let link = dir.path().join(name);
+            std::os::unix::fs::symlink(&victim, &link).unwrap();
+            assert!(rec.write(&link, "web1").is_err());
+        }
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's file\n");
+        let out = dir.path().join("snap.tar.gz");
+        rec.write(&out, "web1").unwrap();
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            rec.write(&out, "web1").is_err(),
+            "an existing file is not overwritten"
+        );
+        let snap = SnapshotHost::open(&out).unwrap();
+        let recorded = String::from_utf8(snap.read(&conf).unwrap()).unwrap();
+        assert!(recorded.contains("password = <redacted>"), "{recorded}");
+        assert_eq!(snap.journal().redacted.len(), 1);
+        assert!(rec.redacted()[0].contains("debian.cnf: option-file password"));
+    }
 
     #[test]
     fn a_recorded_host_replays_the_same_answers_from_dir_and_tarball() {

@@ -18,8 +18,17 @@ use super::{Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats,
 
 pub const JOURNAL_FILE: &str = "snapshot.json";
 pub const JOURNAL_VERSION: u32 = 1;
-/// The most a packed snapshot may unpack to in memory.
-const MAX_SNAPSHOT_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// The most a snapshot's files may hold in all (what is kept in memory).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+/// The most one file of a snapshot may hold (a log tail is 8 MiB; a journal of a big host tens).
+pub const MAX_ENTRY_BYTES: u64 = 64 * 1024 * 1024;
+/// The most bytes a packed snapshot may decompress to, every header, extension record and
+/// skipped entry counted: a small `.tar.gz` cannot make the reader work through gigabytes.
+pub const MAX_UNPACKED_BYTES: u64 = 512 * 1024 * 1024;
+/// The most files a snapshot may hold.
+pub const MAX_ENTRIES: usize = 100_000;
+/// The most an extension header (GNU long name or link, PAX record) may hold.
+const MAX_EXTENSION_BYTES: u64 = 64 * 1024;
 
 /// A command's recorded output; stdout lives in a blob.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +67,9 @@ pub struct Journal {
     /// Answers of local services (HTTP self-test, FastCGI status, database status), by request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub exchanges: BTreeMap<String, Vec<Result<super::Reply, super::ExchangeError>>>,
+    /// What `collect` redacted (`PATH: kind, …`; see [`super::redact`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 /// Why a snapshot could not be opened.
@@ -77,8 +89,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path} has version {found}; this agent reads version {JOURNAL_VERSION}")]
     Version { path: PathBuf, found: u32 },
-    #[error("snapshot {path} unpacks to more than {MAX_SNAPSHOT_BYTES} bytes")]
-    TooLarge { path: PathBuf },
+    #[error("snapshot {path} refused: {why}")]
+    TooLarge { path: PathBuf, why: String },
 }
 
 /// A captured host, replayed.
@@ -96,13 +108,21 @@ impl SnapshotHost {
             path: path.to_path_buf(),
             source,
         };
-        let files = if path.is_dir() {
-            read_dir_tree(path).map_err(io)?
+        let meta = std::fs::symlink_metadata(path).map_err(io)?;
+        let files = if meta.is_dir() {
+            read_dir_tree(path).map_err(|e| match e {
+                TarError::Io(source) => io(source),
+                TarError::TooLarge(why) => SnapshotError::TooLarge {
+                    path: path.to_path_buf(),
+                    why,
+                },
+            })?
         } else {
             read_tar_gz(path).map_err(|e| match e {
                 TarError::Io(source) => io(source),
-                TarError::TooLarge => SnapshotError::TooLarge {
+                TarError::TooLarge(why) => SnapshotError::TooLarge {
                     path: path.to_path_buf(),
+                    why,
                 },
             })?
         };
@@ -279,58 +299,305 @@ impl Host for SnapshotHost {
     }
 }
 
-fn read_dir_tree(root: &Path) -> std::io::Result<HashMap<String, Vec<u8>>> {
+/// Reads one regular file of a directory snapshot: never through a symlink (`O_NOFOLLOW`), never
+/// a FIFO or device (non-blocking open, then `fstat`), at most [`MAX_ENTRY_BYTES`].
+fn read_snapshot_file(path: &Path, budget: &mut Budget) -> Result<Vec<u8>, TarError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => TarError::TooLarge(format!("{} is a symlink", path.display())),
+            _ => TarError::Io(e),
+        })?;
+    let meta = file.metadata().map_err(TarError::Io)?;
+    if !meta.is_file() {
+        return Err(TarError::TooLarge(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    budget.admit(&path.display().to_string(), meta.len())?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ENTRY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(TarError::Io)?;
+    if bytes.len() as u64 > meta.len() {
+        return Err(TarError::TooLarge(format!(
+            "{} grew while read",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// What a snapshot may still hold: files, and bytes in all.
+struct Budget {
+    files: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget { files: 0, bytes: 0 }
+    }
+
+    fn admit(&mut self, name: &str, size: u64) -> Result<(), TarError> {
+        self.files += 1;
+        if self.files > MAX_ENTRIES {
+            return Err(TarError::TooLarge(format!("more than {MAX_ENTRIES} files")));
+        }
+        if size > MAX_ENTRY_BYTES {
+            return Err(TarError::TooLarge(format!(
+                "{name} holds {size} bytes, more than the {MAX_ENTRY_BYTES} a snapshot file may"
+            )));
+        }
+        self.bytes += size;
+        if self.bytes > MAX_SNAPSHOT_BYTES {
+            return Err(TarError::TooLarge(format!(
+                "its files hold more than {MAX_SNAPSHOT_BYTES} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn read_dir_tree(root: &Path) -> Result<HashMap<String, Vec<u8>>, TarError> {
+    let mut budget = Budget::new();
     let mut files = HashMap::new();
-    files.insert(
-        JOURNAL_FILE.to_string(),
-        std::fs::read(root.join(JOURNAL_FILE)).unwrap_or_default(),
-    );
-    if files.get(JOURNAL_FILE).is_some_and(|b| b.is_empty()) {
-        files.remove(JOURNAL_FILE);
+    match read_snapshot_file(&root.join(JOURNAL_FILE), &mut budget) {
+        Ok(bytes) if !bytes.is_empty() => {
+            files.insert(JOURNAL_FILE.to_string(), bytes);
+        }
+        Ok(_) => {}
+        Err(TarError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let blobs = root.join("blobs");
-    if blobs.is_dir() {
-        for entry in std::fs::read_dir(&blobs)? {
-            let entry = entry?;
+    let is_dir = std::fs::symlink_metadata(&blobs).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        for entry in std::fs::read_dir(&blobs).map_err(TarError::Io)? {
+            let entry = entry.map_err(TarError::Io)?;
             let name = format!("blobs/{}", entry.file_name().to_string_lossy());
-            files.insert(name, std::fs::read(entry.path())?);
+            files.insert(name, read_snapshot_file(&entry.path(), &mut budget)?);
         }
     }
     Ok(files)
 }
 
+#[derive(Debug)]
 enum TarError {
     Io(std::io::Error),
-    TooLarge,
+    TooLarge(String),
+}
+
+/// Counts every decompressed byte the tar reader takes and fails past [`MAX_UNPACKED_BYTES`].
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.read >= MAX_UNPACKED_BYTES {
+            return Err(std::io::Error::other(UNPACKED_TOO_LARGE));
+        }
+        let room = (MAX_UNPACKED_BYTES - self.read).min(buf.len() as u64) as usize;
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+const UNPACKED_TOO_LARGE: &str = "unpacks to more than the bound";
+
+fn too_large_or_io(e: std::io::Error) -> TarError {
+    if e.to_string() == UNPACKED_TOO_LARGE {
+        TarError::TooLarge(format!(
+            "it decompresses to more than {MAX_UNPACKED_BYTES} bytes"
+        ))
+    } else {
+        TarError::Io(e)
+    }
+}
+
+/// Reads a packed snapshot with every allocation bounded: entries are taken raw (the tar crate
+/// would read a GNU long name or a PAX record of any size into memory), extension headers are
+/// read here up to [`MAX_EXTENSION_BYTES`], regular files up to [`MAX_ENTRY_BYTES`] each and
+/// [`MAX_SNAPSHOT_BYTES`] in all, and the whole stream up to [`MAX_UNPACKED_BYTES`].
+pub fn read_tar_gz_from<R: Read>(reader: R) -> Result<HashMap<String, Vec<u8>>, String> {
+    read_tar(reader).map_err(|e| match e {
+        TarError::Io(e) => e.to_string(),
+        TarError::TooLarge(why) => why,
+    })
 }
 
 fn read_tar_gz(path: &Path) -> Result<HashMap<String, Vec<u8>>, TarError> {
     let file = std::fs::File::open(path).map_err(TarError::Io)?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    read_tar(file)
+}
+
+fn read_tar<R: Read>(reader: R) -> Result<HashMap<String, Vec<u8>>, TarError> {
+    let bounded = Bounded {
+        inner: flate2::read::GzDecoder::new(reader),
+        read: 0,
+    };
+    let mut archive = tar::Archive::new(bounded);
     let mut files = HashMap::new();
-    let mut total = 0u64;
-    for entry in archive.entries().map_err(TarError::Io)? {
-        let mut entry = entry.map_err(TarError::Io)?;
-        if !entry.header().entry_type().is_file() {
+    let mut budget = Budget::new();
+    let mut long_name: Option<String> = None;
+    let entries = archive.entries().map_err(too_large_or_io)?.raw(true);
+    for entry in entries {
+        let mut entry = entry.map_err(too_large_or_io)?;
+        let kind = entry.header().entry_type();
+        let size = entry.header().entry_size().map_err(too_large_or_io)?;
+        let extension = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if extension {
+            if size > MAX_EXTENSION_BYTES {
+                return Err(TarError::TooLarge(format!(
+                    "an extension header (GNU long name or link, PAX) of {size} bytes"
+                )));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            (&mut entry)
+                .take(MAX_EXTENSION_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(too_large_or_io)?;
+            if kind.is_gnu_longname() {
+                let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+                long_name = Some(String::from_utf8_lossy(&bytes[..end]).into_owned());
+            } else if kind.is_pax_local_extensions() {
+                long_name = pax_path(&bytes).or(long_name);
+            }
             continue;
         }
-        let name = entry
-            .path()
-            .map_err(TarError::Io)?
-            .to_string_lossy()
-            .into_owned();
+        let name = long_name.take();
+        if !kind.is_file() {
+            continue;
+        }
+        let name = match name {
+            Some(name) => name,
+            None => String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+        };
         // Archives may or may not carry a top folder: keep the path from `snapshot.json` / `blobs/`.
         let name = match name.rfind("blobs/") {
             Some(i) => name[i..].to_string(),
             None => name.rsplit('/').next().unwrap_or(&name).to_string(),
         };
-        total += entry.size();
-        if total > MAX_SNAPSHOT_BYTES {
-            return Err(TarError::TooLarge);
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(TarError::Io)?;
+        budget.admit(&name, size)?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        (&mut entry)
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(too_large_or_io)?;
         files.insert(name, bytes);
     }
     Ok(files)
+}
+
+/// The `path` record of a PAX extension header (`LEN path=VALUE\n` records).
+fn pax_path(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines().find_map(|record| {
+        let (_, kv) = record.split_once(' ')?;
+        kv.strip_prefix("path=").map(str::to_string)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::Write;
+
+    fn gz(tar_bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(tar_bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// A raw tar header block of `kind` declaring `size` bytes.
+    fn header(name: &str, kind: u8, size: u64) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(tar::EntryType::new(kind));
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_huge_long_name_header_is_refused_without_allocating_it() {
+        // A GNU long-name header declaring 3 GiB, followed by a few MB of zeros (compressed to
+        // almost nothing): the reader refuses at the header.
+        let mut t = header("././@LongLink", b'L', 3 << 30);
+        t.extend(std::iter::repeat_n(0u8, 4 << 20));
+        let err = read_tar_gz_from(&gz(&t)[..]).unwrap_err();
+        assert!(err.contains("extension header"), "{err}");
+        let mut t = header("pax", b'x', 1 << 30);
+        t.extend(std::iter::repeat_n(0u8, 1 << 20));
+        assert!(read_tar_gz_from(&gz(&t)[..])
+            .unwrap_err()
+            .contains("extension header"));
+    }
+
+    #[test]
+    fn a_huge_regular_entry_and_a_huge_stream_are_refused() {
+        let t = header("blobs/000001", b'0', 10 << 30);
+        let err = read_tar_gz_from(&gz(&t)[..]).unwrap_err();
+        assert!(err.contains("more than"), "{err}");
+        // Many skipped (non-regular) entries still count against the stream bound.
+        let mut t = Vec::new();
+        for i in 0..3 {
+            t.extend(header(&format!("dir{i}"), b'5', 0));
+        }
+        t.extend(header("fifo", b'6', 0));
+        t.extend(header("sym", b'2', 0));
+        let files = read_tar_gz_from(&gz(&t)[..]).unwrap();
+        assert!(files.is_empty());
+    }
+
+    #[test]
+    fn long_names_within_bounds_name_the_next_file() {
+        let name = format!("{}/blobs/000007", "d".repeat(150));
+        let mut body = name.clone().into_bytes();
+        body.push(0);
+        let mut t = header("././@LongLink", b'L', body.len() as u64);
+        let mut padded = body.clone();
+        padded.resize(body.len().div_ceil(512) * 512, 0);
+        t.extend(padded);
+        t.extend(header("short", b'0', 3));
+        let mut data = b"abc".to_vec();
+        data.resize(512, 0);
+        t.extend(data);
+        t.extend([0u8; 1024]);
+        let files = read_tar_gz_from(&gz(&t)[..]).unwrap();
+        assert_eq!(
+            files.get("blobs/000007").map(Vec::as_slice),
+            Some(&b"abc"[..])
+        );
+    }
+
+    #[test]
+    fn a_directory_snapshot_never_follows_a_symlink_or_reads_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        std::fs::write(dir.path().join(JOURNAL_FILE), "{}").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("blobs/x")).unwrap();
+        let err = SnapshotHost::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("symlink"), "{err}");
+        std::fs::remove_file(dir.path().join("blobs/x")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("blobs/y"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = SnapshotHost::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 }

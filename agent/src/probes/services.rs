@@ -19,7 +19,7 @@ const MAX_UPSTREAMS: usize = 64;
 
 /// Every service check.
 pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
-    let mut out = Vec::new();
+    let mut out = crate::trust::checks(&d.untrusted);
     nginx_checks(host, d, &mut out);
     let worker = worker_identity(host, d.nginx.as_ref());
     if d.php_fpm.is_empty() {

@@ -73,6 +73,11 @@ fn group(result: &[Explanation]) -> Vec<Group<'_>> {
 
 /// The text `explain` prints (without `--json`); `all` prints every response and nearby line.
 pub fn render(result: &[Explanation], all: bool) -> String {
+    // No colours here: every control byte of the log text is escaped.
+    super::escape::controls(&render_raw(result, all)).into_owned()
+}
+
+fn render_raw(result: &[Explanation], all: bool) -> String {
     if result.is_empty() {
         return "No 5xx response matches that in the log window.\n".to_string();
     }

@@ -63,7 +63,18 @@ impl Style {
     }
 }
 
+/// The human report. Every string of the report is escaped ([`super::escape`]) before it is
+/// laid out, so log text cannot drive the terminal; only the colours added here remain.
 pub fn render(report: &Report, style: Style) -> String {
+    match super::escape::sanitize(report) {
+        Some(safe) => super::escape::terminal(&render_escaped(&safe, style)).into_owned(),
+        None => {
+            super::escape::controls(&render_escaped(report, Style { color: false })).into_owned()
+        }
+    }
+}
+
+fn render_escaped(report: &Report, style: Style) -> String {
     let mut out = String::new();
     let s = &style;
     let _ = writeln!(

@@ -604,7 +604,8 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
             out.push_str(&format!("  {}: {}: {}\n", f.rule, f.problem, f.line));
         }
     }
-    Ok(out)
+    // The log's text is shown: escaped (a log line may carry terminal escapes).
+    Ok(crate::report::escape::controls(&out).into_owned())
 }
 
 #[cfg(test)]

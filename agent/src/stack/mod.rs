@@ -96,7 +96,10 @@ mod tests {
         .unwrap();
         assert!(!c.self_test_enabled);
         assert_eq!(c.self_test_paths, vec!["/", "/health"]);
-        assert_eq!(c.cdn_status_urls["cloudflare"], "http://127.0.0.1:9/summary.json");
+        assert_eq!(
+            c.cdn_status_urls["cloudflare"],
+            "http://127.0.0.1:9/summary.json"
+        );
         let d = Config::default();
         assert!(d.self_test_enabled);
         assert_eq!(d.self_test_paths, vec!["/"]);
@@ -109,7 +112,10 @@ mod tests {
             "cdn:\n  status_urls:\n    nosuch: https://x/\n",
             "cdn:\n  status_urls:\n    cloudflare: ftp://x/\n",
         ] {
-            assert!(Config::from_yaml(bad, Path::new("t.yaml")).is_err(), "{bad}");
+            assert!(
+                Config::from_yaml(bad, Path::new("t.yaml")).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -60,7 +60,11 @@ impl Target {
         let mut auths = Vec::new();
         if let Some(file) = &config.database_credentials_file {
             auths.push(MysqlAuth::CredentialsFile(file.clone()));
-        } else if host.metadata(Path::new(DEBIAN_CNF)).is_ok() {
+        } else if matches!(endpoint, Endpoint::Unix(_))
+            && host.metadata(Path::new(DEBIAN_CNF)).is_ok()
+        {
+            // Debian's maintenance password goes to the local socket only, never to a port
+            // any local account could have bound.
             auths.push(MysqlAuth::CredentialsFile(PathBuf::from(DEBIAN_CNF)));
         }
         if matches!(endpoint, Endpoint::Unix(_)) {
@@ -159,6 +163,32 @@ fn read_credentials(path: &Path) -> Result<(String, Option<String>), ExchangeErr
 
 use std::os::unix::fs::OpenOptionsExt;
 
+/// A password is sent only to a socket owned by root or the `mysql` service account (a socket
+/// another account planted would collect it).
+fn socket_trusted(endpoint: &Endpoint) -> Result<(), ExchangeError> {
+    use std::os::unix::fs::MetadataExt;
+    let Endpoint::Unix(path) = endpoint else {
+        return Ok(());
+    };
+    let meta = std::fs::metadata(path).map_err(|e| ExchangeError::io(Stage::Connect, &e))?;
+    let mysql_uid = nix::unistd::User::from_name("mysql")
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    if meta.uid() == 0 || Some(meta.uid()) == mysql_uid {
+        Ok(())
+    } else {
+        Err(ExchangeError::new(
+            Stage::Credentials,
+            format!(
+                "{}: owned by uid {}, not root or mysql: no password is sent to it",
+                path.display(),
+                meta.uid()
+            ),
+        ))
+    }
+}
+
 /// One exchange on the live host, under one deadline.
 pub fn request(
     endpoint: &Endpoint,
@@ -169,7 +199,10 @@ pub fn request(
     let started = std::time::Instant::now();
     let (user, password) = match auth {
         MysqlAuth::UnixSocketRoot => ("root".to_string(), None),
-        MysqlAuth::CredentialsFile(path) => read_credentials(path)?,
+        MysqlAuth::CredentialsFile(path) => {
+            socket_trusted(endpoint)?;
+            read_credentials(path)?
+        }
     };
     // A non-blocking connect first: a socket with a full backlog answers EAGAIN at once.
     drop(super::net::connect(endpoint, timeout)?);

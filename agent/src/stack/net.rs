@@ -3,11 +3,11 @@
 //! never wait past one deadline for the whole exchange, and reads capped in size.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use crate::host::deadline as bounded;
 
 use crate::host::exchange::{ExchangeError, Stage};
 use crate::host::Endpoint;
@@ -35,44 +35,14 @@ pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Conn, ExchangeE
         e.millis = started.elapsed().as_millis() as u64;
         e
     };
+    // The host's deadline-bounded connects (host/deadline.rs): a unix socket whose backlog is
+    // full answers EAGAIN at once, a TCP connect and its name lookup wait until the deadline.
     let inner = match endpoint {
-        Endpoint::Unix(path) => {
-            let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
-            socket.set_nonblocking(true).map_err(fail)?;
-            let addr = SockAddr::unix(path).map_err(fail)?;
-            // A unix connect either completes at once or fails at once (EAGAIN: backlog full).
-            socket.connect(&addr).map_err(fail)?;
-            socket.set_nonblocking(false).map_err(fail)?;
-            Inner::Unix(UnixStream::from(std::os::fd::OwnedFd::from(socket)))
-        }
+        Endpoint::Unix(path) => Inner::Unix(bounded::connect_unix(path, timeout).map_err(fail)?),
         Endpoint::Tcp(addr) => {
-            let addrs: Vec<_> = addr
-                .to_socket_addrs()
-                .map_err(|e| ExchangeError::io(Stage::Connect, &e))?
-                .collect();
-            let mut last = None;
-            let mut stream = None;
-            for a in addrs {
-                let left = remaining(deadline).map_err(fail)?;
-                match TcpStream::connect_timeout(&a, left) {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last = Some(e),
-                }
-            }
-            match stream {
-                Some(s) => {
-                    let _ = s.set_nodelay(true);
-                    Inner::Tcp(s)
-                }
-                None => {
-                    return Err(fail(last.unwrap_or_else(|| {
-                        std::io::Error::other(format!("{addr}: no address"))
-                    })))
-                }
-            }
+            let s = bounded::connect_tcp(addr, timeout).map_err(fail)?;
+            let _ = s.set_nodelay(true);
+            Inner::Tcp(s)
         }
     };
     Ok(Conn {

@@ -87,6 +87,8 @@ pub struct WhitelistRequest {
     pub persist: bool,
     pub fail2ban: bool,
     pub nginx_real_ip: bool,
+    /// Accept lists past the CDN size bounds ([`crate::cdn::size_check`]).
+    pub force: bool,
     pub state_dir: PathBuf,
     /// The nginx main configuration for `nginx -c` (`None`: nginx's compiled-in default).
     pub nginx_conf: Option<PathBuf>,
@@ -111,6 +113,7 @@ impl Default for WhitelistRequest {
             persist: false,
             fail2ban: false,
             nginx_real_ip: false,
+            force: false,
             state_dir: PathBuf::from("/var/lib/origin-agent"),
             nginx_conf: None,
             nginx_include: None,
@@ -251,6 +254,8 @@ pub enum WhitelistError {
     BadPort(u16),
     #[error("at most 15 ports can be whitelisted at once")]
     TooManyPorts,
+    #[error("provider {provider}: list refused: {reason}; use --force to whitelist it anyway")]
+    TooLarge { provider: Provider, reason: String },
     #[error("--rollback and --apply exclude each other")]
     Conflicting,
     #[error("the {0} back end is not supported by this version of `whitelist` yet; `--backend auto` (iptables) puts the agent's chain before {0}'s chains, which works on {0} hosts")]
@@ -318,6 +323,21 @@ pub fn checked_lists(
         out.push((*p, v4, v6));
     }
     Ok(out)
+}
+
+/// Each list within the CDN size bounds, and within their growth over the bundled list (what
+/// the agent shipped with: a saved list cannot quietly grow the whitelist).
+pub fn sized_lists(lists: &[ProviderList]) -> Result<(), WhitelistError> {
+    for (p, v4, v6) in lists {
+        let bundled = crate::cdn::ranges(*p);
+        crate::cdn::size_check(v4, v6, Some((&bundled.v4, &bundled.v6))).map_err(|reason| {
+            WhitelistError::TooLarge {
+                provider: *p,
+                reason,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn checked_ports(ports: &[u16]) -> Result<Vec<u16>, WhitelistError> {
@@ -411,6 +431,9 @@ pub fn run(
     }
     let ports = checked_ports(&req.ports)?;
     let lists = checked_lists(&req.providers, catalog)?;
+    if !req.force {
+        sized_lists(&lists)?;
+    }
     let mut out = firewall(host, req, &lists, &ports)?;
     if req.fail2ban {
         let conf = req
