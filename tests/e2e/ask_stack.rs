@@ -34,6 +34,31 @@ fn find<'a>(checks: &'a [Check], id: &str) -> &'a Check {
     })
 }
 
+/// The check `id`, asserted to have `status` and `cause` and to say `needle`.
+fn expect<'a>(
+    checks: &'a [Check],
+    id: &str,
+    status: Status,
+    cause: Option<CauseId>,
+    needle: &str,
+) -> &'a Check {
+    let c = find(checks, id);
+    assert_eq!((c.status, c.cause), (status, cause), "{id}: {}", c.detail);
+    assert!(
+        c.detail.contains(needle),
+        "{id} lacks {needle:?}: {}",
+        c.detail
+    );
+    c
+}
+
+/// Asserts that a check's detail says each of `needles`.
+fn says(c: &Check, needles: &[&str]) {
+    for n in needles {
+        assert!(c.detail.contains(n), "{} lacks {n:?}: {}", c.id, c.detail);
+    }
+}
+
 fn lab_config(lab: &Lab) -> Config {
     let mut c = Config {
         nginx_config: Some(lab.nginx_conf()),
@@ -99,11 +124,7 @@ fn self_test_finds_nginx_502_and_names_php_fpm_as_the_failing_layer() {
     assert_eq!(t.status, Status::Ok, "{}", t.detail);
     let status = find(&checks, "php-fpm.pool.www.live-status");
     assert_eq!(status.status, Status::Ok, "{}", status.detail);
-    assert!(
-        status.detail.contains("not saturated now"),
-        "{}",
-        status.detail
-    );
+    says(status, &["not saturated now"]);
     assert_eq!(status.cause, Some(CauseId::UpstreamSaturated));
 
     lab.stop_php_fpm().unwrap();
@@ -116,15 +137,12 @@ fn self_test_finds_nginx_502_and_names_php_fpm_as_the_failing_layer() {
     );
     let t = find(&checks, &target);
     assert_eq!(t.status, Status::Fail, "{}", t.detail);
-    assert!(
-        t.detail.contains("nginx answers 502 for example.com/"),
-        "{}",
-        t.detail
-    );
-    assert!(
-        t.detail.contains("the failing layer is PHP-FPM pool `www`"),
-        "{}",
-        t.detail
+    says(
+        t,
+        &[
+            "nginx answers 502 for example.com/",
+            "the failing layer is PHP-FPM pool `www`",
+        ],
     );
     assert_eq!(t.cause, Some(CauseId::UpstreamDown));
     let pool = find(&checks, "self-test.php-fpm.www");
@@ -185,27 +203,16 @@ fn fpm_status_over_fastcgi_shows_the_saturated_pool_and_the_slow_script() {
     });
     assert!(busy, "the pool never looked saturated");
     let (checks, _) = ask_recorded(&lab, &config);
-    let status = find(&checks, "php-fpm.pool.www.live-status");
-    assert_eq!(
-        (status.status, status.cause),
-        (Status::Fail, Some(CauseId::UpstreamSaturated)),
-        "{}",
-        status.detail
+    let status = expect(
+        &checks,
+        "php-fpm.pool.www.live-status",
+        Status::Fail,
+        Some(CauseId::UpstreamSaturated),
+        "2 of 2 workers busy",
     );
-    assert!(
-        status.detail.contains("2 of 2 workers busy"),
-        "{}",
-        status.detail
-    );
-    assert!(
-        status.detail.contains("scripts holding workers right now"),
-        "{}",
-        status.detail
-    );
-    assert!(
-        status.detail.contains("GET /sleep.php?s=6"),
-        "{}",
-        status.detail
+    says(
+        status,
+        &["scripts holding workers right now", "GET /sleep.php?s=6"],
     );
     // The held requests end when the lab stops (no need to wait for them).
     drop(held);
@@ -230,17 +237,12 @@ fn a_saturated_pool_without_a_status_listener_is_seen_by_its_silence() {
         started.elapsed() < Duration::from_secs(3),
         "bounded by its deadline"
     );
-    let status = find(&checks, "php-fpm.pool.www.live-status");
-    assert_eq!(
-        (status.status, status.cause),
-        (Status::Fail, Some(CauseId::UpstreamSaturated)),
-        "{}",
-        status.detail
-    );
-    assert!(
-        status.detail.contains("no worker answered within"),
-        "{}",
-        status.detail
+    expect(
+        &checks,
+        "php-fpm.pool.www.live-status",
+        Status::Fail,
+        Some(CauseId::UpstreamSaturated),
+        "no worker answered within",
     );
     // The held requests end when the lab stops (no need to wait for them).
     drop(held);
@@ -301,12 +303,7 @@ fn mariadb_at_max_connections_is_confirmed_now_and_no_credential_leaks() {
     let checks = ask(&LiveHost, &config);
     let db = find(&checks, "database.live-status");
     assert_eq!(db.status, Status::Ok, "{}", db.detail);
-    assert!(db.detail.contains("the credentials in"), "{}", db.detail);
-    assert!(
-        db.detail.contains("not out of connections now"),
-        "{}",
-        db.detail
-    );
+    says(db, &["the credentials in", "not out of connections now"]);
 
     // Fill every connection as the unprivileged lab user.
     let opts = mysql::OptsBuilder::new()
@@ -445,7 +442,7 @@ fn a_crashed_myisam_table_is_found_and_the_fix_names_it() {
         "{}",
         t.detail
     );
-    assert!(t.detail.contains("`shop`.`orders`"), "{}", t.detail);
+    says(t, &["`shop`.`orders`"]);
     let fix = t.fix.as_deref().unwrap();
     assert!(fix.contains("REPAIR TABLE `shop`.`orders`"), "{fix}");
     // Checked, never repaired: still crashed.
@@ -487,6 +484,18 @@ fn status_server(answers: Vec<(Duration, String)>) -> (String, std::thread::Join
     (url, handle)
 }
 
+/// A config (written to `dir/agent.yaml`) with Cloudflare's status page at `url`.
+fn cdn_config(dir: &Path, url: &str) -> (PathBuf, Config) {
+    let yaml = format!(
+        "cdn:\n  providers: [cloudflare]\n  status_urls:\n    cloudflare: \"{url}\"\nstate_dir: \"{}\"\n",
+        dir.join("state").display()
+    );
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = Config::from_yaml(&yaml, &path).unwrap();
+    (path, config)
+}
+
 const INCIDENT: &str = r#"{"page":{"id":"yh6f0r4529hb","name":"Cloudflare"},"status":{"indicator":"major","description":"Partial System Outage"},"components":[{"name":"Frankfurt, Germany - (FRA)","status":"major_outage","group":false},{"name":"London, United Kingdom - (LHR)","status":"operational","group":false}],"incidents":[{"name":"Elevated 522 errors for origins in Europe","status":"identified","impact":"major","updated_at":"2026-12-03T08:40:00Z","shortlink":"https://stspg.io/abc"}],"scheduled_maintenances":[]}"#;
 const HEALTHY: &str = r#"{"status":{"indicator":"none","description":"All Systems Operational"},"components":[],"incidents":[],"scheduled_maintenances":[]}"#;
 
@@ -499,13 +508,7 @@ fn cdn_status_from_a_loopback_server_incident_malformed_slow_cached_and_replayed
         (Duration::from_secs(5), HEALTHY.to_string()),
         (Duration::ZERO, HEALTHY.to_string()),
     ]);
-    let yaml = format!(
-        "cdn:\n  providers: [cloudflare]\n  status_urls:\n    cloudflare: \"{url}\"\nstate_dir: \"{}\"\n",
-        dir.path().join("state").display()
-    );
-    let cfg_path = dir.path().join("agent.yaml");
-    std::fs::write(&cfg_path, &yaml).unwrap();
-    let config = Config::from_yaml(&yaml, &cfg_path).unwrap();
+    let (cfg_path, config) = cdn_config(dir.path(), &url);
 
     // 1. The incident, through the subcommand: exit 1 and the incident named.
     let out = assert_cmd::Command::cargo_bin("origin-agent")
@@ -568,13 +571,7 @@ fn the_audit_report_says_the_cdn_has_an_incident() {
     // in its checks and on the layer map.
     let dir = tempfile::tempdir().unwrap();
     let (url, server) = status_server(vec![(Duration::ZERO, INCIDENT.to_string())]);
-    let yaml = format!(
-        "cdn:\n  providers: [cloudflare]\n  status_urls:\n    cloudflare: \"{url}\"\nstate_dir: \"{}\"\n",
-        dir.path().join("state").display()
-    );
-    let cfg_path = dir.path().join("agent.yaml");
-    std::fs::write(&cfg_path, &yaml).unwrap();
-    let config = Config::from_yaml(&yaml, &cfg_path).unwrap();
+    let (cfg_path, config) = cdn_config(dir.path(), &url);
     let rec = Recorder::new(LiveHost);
     stack::cdn_status::checks_for(&rec, &config, &[origin_agent::cdn::Provider::Cloudflare]);
     let _ = rec.now();

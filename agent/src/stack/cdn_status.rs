@@ -66,13 +66,7 @@ impl Summary {
 }
 
 fn text(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect()
+    super::json_text(v.get(key))
 }
 
 /// Parses a Statuspage `summary.json`.

@@ -60,16 +60,8 @@ pub fn parse(body: &str) -> Result<PoolStatus, String> {
             _ => 0,
         }
     };
-    let s = |o: &serde_json::Map<String, Value>, k: &str| -> String {
-        o.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .chars()
-            // Request URIs are visitors' text: no control byte reaches a terminal.
-            .filter(|c| !c.is_control())
-            .take(300)
-            .collect()
-    };
+    // Request URIs are visitors' text: no control byte reaches a terminal.
+    let s = |o: &serde_json::Map<String, Value>, k: &str| super::json_text(o.get(k));
     let workers = obj
         .get("processes")
         .and_then(Value::as_array)

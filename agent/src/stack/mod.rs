@@ -68,6 +68,17 @@ pub fn exchange_live(request: &Exchange) -> Result<Reply, ExchangeError> {
     }
 }
 
+/// A JSON string from another program (a status page), as text to show: no control byte,
+/// at most 300 characters.
+pub(crate) fn json_text(v: Option<&serde_json::Value>) -> String {
+    v.and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
 /// `(11: Resource temporarily unavailable)` style, as nginx writes errnos.
 pub(crate) fn errno_label(errno: Option<i32>, message: &str) -> String {
     let text = message
