@@ -18,9 +18,9 @@ use std::time::Duration;
 use crate::host::exchange::{ExchangeError, MysqlAuth, QueryResult, Reply, Stage};
 use crate::host::{Endpoint, Exchange, Host};
 
-/// The most rows kept per statement, and bytes per value.
+/// The most rows kept per statement, and bytes per value (a serialized WordPress option fits).
 const MAX_ROWS: usize = 200;
-const MAX_VALUE: usize = 4096;
+const MAX_VALUE: usize = 64 * 1024;
 
 /// Debian's maintenance credentials.
 pub const DEBIAN_CNF: &str = "/etc/mysql/debian.cnf";
