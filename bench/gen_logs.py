@@ -7,6 +7,10 @@ over 24 hours, about 1% 5xx (502 with the nginx-made body size, some 504 and 500
 error.log: ERROR_LINES physical lines (default 200,000) of the nginx error log: PHP warnings sent
 in stderr (no event), open() 404 noise, and real upstream failures (socket missing, timeouts,
 resets, fatal errors with multi-line stack traces).
+php-fpm.log: FPM_LINES lines (default 100,000) of PHP-FPM's own log: child start/exit notices,
+slow-request warnings, saturation, timeouts, crashes, stderr lines of children.
+mariadb.log: MYSQL_LINES lines (default 50,000) of the MariaDB error log: aborted-connection
+warnings, notes, too many connections, crashed tables.
 """
 import os
 import random
@@ -15,6 +19,8 @@ import sys
 out = sys.argv[1] if len(sys.argv) > 1 else "."
 access_lines = int(os.environ.get("ACCESS_LINES", "1000000"))
 error_lines = int(os.environ.get("ERROR_LINES", "200000"))
+fpm_lines = int(os.environ.get("FPM_LINES", "100000"))
+mysql_lines = int(os.environ.get("MYSQL_LINES", "50000"))
 rng = random.Random(20261124)
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
@@ -123,7 +129,59 @@ def error():
             f.write(line + "\n")
 
 
+def stamp_fpm(t):
+    import time as _t
+    g = _t.gmtime(t)
+    return "%02d-%s-%d %02d:%02d:%02d" % (g.tm_mday, MONTHS[g.tm_mon - 1], g.tm_year, g.tm_hour, g.tm_min, g.tm_sec)
+
+
+def php_fpm():
+    path = os.path.join(out, "php-fpm.log")
+    with open(path, "w", buffering=1 << 20) as f:
+        for i in range(fpm_lines):
+            ts = stamp_fpm(start + i * 86400 // fpm_lines)
+            pid = 20000 + rng.randrange(5000)
+            r = rng.random()
+            if r < 0.40:
+                line = "[%s] NOTICE: [pool www] child %d started" % (ts, pid)
+            elif r < 0.75:
+                line = "[%s] NOTICE: [pool www] child %d exited with code 0 after %d.%06d seconds from start" % (ts, pid, rng.randrange(1, 3600), rng.randrange(10**6))
+            elif r < 0.85:
+                line = "[%s] WARNING: [pool www] child %d, script '/var/www/html/index.php' (request: \"GET /index.php\") executing too slow (%d.%06d sec), logging" % (ts, pid, rng.randrange(5, 30), rng.randrange(10**6))
+            elif r < 0.90:
+                line = "[%s] WARNING: [pool www] server reached pm.max_children setting (20), consider raising it" % ts
+            elif r < 0.93:
+                line = "[%s] WARNING: [pool www] child %d, script '/var/www/html/wp-cron.php' (request: \"GET /wp-cron.php\") execution timed out (60.%06d sec), terminating" % (ts, pid, rng.randrange(10**6))
+            elif r < 0.95:
+                line = "[%s] WARNING: [pool www] child %d exited on signal 11 (SIGSEGV - core dumped) after %d.%06d seconds from start" % (ts, pid, rng.randrange(1, 600), rng.randrange(10**6))
+            else:
+                line = "[%s] WARNING: [pool www] child %d said into stderr: \"NOTICE: PHP message: PHP Warning:  Undefined variable $x in /var/www/html/wp-content/themes/shop/functions.php on line %d\"" % (ts, pid, rng.randrange(1, 900))
+            f.write(line + "\n")
+
+
+def mariadb():
+    path = os.path.join(out, "mariadb.log")
+    import time as _t
+    with open(path, "w", buffering=1 << 20) as f:
+        for i in range(mysql_lines):
+            g = _t.gmtime(start + i * 86400 // mysql_lines)
+            ts = "%d-%02d-%02d %2d:%02d:%02d" % (g.tm_year, g.tm_mon, g.tm_mday, g.tm_hour, g.tm_min, g.tm_sec)
+            cid = rng.randrange(1, 10**6)
+            r = rng.random()
+            if r < 0.70:
+                line = "%s %d [Warning] Aborted connection %d to db: 'wp' user: 'wp' host: 'localhost' (Got an error reading communication packets)" % (ts, cid, cid)
+            elif r < 0.85:
+                line = "%s %d [Note] Event Scheduler: scheduler thread started with id %d" % (ts, cid, cid)
+            elif r < 0.95:
+                line = "%s 0 [Warning] Aborted connection 0 to db: 'unconnected' user: 'unauthenticated' host: 'connecting host' (Too many connections)" % ts
+            else:
+                line = "%s %d [ERROR] mariadbd: Table './wp/wp_options' is marked as crashed and should be repaired" % (ts, cid)
+            f.write(line + "\n")
+
+
 if __name__ == "__main__":
     os.makedirs(out, exist_ok=True)
     access()
     error()
+    php_fpm()
+    mariadb()

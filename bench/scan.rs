@@ -19,7 +19,14 @@ fn main() -> std::process::ExitCode {
     }
     let paths: Vec<PathBuf> = args.into_iter().map(PathBuf::from).collect();
     let tz = jiff::tz::TimeZone::system();
-    let ev = origin_agent::logs::scan_paths(&paths, &window, &tz);
+    let rules = match origin_agent::logs::builtin_rules() {
+        Ok(rules) => rules,
+        Err(e) => {
+            eprintln!("rules: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let ev = origin_agent::logs::scan_paths(&paths, &window, &tz, &rules);
     for f in &ev.files {
         println!(
             "{}: source={} lines={} events={} bad={} outside={} truncated={} error={}",

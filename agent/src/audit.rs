@@ -3,6 +3,7 @@
 //! [`scan`] is the log-only variant: given files, no probe of the host.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::check::{Area, Check};
@@ -16,6 +17,7 @@ use crate::host::{Host, HostExt};
 use crate::logs::{self, Window};
 use crate::probes;
 use crate::report::{self, Report};
+use crate::rules::RuleSet;
 
 /// How an audit runs.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct AuditOptions {
     pub progress: bool,
     /// `live`, or the snapshot's path, for the report.
     pub source: String,
+    /// The log rules (the embedded packs plus the site's `rules.d`): passed to every log reader.
+    pub rules: Arc<RuleSet>,
 }
 
 impl Default for AuditOptions {
@@ -34,6 +38,7 @@ impl Default for AuditOptions {
             since: None,
             progress: false,
             source: "live".to_string(),
+            rules: logs::builtin_rules().unwrap_or_else(|_| Arc::new(RuleSet::empty())),
         }
     }
 }
@@ -71,7 +76,7 @@ pub fn gather(host: &dyn Host, config: &Config, opts: &AuditOptions) -> AuditDat
     progress(opts, "reading the logs");
     let files = discover::log_files(host, &discovery, config);
     let tz = host.time_zone();
-    let evidence = logs::read_evidence(host, &files, &window, &tz);
+    let evidence = logs::read_evidence(host, &files, &window, &tz, &opts.rules);
     checks.extend(log_checks(&evidence));
     progress(opts, "checking the firewall against the CDN ranges");
     let (firewall_checks, firewall_table) =
@@ -178,7 +183,7 @@ pub fn default_snapshot_name(host: &str, now: jiff::Timestamp) -> PathBuf {
 }
 
 /// `scan`: the log evidence and diagnosis over the given files alone.
-pub fn scan(paths: &[PathBuf], since: Option<Duration>) -> Report {
+pub fn scan(paths: &[PathBuf], since: Option<Duration>, rules: &Arc<RuleSet>) -> Report {
     let host = LiveHost;
     let now = host.now();
     let window = Window {
@@ -189,7 +194,7 @@ pub fn scan(paths: &[PathBuf], since: Option<Duration>) -> Report {
         until: None,
     };
     let tz = host.time_zone();
-    let evidence = logs::scan_paths(paths, &window, &tz);
+    let evidence = logs::scan_paths(paths, &window, &tz, rules);
     let checks = log_checks(&evidence);
     let stack_found = evidence.files.iter().any(|f| f.error.is_none());
     let diagnosis = diagnose::diagnose(

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,7 @@ use origin_agent::host::live::LiveHost;
 use origin_agent::host::snapshot::SnapshotHost;
 use origin_agent::host::{Host, HostExt};
 use origin_agent::report::{human, nagios, Report};
+use origin_agent::rules::RuleSet;
 
 use crate::cli::{
     AuditArgs, CdnCommand, CollectArgs, ConfigCommand, ExplainArgs, Format, GenerateArgs,
@@ -33,21 +35,25 @@ fn since(text: Option<&str>) -> Result<Option<Duration>> {
     }
 }
 
-/// Loads the config, and makes the embedded rules plus the site's `rules_dir` the rules every
-/// reader uses. A broken site pack is reported and the embedded rules are used: the audit still
-/// answers (`config check` is where a broken pack fails).
+/// Loads the config.
 fn load_config(path: Option<&Path>) -> Result<Config> {
-    let config = Config::load_or_default(path)?;
-    match origin_agent::rules::RuleSet::load(Some(&config.rules_dir)) {
-        Ok(set) => {
-            origin_agent::logs::use_rules(std::sync::Arc::new(set));
+    Ok(Config::load_or_default(path)?)
+}
+
+/// The rules the log readers get: the embedded packs plus the site's `rules_dir`. A broken site
+/// pack is reported and the embedded rules are used: the audit still answers (`config check` is
+/// where a broken pack fails).
+fn load_rules(config: &Config) -> Result<Arc<RuleSet>> {
+    match RuleSet::load(Some(&config.rules_dir)) {
+        Ok(set) => Ok(Arc::new(set)),
+        Err(err) => {
+            eprintln!(
+                "origin-agent: site rules in {} ignored, using the embedded rules: {err}",
+                config.rules_dir.display()
+            );
+            Ok(origin_agent::logs::builtin_rules()?)
         }
-        Err(err) => eprintln!(
-            "origin-agent: site rules in {} ignored, using the embedded rules: {err}",
-            config.rules_dir.display()
-        ),
     }
-    Ok(config)
 }
 
 fn is_terminal_stderr() -> bool {
@@ -89,12 +95,14 @@ fn with_host<T>(snapshot: Option<&Path>, f: impl FnOnce(&dyn Host, String) -> T)
 
 pub fn audit(args: AuditArgs) -> Result<Exit> {
     let config = load_config(args.config.as_deref())?;
+    let rules = load_rules(&config)?;
     let since = since(args.since.as_deref())?;
     let report = with_host(args.snapshot.as_deref(), |host, source| {
         let opts = AuditOptions {
             since,
             progress: is_terminal_stderr() && args.output.format() == Format::Human,
             source,
+            rules,
         };
         audit::run(host, &config, &opts)
     })?;
@@ -102,18 +110,19 @@ pub fn audit(args: AuditArgs) -> Result<Exit> {
 }
 
 pub fn scan(args: ScanArgs) -> Result<Exit> {
-    load_config(args.config.as_deref())?;
+    let rules = load_rules(&load_config(args.config.as_deref())?)?;
     for file in &args.files {
         if !file.exists() {
             bail!("{}: no such file", file.display());
         }
     }
-    let report = audit::scan(&args.files, since(args.since.as_deref())?);
+    let report = audit::scan(&args.files, since(args.since.as_deref())?, &rules);
     emit(&report, args.output.format())
 }
 
 pub fn explain(args: ExplainArgs) -> Result<Exit> {
     let config = load_config(args.config.as_deref())?;
+    let rules = load_rules(&config)?;
     let since = since(args.since.as_deref())?;
     let result = with_host(args.snapshot.as_deref(), |host, source| -> Result<_> {
         let query = if let Some(at) = &args.at {
@@ -129,6 +138,7 @@ pub fn explain(args: ExplainArgs) -> Result<Exit> {
             since,
             progress: false,
             source,
+            rules,
         };
         let data = audit::gather(host, &config, &opts);
         Ok(diagnose::explain(&data.evidence, &query))
@@ -161,6 +171,7 @@ pub fn collect(args: CollectArgs) -> Result<Exit> {
         since: since(args.since.as_deref())?,
         progress: is_terminal_stderr(),
         source: "live".to_string(),
+        rules: load_rules(&config)?,
     };
     let out = args
         .out
@@ -191,7 +202,7 @@ pub fn config(command: ConfigCommand) -> Result<Exit> {
         ConfigCommand::Check { file } => {
             let path = file.unwrap_or_else(|| config::DEFAULT_PATH.into());
             let config = Config::load(&path)?;
-            let rules = origin_agent::rules::RuleSet::load(Some(&config.rules_dir))
+            let rules = RuleSet::load(Some(&config.rules_dir))
                 .with_context(|| format!("rules in {}", config.rules_dir.display()))?;
             print(&format!(
                 "{}: valid (state_dir {}, metrics on {}, {} rules)\n",
@@ -208,9 +219,7 @@ pub fn config(command: ConfigCommand) -> Result<Exit> {
 pub fn rules(command: RulesCommand) -> Result<Exit> {
     match command {
         RulesCommand::List => {
-            let set = origin_agent::rules::RuleSet::load(Some(
-                &Config::load_or_default(None)?.rules_dir,
-            ))?;
+            let set = RuleSet::load(Some(&Config::load_or_default(None)?.rules_dir))?;
             print(&origin_agent::rules::list_text(&set))?;
             Ok(0)
         }

@@ -157,9 +157,17 @@ pub struct FileSummary {
     /// Lines longer than the line cap (their excess was dropped).
     #[serde(default)]
     pub truncated_lines: u64,
+    /// Bytes at the start of a time-ordered file skipped as before the window (found by
+    /// bisection; `lines` and `outside_window` count the lines read).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_bytes: u64,
     /// Why the file could not be read, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How often one rule matched, and when first and last.
@@ -210,6 +218,10 @@ pub struct Evidence {
     pub events_dropped: u64,
     #[serde(default)]
     pub errors_dropped: u64,
+    /// The `fix:` text (with `${field}` placeholders) of every rule that matched, by rule id:
+    /// the diagnosis shows it where it knows no more specific fix.
+    #[serde(skip)]
+    pub rule_fixes: BTreeMap<String, String>,
 }
 
 impl Evidence {
@@ -229,6 +241,7 @@ impl Evidence {
         for (rule, tally) in other.events_by_rule {
             self.events_by_rule.entry(rule).or_default().absorb(&tally);
         }
+        self.rule_fixes.extend(other.rule_fixes);
         self.files.extend(other.files);
         let stats = &mut self.responses;
         stats.total += other.responses.total;

@@ -56,6 +56,8 @@ pub enum Distrust {
     Unreadable(HostError),
     #[error("none of {0} is installed")]
     NoBinary(String),
+    #[error("{0} is not an absolute path")]
+    Relative(PathBuf),
     #[error("process {pid} ({title}) is owned by {owner}, not by root{account}: its claims are not believed")]
     Process {
         pid: u32,
@@ -139,6 +141,9 @@ pub fn known_binary(
             .find(|p| !matches!(host.metadata(p), Err(e) if e.is_not_found()))
             .ok_or_else(|| Distrust::NoBinary(distro.join(", ")))?,
     };
+    if !path.is_absolute() {
+        return Err(Distrust::Relative(path));
+    }
     if let Some(meta) = meta_or_snapshot(host, &path)? {
         if meta.kind != FileKind::File {
             return Err(Distrust::NotAFile { path });
@@ -395,6 +400,10 @@ mod tests {
         assert!(matches!(
             known_binary(&FixtureHost::new(), None, NGINX_PATHS),
             Err(Distrust::NoBinary(_))
+        ));
+        assert!(matches!(
+            known_binary(&host, Some(Path::new("nginx")), NGINX_PATHS),
+            Err(Distrust::Relative(_))
         ));
     }
 

@@ -13,11 +13,19 @@ fuzz_target!(|data: &[u8]| {
         assert!(e.len() <= origin_agent::logs::LINE_CAP);
         entries += 1;
     });
+    let Ok(rules) = origin_agent::logs::builtin_rules() else {
+        return;
+    };
     let Ok(mut f) = tempfile_in_tmp() else { return };
     if f.1.write_all(data).is_err() {
         return;
     }
-    let _ = scan_paths(&[f.0.clone()], &Window::default(), &jiff::tz::TimeZone::UTC);
+    let _ = scan_paths(
+        &[f.0.clone()],
+        &Window::default(),
+        &jiff::tz::TimeZone::UTC,
+        &rules,
+    );
     let _ = std::fs::remove_file(&f.0);
     f.0.clear();
 });

@@ -899,7 +899,7 @@ fn default_config_alert_rules_and_dashboard_match_the_code() {
     for asset in [
         "etc/origin-agent/config.yaml",
         "usr/share/origin-agent/rules/",
-        "target/assets/origin-agent.1",
+        "target/assets/man/*.1",
         "completions/origin-agent.bash",
         "completions/_origin-agent",
         "completions/origin-agent.fish",

@@ -31,7 +31,7 @@ fn sh(args: &[&str]) -> std::process::Output {
 }
 
 /// Why this test cannot run here, if it cannot.
-fn unavailable(tools: &[&str]) -> Option<String> {
+pub(crate) fn unavailable(tools: &[&str]) -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("needs root to create network namespaces".into());
     }
@@ -56,12 +56,12 @@ macro_rules! require {
 }
 
 /// A network namespace of this test; deleted on drop (also when the test fails).
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
 }
 
 impl Netns {
-    fn new() -> Option<Netns> {
+    pub(crate) fn new() -> Option<Netns> {
         let name = format!(
             "oa-fw-{}-{}",
             std::process::id(),
@@ -81,7 +81,7 @@ impl Netns {
     }
 
     /// Runs a command inside the namespace; panics with its stderr when it fails.
-    fn exec(&self, args: &[&str]) -> String {
+    pub(crate) fn exec(&self, args: &[&str]) -> String {
         let mut full = vec!["ip", "netns", "exec", &self.name];
         full.extend_from_slice(args);
         let out = sh(&full);
@@ -93,12 +93,12 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn script(&self, script: &str) {
+    pub(crate) fn script(&self, script: &str) {
         self.exec(&["sh", "-ec", script]);
     }
 
     /// Loads an nftables ruleset (`nft -f`) into the namespace.
-    fn nft(&self, ruleset: &str) {
+    pub(crate) fn nft(&self, ruleset: &str) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rules.nft");
         std::fs::write(&file, ruleset).unwrap();
@@ -115,10 +115,10 @@ impl Drop for Netns {
 
 /// The live host, with every command run inside the namespace. `fail2ban-client` is pointed at
 /// the test's server socket, and some paths are mapped to the test's temp files.
-struct NsHost<'a> {
-    ns: &'a Netns,
-    f2b_socket: Option<PathBuf>,
-    remap: Vec<(String, String)>,
+pub(crate) struct NsHost<'a> {
+    pub(crate) ns: &'a Netns,
+    pub(crate) f2b_socket: Option<PathBuf>,
+    pub(crate) remap: Vec<(String, String)>,
 }
 
 impl NsHost<'_> {
@@ -571,14 +571,14 @@ fn ufw_chains_in_a_namespace() {
 
 /// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file
 /// and database in a temp dir; stopped on drop.
-struct Fail2ban<'a> {
+pub(crate) struct Fail2ban<'a> {
     ns: &'a Netns,
     dir: PathBuf,
     running: bool,
 }
 
 impl<'a> Fail2ban<'a> {
-    fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
+    pub(crate) fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
         let conf = dir.join("conf");
         assert!(
             sh(&["cp", "-a", "/etc/fail2ban", &conf.display().to_string()])
@@ -640,7 +640,7 @@ impl<'a> Fail2ban<'a> {
     }
 
     /// The namespace's host, with `fail2ban-client` on this server's socket and its database.
-    fn host(&self) -> NsHost<'a> {
+    pub(crate) fn host(&self) -> NsHost<'a> {
         NsHost {
             ns: self.ns,
             f2b_socket: Some(self.socket()),
@@ -651,7 +651,7 @@ impl<'a> Fail2ban<'a> {
         }
     }
 
-    fn client(&self, args: &[&str]) -> Result<String, String> {
+    pub(crate) fn client(&self, args: &[&str]) -> Result<String, String> {
         let sock = self.socket().display().to_string();
         let mut full = vec![
             "ip",
@@ -1117,4 +1117,82 @@ table inet filter {
         "{}",
         table_text(&report)
     );
+}
+
+#[test]
+fn with_no_cdn_configured_a_rule_aimed_at_one_names_it_and_a_default_deny_is_reported() {
+    require!("ip", "iptables", "ip6tables", "iptables-save");
+    let Some(ns) = Netns::new() else { return };
+    // Cloudflare's edge dropped on the web ports by a rule that names its range (the access log
+    // would show no Cloudflare client at all); an unrelated address dropped too.
+    ns.script(
+        "iptables -A INPUT -s 173.245.48.0/20 -p tcp -m multiport --dports 80,443 -j DROP
+         iptables -A INPUT -s 203.0.113.50/32 -j DROP",
+    );
+    let host = NsHost {
+        ns: &ns,
+        f2b_socket: None,
+        remap: vec![],
+    };
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "firewall.cloudflare");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::FirewallCdnBlocked)
+    );
+    assert!(check.detail.contains("no CDN is configured or detected"));
+    assert_eq!(
+        blocked(&report, Provider::Cloudflare),
+        vec![(
+            vec![80, 443],
+            Verdict::Drop,
+            vec![net("173.245.48.0/20")],
+            "INPUT".to_string(),
+            1
+        )]
+    );
+    assert_eq!(report.providers.len(), 1, "{}", table_text(&report));
+    assert!(report.checks.iter().all(|c| c.id != "firewall.web-ports"));
+
+    // A default deny that lets only SSH in closes the web ports to everyone: that, not a CDN.
+    ns.script(
+        "iptables -F INPUT
+         iptables -A INPUT -p tcp --dport 22 -j ACCEPT
+         iptables -P INPUT DROP",
+    );
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "firewall.web-ports");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert!(check.cause.is_none());
+    assert!(report.providers.is_empty(), "{}", table_text(&report));
+}
+
+#[test]
+fn with_no_cdn_configured_a_fail2ban_ban_of_a_cdn_edge_is_the_cause() {
+    require!(
+        "ip",
+        "iptables",
+        "fail2ban-server",
+        "fail2ban-client",
+        "sqlite3"
+    );
+    let Some(ns) = Netns::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let f2b = Fail2ban::start(&ns, dir.path());
+    f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
+        .unwrap();
+    let host = f2b.host();
+    let report = run_audit(&host, &[], &[80, 443]);
+    let check = check_of(&report, "fail2ban.cdn-banned");
+    assert_eq!(check.status, Status::Fail, "{}", check.detail);
+    assert_eq!(
+        check.cause,
+        Some(origin_agent::cause::CauseId::Fail2banCdnBanned)
+    );
+    assert!(check.detail.contains("173.245.48.9 (cloudflare)"));
+    // The ban's rule names an edge address: the firewall evaluation names Cloudflare too.
+    let got = blocked(&report, Provider::Cloudflare);
+    assert_eq!(got.len(), 1, "{}", table_text(&report));
+    assert_eq!(got[0].2, vec![net("173.245.48.9/32")]);
 }

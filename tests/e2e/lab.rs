@@ -183,6 +183,11 @@ pub struct LabOptions {
     pub mariadb_args: Vec<String>,
     /// `request_slowlog_timeout` in seconds, with `slowlog` = `logs/php-fpm-slow.log`.
     pub request_slowlog_timeout: Option<u32>,
+    /// Extra nginx directives for the `http` block (e.g. a `limit_req_zone`).
+    pub nginx_http_extra: String,
+    /// Extra nginx directives for the lab's `server` block (e.g. an `auth_basic` location);
+    /// `{lab}` is replaced with the lab dir.
+    pub nginx_server_extra: String,
 }
 
 impl Default for LabOptions {
@@ -206,6 +211,8 @@ impl Default for LabOptions {
             mariadb_max_connections: 20,
             mariadb_args: Vec::new(),
             request_slowlog_timeout: None,
+            nginx_http_extra: String::new(),
+            nginx_server_extra: String::new(),
         }
     }
 }
@@ -587,6 +594,8 @@ http {{
     log_format lab '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" ua="$upstream_addr" us="$upstream_status" urt="$upstream_response_time" rt=$request_time';
     access_log {access_log} lab;
 
+    {http_extra}
+
     upstream php_backend {{
         server 127.0.0.1:{refused} max_fails=1 fail_timeout=30s;
         server 127.0.0.1:{refused2} max_fails=1 fail_timeout=30s;
@@ -634,6 +643,8 @@ http {{
             include {params};
             fastcgi_pass php_backend;
         }}
+
+        {server_extra}
     }}
 }}
 "#,
@@ -655,6 +666,10 @@ http {{
             buffer_size = o.fastcgi_buffer_size,
             params = params.display(),
             sock = sock.display(),
+            http_extra = o.nginx_http_extra,
+            server_extra = o
+                .nginx_server_extra
+                .replace("{lab}", &d.display().to_string()),
         )
     }
 

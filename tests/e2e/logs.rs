@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use origin_agent::event::LogSource;
 use origin_agent::host::live::LiveHost;
-use origin_agent::logs::{read_evidence, LogFile, Window};
+use origin_agent::logs::{builtin_rules, read_evidence, LogFile, Window};
 
 const NGINX: &str = "/usr/sbin/nginx";
 const FPM: &str = "/usr/sbin/php-fpm8.2";
@@ -265,7 +265,7 @@ http {{
         until: None,
     };
     let tz = jiff::tz::TimeZone::system();
-    let ev = read_evidence(&LiveHost, &files, &window, &tz);
+    let ev = read_evidence(&LiveHost, &files, &window, &tz, &builtin_rules().unwrap());
 
     for f in &ev.files {
         assert!(f.error.is_none(), "{f:?}");
@@ -478,7 +478,13 @@ fn events_come_out_of_real_mariadb_lines() {
         since: Some(started - jiff::SignedDuration::from_secs(5)),
         until: None,
     };
-    let ev = read_evidence(&LiveHost, &files, &window, &jiff::tz::TimeZone::system());
+    let ev = read_evidence(
+        &LiveHost,
+        &files,
+        &window,
+        &jiff::tz::TimeZone::system(),
+        &builtin_rules().unwrap(),
+    );
     let f = &ev.files[0];
     assert_eq!(f.source, Some(LogSource::MysqlError), "{f:?}");
     assert_eq!(f.bad_lines, 0, "{f:?}");

@@ -4,10 +4,13 @@
 
 mod ask_stack;
 mod cli;
+mod corpus;
 mod daemon;
 mod dns;
 mod examples;
 mod firewall;
+mod held_out;
+mod hostile;
 pub mod lab;
 mod logs;
 mod report_snapshots;

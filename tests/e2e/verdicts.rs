@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::lab::Lab;
 use crate::scenarios::{by_name, run, ScenarioOutcome};
 
-fn agent_json(args: &[&str]) -> Value {
+pub(crate) fn agent_json(args: &[&str]) -> Value {
     let out = Command::cargo_bin("origin-agent")
         .expect("binary")
         .env("NO_COLOR", "1")
@@ -46,7 +46,7 @@ fn audit(lab: &Lab) -> Value {
     ])
 }
 
-fn scan(lab: &Lab) -> Value {
+pub(crate) fn scan(lab: &Lab) -> Value {
     let mut files: Vec<String> = Vec::new();
     for path in [
         lab.error_log(),
@@ -65,12 +65,12 @@ fn scan(lab: &Lab) -> Value {
     agent_json(&args)
 }
 
-fn tail(text: &str) -> String {
+pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn failing(report: &Value) -> Vec<String> {
+pub(crate) fn failing(report: &Value) -> Vec<String> {
     report["checks"]
         .as_array()
         .map(|a| {
@@ -88,7 +88,7 @@ fn failing(report: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn causes(report: &Value) -> Vec<String> {
+pub(crate) fn causes(report: &Value) -> Vec<String> {
     report["causes"]
         .as_array()
         .map(|a| {

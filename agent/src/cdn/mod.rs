@@ -8,6 +8,7 @@
 //!   [`list_text`], [`show_text`], [`detect`];
 //! - [`update`]: fetching the official endpoints, validating and saving (`cdn update`).
 
+pub mod evidence;
 pub mod update;
 
 pub use update::{

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -296,6 +297,7 @@ impl Notifier for ExecNotifier {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .map_err(start_err)?;
         if let Some(mut stdin) = child.stdin.take() {
@@ -316,7 +318,11 @@ impl Notifier for ExecNotifier {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 Ok(None) => {
-                    let _ = child.kill();
+                    // The hook's whole process group: nothing it started outlives the deadline.
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(child.id() as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                     let _ = child.wait();
                     return Err(NotifyError::ExecTimeout {
                         program: self.program.clone(),

@@ -54,7 +54,11 @@ impl AgentPipeline {
         AgentPipeline {
             config: config.clone(),
             discovery,
-            rules: logs::active_rules().ok(),
+            // The site's rules (a broken pack: the embedded ones, as `audit` does).
+            rules: RuleSet::load(Some(&config.rules_dir))
+                .map(Arc::new)
+                .or_else(|_| logs::builtin_rules())
+                .ok(),
             tz: LiveHost.time_zone(),
             formats: HashMap::new(),
             parsers: HashMap::new(),
@@ -80,8 +84,8 @@ impl AgentPipeline {
             let format = self.formats.get(path).cloned().flatten();
             let rules = self.rules.clone();
             let parser = rules.and_then(|rules| {
-                LineParser::with_rules(source, format.as_deref(), self.tz.clone(), rules.clone())
-                    .or_else(|_| LineParser::with_rules(source, None, self.tz.clone(), rules))
+                LineParser::new(source, format.as_deref(), self.tz.clone(), rules.clone())
+                    .or_else(|_| LineParser::new(source, None, self.tz.clone(), rules))
                     .ok()
             });
             self.parsers.insert(key.clone(), parser);
@@ -124,6 +128,9 @@ impl AgentPipeline {
             }
         }
         evidence.responses.clients = self.clients.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        if let Some(rules) = &self.rules {
+            evidence.rule_fixes = rules.fixes_of(evidence.events.iter().map(|e| e.rule.as_str()));
+        }
         evidence
     }
 }

@@ -14,6 +14,7 @@ pub fn fix_for(
     events: &[&Event],
     checks: &[&Check],
     discovery: &Discovery,
+    rule_fixes: &BTreeMap<String, String>,
 ) -> String {
     let check_fix: Vec<&str> = checks.iter().filter_map(|c| c.fix.as_deref()).collect();
     let specific = specific_fix(cause, events, discovery);
@@ -23,8 +24,24 @@ pub fn fix_for(
         }
         (Some(check), _) => sentence(check),
         (None, Some(specific)) => specific,
-        (None, None) => generic(cause).to_string(),
+        (None, None) => rule_fix(events, rule_fixes).unwrap_or_else(|| generic(cause).to_string()),
     }
+}
+
+/// The `fix:` text of the rule behind most of `events`, its `${field}` placeholders filled from
+/// the newest of that rule's events that has them all.
+fn rule_fix(events: &[&Event], rule_fixes: &BTreeMap<String, String>) -> Option<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for event in events {
+        *counts.entry(event.rule.as_str()).or_default() += 1;
+    }
+    let (rule, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    let template = rule_fixes.get(rule)?;
+    events
+        .iter()
+        .rev()
+        .filter(|e| e.rule == rule)
+        .find_map(|e| crate::rules::fill_fix(template, &e.fields))
 }
 
 /// A check's fix as a sentence: capital first letter, final period.

@@ -172,7 +172,7 @@ pub struct Explanation {
 
 /// Explains the responses the query selects.
 pub fn explain(evidence: &crate::event::Evidence, query: &ExplainQuery) -> Vec<Explanation> {
-    let events = super::refine::refine(&evidence.events);
+    let events = super::refine::refine(&evidence.events, &[]);
     let errors: Vec<&Response> = evidence.errors.iter().collect();
     let links = link(&errors, &events);
     let selected = |r: &Response, linked: Option<&Event>| match query {

@@ -16,7 +16,9 @@
 //! No guessing: 5xx with no explaining evidence leave `verdict.cause` empty and the status
 //! `unknown`.
 
+mod chain;
 mod fix;
+mod implied;
 mod link;
 mod refine;
 
@@ -29,6 +31,8 @@ use crate::check::{Check, Status};
 use crate::discover::Discovery;
 use crate::event::{Event, Evidence, LogSource, Response, Severity};
 
+pub use chain::chain_of;
+pub use implied::Implied;
 pub use link::{explain, ExplainQuery, Explanation};
 
 /// How many evidence lines a cause shows.
@@ -68,6 +72,17 @@ pub struct CauseReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
     pub fix: String,
+    /// The cause that explains this one (a database out of connections behind PHP fatal
+    /// errors): the verdict names the root of the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explained_by: Option<CauseId>,
+    /// Why it happened, when its log lines say (`upstream.unresolvable` for an nginx that could
+    /// not start because an upstream name does not resolve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CauseId>,
+    /// The statuses of the 5xx it explains (access-log and implied), with their counts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 /// When the 5xx started, peaked and stopped.
@@ -130,6 +145,9 @@ pub struct Diagnosis {
     pub unexplained: u64,
     /// What was looked at, for an `unknown` verdict.
     pub checked: Vec<String>,
+    /// Responses the error logs imply that no access-log line shows.
+    #[serde(default)]
+    pub implied: Implied,
 }
 
 /// What the diagnosis knows about the scope of its input.
@@ -146,9 +164,18 @@ pub fn diagnose(
     discovery: &Discovery,
     scope: Scope,
 ) -> Diagnosis {
-    let events = refine::refine(&evidence.events);
+    // The pids the kernel killed for memory in this window (its log read by the check, not given
+    // as a log file): PHP-FPM children SIGKILLed with those pids are OOM kills.
+    let oom_pids: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.id == "host.oom-kills" && c.status == Status::Fail)
+        .filter_map(|c| c.detail.split_once(crate::probes::load::OOM_PIDS))
+        .flat_map(|(_, pids)| pids.split_whitespace())
+        .collect();
+    let events = refine::refine(&evidence.events, &oom_pids);
     let errors: Vec<&Response> = evidence.errors.iter().filter(|r| r.status >= 500).collect();
     let links = link::link(&errors, &events);
+    let (implied, implied_tally) = implied::implied(&events, &links, evidence);
 
     // Gather per cause: events, linked responses, evidence.
     let mut by_cause: BTreeMap<CauseId, Acc> = BTreeMap::new();
@@ -163,12 +190,22 @@ pub fn diagnose(
     }
     for link in &links.links {
         let acc = by_cause.entry(link.cause).or_default();
+        if let Some(r) = errors.get(link.response) {
+            *acc.statuses.entry(r.status).or_default() += 1;
+        }
         if link.direct {
             acc.direct += 1;
         } else {
             acc.weak += 1;
         }
         acc.linked_events.push(link.event);
+    }
+    for (i, status) in &implied {
+        let event: &Event = &events[*i];
+        let acc = by_cause.entry(event.cause).or_default();
+        *acc.statuses.entry(*status).or_default() += 1;
+        acc.direct += 1;
+        acc.linked_events.push(event);
     }
     // The logs keep the newest events of each rule (caps) but tally all of them: count and date
     // the rest too, under the cause the kept events of that rule have.
@@ -205,7 +242,7 @@ pub fn diagnose(
         }
     }
 
-    let total_errors = errors.len() as f64;
+    let total_errors = (errors.len() + implied.len()) as f64;
     let mut causes: Vec<CauseReport> = Vec::new();
     for (cause, acc) in by_cause {
         if !acc.qualifies(cause, total_errors > 0.0) {
@@ -251,7 +288,7 @@ pub fn diagnose(
             .filter(|c| c.cause == Some(cause) && c.fix.is_some())
             .filter(|c| matches!(c.status, Status::Fail | Status::Warn))
             .collect();
-        let fix = fix::fix_for(cause, &acc.events, &fixing, discovery);
+        let fix = fix::fix_for(cause, &acc.events, &fixing, discovery, &evidence.rule_fixes);
         causes.push(CauseReport {
             id: cause,
             title: cause.title().to_string(),
@@ -269,8 +306,15 @@ pub fn diagnose(
             evidence: evidence_lines,
             checks: acc.checks.iter().map(|c| c.id.clone()).collect(),
             fix,
+            explained_by: None,
+            reason: acc
+                .events
+                .iter()
+                .find_map(|e| e.field(crate::logs::REASON).and_then(CauseId::parse)),
+            statuses: acc.statuses.clone(),
         });
     }
+    chain::link_chains(&mut causes, &events, &fixing_by_cause(checks), discovery);
     causes.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -284,7 +328,7 @@ pub fn diagnose(
     let checked = checked_list(evidence, checks);
     let verdict = verdict(
         &causes,
-        errors.len() as u64,
+        (errors.len() + implied.len()) as u64,
         unexplained,
         checks,
         scope,
@@ -296,7 +340,21 @@ pub fn diagnose(
         timeline,
         unexplained,
         checked,
+        implied: implied_tally,
     }
+}
+
+/// The checks that lend a fix to each cause (failing or warning).
+fn fixing_by_cause(checks: &[Check]) -> BTreeMap<CauseId, Vec<&Check>> {
+    let mut out: BTreeMap<CauseId, Vec<&Check>> = BTreeMap::new();
+    for c in checks {
+        if let (Some(cause), Some(_)) = (c.cause, &c.fix) {
+            if matches!(c.status, Status::Fail | Status::Warn) {
+                out.entry(cause).or_default().push(c);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -310,6 +368,7 @@ struct Acc<'a> {
     direct: u64,
     weak: u64,
     checks: Vec<&'a Check>,
+    statuses: BTreeMap<u16, u64>,
 }
 
 impl Acc<'_> {
@@ -327,7 +386,22 @@ impl Acc<'_> {
         }
         match cause {
             // A `pm.max_children` warning alone only slows requests down: not a cause of 5xx.
-            CauseId::UpstreamSaturated => self
+            // Or, in a PHP-FPM log alone, with slow or timed-out requests (refine moved them here).
+            CauseId::UpstreamSaturated => self.events.iter().chain(&self.context).any(|e| {
+                e.source == LogSource::NginxError
+                    || (e.source == LogSource::PhpFpm && e.field("script").is_some())
+            }),
+            // PHP-FPM that could not start (its config, its socket) serves no request at all.
+            CauseId::UpstreamDown => {
+                any_errors
+                    || self
+                        .events
+                        .iter()
+                        .any(|e| e.source == LogSource::PhpFpm && e.severity == Severity::Critical)
+            }
+            // An nginx that never started (`[emerg]` at start-up) serves nothing, so no request
+            // shows it: it stands on its own (below any cause that explains 5xx).
+            CauseId::WebDown => self
                 .events
                 .iter()
                 .any(|e| e.source == LogSource::NginxError),
@@ -498,9 +572,14 @@ fn verdict(
             )
         } else {
             format!(
-                "{} ({}), seen in the current state.",
+                "{} ({}), seen in the {}.",
                 capitalize(&top.title),
-                top.id
+                top.id,
+                if top.confirmed_now || top.events == 0 {
+                    "current state"
+                } else {
+                    "logs"
+                }
             )
         };
         return Verdict {

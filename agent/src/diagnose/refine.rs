@@ -12,6 +12,12 @@
 //!   not one slow script.
 //! - `connect() failed (111…)` to TCP servers just before `no live upstreams` is how nginx marked
 //!   the group's servers failed: one story, `upstream.no-live`.
+//! - Causes behind causes (the field [`EXPLAINED_BY`], read by the chain step): a PHP fatal error
+//!   that is a database connection failure (`mysqli_sql_exception: Too many connections`,
+//!   `SQLSTATE[HY000] [2002]`) is explained by the database; a crashed table after the disk
+//!   filled up by the full disk.
+//! - With no front server's error log (a PHP-FPM log alone), slow or timed-out requests while
+//!   `pm.max_children` is reached are the saturation.
 
 use std::borrow::Cow;
 
@@ -25,8 +31,16 @@ const SAME_MOMENT: i64 = 2;
 const SATURATION_EPISODE: i64 = 300;
 /// How long before `no live upstreams` the refused connects that marked the servers count.
 const NO_LIVE_LEAD: i64 = 60;
+/// The kernel's OOM report and PHP-FPM's reaping of the victim: both wall-clock logs, but the
+/// kernel's report is long and syslog may stamp it later.
+const OOM_MOMENT: i64 = 5;
 
-pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
+/// The event field naming the cause that explains an event's own cause.
+pub const EXPLAINED_BY: &str = "explained_by";
+
+/// `oom_pids`: pids the kernel killed for memory in this window, from its log read by a check
+/// (when no kernel log file was given).
+pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>> {
     let secs = |e: &Event| e.time.map(|t| t.as_second());
     let timeouts: Vec<(Option<i64>, Option<&str>)> = events
         .iter()
@@ -38,6 +52,36 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
         .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
         .map(secs)
         .collect();
+    let oom_victims: Vec<&str> = events
+        .iter()
+        .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
+        .filter_map(|e| e.field("victim_pid"))
+        .chain(oom_pids.iter().copied())
+        .collect();
+    // PHP-FPM children the kernel killed: named by the kernel's report (its pid), or SIGKILLed
+    // at the moment of an OOM kill. The kernel's stamps may be uptime only (raw dmesg): the pid
+    // is what ties them then.
+    let oom_sigkills: Vec<Option<i64>> = events
+        .iter()
+        .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
+        .filter(|e| {
+            e.field("child").is_some_and(|c| oom_victims.contains(&c))
+                || e.time.is_some_and(|t| {
+                    ooms.iter()
+                        .flatten()
+                        .any(|o| (o - t.as_second()).abs() <= OOM_MOMENT)
+                })
+        })
+        .map(secs)
+        .collect();
+    let disk_full: Option<i64> = events
+        .iter()
+        .filter(|e| e.cause == CauseId::HostDiskFull)
+        .filter_map(secs)
+        .min();
+    let front_log = events
+        .iter()
+        .any(|e| matches!(e.source, LogSource::NginxError | LogSource::ApacheError));
     let sigkills: Vec<Option<i64>> = events
         .iter()
         .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
@@ -63,8 +107,8 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
     let marks_no_live = |t: Option<i64>| {
         t.is_some_and(|t| no_live.iter().any(|n| *n >= t && n - t <= NO_LIVE_LEAD))
     };
-    let near = |list: &[Option<i64>], t: Option<i64>| match t {
-        Some(t) => list.iter().flatten().any(|s| (s - t).abs() <= SAME_MOMENT),
+    let near_within = |list: &[Option<i64>], t: Option<i64>, secs: i64| match t {
+        Some(t) => list.iter().flatten().any(|s| (s - t).abs() <= secs),
         None => false,
     };
     let timeout_near = |t: Option<i64>, child: Option<&str>| match t {
@@ -79,12 +123,16 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
     for event in events {
         let t = secs(event);
         let mut cause = event.cause;
+        let mut explained_by = None;
         if event.source == LogSource::PhpFpm && signal(event).is_some() {
             let sig = signal(event).unwrap_or_default();
+            let victim = event
+                .field("child")
+                .is_some_and(|c| oom_victims.contains(&c));
             if timeout_near(t, event.field("child")) {
                 // The termination that `execution timed out` announced: same cause, same story.
                 cause = CauseId::UpstreamTimeout;
-            } else if sig == 9 && near(&ooms, t) {
+            } else if sig == 9 && (victim || near_within(&ooms, t, OOM_MOMENT)) {
                 cause = CauseId::HostOomKill;
             } else if sig == 15 || sig == 3 {
                 // SIGTERM / SIGQUIT with no timeout: php-fpm stopping or reloading its children.
@@ -107,21 +155,92 @@ pub fn refine(events: &[Event]) -> Vec<Cow<'_, Event>> {
         } else if event.source == LogSource::NginxError && event.cause == CauseId::UpstreamCrashed {
             if timeout_near(t, None) {
                 cause = CauseId::UpstreamTimeout;
-            } else if near(&ooms, t) && (near(&sigkills, t) || sigkills.is_empty()) {
+            } else if near_within(&oom_sigkills, t, OOM_MOMENT)
+                || (near_within(&ooms, t, OOM_MOMENT)
+                    && (near_within(&sigkills, t, OOM_MOMENT) || sigkills.is_empty()))
+            {
                 cause = CauseId::HostOomKill;
             }
+        } else if event.source == LogSource::PhpFpm
+            && event.cause == CauseId::UpstreamTimeout
+            && !front_log
+            && saturated_at(t)
+        {
+            // A PHP-FPM log alone: the pool's workers were all taken by slow requests.
+            cause = CauseId::UpstreamSaturated;
+        } else if matches!(
+            event.cause,
+            CauseId::AppFatalError | CauseId::AppMemoryLimit
+        ) {
+            explained_by = database_failure(event);
+        } else if event.cause == CauseId::DbCrashedTable
+            && disk_full.is_some_and(|d| t.is_none_or(|t| d <= t + SAME_MOMENT))
+        {
+            explained_by = Some(CauseId::HostDiskFull);
         }
         // Only the events whose cause changed are copied.
-        out.push(if cause == event.cause {
+        out.push(if cause == event.cause && explained_by.is_none() {
             Cow::Borrowed(event)
         } else {
-            Cow::Owned(Event {
+            let mut event = Event {
                 cause,
                 ..event.clone()
-            })
+            };
+            if let Some(root) = explained_by {
+                event
+                    .fields
+                    .insert(EXPLAINED_BY.to_string(), root.id().to_string());
+            }
+            Cow::Owned(event)
         });
     }
     out
+}
+
+/// A PHP fatal error that is the database refusing or lacking connections: PHP 8.1's
+/// `mysqli_sql_exception`, PDO's `SQLSTATE[HY000] [1040]`, WordPress's message. Server error
+/// numbers, not texts, where the message carries them.
+fn database_failure(event: &Event) -> Option<CauseId> {
+    let text = event.field("error").unwrap_or(&event.text);
+    let lower = text.to_ascii_lowercase();
+    let db_context = [
+        "mysqli",
+        "pdo",
+        "sqlstate",
+        "mysql",
+        "database",
+        "doctrine",
+        "illuminate\\database",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    if !db_context {
+        return None;
+    }
+    if lower.contains("[1040]")
+        || lower.contains("/1040)")
+        || lower.contains("too many connections")
+        || lower.contains("[1203]")
+    {
+        return Some(CauseId::DbTooManyConnections);
+    }
+    if lower.contains("is marked as crashed") || lower.contains("[1194]") {
+        return Some(CauseId::DbCrashedTable);
+    }
+    if ["[2002]", "[2003]", "[2006]", "/2002)", "/2003)", "/2006)"]
+        .iter()
+        .any(|k| lower.contains(k))
+        || lower.contains("error establishing a database connection")
+        || lower.contains("can't connect to mysql server")
+        || lower.contains("can't connect to local mysql server")
+        || lower.contains("mysql server has gone away")
+        || (lower.contains("mysqli_sql_exception")
+            && (lower.contains("connection refused")
+                || lower.contains("no such file or directory")))
+    {
+        return Some(CauseId::DbDown);
+    }
+    None
 }
 
 /// `fastcgi://127.0.0.1:9000`, `http://[::1]:8080/x`: a TCP peer, not a unix socket.

@@ -469,3 +469,342 @@ fn events_over_the_logs_caps_are_counted_and_dated_from_the_tallies() {
     assert_eq!(d.causes[0].first_seen, Some(ts(-3600)));
     assert_eq!(d.causes[0].responses, 2);
 }
+
+#[test]
+fn a_rules_fix_with_its_captures_is_shown_where_no_specific_fix_exists() {
+    // A crash has no fix built from the host's configs: the rule's own text, filled in.
+    let events = (0..2)
+        .map(|i| {
+            event(
+                LogSource::PhpFpm,
+                CauseId::UpstreamCrashed,
+                i,
+                &[("pool", "shop"), ("signal", "11")],
+            )
+        })
+        .collect();
+    let errors = (0..2)
+        .map(|i| response(502, "GET / HTTP/1.1", i, 0.0))
+        .collect();
+    let mut ev = evidence(events, errors, 10);
+    ev.rule_fixes.insert(
+        "test".into(),
+        "Pool `${pool}` lost workers to signal ${signal}.".into(),
+    );
+    let d = run(&ev, &[]);
+    assert_eq!(d.causes[0].id, CauseId::UpstreamCrashed);
+    assert_eq!(d.causes[0].fix, "Pool `shop` lost workers to signal 11.");
+    // A placeholder the events cannot fill: the cause's generic fix, never a half-filled text.
+    ev.rule_fixes
+        .insert("test".into(), "Pool `${pool}` in ${site}.".into());
+    let d = run(&ev, &[]);
+    assert!(
+        d.causes[0].fix.starts_with("PHP-FPM workers die"),
+        "{}",
+        d.causes[0].fix
+    );
+}
+
+#[test]
+fn error_log_entries_alone_are_implied_responses_and_give_the_verdict() {
+    let events = (0..3)
+        .map(|i| {
+            let mut e = event(
+                LogSource::NginxError,
+                CauseId::UpstreamSaturated,
+                i,
+                &[
+                    ("connection", &i.to_string()),
+                    ("request", "GET / HTTP/1.1"),
+                    ("responds", "502"),
+                ],
+            );
+            e.rule = "nginx.connect-eagain".into();
+            e
+        })
+        .collect();
+    let d = run(&evidence(events, vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamSaturated));
+    assert_eq!(d.verdict.status, VerdictStatus::Critical);
+    assert_eq!(d.implied.status_502, 3);
+    assert_eq!(d.causes[0].responses, 3);
+}
+
+#[test]
+fn entries_of_one_request_are_one_implied_response_with_the_gateway_status() {
+    let fields = |status: &'static str| {
+        [
+            ("connection", "7"),
+            ("request", "GET / HTTP/1.1"),
+            ("responds", status),
+        ]
+    };
+    let events = vec![
+        event(
+            LogSource::NginxError,
+            CauseId::AppFatalError,
+            1,
+            &fields("500"),
+        ),
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamCrashed,
+            1,
+            &fields("502"),
+        ),
+    ];
+    let d = run(&evidence(events, vec![], 0), &[]);
+    assert_eq!(d.implied.total, 1);
+    assert_eq!(d.implied.status_502, 1);
+}
+
+#[test]
+fn access_log_responses_are_not_implied_twice() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::UpstreamDown,
+        1,
+        &[("request", "GET /a HTTP/1.1"), ("responds", "502")],
+    )];
+    let d = run(
+        &evidence(events, vec![response(502, "GET /a HTTP/1.1", 1, 0.0)], 10),
+        &[],
+    );
+    assert_eq!(d.implied.total, 0);
+    assert_eq!(d.causes[0].responses, 1);
+}
+
+#[test]
+fn php_logs_imply_nothing_when_the_front_servers_error_log_was_read() {
+    let events = vec![
+        event(
+            LogSource::NginxError,
+            CauseId::UpstreamTimeout,
+            1,
+            &[("responds", "504")],
+        ),
+        event(
+            LogSource::PhpFpm,
+            CauseId::AppFatalError,
+            1,
+            &[("responds", "500")],
+        ),
+    ];
+    let d = run(&evidence(events, vec![], 0), &[]);
+    assert_eq!(d.implied.total, 1);
+    assert_eq!(d.implied.status_504, 1);
+}
+
+#[test]
+fn a_php_fatal_that_is_the_database_out_of_connections_names_the_database() {
+    let events = (0..2)
+        .map(|i| {
+            event(
+                LogSource::NginxError,
+                CauseId::AppFatalError,
+                i,
+                &[
+                    ("connection", &i.to_string()),
+                    (
+                        "error",
+                        "Uncaught mysqli_sql_exception: Too many connections",
+                    ),
+                    ("responds", "500"),
+                ],
+            )
+        })
+        .collect();
+    let d = run(&evidence(events, vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::DbTooManyConnections));
+    let child = d
+        .causes
+        .iter()
+        .find(|c| c.id == CauseId::AppFatalError)
+        .unwrap();
+    assert_eq!(child.explained_by, Some(CauseId::DbTooManyConnections));
+    assert_eq!(
+        chain_of(&d.causes, CauseId::AppFatalError),
+        vec![CauseId::DbTooManyConnections, CauseId::AppFatalError]
+    );
+}
+
+#[test]
+fn a_plugin_fatal_error_stays_the_application() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::AppFatalError,
+        1,
+        &[
+            ("error", "Uncaught Error: Call to undefined function foo()"),
+            ("responds", "500"),
+        ],
+    )];
+    let d = run(&evidence(events, vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::AppFatalError));
+    assert!(d.causes[0].explained_by.is_none());
+}
+
+#[test]
+fn a_sigkilled_worker_the_kernel_named_is_the_oom_even_seconds_apart() {
+    let mut oom = event(
+        LogSource::Kernel,
+        CauseId::HostOomKill,
+        0,
+        &[("victim_pid", "4242"), ("victim", "php-fpm8.2")],
+    );
+    oom.severity = Severity::Critical;
+    let kill = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        40,
+        &[("child", "4242"), ("signal", "9"), ("responds", "502")],
+    );
+    let d = run(&evidence(vec![oom, kill], vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::HostOomKill));
+    assert!(d.causes.iter().all(|c| c.id != CauseId::UpstreamCrashed));
+}
+
+#[test]
+fn a_crashed_table_after_the_disk_filled_is_the_full_disk() {
+    let full = event(LogSource::MysqlError, CauseId::HostDiskFull, 0, &[]);
+    let crashed = event(LogSource::MysqlError, CauseId::DbCrashedTable, 60, &[]);
+    let d = run(&evidence(vec![full, crashed], vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::HostDiskFull));
+    let child = d
+        .causes
+        .iter()
+        .find(|c| c.id == CauseId::DbCrashedTable)
+        .unwrap();
+    assert_eq!(child.explained_by, Some(CauseId::HostDiskFull));
+}
+
+#[test]
+fn a_php_fpm_log_alone_with_max_children_and_slow_requests_is_saturation() {
+    let max = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamSaturated,
+        0,
+        &[("pool", "www")],
+    );
+    let slow = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamTimeout,
+        20,
+        &[
+            ("pool", "www"),
+            ("child", "12"),
+            ("script", "/var/www/index.php"),
+            ("responds", "502"),
+        ],
+    );
+    let d = run(&evidence(vec![max, slow], vec![], 0), &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamSaturated));
+}
+
+#[test]
+fn nginx_502s_of_workers_the_kernel_killed_are_the_oom_even_with_uptime_only_kernel_stamps() {
+    let mut oom = event(
+        LogSource::Kernel,
+        CauseId::HostOomKill,
+        0,
+        &[("victim_pid", "4242"), ("victim", "php-fpm8.2")],
+    );
+    oom.time = None; // raw dmesg: `[ 1234.5678] Memory cgroup out of memory: Killed process 4242`
+    let kill = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("child", "4242"), ("signal", "9")],
+    );
+    let reset = event(
+        LogSource::NginxError,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("request", "GET /memory.php HTTP/1.1")],
+    );
+    let d = run(
+        &evidence(
+            vec![oom, kill, reset],
+            vec![response(502, "GET /memory.php HTTP/1.1", 10, 0.5)],
+            5,
+        ),
+        &[],
+    );
+    assert_eq!(
+        d.verdict.cause,
+        Some(CauseId::HostOomKill),
+        "{:?}",
+        d.causes
+    );
+    assert!(d.causes.iter().all(|c| c.id != CauseId::UpstreamCrashed));
+}
+
+#[test]
+fn the_oom_check_names_the_pids_that_tie_sigkilled_workers_to_the_kernel() {
+    let kill = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("child", "4242"), ("signal", "9")],
+    );
+    let other = event(
+        LogSource::PhpFpm,
+        CauseId::UpstreamCrashed,
+        900,
+        &[("child", "77"), ("signal", "9")],
+    );
+    let reset = event(
+        LogSource::NginxError,
+        CauseId::UpstreamCrashed,
+        10,
+        &[("request", "GET /memory.php HTTP/1.1")],
+    );
+    let check = Check::fail(
+        "host.oom-kills",
+        Area::Load,
+        "the kernel killed processes for memory",
+    )
+    .detail("1 OOM kill(s) in the last 60 min (dmesg): php-fpm8.2; killed pids 4242")
+    .cause(CauseId::HostOomKill);
+    let d = run(
+        &evidence(
+            vec![kill, other, reset],
+            vec![response(502, "GET /memory.php HTTP/1.1", 10, 0.5)],
+            5,
+        ),
+        &[check],
+    );
+    assert_eq!(
+        d.verdict.cause,
+        Some(CauseId::HostOomKill),
+        "{:?}",
+        d.causes
+    );
+    // A SIGKILL of a pid the kernel did not name stays a crash.
+    assert!(d.causes.iter().any(|c| c.id == CauseId::UpstreamCrashed));
+}
+
+#[test]
+fn a_stray_gateway_error_among_many_lines_of_auth_failures_is_no_outage() {
+    let events = vec![event(
+        LogSource::NginxError,
+        CauseId::UpstreamDown,
+        1,
+        &[("request", "GET /admin HTTP/2.0"), ("responds", "502")],
+    )];
+    let mut ev = evidence(events, vec![], 0);
+    ev.files.push(crate::event::FileSummary {
+        path: PathBuf::from("/var/log/nginx/error.log"),
+        source: Some(LogSource::NginxError),
+        lines: 40,
+        events: 1,
+        ..Default::default()
+    });
+    let d = run(&ev, &[]);
+    assert_eq!(d.implied.total, 0);
+    assert_eq!(d.verdict.cause, None);
+    // The same line alone in its file is the outage.
+    ev.files[0].lines = 1;
+    let d = run(&ev, &[]);
+    assert_eq!(d.verdict.cause, Some(CauseId::UpstreamDown));
+}

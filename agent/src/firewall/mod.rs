@@ -26,6 +26,7 @@ pub mod iptables;
 pub mod nft;
 pub mod realip;
 pub mod ufw;
+mod undetected;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -609,7 +610,11 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
         evaluate_rules(&rulesets, input.catalog, &input.providers, &ports)
     };
 
-    if input.providers.is_empty() {
+    if input.providers.is_empty() && !rulesets.is_empty() {
+        let (found, targeted) = undetected::evaluate(&rulesets, input.catalog, &ports, &ufw_files);
+        checks.extend(found);
+        verdicts = targeted;
+    } else if input.providers.is_empty() {
         checks.push(Check::skip(
             "firewall.cdn",
             Area::Firewall,
@@ -683,6 +688,7 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
                     .cloned()
                     .collect();
             }
+            bans_explain_blocks(&mut checks, &verdicts, &found);
             let rules_read = !rulesets.is_empty() && rulesets.unread.is_empty();
             checks.push(fail2ban_check(
                 &state, &found, input, &verdicts, rules_read, &ports,
@@ -840,6 +846,32 @@ fn provider_check(v: &ProviderVerdict, ports: &[u16], ufw: Option<&ufw::UfwFiles
         .cause(CauseId::FirewallCdnBlocked)
         .fix(fixes.into_iter().collect::<Vec<_>>().join("\n"))
         .metric(format!("{p}_blocked_blocks"), blocked_nets as f64, None)
+}
+
+/// Provider checks whose every blocked range is an address fail2ban banned: the rule is the ban's
+/// effect (fail2ban's own chain), not a firewall rule of its own, so the check counts for
+/// `fail2ban.cdn-banned` and the verdict names the ban.
+fn bans_explain_blocks(checks: &mut [Check], verdicts: &[ProviderVerdict], found: &[CdnBan]) {
+    for v in verdicts {
+        let banned = |n: &IpNet| {
+            n.prefix_len() == n.max_prefix_len()
+                && found
+                    .iter()
+                    .any(|b| b.provider == v.provider && b.address == n.addr())
+        };
+        if v.blocked.is_empty() || !v.blocked.iter().all(|p| p.ranges.iter().all(banned)) {
+            continue;
+        }
+        let id = format!("firewall.{}", v.provider);
+        for c in checks
+            .iter_mut()
+            .filter(|c| c.id == id && c.cause == Some(CauseId::FirewallCdnBlocked))
+        {
+            c.cause = Some(CauseId::Fail2banCdnBanned);
+            c.detail
+                .push_str(" (these are fail2ban's bans: see fail2ban.cdn-banned)");
+        }
+    }
 }
 
 /// Whether the evaluated firewall blocks the banned address on the audited (web) ports: `None`
@@ -1159,8 +1191,9 @@ pub fn audit_for(
     let providers: Vec<Provider> = match &config.cdn_providers {
         Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
         None => {
-            let detected =
+            let mut detected =
                 crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            undetected::more_evidence(host, discovery, &mut detected);
             if !detected.is_empty() {
                 let why: Vec<String> = detected
                     .iter()

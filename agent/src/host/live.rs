@@ -69,6 +69,16 @@ impl Host for LiveHost {
         Ok(Box::new(file.take(max)))
     }
 
+    fn open_at(&self, path: &Path, offset: u64) -> Option<Result<Box<dyn Read + Send>, HostError>> {
+        use std::io::{Seek, SeekFrom};
+        let open = || -> std::io::Result<Box<dyn Read + Send>> {
+            let mut file = std::fs::File::open(path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(Box::new(file))
+        };
+        Some(open().map_err(|e| HostError::from_io(path, &e)))
+    }
+
     fn read_dir(&self, path: &Path) -> Result<Vec<String>, HostError> {
         let entries = std::fs::read_dir(path).map_err(|e| HostError::from_io(path, &e))?;
         let mut names: Vec<String> = entries

@@ -235,6 +235,16 @@ pub trait Host: Send + Sync {
     fn pause(&self, duration: Duration);
     /// True when this is the live machine (some checks only make sense there).
     fn is_live(&self) -> bool;
+    /// A reader of `path` from byte `offset` on, for hosts that can seek (the live one); `None`:
+    /// this host reads files from their start only (snapshots, fixtures, the recorder, which
+    /// captures whole tails).
+    fn open_at(
+        &self,
+        _path: &Path,
+        _offset: u64,
+    ) -> Option<Result<Box<dyn Read + Send>, HostError>> {
+        None
+    }
     /// The host's name (a snapshot's recorded name).
     fn hostname(&self) -> String {
         let read = |p: &str| {

@@ -499,6 +499,18 @@ fn read_tar<R: Read>(reader: R) -> Result<HashMap<String, Vec<u8>>, TarError> {
     Ok(files)
 }
 
+/// A raw tar header block (GNU format) of entry type `kind` declaring `size` bytes: for building
+/// archives by hand (hostile ones in tests, fuzz seeds).
+pub fn raw_header(name: &str, kind: u8, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    let _ = h.set_path(name);
+    h.set_entry_type(tar::EntryType::new(kind));
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    h.as_bytes().to_vec()
+}
+
 /// The `path` record of a PAX extension header (`LEN path=VALUE\n` records).
 fn pax_path(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
@@ -520,26 +532,15 @@ mod tests {
         enc.finish().unwrap()
     }
 
-    /// A raw tar header block of `kind` declaring `size` bytes.
-    fn header(name: &str, kind: u8, size: u64) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_path(name).unwrap();
-        h.set_entry_type(tar::EntryType::new(kind));
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_cksum();
-        h.as_bytes().to_vec()
-    }
-
     #[test]
     fn a_huge_long_name_header_is_refused_without_allocating_it() {
         // A GNU long-name header declaring 3 GiB, followed by a few MB of zeros (compressed to
         // almost nothing): the reader refuses at the header.
-        let mut t = header("././@LongLink", b'L', 3 << 30);
+        let mut t = raw_header("././@LongLink", b'L', 3 << 30);
         t.extend(std::iter::repeat_n(0u8, 4 << 20));
         let err = read_tar_gz_from(&gz(&t)[..]).unwrap_err();
         assert!(err.contains("extension header"), "{err}");
-        let mut t = header("pax", b'x', 1 << 30);
+        let mut t = raw_header("pax", b'x', 1 << 30);
         t.extend(std::iter::repeat_n(0u8, 1 << 20));
         assert!(read_tar_gz_from(&gz(&t)[..])
             .unwrap_err()
@@ -548,16 +549,16 @@ mod tests {
 
     #[test]
     fn a_huge_regular_entry_and_a_huge_stream_are_refused() {
-        let t = header("blobs/000001", b'0', 10 << 30);
+        let t = raw_header("blobs/000001", b'0', 10 << 30);
         let err = read_tar_gz_from(&gz(&t)[..]).unwrap_err();
         assert!(err.contains("more than"), "{err}");
         // Many skipped (non-regular) entries still count against the stream bound.
         let mut t = Vec::new();
         for i in 0..3 {
-            t.extend(header(&format!("dir{i}"), b'5', 0));
+            t.extend(raw_header(&format!("dir{i}"), b'5', 0));
         }
-        t.extend(header("fifo", b'6', 0));
-        t.extend(header("sym", b'2', 0));
+        t.extend(raw_header("fifo", b'6', 0));
+        t.extend(raw_header("sym", b'2', 0));
         let files = read_tar_gz_from(&gz(&t)[..]).unwrap();
         assert!(files.is_empty());
     }
@@ -567,11 +568,11 @@ mod tests {
         let name = format!("{}/blobs/000007", "d".repeat(150));
         let mut body = name.clone().into_bytes();
         body.push(0);
-        let mut t = header("././@LongLink", b'L', body.len() as u64);
+        let mut t = raw_header("././@LongLink", b'L', body.len() as u64);
         let mut padded = body.clone();
         padded.resize(body.len().div_ceil(512) * 512, 0);
         t.extend(padded);
-        t.extend(header("short", b'0', 3));
+        t.extend(raw_header("short", b'0', 3));
         let mut data = b"abc".to_vec();
         data.resize(512, 0);
         t.extend(data);

@@ -364,7 +364,7 @@ pub(crate) struct TimeCache {
 
 impl TimeCache {
     #[inline]
-    fn get(&mut self, raw: &[u8], kind: Var) -> Option<Timestamp> {
+    pub(crate) fn get(&mut self, raw: &[u8], kind: Var) -> Option<Timestamp> {
         if raw.len() <= 32
             && self.len == raw.len()
             && self.len > 0

@@ -47,7 +47,7 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
 /// traces after `FastCGI sent in stderr`, MariaDB crash reports, slowlog frames).
 pub fn starts_entry(source: LogSource, line: &[u8]) -> bool {
     match source {
-        LogSource::NginxError => nginx_stamp_shape(line),
+        LogSource::NginxError => nginx_stamp_shape(line) || stampless_nginx(line),
         LogSource::PhpFpm | LogSource::PhpFpmSlow => fpm_stamp(line).is_some(),
         LogSource::Php => php_stamp(line).is_some(),
         LogSource::MysqlError => mysql_stamp(line).is_some(),
@@ -112,14 +112,40 @@ fn nginx_stamp(e: &[u8]) -> Option<Civil> {
     })
 }
 
+/// `[error] 1046#1046: …`: an nginx error entry pasted without its date (the level, then the
+/// pid: a shape only nginx writes).
+fn stampless_nginx(e: &[u8]) -> bool {
+    const LEVELS: [&[u8]; 8] = [
+        b"[emerg] ",
+        b"[alert] ",
+        b"[crit] ",
+        b"[error] ",
+        b"[warn] ",
+        b"[notice] ",
+        b"[info] ",
+        b"[debug] ",
+    ];
+    LEVELS.iter().any(|l| {
+        e.starts_with(l) && {
+            // nginx's start-up messages on stderr (`[emerg] bind() … failed`) carry no pid.
+            let n = digit_run(e, l.len());
+            (n > 0 && e.get(l.len() + n) == Some(&b'#')) || matches!(&l[..3], b"[em" | b"[al")
+        }
+    })
+}
+
 fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
-    let civil = nginx_stamp(e)?;
+    let (stamp, stamp_raw, lb) = match nginx_stamp(e) {
+        Some(civil) => (Stamp::Local(civil), 0..19, 20),
+        None if stampless_nginx(e) => (Stamp::None, 0..0, 0),
+        None => return None,
+    };
     // [level]
-    if e.get(20) != Some(&b'[') {
+    if e.get(lb) != Some(&b'[') {
         return None;
     }
-    let close = memchr::memchr(b']', &e[21..e.len().min(40)])? + 21;
-    f.push(("level", 21..close));
+    let close = memchr::memchr(b']', &e[lb + 1..e.len().min(lb + 20)])? + lb + 1;
+    f.push(("level", lb + 1..close));
     let mut at = close + 1;
     if e.get(at) != Some(&b' ') {
         return None;
@@ -155,8 +181,8 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         None => (end, None),
     };
     Some(Head {
-        stamp: Stamp::Local(civil),
-        stamp_raw: 0..19,
+        stamp,
+        stamp_raw,
         msg: at..msg_end.max(at),
         prog: None,
         tail,
@@ -511,6 +537,22 @@ fn uptime(e: &[u8], at: usize, f: &mut Fields) -> Option<usize> {
     Some(n)
 }
 
+/// The starts of the kernel messages the rules know, seen without a stamp.
+fn bare_kernel_message(e: &[u8]) -> bool {
+    const STARTS: [&[u8]; 8] = [
+        b"TCP: ",
+        b"nf_conntrack: ",
+        b"ip_conntrack: ",
+        b"Out of memory: ",
+        b"Memory cgroup out of memory: ",
+        b"oom-kill:",
+        b"oom_reaper: ",
+        b"Killed process ",
+    ];
+    STARTS.iter().any(|p| e.starts_with(p))
+        || memchr::memmem::find(&e[..e.len().min(80)], b" invoked oom-killer: ").is_some()
+}
+
 fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
     let end = trim_end(e, e.len());
     // Raw dmesg or dmesg --human relative stamps: `[ 123.456] msg`.
@@ -542,6 +584,15 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
         (stamp, 0..n, n)
     } else if e.starts_with(b"kernel: ") {
         (Stamp::None, 0..0, 0)
+    } else if bare_kernel_message(e) {
+        // A kernel message pasted without any stamp (`dmesg` copied by hand).
+        return Some(Head {
+            stamp: Stamp::None,
+            stamp_raw: 0..0,
+            msg: 0..end,
+            prog: None,
+            tail: None,
+        });
     } else {
         return None;
     };

@@ -103,7 +103,13 @@ fn visitor_text_holding_real_error_lines_yields_no_event() {
             access_format: None,
         })
         .collect();
-    let ev = read_evidence(&LiveHost, &logs, &Window::default(), &TimeZone::UTC);
+    let ev = read_evidence(
+        &LiveHost,
+        &logs,
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert!(
         ev.events.is_empty(),
         "{} events, first: {:#?}",
@@ -119,7 +125,12 @@ fn visitor_text_holding_real_error_lines_yields_no_event() {
     assert_eq!(ev.responses.total, payloads().len() as u64);
     // The same files with their format detected: still no event.
     let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let ev = scan_paths(&paths, &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &paths,
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert!(ev.events.is_empty(), "{:#?}", ev.events.first());
     let detected: Vec<_> = ev.files.iter().map(|f| f.source).collect();
     let want: Vec<_> = files.iter().map(|(_, s)| Some(*s)).collect();
@@ -138,7 +149,12 @@ fn real_lines_next_to_the_adversarial_ones_are_found() {
     .unwrap();
     text.push_str("2026/11/24 07:45:18 [crit] 7#7: *9 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/php8.2-fpm.sock:\", host: \"x\"\n");
     std::fs::write(&p, text).unwrap();
-    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[p],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.events.len(), 1);
     assert_eq!(ev.events[0].rule, "nginx.connect-enoent");
 }
@@ -147,6 +163,14 @@ fn gz(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
+}
+
+/// The names of the files an evidence read, in reading order.
+pub(super) fn file_names(ev: &Evidence) -> Vec<String> {
+    ev.files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn set_mtime(p: &Path, unix: i64) {
@@ -197,13 +221,12 @@ fn rotated_and_gzip_siblings_are_read_when_the_window_reaches_them() {
         std::slice::from_ref(&file),
         &window,
         &TimeZone::UTC,
+        &builtin_rules().unwrap(),
     );
-    let names: Vec<String> = ev
-        .files
-        .iter()
-        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["access.log.2.gz", "access.log.1", "access.log"]);
+    assert_eq!(
+        file_names(&ev),
+        ["access.log.2.gz", "access.log.1", "access.log"]
+    );
     assert_eq!(ev.responses.total, 3);
     assert_eq!(ev.responses.by_status.get(&504), Some(&1));
     assert!(ev.files.iter().all(|f| f.error.is_none()), "{:?}", ev.files);
@@ -212,11 +235,22 @@ fn rotated_and_gzip_siblings_are_read_when_the_window_reaches_them() {
         since: Some("2026-11-24T06:45:00Z".parse().unwrap()),
         until: None,
     };
-    let ev = read_evidence(&LiveHost, &[file], &window, &TimeZone::UTC);
+    let ev = read_evidence(
+        &LiveHost,
+        &[file],
+        &window,
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.files.len(), 1);
     assert_eq!(ev.responses.total, 1);
     // `scan` reads only the named files.
-    let ev = scan_paths(&[cur], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[cur],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.files.len(), 1);
 }
 
@@ -244,7 +278,12 @@ fn damaged_input_is_reported_not_fatal() {
         .iter()
         .map(|n| d.join(n))
         .collect();
-    let ev = scan_paths(&paths, &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &paths,
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.files.len(), 5);
     let cut = &ev.files[0];
     assert_eq!(cut.source, Some(LogSource::NginxAccess));
@@ -269,7 +308,12 @@ fn a_20_mb_line_is_cut_and_counted_and_the_next_lines_are_read() {
     }
     f.write_all(b"\n2026/11/24 07:45:18 [error] 7#7: *3 no live upstreams while connecting to upstream, client: 1.2.3.4, server: s, request: \"GET / HTTP/1.1\", upstream: \"http://b\", host: \"h\"\n").unwrap();
     drop(f);
-    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[p],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     let s = &ev.files[0];
     assert_eq!(s.source, Some(LogSource::NginxError));
     assert_eq!(s.truncated_lines, 1, "{s:?}");
@@ -298,7 +342,12 @@ fn line_numbers_and_counts_hold_across_chunks() {
         .unwrap();
     }
     drop(f);
-    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[p],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert!(
         std::fs::metadata(dir.path().join("access.log"))
             .unwrap()
@@ -346,7 +395,12 @@ fn error_log_events_keep_their_lines_order_and_exact_tallies_across_chunks() {
     }
     drop(f);
     assert!(std::fs::metadata(&p).unwrap().len() > 8 * (2 << 20));
-    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[p],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.files[0].lines, n);
     assert_eq!(ev.events_by_rule["nginx.connect-refused"].count, refused);
     assert_eq!(ev.events_by_rule.len(), 1, "{:?}", ev.events_by_rule.keys());
@@ -405,7 +459,7 @@ proptest! {
     #[test]
     fn parsers_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         for source in LogSource::ALL {
-            if let Ok(mut p) = LineParser::new(*source, None, TimeZone::UTC) {
+            if let Ok(mut p) = LineParser::new(*source, None, TimeZone::UTC, builtin_rules().unwrap()) {
                 let _ = p.parse(Path::new("x"), 1, &bytes);
             }
             let _ = starts_entry(*source, &bytes);
@@ -433,7 +487,7 @@ proptest! {
             b[i] = byte;
         }
         b.truncate(cut.max(1).min(b.len()));
-        let mut p = LineParser::new(*source, None, TimeZone::UTC).unwrap();
+        let mut p = LineParser::new(*source, None, TimeZone::UTC, builtin_rules().unwrap()).unwrap();
         match p.parse(Path::new("x"), 1, &b) {
             Parsed::Event(ev) => prop_assert!(!ev.rule.is_empty()),
             Parsed::Bad | Parsed::Other | Parsed::Response(_) => {}
@@ -443,7 +497,7 @@ proptest! {
     #[test]
     fn access_format_compiler_never_panics(fmt in "[$a-z_{} \"\\[\\]-]{0,80}", line in "[ -~]{0,200}") {
         if let Ok(f) = AccessFormat::compile(&fmt) {
-            let mut p = LineParser::new(LogSource::NginxAccess, Some(&fmt), TimeZone::UTC).unwrap();
+            let mut p = LineParser::new(LogSource::NginxAccess, Some(&fmt), TimeZone::UTC, builtin_rules().unwrap()).unwrap();
             let _ = p.parse(Path::new("x"), 1, line.as_bytes());
             let _ = f.name();
         }
@@ -469,7 +523,7 @@ proptest! {
         }
         std::fs::write(&p, &text).unwrap();
         let file = LogFile { path: p, source: Some(LogSource::NginxAccess), access_format: None };
-        let ev = read_evidence(&LiveHost, &[file], &Window::default(), &TimeZone::UTC);
+        let ev = read_evidence(&LiveHost, &[file], &Window::default(), &TimeZone::UTC, &builtin_rules().unwrap());
         prop_assert_eq!(ev.files[0].bad_lines, bad);
         prop_assert_eq!(ev.responses.by_status.get(&502).copied().unwrap_or(0) >= 1, true);
     }
@@ -491,7 +545,12 @@ fn multi_line_entries_of_slowlog_and_crash_reports_are_joined_in_files() {
     )
     .unwrap();
     let tz = TimeZone::get("Europe/Berlin").unwrap();
-    let ev = scan_paths(&[slow, crash], &Window::default(), &tz);
+    let ev = scan_paths(
+        &[slow, crash],
+        &Window::default(),
+        &tz,
+        &builtin_rules().unwrap(),
+    );
     assert_eq!(ev.files[0].source, Some(LogSource::PhpFpmSlow));
     assert_eq!(ev.files[1].source, Some(LogSource::MysqlError));
     let rules: Vec<(&str, u64)> = ev
@@ -530,7 +589,12 @@ fn a_virtual_host_access_format_is_inferred_by_scan() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("vhosts.log");
     std::fs::write(&p, "origin.example 54.87.212.77 - - [19/Oct/2018:16:05:32 +0000] \"GET / HTTP/1.1\" 502 157 \"-\" \"x\"\norigin.example 54.87.212.78 - - [19/Oct/2018:16:05:33 +0000] \"GET /a HTTP/1.1\" 200 9 \"-\" \"x\"\n").unwrap();
-    let ev = scan_paths(&[p], &Window::default(), &TimeZone::UTC);
+    let ev = scan_paths(
+        &[p],
+        &Window::default(),
+        &TimeZone::UTC,
+        &builtin_rules().unwrap(),
+    );
     let f = &ev.files[0];
     assert_eq!(f.source, Some(LogSource::NginxAccess));
     assert!(f.format.contains("leading"), "{f:?}");

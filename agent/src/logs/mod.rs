@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - `time`: each format's time stamp and its zone meaning, parsed from bytes.
+//! - `envelope`: container, kubectl and syslog/journalctl prefixes taken off each line.
 //! - `formats`: the header of each server-side format (time, level, ids), the message rules
 //!   match, nginx's structural `client:/server:/request:/upstream:/host:` tail.
 //! - [`access`]: nginx `log_format` strings compiled into parsers, and the allocation-free
@@ -24,11 +25,13 @@
 //! rules are anchored at the start of the server's own message (see [`crate::rules`]).
 
 pub mod access;
+mod envelope;
 mod formats;
 #[cfg(test)]
 mod io_tests;
 mod read;
 mod rotation;
+mod seek;
 mod time;
 
 use std::collections::BTreeMap;
@@ -58,6 +61,12 @@ pub const MAX_KEEP_EVENTS: usize = 10_000;
 pub const MAX_KEEP_PER_RULE: usize = 1_000;
 /// 5xx responses kept per read (the newest); all are counted in the stats.
 pub const MAX_KEEP_ERRORS: usize = 20_000;
+
+/// The event field that carries a rule's `responds` status (see [`crate::rules::Rule::responds`]).
+pub const RESPONDS: &str = "responds";
+
+/// The event field that carries a rule's `reason` cause id.
+pub const REASON: &str = "reason";
 
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,23 +115,6 @@ pub enum Parsed {
     Bad,
 }
 
-/// The rules every reader of this process uses, when set (see [`use_rules`]).
-static ACTIVE_RULES: OnceLock<Arc<RuleSet>> = OnceLock::new();
-
-/// Makes `set` (the embedded packs plus the site's `rules.d`) the rules every reader uses from
-/// now on. The first call wins; it returns false when rules were already chosen.
-pub fn use_rules(set: Arc<RuleSet>) -> bool {
-    ACTIVE_RULES.set(set).is_ok()
-}
-
-/// The rules readers use: those given to [`use_rules`], else the embedded packs.
-pub fn active_rules() -> Result<Arc<RuleSet>, LogError> {
-    match ACTIVE_RULES.get() {
-        Some(set) => Ok(set.clone()),
-        None => builtin_rules(),
-    }
-}
-
 /// The embedded rules, compiled once per process.
 pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
@@ -168,17 +160,9 @@ pub struct LineParser {
 }
 
 impl LineParser {
-    /// A parser with the builtin rules.
+    /// A parser of `source` entries matched against `rules` (the caller's rule set: the
+    /// embedded packs, the site's `rules.d`, or one file under test).
     pub fn new(
-        source: LogSource,
-        access_format: Option<&str>,
-        tz: TimeZone,
-    ) -> Result<Self, LogError> {
-        Self::with_rules(source, access_format, tz, active_rules()?)
-    }
-
-    /// A parser with the given rules.
-    pub fn with_rules(
         source: LogSource,
         access_format: Option<&str>,
         tz: TimeZone,
@@ -279,6 +263,12 @@ impl LineParser {
             fields.insert(name.to_string(), value);
         }
         wordpress_component(&mut fields);
+        if let Some(status) = m.rule.responds {
+            fields.insert(RESPONDS.to_string(), status.to_string());
+        }
+        if let Some(reason) = m.rule.reason {
+            fields.insert(REASON.to_string(), reason.id().to_string());
+        }
         let text = capped_text(entry, EVENT_TEXT_CAP);
         Some(Event {
             source: self.source,
@@ -292,6 +282,39 @@ impl LineParser {
             text,
             fields,
         })
+    }
+
+    /// A parser that only reads time stamps (no rules): for the window bisection. `access`:
+    /// the access log's compiled format.
+    pub(crate) fn stamper(
+        source: LogSource,
+        access: Option<&AccessFormat>,
+        tz: TimeZone,
+        now: Timestamp,
+    ) -> Self {
+        LineParser {
+            source,
+            rules: Arc::new(RuleSet::empty()),
+            tz,
+            access: access.cloned(),
+            access_cache: access::TimeCache::default(),
+            cache: time::StampCache::default(),
+            fields: formats::Fields::new(),
+            scratch: Vec::new(),
+            now: Some(now),
+        }
+    }
+
+    /// The time stamp of an entry (its first line is enough), as the full parse reads it; no
+    /// rule runs.
+    pub(crate) fn stamp(&mut self, entry: &[u8]) -> Option<Timestamp> {
+        let entry = trim_entry(entry);
+        if let Some(fmt) = &self.access {
+            let (a, b, kind) = fmt.slots(entry)?.time?;
+            return self.access_cache.get(entry.get(a..b)?, kind);
+        }
+        let head = formats::head(self.source, entry, &mut self.fields)?;
+        stamp_time(&mut self.cache, &self.tz, self.now, entry, &head)
     }
 
     /// The rule set this parser uses.
@@ -490,22 +513,51 @@ pub fn read_evidence(
     files: &[LogFile],
     window: &Window,
     tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
 ) -> Evidence {
-    read::read_files(host, files, window, tz, true)
+    read::read_files(host, files, window, tz, rules, true)
+}
+
+/// The moment a file's year-less stamps (syslog, kernel) are read against: when the file was
+/// last written (a rotated log, a copy of last year's log), not now; now when that is unknown.
+fn year_anchor(host: &dyn Host, path: &Path) -> Timestamp {
+    let now = host.now();
+    host.metadata(path)
+        .ok()
+        .and_then(|m| Timestamp::from_second(m.mtime).ok())
+        .filter(|t| *t < now)
+        .unwrap_or(now)
 }
 
 /// `origin-agent scan FILE…`: the given live files only (no rotated siblings), each file's
 /// format detected from its content.
-pub fn scan_paths(paths: &[PathBuf], window: &Window, tz: &jiff::tz::TimeZone) -> Evidence {
-    let files: Vec<LogFile> = paths
-        .iter()
-        .map(|p| LogFile {
-            path: p.clone(),
-            source: None,
-            access_format: None,
-        })
-        .collect();
-    read::read_files(&crate::host::live::LiveHost, &files, window, tz, false)
+pub fn scan_paths(
+    paths: &[PathBuf],
+    window: &Window,
+    tz: &jiff::tz::TimeZone,
+    rules: &Arc<RuleSet>,
+) -> Evidence {
+    let host = crate::host::live::LiveHost;
+    let mut files: Vec<LogFile> = Vec::new();
+    for p in paths {
+        // A file whose lines mix sources (a container's output) is read once per source.
+        let sources = envelope::split_file(&host, p);
+        if sources.is_empty() {
+            files.push(LogFile {
+                path: p.clone(),
+                source: None,
+                access_format: None,
+            });
+        }
+        for source in sources {
+            files.push(LogFile {
+                path: p.clone(),
+                source: Some(source),
+                access_format: None,
+            });
+        }
+    }
+    read::read_files(&host, &files, window, tz, rules, false)
 }
 
 #[cfg(test)]
@@ -514,7 +566,7 @@ mod tests {
     use super::*;
 
     fn parser(source: LogSource) -> LineParser {
-        let mut p = LineParser::new(source, None, TimeZone::UTC).unwrap();
+        let mut p = LineParser::new(source, None, TimeZone::UTC, builtin_rules().unwrap()).unwrap();
         p.set_now("2026-11-24T12:00:00Z".parse().unwrap());
         p
     }
@@ -522,7 +574,8 @@ mod tests {
     #[test]
     fn nginx_event_has_time_in_the_given_zone_and_fields() {
         let tz = TimeZone::get("Europe/Berlin").unwrap();
-        let mut p = LineParser::new(LogSource::NginxError, None, tz).unwrap();
+        let mut p =
+            LineParser::new(LogSource::NginxError, None, tz, builtin_rules().unwrap()).unwrap();
         let line = br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com, request: "GET /index.php HTTP/1.1", upstream: "fastcgi://unix:/run/php/php8.2-fpm.sock:", host: "127.0.0.1:18080""#;
         let Parsed::Event(ev) = p.parse(Path::new("/e.log"), 7, line) else {
             panic!()
@@ -532,6 +585,35 @@ mod tests {
         assert_eq!(ev.field("errno"), Some("2"));
         assert_eq!(ev.field("socket"), Some("/run/php/php8.2-fpm.sock"));
         assert_eq!(ev.line, 7);
+    }
+
+    #[test]
+    fn year_less_stamps_are_dated_from_when_the_file_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kern.log");
+        std::fs::write(
+            &path,
+            "Dec 30 23:59:00 web kernel: Out of memory: Killed process 12 (php-fpm8.2) total-vm:1kB\n",
+        )
+        .unwrap();
+        let written: std::time::SystemTime =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_704_189_600); // 2024-01-02 10:00 UTC
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        let ev = scan_paths(
+            &[path],
+            &Window::default(),
+            &TimeZone::UTC,
+            &builtin_rules().unwrap(),
+        );
+        assert_eq!(
+            ev.events[0].time.unwrap().to_string(),
+            "2023-12-30T23:59:00Z"
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use jiff::Timestamp;
 
 use super::access::{cap_clients, clients_text, merge_clients, AccessAcc, AccessFormat, ClientMap};
 use super::{
-    active_rules, detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP,
-    MAX_KEEP_ERRORS, MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
+    detect_source, starts_entry, Class, LineParser, LogFile, Window, LINE_CAP, MAX_KEEP_ERRORS,
+    MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
 use crate::host::Host;
@@ -236,7 +236,7 @@ impl<'a> Chunker<'a> {
 }
 
 /// Peeks at the first bytes: gzip streams are decompressed (all members).
-fn maybe_gunzip<'a>(mut r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
+pub(crate) fn maybe_gunzip<'a>(mut r: Box<dyn Read + Send + 'a>) -> Box<dyn Read + Send + 'a> {
     let mut magic = [0u8; 2];
     let mut got = 0;
     while got < 2 {
@@ -320,7 +320,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         out.access = Some(acc.into_parts());
         return out;
     }
-    let Ok(mut parser) = LineParser::with_rules(
+    let Ok(mut parser) = LineParser::new(
         ctx.source,
         ctx.format_text,
         ctx.tz.clone(),
@@ -442,7 +442,7 @@ fn read_one(
     file: &LogFile,
     window: &Window,
     tz: &TimeZone,
-    rules: &mut Option<Result<Arc<RuleSet>, String>>,
+    rules: &Arc<RuleSet>,
 ) -> Evidence {
     let mut ev = Evidence::default();
     let mut summary = FileSummary {
@@ -458,7 +458,7 @@ fn read_one(
             return ev;
         }
     };
-    let mut chunker = Chunker::new(maybe_gunzip(reader));
+    let mut chunker = Chunker::new(super::envelope::unwrap(maybe_gunzip(reader), file.source));
     chunker.fill();
     let mut inferred: Option<AccessFormat> = None;
     let source = match file.source {
@@ -522,25 +522,28 @@ fn read_one(
     };
     let rules = if format.is_some() {
         // The access log yields responses only; no rule runs on it.
-        Arc::new(RuleSet::empty())
+        &Arc::new(RuleSet::empty())
     } else {
-        match rules.get_or_insert_with(|| active_rules().map_err(|e| e.to_string())) {
-            Ok(r) => r.clone(),
-            Err(e) => {
-                summary.error = Some(e.clone());
-                ev.files.push(summary);
-                return ev;
-            }
-        }
+        rules
     };
-    let rules = &rules;
+    // A time-ordered log read for a window: start where the window starts (see `seek`).
+    let skipped = skip_to_window(
+        host,
+        path,
+        source,
+        format.as_ref(),
+        window,
+        tz,
+        &mut chunker,
+    );
+    summary.skipped_bytes = skipped;
     let ctx = Ctx {
         source,
         format: format.as_ref(),
         format_text,
         rules: rules.clone(),
         tz,
-        now: host.now(),
+        now: super::year_anchor(host, path),
         window,
         path,
         keep_per_rule: keep_per_rule_chunk(host, path),
@@ -620,7 +623,8 @@ fn read_one(
                 summary.outside_window += out.outside;
                 summary.truncated_lines += out.truncated;
                 for e in &mut out.events {
-                    e.line += line_base;
+                    // After a skip the lines' numbers are not known: the file alone is named.
+                    e.line = if skipped > 0 { 0 } else { e.line + line_base };
                 }
                 for (i, t) in out.tally.iter().enumerate() {
                     if t.count == 0 {
@@ -632,6 +636,9 @@ fn read_one(
                             .entry(rule.id.clone())
                             .or_default()
                             .absorb(t);
+                        if !ev.rule_fixes.contains_key(&rule.id) {
+                            ev.rule_fixes.insert(rule.id.clone(), rule.fix.clone());
+                        }
                     }
                 }
                 ev.events_dropped += out.events_dropped;
@@ -641,7 +648,7 @@ fn read_one(
                 }
                 if let Some((stats, chunk_clients, mut errors, dropped)) = out.access {
                     for r in &mut errors {
-                        r.line += line_base;
+                        r.line = if skipped > 0 { 0 } else { r.line + line_base };
                     }
                     merge_clients(&mut clients, chunk_clients);
                     let acc = stats_acc.get_or_insert_with(Default::default);
@@ -676,6 +683,44 @@ fn read_one(
     ev
 }
 
+/// When `window` has a start and `path` is a big, plain, time-ordered file on a host that seeks,
+/// points `chunker` at the entry where the window starts; returns the bytes skipped (0: the
+/// whole file is read).
+fn skip_to_window(
+    host: &dyn Host,
+    path: &Path,
+    source: LogSource,
+    format: Option<&AccessFormat>,
+    window: &Window,
+    tz: &TimeZone,
+    chunker: &mut Chunker<'_>,
+) -> u64 {
+    let Some(since) = window.since else {
+        return 0;
+    };
+    if path.extension().is_some_and(|e| e == "gz") {
+        return 0;
+    }
+    let Ok(meta) = host.metadata(path) else {
+        return 0;
+    };
+    let mut stamper =
+        LineParser::stamper(source, format, tz.clone(), super::year_anchor(host, path));
+    let start = super::seek::window_start(host, path, source, meta.size, since, &mut stamper);
+    if start == 0 {
+        return 0;
+    }
+    match host.open_at(path, start) {
+        Some(Ok(reader)) => {
+            let mut seeked = Chunker::new(reader);
+            seeked.source = chunker.source;
+            *chunker = seeked;
+            start
+        }
+        _ => 0,
+    }
+}
+
 /// How many events per rule each chunk of `path` builds (see [`KEEP_PER_RULE_CHUNK`]); a
 /// compressed file's size says little about its chunks: the default.
 fn keep_per_rule_chunk(host: &dyn Host, path: &Path) -> usize {
@@ -708,20 +753,21 @@ pub(crate) fn read_files(
     files: &[LogFile],
     window: &Window,
     tz: &TimeZone,
+    rules: &Arc<RuleSet>,
     siblings: bool,
 ) -> Evidence {
     let mut ev = Evidence::default();
-    // Compiled on first need: reading access logs alone never pays for the rules.
-    let mut rules: Option<Result<Arc<RuleSet>, String>> = None;
     for file in files {
         let mut paths = if siblings {
-            super::rotation::rotated_siblings(host, &file.path, window)
+            let mut older = super::rotation::rotated_siblings(host, &file.path, window);
+            older.retain(|p| super::seek::sibling_in_window(host, p, window, tz));
+            older
         } else {
             Vec::new()
         };
         paths.push(file.path.clone());
         for p in paths {
-            ev.merge(read_one(host, &p, file, window, tz, &mut rules));
+            ev.merge(read_one(host, &p, file, window, tz, rules));
         }
     }
     cap_clients(&mut ev.responses.clients);

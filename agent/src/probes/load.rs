@@ -211,6 +211,55 @@ fn swap(host: &dyn Host, samples: &Samples) -> Check {
     check.detail(detail).metric("swap_pages_per_s", rate, None)
 }
 
+/// The kernel's ring buffer (`dmesg`, for hosts with neither journald nor a syslog kern.log),
+/// the lines of the last `secs` seconds.
+fn kernel_ring(host: &dyn Host, config: &Config, secs: u64) -> Option<String> {
+    let cmd = Command::new("dmesg", &["--time-format", "iso"]).timeout(config.command_timeout);
+    let out = host.run(&cmd).ok().filter(|o| o.success())?;
+    let cutoff = host
+        .now()
+        .checked_sub(jiff::SignedDuration::from_secs(secs as i64))
+        .ok();
+    Some(
+        out.stdout_text()
+            .lines()
+            .filter(|l| {
+                // `2026-12-03T09:00:00,123456+00:00 msg`
+                let stamp = l.split_whitespace().next().unwrap_or("").replace(',', ".");
+                match (stamp.parse::<jiff::Timestamp>().ok(), cutoff) {
+                    (Some(ts), Some(c)) => ts >= c,
+                    _ => true,
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    )
+}
+
+/// The pids of the killed processes (the last 64), as the diagnosis reads them back
+/// (`OOM_PIDS` then the pids): what ties a PHP-FPM child's SIGKILL to the kernel.
+fn oom_victim_pids_text(text: &str) -> String {
+    let pids: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Out of memory") || l.contains("Memory cgroup out of memory"))
+        .filter_map(|l| {
+            let rest = &l[l.find("Killed process ")? + 15..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            (end > 0).then(|| &rest[..end])
+        })
+        .collect();
+    if pids.is_empty() {
+        return String::new();
+    }
+    let from = pids.len().saturating_sub(64);
+    format!("{OOM_PIDS}{}", pids[from..].join(" "))
+}
+
+/// Where the `host.oom-kills` detail lists the killed pids.
+pub const OOM_PIDS: &str = "; killed pids ";
+
 /// OOM-kill lines in kernel log text: `Out of memory: Killed process 123 (php-fpm8.2)` and
 /// `oom-kill:...`; returns the killed process names.
 pub fn oom_victims(text: &str) -> Vec<String> {
@@ -269,16 +318,24 @@ fn oom_kills(host: &dyn Host, config: &Config) -> Check {
                         .collect();
                     (kept, "/var/log/kern.log".to_string())
                 }
-                Err(e) => {
-                    return Check::skip(
-                        "host.oom-kills",
-                        Area::Load,
-                        title,
-                        format!("no kernel log: {journal_err}; /var/log/kern.log: {e}"),
-                    )
-                }
+                Err(e) => match kernel_ring(host, config, secs) {
+                    Some(kept) => (kept, "dmesg".to_string()),
+                    None => {
+                        return Check::skip(
+                            "host.oom-kills",
+                            Area::Load,
+                            title,
+                            format!("no kernel log: {journal_err}; /var/log/kern.log: {e}"),
+                        )
+                    }
+                },
             }
         }
+    };
+    // A journal with no kernel lines at all (no journald running, a container): the ring buffer.
+    let (text, source) = match text.trim().is_empty() {
+        true => kernel_ring(host, config, secs).map_or((text, source), |t| (t, "dmesg".into())),
+        false => (text, source),
     };
     let victims = oom_victims(&text);
     if victims.is_empty() {
@@ -292,10 +349,11 @@ fn oom_kills(host: &dyn Host, config: &Config) -> Check {
     names.dedup();
     Check::fail("host.oom-kills", Area::Load, "the kernel killed processes for memory")
         .detail(format!(
-            "{} OOM kill(s) in the last {} min ({source}): {}",
+            "{} OOM kill(s) in the last {} min ({source}): {}{}",
             victims.len(),
             secs / 60,
-            names.join(", ")
+            names.join(", "),
+            oom_victim_pids_text(&text)
         ))
         .cause(CauseId::HostOomKill)
         .fix("lower PHP-FPM `pm.max_children` to what memory holds (see php-fpm.pool.*.max-children), lower MySQL buffers, or add memory")

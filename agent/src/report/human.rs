@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::Report;
 use crate::check::{Area, Check, Status};
-use crate::diagnose::{short_time, VerdictStatus};
+use crate::diagnose::{chain_of, short_time, CauseReport, VerdictStatus};
 
 /// Whether to colour the output.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +100,17 @@ fn render_escaped(report: &Report, style: Style) -> String {
             report.responses.status_504
         ))
     );
+    let implied = &report.responses.implied;
+    if implied.total > 0 {
+        let _ = writeln!(
+            out,
+            "{}",
+            s.dim(&format!(
+                "the error logs imply {} more 5xx that no access log shows ({} × 500, {} × 502, {} × 504)",
+                implied.status_5xx, implied.status_500, implied.status_502, implied.status_504
+            ))
+        );
+    }
 
     if let Some(t) = &report.timeline {
         let _ = writeln!(out, "\n{}", s.bold("Timeline"));
@@ -135,7 +146,13 @@ fn render_escaped(report: &Report, style: Style) -> String {
             cause.title,
             s.dim(&format!("score {:.2}", cause.score))
         );
+        for chain in chain_lines(&report.causes, cause) {
+            let _ = writeln!(out, "   {chain}");
+        }
         let mut facts = Vec::new();
+        if let Some(reason) = cause.reason {
+            facts.push(format!("because: {} ({})", reason.title(), reason.id()));
+        }
         if cause.responses > 0 {
             facts.push(format!("explains {} of the 5xx", cause.responses));
         }
@@ -220,6 +237,35 @@ fn render_escaped(report: &Report, style: Style) -> String {
         }
     }
     out
+}
+
+/// `db.too-many-connections → app.fatal-error → 500`: for a chain's root, one line per cause it
+/// explains at the end of a chain; for an explained cause, its own chain.
+fn chain_lines(causes: &[CauseReport], cause: &CauseReport) -> Vec<String> {
+    let explains = |id| causes.iter().any(|c| c.explained_by == Some(id));
+    let leaves: Vec<&CauseReport> = if cause.explained_by.is_some() && !explains(cause.id) {
+        vec![cause]
+    } else if cause.explained_by.is_none() && explains(cause.id) {
+        causes
+            .iter()
+            .filter(|c| c.explained_by.is_some() && !explains(c.id))
+            .filter(|c| chain_of(causes, c.id).first() == Some(&cause.id))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    leaves
+        .iter()
+        .map(|leaf| {
+            let ids: Vec<&str> = chain_of(causes, leaf.id).iter().map(|c| c.id()).collect();
+            let statuses: Vec<String> = if leaf.statuses.is_empty() {
+                vec![leaf.status_direct.clone()]
+            } else {
+                leaf.statuses.keys().map(u16::to_string).collect()
+            };
+            format!("{} → {}", ids.join(" → "), statuses.join(" / "))
+        })
+        .collect()
 }
 
 fn first_line(text: &str, max: usize) -> String {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cause::CauseId;
 use crate::check::Check;
-use crate::diagnose::{CauseReport, Diagnosis, Timeline, Verdict};
+use crate::diagnose::{CauseReport, Diagnosis, Implied, Timeline, Verdict};
 use crate::event::{Evidence, FileSummary};
 
 /// The version of the JSON contract.
@@ -34,6 +34,13 @@ pub struct Responses {
     pub status_5xx: u64,
     /// Every status seen, with its count.
     pub by_status: BTreeMap<u16, u64>,
+    /// 5xx seen in the access logs (the same as `status_5xx`, named for contrast with `implied`).
+    #[serde(default)]
+    pub seen_in_access_log: u64,
+    /// Responses the error logs imply (an entry that ended a request with an error) that no
+    /// access-log line shows: not counted in the fields above.
+    #[serde(default)]
+    pub implied: Implied,
 }
 
 impl Responses {
@@ -45,6 +52,8 @@ impl Responses {
             status_504: by.get(&504).copied().unwrap_or(0),
             status_5xx: by.range(500..600).map(|(_, n)| n).sum(),
             by_status: by.clone(),
+            seen_in_access_log: by.range(500..600).map(|(_, n)| n).sum(),
+            implied: Implied::default(),
         }
     }
 }
@@ -106,7 +115,10 @@ pub fn build(
         host,
         generated_at,
         window,
-        responses: Responses::from_evidence(evidence),
+        responses: Responses {
+            implied: diagnosis.implied.clone(),
+            ..Responses::from_evidence(evidence)
+        },
         verdict: diagnosis.verdict,
         causes: diagnosis.causes,
         checks,

@@ -21,19 +21,14 @@ use std::path::{Path, PathBuf};
 
 use regex::bytes::Regex;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cause::CauseId;
 use crate::event::{LogSource, Severity};
 
-/// The rule packs built into the binary, by file name.
-pub const BUILTIN_PACKS: &[(&str, &str)] = &[
-    ("nginx.yaml", include_str!("../../../rules/nginx.yaml")),
-    ("php-fpm.yaml", include_str!("../../../rules/php-fpm.yaml")),
-    ("php.yaml", include_str!("../../../rules/php.yaml")),
-    ("mysql.yaml", include_str!("../../../rules/mysql.yaml")),
-    ("kernel.yaml", include_str!("../../../rules/kernel.yaml")),
-];
+// `BUILTIN_PACKS`: every `rules/*.yaml` at the top of the repository, in name order, read and
+// checked (YAML, pattern syntax) by `agent/build.rs` and embedded as JSON: `(file name, JSON)`.
+include!(concat!(env!("OUT_DIR"), "/builtin_packs.rs"));
 
 /// Where the operator's own rules live.
 pub const DEFAULT_RULES_DIR: &str = "/etc/origin-agent/rules.d";
@@ -55,44 +50,13 @@ pub enum RuleError {
     },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
+    #[error("{file}: {message}")]
+    Pack { file: String, message: String },
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PackDoc {
-    rules: Vec<RuleDoc>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleDoc {
-    id: String,
-    source: String,
-    pattern: String,
-    event: String,
-    cause: String,
-    severity: String,
-    fix: String,
-    #[serde(default)]
-    samples: SamplesDoc,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SamplesDoc {
-    #[serde(default, rename = "match")]
-    matches: Vec<SampleDoc>,
-    #[serde(default)]
-    no_match: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SampleDoc {
-    line: String,
-    #[serde(default)]
-    captures: BTreeMap<String, String>,
-}
+include!("doc.rs");
+/// The rule format versions this build reads.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// A sample line a rule must match, with the captures it must produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +77,13 @@ pub struct Rule {
     pub cause: CauseId,
     pub severity: Severity,
     pub fix: String,
+    /// The status the server answered the request this entry ended (`responds: 502` for an
+    /// nginx gateway error, 500 for a PHP fatal): a response implied by the error log, counted
+    /// when no access-log line shows it. `None`: the entry does not end a request on its own.
+    pub responds: Option<u16>,
+    /// Why the cause happened, when the entry says it (an nginx that did not start because an
+    /// upstream name does not resolve: `web.down` for the reason `upstream.unresolvable`).
+    pub reason: Option<CauseId>,
     pub samples: Vec<Sample>,
     pub no_match: Vec<String>,
     /// The pack file the rule came from (`nginx.yaml`, `/etc/origin-agent/rules.d/site.yaml`).
@@ -122,6 +93,12 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The rule's `fix:` text with each `${name}` replaced by that field of `fields` (a capture
+    /// or a parser field such as `upstream`); `None` when a named field is missing.
+    pub fn fix_with(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+        fill_fix(&self.fix, fields)
+    }
+
     /// The compiled pattern.
     /// `None` only if the pattern passed the syntax check but exceeds the regex size limit.
     pub fn regex(&self) -> Option<&Regex> {
@@ -221,6 +198,19 @@ impl RuleSet {
             .as_ref()
     }
 
+    /// The `fix:` texts of the rules named in `ids`, by id (see `Evidence::rule_fixes`).
+    pub fn fixes_of<'a>(&self, ids: impl Iterator<Item = &'a str>) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if !out.contains_key(id) {
+                if let Some(rule) = self.rules.iter().find(|r| r.id == id) {
+                    out.insert(id.to_string(), rule.fix.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// A set without rules.
     pub fn empty() -> RuleSet {
         RuleSet {
@@ -279,6 +269,28 @@ impl RuleSet {
     }
 }
 
+/// A rule's `fix:` text with each `${name}` replaced by that field of `fields`; `None` when a
+/// named field is missing.
+pub fn fill_fix(template: &str, fields: &BTreeMap<String, String>) -> Option<String> {
+    substitute(template, |name| fields.get(name).map(String::as_str))
+}
+
+/// `template` with each `${name}` replaced by `value(name)`; `None` when a value is missing or
+/// a `${` is not closed. Text outside `${…}` (a lone `$`, `$var`) is kept as written.
+fn substitute<'a>(template: &str, value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after.find('}')?;
+        out.push_str(value(&after[..end])?);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// Patterns run over raw log bytes in ASCII mode: `\d`, `\s`, `[^)]`, `.` match bytes, so a
 /// line with invalid UTF-8 still matches and the automata stay small.
 fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
@@ -304,8 +316,12 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
 /// The embedded packs' rules, in pack order.
 fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::new();
-    for (name, text) in BUILTIN_PACKS {
-        merge_rules(&mut rules, parse_pack(name, text)?);
+    for (name, json) in BUILTIN_PACKS {
+        let doc: PackDoc = serde_json::from_str(json).map_err(|e| RuleError::Pack {
+            file: (*name).to_string(),
+            message: e.to_string(),
+        })?;
+        merge_rules(&mut rules, pack_rules(name, doc, false)?);
     }
     Ok(rules)
 }
@@ -350,6 +366,18 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         file: file.to_string(),
         error,
     })?;
+    pack_rules(file, doc, true)
+}
+
+/// The rules of a pack document, checked. `check_syntax`: parse each pattern (the build script
+/// already did for the embedded packs; the automaton is built on first use either way).
+fn pack_rules(file: &str, doc: PackDoc, check_syntax: bool) -> Result<Vec<Rule>, RuleError> {
+    if let Some(v) = doc.version.filter(|v| *v != FORMAT_VERSION) {
+        return Err(RuleError::Pack {
+            file: file.to_string(),
+            message: format!("rule format version {v}: this build reads version {FORMAT_VERSION}"),
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     let mut rules = Vec::new();
     for d in doc.rules {
@@ -361,8 +389,13 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
         if !seen.insert(d.id.clone()) {
             return Err(invalid("the id is used twice in this file".into()));
         }
-        let source = LogSource::parse(&d.source)
-            .ok_or_else(|| invalid(format!("unknown source `{}`", d.source)))?;
+        let Some(source_name) = d.source.as_deref().or(doc.source.as_deref()) else {
+            return Err(invalid(
+                "no `source`: name it in the rule or at the top of the file".into(),
+            ));
+        };
+        let source = LogSource::parse(source_name)
+            .ok_or_else(|| invalid(format!("unknown source `{source_name}`")))?;
         let cause = CauseId::parse(&d.cause)
             .ok_or_else(|| invalid(format!("unknown cause id `{}`", d.cause)))?;
         let severity = match d.severity.as_str() {
@@ -382,15 +415,32 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
                 "the pattern must be anchored with `^` at the start of the message".into(),
             ));
         }
+        let reason = match &d.reason {
+            Some(r) => Some(
+                CauseId::parse(r)
+                    .ok_or_else(|| invalid(format!("unknown reason cause id `{r}`")))?,
+            ),
+            None => None,
+        };
+        if d.responds.is_some_and(|s| !(400..600).contains(&s)) {
+            return Err(invalid(
+                "`responds` must be an HTTP error status (400-599)".into(),
+            ));
+        }
         if d.event.trim().is_empty() || d.fix.trim().is_empty() {
             return Err(invalid("`event` and `fix` must not be empty".into()));
         }
-        regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(&d.pattern)
-            .map_err(|e| invalid(e.to_string()))?;
+        if substitute(&d.fix, |_| Some("")).is_none() {
+            return Err(invalid("`fix`: a `${` is not closed by `}`".into()));
+        }
+        if check_syntax {
+            regex_syntax::ParserBuilder::new()
+                .unicode(false)
+                .utf8(false)
+                .build()
+                .parse(&d.pattern)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         let regex = std::sync::OnceLock::new();
         rules.push(Rule {
             id: d.id.clone(),
@@ -400,6 +450,8 @@ fn parse_pack(file: &str, text: &str) -> Result<Vec<Rule>, RuleError> {
             cause,
             severity,
             fix: d.fix.trim().to_string(),
+            responds: d.responds,
+            reason,
             samples: d
                 .samples
                 .matches
@@ -483,8 +535,7 @@ pub fn check_samples(set: &RuleSet) -> Vec<SampleFailure> {
         if rule.no_match.is_empty() {
             failures.push(fail("", "the rule has no `no_match` sample".into()));
         }
-        let Ok(mut parser) = LineParser::with_rules(rule.source, None, tz.clone(), arc.clone())
-        else {
+        let Ok(mut parser) = LineParser::new(rule.source, None, tz.clone(), arc.clone()) else {
             failures.push(fail("", "no parser for this source".into()));
             continue;
         };
@@ -550,7 +601,7 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
     })?;
     let mut parsers: Vec<LineParser> = sources
         .iter()
-        .filter_map(|s| LineParser::with_rules(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
+        .filter_map(|s| LineParser::new(*s, None, jiff::tz::TimeZone::UTC, set.clone()).ok())
         .collect();
     let mut matched = 0u64;
     let mut entries = 0u64;
@@ -723,6 +774,35 @@ rules:
             set.match_index(LogSource::PhpFpm, b"[pool www] child 12 said nothing"),
             None
         );
+    }
+
+    #[test]
+    fn a_file_level_source_and_version_and_fix_placeholders() {
+        let pack = |head: &str, rule_source: &str, fix: &str| {
+            format!("{head}rules:\n  - {{id: a, {rule_source}pattern: '^x (?P<n>\\d+)', event: e, cause: upstream.down, severity: info, fix: '{fix}'}}\n")
+        };
+        // The file's source is the default; a rule's own source wins.
+        let set = RuleSet::from_yaml("t", &pack("version: 1\nsource: php_fpm\n", "", "f")).unwrap();
+        assert_eq!(set.rules()[0].source, LogSource::PhpFpm);
+        let set =
+            RuleSet::from_yaml("t", &pack("source: php_fpm\n", "source: kernel, ", "f")).unwrap();
+        assert_eq!(set.rules()[0].source, LogSource::Kernel);
+        // No source anywhere, a future format version, an unclosed placeholder: refused.
+        let err = RuleSet::from_yaml("t", &pack("", "", "f")).unwrap_err();
+        assert!(err.to_string().contains("no `source`"), "{err}");
+        let err =
+            RuleSet::from_yaml("t", &pack("version: 2\nsource: php_fpm\n", "", "f")).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+        assert!(RuleSet::from_yaml("t", &pack("source: php_fpm\n", "", "raise ${n")).is_err());
+        // Placeholders are filled from the event's fields; `$var` without braces stays.
+        let set =
+            RuleSet::from_yaml("t", &pack("source: php_fpm\n", "", "set ${n} in $conf")).unwrap();
+        let fields: BTreeMap<String, String> = [("n".to_string(), "7".to_string())].into();
+        assert_eq!(
+            set.rules()[0].fix_with(&fields).as_deref(),
+            Some("set 7 in $conf")
+        );
+        assert_eq!(set.rules()[0].fix_with(&BTreeMap::new()), None);
     }
 
     #[test]
