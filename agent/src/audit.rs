@@ -87,6 +87,8 @@ pub fn gather(host: &dyn Host, config: &Config, opts: &AuditOptions) -> AuditDat
     let (firewall_checks, firewall_table) =
         crate::firewall::audit_for(host, config, &discovery, &evidence);
     checks.extend(firewall_checks);
+    let cdns = crate::stack::cdn_status::providers(config, &discovery, &evidence);
+    checks.extend(crate::stack::cdn_status::checks_for(host, config, &cdns));
     AuditData {
         discovery,
         checks,

@@ -266,6 +266,18 @@ pub enum CdnCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// The providers' own status pages: current incidents and degraded components (exit 1 when
+    /// one reports trouble).
+    Status {
+        /// Config file, for cdn.providers, cdn.status_urls and state_dir (default:
+        /// /etc/origin-agent/config.yaml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only these providers (repeatable; default: cdn.providers, else every provider with
+        /// a known status page).
+        #[arg(long = "provider", value_name = "NAME")]
+        providers: Vec<String>,
+    },
     /// Fetch the lists from the providers' official endpoints, validate them and keep them.
     Update {
         /// Config file, for state_dir (default: /etc/origin-agent/config.yaml when it exists).

@@ -448,6 +448,33 @@ pub fn cdn(command: CdnCommand) -> Result<Exit> {
             )))?;
             Ok(0)
         }
+        CdnCommand::Status {
+            config,
+            providers: names,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let list = if !names.is_empty() {
+                providers(&names)?
+            } else if let Some(names) = &config.cdn_providers {
+                providers(names)?
+            } else {
+                Provider::ALL
+                    .iter()
+                    .copied()
+                    .filter(|p| {
+                        origin_agent::stack::cdn_status::default_url(*p).is_some()
+                            || config.cdn_status_urls.contains_key(p.name())
+                    })
+                    .collect()
+            };
+            let (text, worst) = origin_agent::stack::cdn_status::status_text(
+                &origin_agent::host::live::LiveHost,
+                &config,
+                &list,
+            );
+            print(&text)?;
+            Ok(u8::from(worst == origin_agent::check::Status::Warn))
+        }
         CdnCommand::Show { name, config } => {
             let config = load_config(config.as_deref())?;
             let provider = providers(&[name])?[0];

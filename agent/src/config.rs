@@ -4,6 +4,7 @@
 //! a zero interval), **resolve** (defaults filled in, giving [`Config`]). Every key is optional;
 //! discovery fills in what the file leaves out, and the file overrides every discovered path.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +66,29 @@ pub struct RawConfig {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub notify: RawNotify,
+    #[serde(default)]
+    pub self_test: RawSelfTest,
+    #[serde(default)]
+    pub database: RawDatabase,
+}
+
+/// The origin self-test (requests to the local listeners with each served name).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelfTest {
+    /// On by default.
+    pub enabled: Option<bool>,
+    /// Paths asked per name (default `/`), at most 4.
+    pub paths: Option<Vec<String>>,
+}
+
+/// How the agent logs in to the database for its live status.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    /// A root-owned my.cnf-style file with `[client]` `user=` and `password=` (never put the
+    /// password in this config).
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// Log paths or globs per source; rotated and `.gz` siblings are read by `audit`.
@@ -123,6 +147,8 @@ pub struct RawCdn {
     pub providers: Option<Vec<String>>,
     /// The ports the CDN connects to (default: 80, 443 and whatever nginx listens on).
     pub ports: Option<Vec<u16>>,
+    /// Statuspage-style summary URL per provider (`cloudflare: https://…/summary.json`).
+    pub status_urls: Option<BTreeMap<String, String>>,
     /// This origin's public addresses when they are on no local interface (NAT, elastic or
     /// floating IPs): lets the DNS check tell "points elsewhere" from "points at us".
     pub origin_addresses: Option<Vec<std::net::IpAddr>>,
@@ -198,6 +224,10 @@ pub struct Config {
     pub webhook: Option<String>,
     pub webhook_format: WebhookFormat,
     pub notify_exec: Option<PathBuf>,
+    pub self_test_enabled: bool,
+    pub self_test_paths: Vec<String>,
+    pub database_credentials_file: Option<PathBuf>,
+    pub cdn_status_urls: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,7 +294,33 @@ impl Config {
             audit,
             daemon,
             notify,
+            self_test,
+            database,
         } = raw;
+        let (self_test_enabled, self_test_paths) = resolve_self_test(self_test, &invalid)?;
+        let cdn_status_urls = cdn.status_urls.clone().unwrap_or_default();
+        for (name, url) in &cdn_status_urls {
+            if crate::cdn::Provider::parse(name).is_none() {
+                return Err(invalid(
+                    "cdn.status_urls",
+                    format!("unknown provider `{name}`"),
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "cdn.status_urls",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(file) = &database.credentials_file {
+            if !file.is_absolute() {
+                return Err(invalid(
+                    "database.credentials_file",
+                    format!("`{}` is not an absolute path", file.display()),
+                ));
+            }
+        }
         let RawLogs {
             nginx_access,
             nginx_error,
@@ -421,8 +477,32 @@ impl Config {
             webhook: notify.webhook,
             webhook_format,
             notify_exec: notify.exec,
+            self_test_enabled,
+            self_test_paths,
+            database_credentials_file: database.credentials_file,
+            cdn_status_urls,
         })
     }
+}
+
+fn resolve_self_test(
+    raw: RawSelfTest,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(bool, Vec<String>), ConfigError> {
+    let RawSelfTest { enabled, paths } = raw;
+    let paths = paths.unwrap_or_else(|| vec!["/".to_string()]);
+    if paths.is_empty() || paths.len() > 4 {
+        return Err(invalid("self_test.paths", "give 1 to 4 paths".to_string()));
+    }
+    for p in &paths {
+        if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "self_test.paths",
+                format!("`{p}` is not a path such as /health"),
+            ));
+        }
+    }
+    Ok((enabled.unwrap_or(true), paths))
 }
 
 fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {

@@ -9,6 +9,8 @@
 //! - [`probes`]: the state now (services, load, limits, disk), as [`check::Check`]s.
 //! - [`logs`] and [`rules`]: log lines into typed [`event::Event`]s by data-driven rules.
 //! - [`cdn`] and [`firewall`]: the CDNs' ranges against the host's firewall and nginx real-IP.
+//! - [`stack`]: asking the stack directly: origin self-test, PHP-FPM and database live status,
+//!   the CDNs' status pages.
 //! - [`diagnose`]: correlation and ranking of causes from the [`cause`] catalog.
 //! - [`report`]: the JSON contract and the human and Nagios renderings.
 //! - [`wp`]: WordPress sites, plugins, error attribution and `wp isolate`.
@@ -31,6 +33,7 @@ pub mod logs;
 pub mod probes;
 pub mod report;
 pub mod rules;
+pub mod stack;
 pub mod trust;
 pub mod whitelist;
 pub mod wp;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apache;
+mod ask_stack;
 mod cli;
 mod corpus;
 mod daemon;

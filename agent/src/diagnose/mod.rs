@@ -64,6 +64,10 @@ pub struct CauseReport {
     pub status_cdn: String,
     /// True when a check confirms it in the current state.
     pub confirmed_now: bool,
+    /// What asking the stack directly saw that rules this cause out *now* (it may still be
+    /// what happened in the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ruled_out_now: Option<String>,
     pub evidence: Vec<EvidenceLine>,
     /// The failing checks that show it now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -298,6 +302,9 @@ pub fn diagnose(
                 .unwrap_or_else(|| cause.status_direct().to_string()),
             status_cdn: cause.status_cdn().to_string(),
             confirmed_now: confirmed,
+            ruled_out_now: (!confirmed)
+                .then(|| crate::stack::layers::ruled_out(checks, cause))
+                .flatten(),
             evidence: evidence_lines,
             checks: acc.checks.iter().map(|c| c.id.clone()).collect(),
             fix,

@@ -36,6 +36,7 @@ pub struct FixtureHost {
     commands: BTreeMap<String, Result<CommandOutput, HostError>>,
     connects: BTreeMap<String, ConnectOutcome>,
     fs: BTreeMap<PathBuf, FsStats>,
+    exchanges: BTreeMap<String, Result<super::Reply, super::ExchangeError>>,
     now: Option<jiff::Timestamp>,
     /// Successive answers of a command (the last repeats), with the calls made so far.
     sequences: BTreeMap<String, Vec<Result<CommandOutput, HostError>>>,
@@ -227,6 +228,16 @@ impl FixtureHost {
         Ok(())
     }
 
+    /// Declares a local service's answer to `request`.
+    pub fn answer(
+        mut self,
+        request: &super::Exchange,
+        answer: Result<super::Reply, super::ExchangeError>,
+    ) -> Self {
+        self.exchanges.insert(request.key(), answer);
+        self
+    }
+
     pub fn at(mut self, now: jiff::Timestamp) -> Self {
         self.now = Some(now);
         self
@@ -388,6 +399,13 @@ impl Host for FixtureHost {
                     millis: 1,
                 }
             })
+    }
+
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        self.exchanges
+            .get(&request.key())
+            .cloned()
+            .unwrap_or_else(|| Err(super::ExchangeError::not_captured(request)))
     }
 
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {

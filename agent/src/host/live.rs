@@ -147,6 +147,10 @@ impl Host for LiveHost {
         }
     }
 
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        crate::stack::exchange_live(request)
+    }
+
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
         let stats = nix::sys::statvfs::statvfs(path).map_err(|errno| {
             HostError::from_io(path, &std::io::Error::from_raw_os_error(errno as i32))

@@ -12,6 +12,7 @@
 //! Parsers never touch the file system themselves: they take the bytes a `Host` returned.
 
 pub mod deadline;
+pub mod exchange;
 pub mod fixture;
 pub mod live;
 pub mod recorder;
@@ -24,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use exchange::{Exchange, ExchangeError, Reply};
 
 /// Why a host operation could not answer. Probes turn these into `skip` checks with the reason.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
@@ -221,6 +224,11 @@ pub trait Host: Send + Sync {
     fn run(&self, command: &Command) -> Result<CommandOutput, HostError>;
     /// Tries to connect, bounded by `timeout`.
     fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome;
+    /// One bounded request to a local service (HTTP, FastCGI, MySQL); see [`exchange`].
+    /// Hosts that cannot talk to services (fixtures, snapshots that never saw it) say so.
+    fn exchange(&self, request: &Exchange) -> Result<Reply, ExchangeError> {
+        Err(ExchangeError::not_captured(request))
+    }
     /// `statvfs(3)` of the file system holding `path`.
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError>;
     /// The host's current time (a snapshot's capture time).

@@ -314,6 +314,20 @@ impl<H: Host> Host for Recorder<H> {
         answer
     }
 
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        // The request holds no secret (credentials are named by path and read by the live
+        // host alone), and neither does the answer: both are safe to keep.
+        let answer = self.inner.exchange(request);
+        self.with(|rec| {
+            rec.journal
+                .exchanges
+                .entry(request.key())
+                .or_default()
+                .push(answer.clone())
+        });
+        answer
+    }
+
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
         let answer = self.inner.statvfs(path);
         self.with(|rec| {

@@ -62,6 +62,9 @@ impl<T: CommandRewrite> Host for T {
     fn connect(&self, endpoint: &Endpoint, timeout: Duration) -> ConnectOutcome {
         LiveHost.connect(endpoint, timeout)
     }
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        LiveHost.exchange(request)
+    }
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {
         LiveHost.statvfs(&self.path(path))
     }

@@ -64,6 +64,9 @@ pub struct Journal {
     pub connects: BTreeMap<String, Vec<ConnectOutcome>>,
     #[serde(default)]
     pub statvfs: Answers<FsStats>,
+    /// Answers of local services (HTTP self-test, FastCGI status, database status), by request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub exchanges: BTreeMap<String, Vec<Result<super::Reply, super::ExchangeError>>>,
     /// What `collect` redacted (`PATH: kind, …`; see [`super::redact`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub redacted: Vec<String>,
@@ -261,6 +264,13 @@ impl Host for SnapshotHost {
                 message: format!("{key}: not captured in this snapshot"),
                 millis: 0,
             },
+        }
+    }
+
+    fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
+        match self.next(8, &self.journal.exchanges, &request.key()) {
+            Some(answer) => answer.clone(),
+            None => Err(super::ExchangeError::not_captured(request)),
         }
     }
 

@@ -97,6 +97,7 @@ pub fn run_all(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<C
     checks.extend(disk::checks(host, discovery));
     checks.extend(tls::checks(host, discovery));
     checks.extend(dns::checks(host, discovery, config));
+    checks.extend(crate::stack::checks(host, discovery, config));
     checks
 }
 

@@ -132,6 +132,8 @@ fn render_escaped(report: &Report, style: Style) -> String {
         }
     }
 
+    out.push_str(&crate::stack::layers::render(&report.checks));
+
     if !report.causes.is_empty() {
         let _ = writeln!(out, "\n{}", s.bold("Causes, most likely first"));
     }
@@ -159,6 +161,9 @@ fn render_escaped(report: &Report, style: Style) -> String {
         }
         if cause.confirmed_now {
             facts.push("confirmed by the current state".to_string());
+        }
+        if let Some(seen) = &cause.ruled_out_now {
+            facts.push(format!("ruled out now: {seen}"));
         }
         if let (Some(a), Some(b)) = (cause.first_seen, cause.last_seen) {
             facts.push(format!("{} → {}", short_time(a), short_time(b)));
