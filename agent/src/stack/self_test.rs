@@ -4,8 +4,8 @@
 //! a request to each proxied upstream. The check names the failing layer.
 //!
 //! Targets are a list of (listener, name, tls) built from the web servers' configs:
-//! [`targets`] gathers nginx's `server_name`s; Apache's `ServerName`/`ServerAlias` join the same
-//! list there. Bounded: at most [`MAX_TARGETS`] targets, a few paths each, `GET` with no body,
+//! [`targets`] gathers nginx's `server_name`s and Apache's `ServerName`/`ServerAlias` per
+//! `<VirtualHost>` (else its `Listen`s with the main `ServerName`). Bounded: at most [`MAX_TARGETS`] targets, a few paths each, `GET` with no body,
 //! one short deadline per request; `self_test.enabled: false` turns it off.
 
 use std::collections::BTreeSet;
@@ -66,8 +66,73 @@ pub fn targets(d: &Discovery) -> Vec<Target> {
             }
         }
     }
-    // Apache vhosts (issue 13) are added here, as more `Target`s with `server: "apache"`.
+    if let Some(apache) = &d.apache {
+        for (addr, tls, names) in apache_listeners(apache) {
+            let endpoint = crate::probes::services::endpoint(&Address::Tcp(addr));
+            for name in names.iter().take(4) {
+                set.insert(Target {
+                    endpoint: endpoint.clone(),
+                    name: name.clone(),
+                    tls,
+                    server: "apache",
+                });
+            }
+        }
+    }
     set.into_iter().take(MAX_TARGETS).collect()
+}
+
+/// Apache's (local address, TLS, names) triples: each `<VirtualHost>`'s addresses with its
+/// `ServerName`/`ServerAlias`, else every `Listen` with the main `ServerName`. Wildcard
+/// addresses (`*`, `_default_`, `[::]`) are asked on 127.0.0.1.
+fn apache_listeners(apache: &crate::discover::model::Apache) -> Vec<(String, bool, Vec<String>)> {
+    fn local(host: &str) -> &str {
+        match host {
+            "" | "*" | "_default_" | "0.0.0.0" | "[::]" => "127.0.0.1",
+            other => other,
+        }
+    }
+    let main_names: Vec<String> = apache
+        .server_name
+        .iter()
+        .map(|n| n.value.split(':').next().unwrap_or("").to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let or_localhost = |names: Vec<String>| {
+        if names.is_empty() {
+            vec!["localhost".to_string()]
+        } else {
+            names
+        }
+    };
+    let mut out = Vec::new();
+    for vhost in &apache.vhosts {
+        for address in &vhost.addresses {
+            let Some((host, port)) = address.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let names = or_localhost(vhost.host_names());
+            out.push((
+                format!("{}:{port}", local(host)),
+                vhost.ssl || port == 443,
+                names,
+            ));
+        }
+    }
+    if out.is_empty() {
+        for listen in &apache.listens {
+            let host = local(listen.host.as_deref().unwrap_or(""));
+            out.push((
+                format!("{host}:{}", listen.port),
+                listen.ssl,
+                or_localhost(main_names.clone()),
+            ));
+        }
+    }
+    out
 }
 
 fn http(endpoint: &Endpoint, name: &str, tls: bool, path: &str) -> Exchange {
@@ -479,5 +544,70 @@ mod tests {
             Some("nginx/1.22.1"),
             "Fatal error: Uncaught Error in /srv/x.php"
         ));
+    }
+
+    #[test]
+    fn apache_virtual_hosts_are_asked_on_their_local_listeners() {
+        use crate::discover::model::{Apache, ApacheListen, Origin, Sourced, VirtualHost};
+        let vhost = |addresses: &[&str], name: &str, aliases: &[&str], ssl: bool| VirtualHost {
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            server_name: Some(name.to_string()),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            document_root: None,
+            error_log: None,
+            ssl,
+            origin: Origin::Default,
+        };
+        let discovery = Discovery {
+            apache: Some(Apache {
+                vhosts: vec![
+                    vhost(
+                        &["*:8080"],
+                        "shop.example.com",
+                        &["www.shop.example.com"],
+                        false,
+                    ),
+                    vhost(&["_default_:443"], "shop.example.com", &[], true),
+                ],
+                ..Apache::default()
+            }),
+            ..Discovery::default()
+        };
+        let got: Vec<(String, String, bool, &str)> = targets(&discovery)
+            .into_iter()
+            .map(|t| (t.endpoint.key(), t.name, t.tls, t.server))
+            .collect();
+        assert!(got.contains(&(
+            Endpoint::Tcp("127.0.0.1:8080".into()).key(),
+            "www.shop.example.com".into(),
+            false,
+            "apache"
+        )));
+        assert!(got.contains(&(
+            Endpoint::Tcp("127.0.0.1:443".into()).key(),
+            "shop.example.com".into(),
+            true,
+            "apache"
+        )));
+        assert_eq!(got.len(), 3, "{got:?}");
+
+        // No virtual host: every Listen, with the main ServerName.
+        let discovery = Discovery {
+            apache: Some(Apache {
+                server_name: Some(Sourced::new("blog.example.org".into(), Origin::Default)),
+                listens: vec![ApacheListen {
+                    host: None,
+                    port: 80,
+                    ssl: false,
+                    origin: Origin::Default,
+                }],
+                ..Apache::default()
+            }),
+            ..Discovery::default()
+        };
+        let got = targets(&discovery);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "blog.example.org");
+        assert_eq!(got[0].endpoint, Endpoint::Tcp("127.0.0.1:80".into()));
     }
 }
