@@ -8,10 +8,15 @@
 //! 2. [`link`]: each 5xx response is linked to the event that explains it: the nginx error entry of
 //!    the same request (request line, time within the request's duration), otherwise an event of
 //!    another log in the same seconds (a weaker link).
+//!    [`implied`]: error-log entries that ended a request (a rule's `responds: N`) and that no
+//!    access-log line shows are responses too, linked to their own event.
 //! 3. Scoring: the share of the 5xx a cause explains, how specific its evidence is (direct links),
 //!    and whether the current state confirms it (a failing check naming the cause).
 //! 4. Causes that only the state shows (firewall, fail2ban, real IP, web server down) are listed
 //!    whenever a check shows them, 5xx in the logs or not.
+//!
+//! 5. [`chain`]: a cause whose events another explains (refine marks them: PHP fatals that are the
+//!    database, a crashed table after a full disk) carries `explained_by`; its root ranks above it.
 //!
 //! No guessing: 5xx with no explaining evidence leave `verdict.cause` empty and the status
 //! `unknown`.
