@@ -212,8 +212,10 @@ fn held_out_too_many_connections_is_the_database_with_the_php_fatals_explained()
     assert_eq!(max.trim(), DB_MAX_CONNECTIONS.to_string());
     let lab_ref = &lab;
     let (holders, late) = std::thread::scope(|s| {
-        let holders = s.spawn(|| lab_ref.get_many("/db.php?hold=3", DB_HOLDERS, DB_HOLDERS));
-        wait_until(Duration::from_millis(2500), || {
+        // Held for 5 s, waited for up to 4 s: on a loaded machine the holders may take seconds
+        // to connect, and the late requests must come while every connection is taken.
+        let holders = s.spawn(|| lab_ref.get_many("/db.php?hold=5", DB_HOLDERS, DB_HOLDERS));
+        wait_until(Duration::from_millis(4000), || {
             lab_ref
                 .mariadb_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
                 .ok()

@@ -33,7 +33,10 @@ pub struct Target {
 /// Every (listener, name, tls) the web servers declare, deduplicated and bounded.
 pub fn targets(d: &Discovery) -> Vec<Target> {
     let mut set = BTreeSet::new();
-    if let Some(nginx) = &d.nginx {
+    // Only servers that run: one that is configured but stopped is the services probe's finding
+    // (`nginx.running`, `apache.running`), and on a host that another server fronts (Apache alone
+    // with nginx installed but stopped) its listeners are nobody's.
+    if let Some(nginx) = d.nginx.as_ref().filter(|n| n.master.is_some()) {
         for server in &nginx.servers {
             let mut names = server.host_names();
             if names.is_empty() {
@@ -66,7 +69,7 @@ pub fn targets(d: &Discovery) -> Vec<Target> {
             }
         }
     }
-    if let Some(apache) = &d.apache {
+    if let Some(apache) = d.apache.as_ref().filter(|a| a.master.is_some()) {
         for (addr, tls, names) in apache_listeners(apache) {
             let endpoint = crate::probes::services::endpoint(&Address::Tcp(addr));
             for name in names.iter().take(4) {
@@ -415,13 +418,16 @@ fn target_check(
             Err(e) => {
                 let label = super::errno_label(e.errno, &e.message);
                 match e.stage {
+                    // Not a cause on its own: the agent may sit in another network namespace
+                    // than the server (a container's nginx, a test namespace). Whether the
+                    // server listens is the services probe's finding, from the sockets it holds.
                     Stage::Connect => (
-                        Status::Fail,
+                        Status::Warn,
                         format!(
-                            "{}: connect() failed {label}: the failing layer is the web server itself",
+                            "{}: connect() failed {label} from here: if the web server listens in this network namespace, the failing layer is the web server itself",
                             t.endpoint
                         ),
-                        Some(CauseId::WebDown),
+                        None,
                     ),
                     Stage::Handshake => (
                         Status::Fail,
@@ -548,7 +554,15 @@ mod tests {
 
     #[test]
     fn apache_virtual_hosts_are_asked_on_their_local_listeners() {
-        use crate::discover::model::{Apache, ApacheListen, Origin, Sourced, VirtualHost};
+        use crate::discover::model::{
+            Apache, ApacheListen, Origin, ProcessInfo, Sourced, VirtualHost,
+        };
+        let master = || ProcessInfo {
+            pid: 1,
+            exe: None,
+            cmdline: "apache2 -k start".into(),
+            children: Vec::new(),
+        };
         let vhost = |addresses: &[&str], name: &str, aliases: &[&str], ssl: bool| VirtualHost {
             addresses: addresses.iter().map(|a| a.to_string()).collect(),
             server_name: Some(name.to_string()),
@@ -560,6 +574,7 @@ mod tests {
         };
         let discovery = Discovery {
             apache: Some(Apache {
+                master: Some(master()),
                 vhosts: vec![
                     vhost(
                         &["*:8080"],
@@ -594,6 +609,7 @@ mod tests {
         // No virtual host: every Listen, with the main ServerName.
         let discovery = Discovery {
             apache: Some(Apache {
+                master: Some(master()),
                 server_name: Some(Sourced::new("blog.example.org".into(), Origin::Default)),
                 listens: vec![ApacheListen {
                     host: None,
@@ -607,6 +623,12 @@ mod tests {
         };
         let got = targets(&discovery);
         assert_eq!(got.len(), 1);
+        // A server that does not run is not asked.
+        let mut stopped = discovery.clone();
+        if let Some(a) = stopped.apache.as_mut() {
+            a.master = None;
+        }
+        assert!(targets(&stopped).is_empty());
         assert_eq!(got[0].name, "blog.example.org");
         assert_eq!(got[0].endpoint, Endpoint::Tcp("127.0.0.1:80".into()));
     }
