@@ -1469,6 +1469,10 @@ fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
 /// A Debian 12 minbase root, made once with debootstrap under the target dir and copied for each
 /// root built on it (see [`debian_root`]).
 fn debian_base() -> Result<PathBuf, String> {
+    // Tests that need a root run in parallel threads: one builds the base, the others wait for
+    // it (two debootstraps into one directory fail each other).
+    static BASE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _building = BASE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base");
     let ready = base.join(".origin-agent-ready");
     if ready.exists() {
@@ -1489,7 +1493,11 @@ fn debian_base() -> Result<PathBuf, String> {
     );
     let out = sh(&["sh", "-c", &build]);
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tail: Vec<&str> = err.lines().rev().take(15).collect();
         panic!(
             "could not debootstrap a Debian root: {}",
