@@ -1,7 +1,8 @@
 //! Apache httpd now: which web server fronts the host (from what holds the listening sockets,
 //! and whether nginx proxies to an Apache port), Apache running and listening, its
 //! `MaxRequestWorkers` against memory (as `pm.max_children` is), and the mod_status scoreboard
-//! when the config exposes it (fetched with the distro's root-owned `curl`, with a deadline).
+//! when the config exposes it (asked through the host seam's HTTP exchange: a deadline, a size
+//! cap, recorded in snapshots; no program is executed).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,13 +11,10 @@ use std::time::Duration;
 use crate::cause::CauseId;
 use crate::check::{Area, Check};
 use crate::discover::{Address, Apache, Discovery};
-use crate::host::{Command, Host};
+use crate::host::{Endpoint, Exchange, Host, Reply};
 
 use super::services::{listen_table, socket_inodes};
 use super::{human_bytes, parse_proc, rss_bytes};
-
-/// The binary that fetches the scoreboard: only this path, and only when root owns it.
-const CURL: &str = "/usr/bin/curl";
 
 /// Who serves the web ports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -360,17 +358,6 @@ fn scoreboard(host: &dyn Host, a: &Apache, behind: bool, timeout: Duration) -> O
     let path = a.status_path.as_ref()?;
     let id = "apache.scoreboard";
     let title = "Apache has idle workers (mod_status)";
-    let trusted = host
-        .metadata(Path::new(CURL))
-        .is_ok_and(|m| m.uid == 0 && m.mode & 0o022 == 0);
-    if !trusted {
-        return Some(Check::skip(
-            id,
-            Area::Limits,
-            title,
-            format!("{CURL} is missing or not root-owned; the scoreboard is not fetched"),
-        ));
-    }
     let l = a.listens.iter().find(|l| !l.ssl)?;
     let h = match l.host.as_deref() {
         None | Some("*") | Some("0.0.0.0") => "127.0.0.1",
@@ -378,12 +365,17 @@ fn scoreboard(host: &dyn Host, a: &Apache, behind: bool, timeout: Duration) -> O
         Some(h) => h,
     };
     let url = format!("http://{h}:{}{}?auto", l.port, path.value);
-    let secs = timeout.as_secs().clamp(1, 5).to_string();
-    let cmd = Command::new(CURL, &["-s", "-f", "--max-time", &secs, &url])
-        .timeout(timeout + Duration::from_secs(1));
-    let text = match host.run(&cmd) {
-        Ok(out) if out.success() => out.stdout_text(),
-        Ok(_) | Err(_) => {
+    let request = Exchange::Http {
+        endpoint: Endpoint::Tcp(format!("{h}:{}", l.port)),
+        host: "localhost".to_string(),
+        tls: false,
+        method: "GET".to_string(),
+        path: format!("{}?auto", path.value),
+        timeout_ms: timeout.as_millis().clamp(1_000, 5_000) as u64,
+    };
+    let text = match host.exchange(&request) {
+        Ok(Reply::Http { status, body, .. }) if (200..300).contains(&status) => body,
+        _ => {
             return Some(Check::skip(
                 id,
                 Area::Limits,
