@@ -9,7 +9,7 @@
 //!   whole group when the deadline passes.
 //!
 //! Other code that must wait on something a local user controls should use these, never a
-//! blocking call without a bound (see [`crate::trust`]).
+//! blocking call without a bound (see the agent's `trust` module).
 
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -148,7 +148,7 @@ impl Host for LiveHost {
     }
 
     fn exchange(&self, request: &super::Exchange) -> Result<super::Reply, super::ExchangeError> {
-        crate::stack::exchange_live(request)
+        super::client::exchange(request)
     }
 
     fn statvfs(&self, path: &Path) -> Result<FsStats, HostError> {

@@ -11,6 +11,7 @@
 //!
 //! Parsers never touch the file system themselves: they take the bytes a `Host` returned.
 
+pub mod client;
 pub mod deadline;
 pub mod exchange;
 pub mod fixture;

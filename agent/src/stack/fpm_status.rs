@@ -115,7 +115,7 @@ pub(crate) fn address_endpoint(address: &Address) -> Endpoint {
 pub fn request(endpoint: &Endpoint, uri: &str) -> Exchange {
     Exchange::Fastcgi {
         endpoint: endpoint.clone(),
-        params: super::fastcgi::get_params(uri),
+        params: crate::host::client::fastcgi::get_params(uri),
         timeout_ms: super::EXCHANGE_TIMEOUT.as_millis() as u64,
     }
 }
