@@ -19,21 +19,19 @@
 //! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
 
 pub mod audit;
-pub mod cause;
 pub mod cdn;
-pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod diagnose;
 pub mod discover;
-pub mod event;
 pub mod firewall;
-pub mod host;
-pub mod logs;
 pub mod probes;
 pub mod report;
-pub mod rules;
 pub mod stack;
 pub mod trust;
 pub mod whitelist;
 pub mod wp;
+
+// The split crates, under the module names the agent has always used.
+pub use origin_evidence::{cause, check, event, logs, rules};
+pub use origin_host as host;

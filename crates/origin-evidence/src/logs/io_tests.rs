@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 
 use super::*;
-use crate::host::live::LiveHost;
+use origin_host::live::LiveHost;
 
 /// Every message a rule matches: the real error texts an attacker would copy.
 fn payloads() -> Vec<String> {

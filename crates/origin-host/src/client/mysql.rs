@@ -13,8 +13,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::host::exchange::{ExchangeError, MysqlAuth, QueryResult, Reply, Stage};
-use crate::host::Endpoint;
+use crate::exchange::{ExchangeError, MysqlAuth, QueryResult, Reply, Stage};
+use crate::Endpoint;
 
 /// The most rows kept per statement, and bytes per value (a serialized WordPress option fits).
 const MAX_ROWS: usize = 200;

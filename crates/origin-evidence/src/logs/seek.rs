@@ -19,7 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{starts_entry, LineParser};
 use crate::event::LogSource;
-use crate::host::Host;
+use origin_host::Host;
 
 /// The most a line may be out of time order and still be read by a bisected read.
 pub(crate) const SLACK: SignedDuration = SignedDuration::from_secs(10 * 60);
@@ -224,11 +224,11 @@ mod tests {
 
     use super::*;
     use crate::event::Evidence;
-    use crate::host::live::LiveHost;
-    use crate::host::{
+    use crate::logs::{builtin_rules, read_evidence, LogFile, Window};
+    use origin_host::live::LiveHost;
+    use origin_host::{
         Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, HostError,
     };
-    use crate::logs::{builtin_rules, read_evidence, LogFile, Window};
 
     /// The live host without seeking: the reader reads every file whole (the reference).
     struct NoSeek;

@@ -18,8 +18,8 @@ use super::{
     MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
-use crate::host::Host;
 use crate::rules::RuleSet;
+use origin_host::Host;
 
 /// Bytes per chunk handed to one parsing task.
 const CHUNK: usize = 2 << 20;
@@ -780,7 +780,7 @@ mod tests {
         let sized = |name: &str, len: u64| {
             let p = dir.path().join(name);
             std::fs::File::create(&p).unwrap().set_len(len).unwrap(); // sparse
-            keep_per_rule_chunk(&crate::host::live::LiveHost, &p)
+            keep_per_rule_chunk(&origin_host::live::LiveHost, &p)
         };
         assert_eq!(sized("small.log", 10 << 20), KEEP_PER_RULE_CHUNK);
         // 48 chunks build about the 1,000 per rule that are kept in the end.
@@ -789,7 +789,7 @@ mod tests {
         // A compressed file's size says little: the default.
         assert_eq!(sized("old.log.2.gz", 96 << 20), KEEP_PER_RULE_CHUNK);
         assert_eq!(
-            keep_per_rule_chunk(&crate::host::live::LiveHost, &dir.path().join("gone.log")),
+            keep_per_rule_chunk(&origin_host::live::LiveHost, &dir.path().join("gone.log")),
             KEEP_PER_RULE_CHUNK
         );
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 include!("src/rules/doc.rs");
 
 fn main() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rules");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

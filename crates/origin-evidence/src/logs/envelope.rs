@@ -181,7 +181,7 @@ pub fn unwrap<'a>(
 }
 
 /// [`split_sources`] of a file's start (none for a file that cannot be read or is compressed).
-pub fn split_file(host: &dyn crate::host::Host, path: &std::path::Path) -> Vec<LogSource> {
+pub fn split_file(host: &dyn origin_host::Host, path: &std::path::Path) -> Vec<LogSource> {
     let Ok(reader) = host.open(path) else {
         return Vec::new();
     };

@@ -10,8 +10,8 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use crate::host::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
-use crate::host::Endpoint;
+use crate::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
+use crate::Endpoint;
 
 /// The most header bytes accepted before the body.
 const MAX_HEAD: usize = 64 * 1024;

@@ -460,7 +460,7 @@ impl Host for FixtureHost {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::host::HostExt;
+    use crate::HostExt;
 
     #[test]
     fn files_dirs_and_sequences_answer_as_declared() {

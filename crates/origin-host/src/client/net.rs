@@ -7,10 +7,10 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use crate::host::deadline as bounded;
+use crate::deadline as bounded;
 
-use crate::host::exchange::{ExchangeError, Stage};
-use crate::host::Endpoint;
+use crate::exchange::{ExchangeError, Stage};
+use crate::Endpoint;
 
 /// A connected stream whose every read and write is bounded by `deadline`.
 #[derive(Debug)]

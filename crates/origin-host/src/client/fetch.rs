@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::host::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
+use crate::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
 
 /// A status page's answer, on the live host (ureq, rustls, no proxy from the environment).
 pub fn fetch_live(url: &str, timeout: Duration) -> Result<Reply, ExchangeError> {

@@ -656,7 +656,7 @@ pub fn test_file(rule_file: &Path, log: &Path) -> Result<String, RuleError> {
         }
     }
     // The log's text is shown: escaped (a log line may carry terminal escapes).
-    Ok(crate::report::escape::controls(&out).into_owned())
+    Ok(crate::escape::controls(&out).into_owned())
 }
 
 #[cfg(test)]

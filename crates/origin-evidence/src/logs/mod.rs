@@ -46,8 +46,8 @@ pub use access::{AccessFormat, FormatError, COMBINED};
 pub use formats::starts_entry;
 
 use crate::event::{Event, Evidence, LogSource, Response};
-use crate::host::Host;
 use crate::rules::{RuleError, RuleSet};
+use origin_host::Host;
 
 /// The most of one entry that is kept and parsed; the rest of a longer line is dropped (and
 /// counted), so a huge line never grows memory.
@@ -535,7 +535,7 @@ pub fn scan_paths(
     tz: &jiff::tz::TimeZone,
     rules: &Arc<RuleSet>,
 ) -> Evidence {
-    let host = crate::host::live::LiveHost;
+    let host = origin_host::live::LiveHost;
     let mut files: Vec<LogFile> = Vec::new();
     for p in paths {
         // A file whose lines mix sources (a container's output) is read once per source.

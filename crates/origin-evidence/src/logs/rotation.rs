@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::Window;
-use crate::host::Host;
+use origin_host::Host;
 
 /// Rotated copies read at most, per log.
 const MAX_SIBLINGS: usize = 64;
@@ -191,7 +191,7 @@ fn unquote(word: &str) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::host::live::LiveHost;
+    use origin_host::live::LiveHost;
 
     #[test]
     fn olddir_of_a_matching_stanza_or_the_global_one() {

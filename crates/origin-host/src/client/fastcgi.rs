@@ -8,8 +8,8 @@
 
 use std::io::Write;
 
-use crate::host::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
-use crate::host::Endpoint;
+use crate::exchange::{ExchangeError, Reply, Stage, MAX_BODY};
+use crate::Endpoint;
 
 const VERSION: u8 = 1;
 const BEGIN_REQUEST: u8 = 1;
