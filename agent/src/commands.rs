@@ -224,7 +224,7 @@ pub fn rules(command: RulesCommand) -> Result<Exit> {
             Ok(0)
         }
         RulesCommand::Test { rules, log } => {
-            print(&origin_agent::rules::test_file(&rules, &log)?)?;
+            print(&origin_agent::logs::samples::test_file(&rules, &log)?)?;
             Ok(0)
         }
     }

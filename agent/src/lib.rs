@@ -18,6 +18,7 @@
 //! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
 //! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
 
+pub mod addrset;
 pub mod audit;
 pub mod cdn;
 pub mod config;
@@ -28,10 +29,12 @@ pub mod firewall;
 pub mod probes;
 pub mod report;
 pub mod stack;
-pub mod trust;
 pub mod whitelist;
 pub mod wp;
 
 // The split crates, under the module names the agent has always used.
 pub use origin_evidence::{cause, check, event, logs, rules};
 pub use origin_host as host;
+// Trust is applied while discovering (it reads discovery's process model): it lives there, under
+// the name it has always had.
+pub use discover::trust;

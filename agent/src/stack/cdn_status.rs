@@ -310,13 +310,12 @@ pub fn providers(
         return names.iter().filter_map(|n| Provider::parse(n)).collect();
     }
     let catalog = crate::cdn::load(&config.state_dir);
-    let default_real_ip = crate::discover::RealIp::default();
     let empty = BTreeMap::new();
     let nginx = discovery.nginx.as_ref();
     crate::cdn::detect(
         &catalog,
         &evidence.responses.clients,
-        nginx.map_or(&default_real_ip, |n| &n.real_ip),
+        &nginx.map(|n| n.real_ip.cdn_hints()).unwrap_or_default(),
         nginx.map_or(&empty, |n| &n.log_formats),
     )
     .into_iter()

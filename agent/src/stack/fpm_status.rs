@@ -108,7 +108,7 @@ pub fn status_target(pool: &Pool) -> Option<(String, Endpoint)> {
 }
 
 pub(crate) fn address_endpoint(address: &Address) -> Endpoint {
-    crate::probes::services::endpoint(address)
+    address.endpoint()
 }
 
 /// The request for a pool's page `uri` over FastCGI.

@@ -31,6 +31,7 @@ mod formats;
 mod io_tests;
 mod read;
 mod rotation;
+pub mod samples;
 mod seek;
 mod time;
 

@@ -19,7 +19,7 @@
 //! service account and not writable by others ([`file_trusted`]).
 //!
 //! Everything a visitor wrote (request lines, user agents, referrers, exception messages) is text
-//! to show, escaped ([`crate::report::escape`]), never evidence of a server-side cause on its own.
+//! to show, escaped (`report::escape`), never evidence of a server-side cause on its own.
 //!
 //! A snapshot replays what another host answered and executes nothing: there, an ownership that
 //! the capture did not record is taken as it is (the snapshot's journal is what is audited).
@@ -80,7 +80,7 @@ pub fn service_account(role: &Role) -> Option<&'static str> {
 /// account when it exists on this host.
 fn allowed_uids(host: &dyn Host, account: Option<&str>) -> Vec<u32> {
     let mut uids = vec![0];
-    if let Some((uid, _, _)) = account.and_then(|a| crate::probes::user_ids(host, a)) {
+    if let Some((uid, _, _)) = account.and_then(|a| crate::discover::accounts::user_ids(host, a)) {
         uids.push(uid);
     }
     uids
@@ -171,7 +171,7 @@ pub fn file_trusted(host: &dyn Host, path: &Path, role: &Role) -> Result<(), Dis
     if !allowed_uids(host, account).contains(&meta.uid) {
         return Err(Distrust::Owner {
             path: path.to_path_buf(),
-            owner: crate::probes::id_name(host, "/etc/passwd", meta.uid),
+            owner: crate::discover::accounts::id_name(host, "/etc/passwd", meta.uid),
             account: account.unwrap_or("root").to_string(),
         });
     }
@@ -209,7 +209,7 @@ pub fn process_trusted(host: &dyn Host, proc: &Proc) -> Result<(), Distrust> {
             owner: if proc.uid == u32::MAX {
                 "an unknown owner".to_string()
             } else {
-                crate::probes::id_name(host, "/etc/passwd", proc.uid)
+                crate::discover::accounts::id_name(host, "/etc/passwd", proc.uid)
             },
             account: account.map(|a| format!(" or {a}")).unwrap_or_default(),
         });
