@@ -9,7 +9,7 @@ macro_rules! catalog {
         /// A cause from the catalog.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum CauseId {
-            $( #[serde(rename = $id)] $variant, )*
+            $( #[doc = $title] #[serde(rename = $id)] $variant, )*
         }
 
         impl CauseId {

@@ -14,17 +14,26 @@ use crate::cause::CauseId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogSource {
+    /// nginx's access log (and Apache's, in a format it names).
     NginxAccess,
+    /// nginx's error log.
     NginxError,
+    /// The PHP-FPM master's log.
     PhpFpm,
+    /// A pool's slow log (`request_slowlog_timeout` traces).
     PhpFpmSlow,
+    /// PHP's own error log (`error_log` of php.ini or a pool).
     Php,
+    /// MySQL/MariaDB's error log.
     MysqlError,
+    /// The kernel's log (OOM kills, segfaults).
     Kernel,
+    /// Apache's error log.
     ApacheError,
 }
 
 impl LogSource {
+    /// Every source, in a stable order.
     pub const ALL: &'static [LogSource] = &[
         LogSource::NginxAccess,
         LogSource::NginxError,
@@ -36,6 +45,7 @@ impl LogSource {
         LogSource::ApacheError,
     ];
 
+    /// The config key and metric label (`nginx_error`).
     pub fn as_str(self) -> &'static str {
         match self {
             LogSource::NginxAccess => "nginx_access",
@@ -49,6 +59,7 @@ impl LogSource {
         }
     }
 
+    /// The source with this config key, if any.
     pub fn parse(name: &str) -> Option<LogSource> {
         LogSource::ALL.iter().copied().find(|s| s.as_str() == name)
     }
@@ -64,16 +75,22 @@ impl std::fmt::Display for LogSource {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing, not a failure on its own.
     Info,
+    /// Something degraded.
     Warning,
+    /// A failed request or operation.
     Error,
+    /// The service itself failed (crash, out of memory).
     Critical,
 }
 
 /// A server-side log entry that a rule matched.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The log it came from.
     pub source: LogSource,
+    /// The file it was read from.
     pub file: PathBuf,
     /// 1-based number of the entry's first physical line in `file`.
     pub line: u64,
@@ -83,7 +100,9 @@ pub struct Event {
     pub rule: String,
     /// The event's name (`upstream-socket-missing`).
     pub event: String,
+    /// The catalog cause the rule supports.
     pub cause: CauseId,
+    /// How bad the rule says it is.
     pub severity: Severity,
     /// The entry as written (continuation lines joined with `\n`), capped in length.
     pub text: String,
@@ -94,6 +113,7 @@ pub struct Event {
 }
 
 impl Event {
+    /// A named capture or parser field, if present.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(String::as_str)
     }
@@ -102,20 +122,28 @@ impl Event {
 /// An access-log line whose status is 5xx (or 499, the client giving up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// The access log it was read from.
     pub file: PathBuf,
+    /// 1-based line number in `file`.
     pub line: u64,
     /// When the request *finished* (the access log stamps the end of the request).
     pub time: Option<jiff::Timestamp>,
+    /// The HTTP status.
     pub status: u16,
     /// The request line (`GET /x HTTP/1.1`), as the visitor sent it: never matched by rules.
     pub request: String,
+    /// The client address as logged (the CDN edge when real-IP is not restored).
     pub client: String,
+    /// `$upstream_addr`, when the format logs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_addr: Option<String>,
+    /// `$upstream_status`, when the format logs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<String>,
+    /// `$request_time` in seconds, when the format logs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_time: Option<f64>,
+    /// `$body_bytes_sent`, when the format logs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_bytes: Option<u64>,
     /// `$http_cf_connecting_ip` / `$http_x_forwarded_for` when the format logs it.
@@ -126,7 +154,9 @@ pub struct Response {
 /// Counts over every access-log line read.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseStats {
+    /// Access-log lines read within the window.
     pub total: u64,
+    /// Lines per HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Responses per minute (Unix seconds of the minute's start): total and 5xx.
     pub per_minute: BTreeMap<i64, MinuteCount>,
@@ -135,20 +165,27 @@ pub struct ResponseStats {
     pub clients: BTreeMap<String, u64>,
 }
 
+/// Responses within one minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MinuteCount {
+    /// Every response of the minute.
     pub total: u64,
+    /// The 5xx responses of the minute.
     pub errors: u64,
 }
 
 /// What was learnt from one file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileSummary {
+    /// The file read.
     pub path: PathBuf,
+    /// What kind of log it is, when known.
     pub source: Option<LogSource>,
     /// The detected or configured format (`combined`, `main`, `mariadb`, ...).
     pub format: String,
+    /// Lines read.
     pub lines: u64,
+    /// Events that rules matched in it.
     pub events: u64,
     /// Lines that did not parse (counted and skipped, never fatal).
     pub bad_lines: u64,
@@ -173,9 +210,12 @@ fn is_zero(n: &u64) -> bool {
 /// How often one rule matched, and when first and last.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleTally {
+    /// How many events.
     pub count: u64,
+    /// The earliest event's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<jiff::Timestamp>,
+    /// The latest event's time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<jiff::Timestamp>,
 }
@@ -203,10 +243,13 @@ impl RuleTally {
 /// Everything the logs said within the window.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
+    /// Server-side events that rules matched, capped at [`Evidence::MAX_EVENTS`].
     pub events: Vec<Event>,
+    /// Counts over every access-log line.
     pub responses: ResponseStats,
     /// 5xx (and 499) responses, in file order, capped at [`Evidence::MAX_ERRORS`].
     pub errors: Vec<Response>,
+    /// What was learnt from each file read.
     pub files: Vec<FileSummary>,
     /// Every event within the window, tallied by rule id (count, first and last time), including
     /// those not kept in `events` (the kept list is capped, newest first per rule).
@@ -216,6 +259,7 @@ pub struct Evidence {
     /// newest).
     #[serde(default)]
     pub events_dropped: u64,
+    /// 5xx responses counted but not kept in `errors`.
     #[serde(default)]
     pub errors_dropped: u64,
     /// The `fix:` text (with `${field}` placeholders) of every rule that matched, by rule id:
@@ -225,7 +269,9 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// The most 5xx responses kept in `errors`.
     pub const MAX_ERRORS: usize = 200_000;
+    /// The most events kept in `events`.
     pub const MAX_EVENTS: usize = 200_000;
 
     /// Folds another file's evidence into this one.

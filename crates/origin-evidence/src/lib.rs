@@ -12,6 +12,8 @@
 //! It reads files only through the host seam ([`origin_host::Host`]) and depends on nothing of
 //! the agent's: discovery, probes, diagnosis and reports build on it, never the other way.
 
+#![warn(missing_docs)]
+
 pub mod cause;
 pub mod check;
 pub mod escape;

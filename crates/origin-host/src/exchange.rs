@@ -24,26 +24,44 @@ pub enum Exchange {
     /// `METHOD PATH HTTP/1.1` with `Host: host` to a local listener, over TLS with SNI `host`
     /// when `tls` (the certificate is not verified: the self-test asks the origin, not the CA).
     Http {
+        /// The listener to connect to.
         endpoint: Endpoint,
+        /// The `Host` header, and the SNI name over TLS.
         host: String,
+        /// Whether to speak TLS.
         tls: bool,
+        /// `GET` or `HEAD`.
         method: String,
+        /// The request target (`/`, `/health`).
         path: String,
+        /// Deadline for the whole conversation, in milliseconds.
         timeout_ms: u64,
     },
     /// A FastCGI `GET` (no body) with these CGI parameters.
     Fastcgi {
+        /// The pool's listen socket or address.
         endpoint: Endpoint,
+        /// The CGI parameters (`SCRIPT_FILENAME`, `REQUEST_URI`, ...).
         params: Vec<(String, String)>,
+        /// Deadline for the whole conversation, in milliseconds.
         timeout_ms: u64,
     },
     /// A `GET` of a public URL (a CDN's status page), body capped at [`MAX_BODY`].
-    Fetch { url: String, timeout_ms: u64 },
+    Fetch {
+        /// The URL (http or https).
+        url: String,
+        /// Deadline for the whole conversation, in milliseconds.
+        timeout_ms: u64,
+    },
     /// Read-only statements, run in order on one connection.
     Mysql {
+        /// The database socket or address.
         endpoint: Endpoint,
+        /// How to log in.
         auth: MysqlAuth,
+        /// The read-only statements.
         queries: Vec<String>,
+        /// Deadline for the whole conversation, in milliseconds.
         timeout_ms: u64,
     },
 }
@@ -92,6 +110,7 @@ impl Exchange {
         }
     }
 
+    /// The request's deadline as a duration.
     pub fn timeout(&self) -> std::time::Duration {
         let ms = match self {
             Exchange::Http { timeout_ms, .. }
@@ -107,7 +126,9 @@ impl Exchange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Reply {
+    /// An HTTP answer (from a local listener or a status page).
     Http {
+        /// The status code.
         status: u16,
         /// Header names lowercased, in order.
         headers: Vec<(String, String)>,
@@ -115,20 +136,29 @@ pub enum Reply {
         body: String,
         /// Time to the first byte of the answer.
         ttfb_ms: u64,
+        /// Time for the whole exchange.
         millis: u64,
     },
+    /// A PHP-FPM pool's answer.
     Fastcgi {
         /// `Status:` of the CGI headers (200 when absent).
         status: u16,
+        /// The CGI headers, names lowercased, in order.
         headers: Vec<(String, String)>,
+        /// The body, capped at [`MAX_BODY`], lossy UTF-8.
         body: String,
         /// What the application wrote to FastCGI stderr.
         stderr: String,
+        /// Time for the whole exchange.
         millis: u64,
     },
+    /// The database's answer.
     Mysql {
+        /// `major.minor.patch` the server announced.
         server_version: String,
+        /// One result per statement, in order.
         results: Vec<QueryResult>,
+        /// Time for the whole exchange.
         millis: u64,
     },
 }
@@ -136,8 +166,11 @@ pub enum Reply {
 /// One statement's rows (every value as text, `None` for NULL), or its error.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct QueryResult {
+    /// Column names.
     pub columns: Vec<String>,
+    /// Rows, at most a bounded number, each value at most a bounded length.
     pub rows: Vec<Vec<Option<String>>>,
+    /// The server's error for this statement (the others still ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -146,9 +179,13 @@ pub struct QueryResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ExchangeError {
+    /// Where it failed.
     pub stage: Stage,
+    /// The OS error number, when the failure was one (`ECONNREFUSED`, `ETIMEDOUT`, ...).
     pub errno: Option<i32>,
+    /// The failure in words (one line, bounded, never a secret).
     pub message: String,
+    /// Time until the failure.
     pub millis: u64,
 }
 
@@ -156,6 +193,7 @@ pub struct ExchangeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stage {
+    /// Connecting to the endpoint.
     Connect,
     /// TLS handshake or the service's own handshake (MySQL authentication).
     Handshake,
@@ -170,6 +208,7 @@ pub enum Stage {
 }
 
 impl ExchangeError {
+    /// An error at `stage` with this message and no errno.
     pub fn new(stage: Stage, message: impl Into<String>) -> Self {
         ExchangeError {
             stage,
@@ -179,6 +218,7 @@ impl ExchangeError {
         }
     }
 
+    /// An I/O error at `stage`; a read past its deadline becomes `ETIMEDOUT`.
     pub fn io(stage: Stage, err: &std::io::Error) -> Self {
         // A read or write past its socket timeout says EAGAIN: that is the deadline passing.
         // At connect, EAGAIN is a full unix-socket backlog and keeps its number.
@@ -199,6 +239,7 @@ impl ExchangeError {
         }
     }
 
+    /// The answer a snapshot or fixture gives to a request it never saw.
     pub fn not_captured(request: &Exchange) -> Self {
         ExchangeError::new(
             Stage::NotCaptured,
@@ -206,6 +247,7 @@ impl ExchangeError {
         )
     }
 
+    /// Whether the deadline passed (`ETIMEDOUT`).
     pub fn timed_out(&self) -> bool {
         self.errno == Some(libc::ETIMEDOUT)
     }

@@ -48,6 +48,8 @@ pub struct FixtureHost {
 }
 
 impl FixtureHost {
+    /// An empty host: no files (so no processes), every command missing, every connect failing
+    /// (`ENOENT` for a socket, `ECONNREFUSED` for a port), every exchange not captured.
     pub fn new() -> Self {
         Self::default()
     }
@@ -238,6 +240,7 @@ impl FixtureHost {
         self
     }
 
+    /// Fixes the clock this host reports (`Host::now`).
     pub fn at(mut self, now: jiff::Timestamp) -> Self {
         self.now = Some(now);
         self

@@ -11,6 +11,8 @@
 //!
 //! Parsers never touch the file system themselves: they take the bytes a `Host` returned.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod deadline;
 pub mod exchange;
@@ -33,22 +35,58 @@ pub use exchange::{Exchange, ExchangeError, Reply};
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "error", rename_all = "kebab-case")]
 pub enum HostError {
+    /// The path does not exist.
     #[error("{path}: no such file or directory")]
-    NotFound { path: String },
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// The agent may not read the path.
     #[error("{path}: permission denied")]
-    PermissionDenied { path: String },
+    PermissionDenied {
+        /// The path asked for.
+        path: String,
+    },
+    /// Any other I/O failure.
     #[error("{path}: {message}")]
-    Io { path: String, message: String },
+    Io {
+        /// The path asked for.
+        path: String,
+        /// The OS's description of the failure.
+        message: String,
+    },
+    /// The program is not installed (not on the search path, or not executable).
     #[error("`{command}` is not installed")]
-    CommandMissing { command: String },
+    CommandMissing {
+        /// The program named.
+        command: String,
+    },
+    /// The command ran past its deadline and was killed.
     #[error("`{command}` did not finish within {seconds} s and was stopped")]
-    Timeout { command: String, seconds: u64 },
+    Timeout {
+        /// The command line, as [`Command::key`] gives it.
+        command: String,
+        /// The deadline it had.
+        seconds: u64,
+    },
+    /// A snapshot that never recorded this question.
     #[error("{what}: not captured in this snapshot")]
-    NotInSnapshot { what: String },
+    NotInSnapshot {
+        /// What was asked (a path, a command line, an endpoint).
+        what: String,
+    },
+    /// A write asked of a host that only replays (a snapshot).
     #[error("{path}: this host is read-only (a snapshot is never written)")]
-    ReadOnly { path: String },
+    ReadOnly {
+        /// The path that would have been written.
+        path: String,
+    },
+    /// A FIFO, device or socket where a regular file was expected: never opened for reading.
     #[error("{path} is not a regular file (a FIFO or device where a file should be): not read")]
-    NotAFile { path: String },
+    NotAFile {
+        /// The path asked for.
+        path: String,
+    },
 }
 
 impl HostError {
@@ -64,6 +102,7 @@ impl HostError {
         }
     }
 
+    /// Whether the path simply does not exist (often an answer, not a failure).
     pub fn is_not_found(&self) -> bool {
         matches!(self, HostError::NotFound { .. })
     }
@@ -73,32 +112,45 @@ impl HostError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
+    /// A regular file.
     File,
+    /// A directory.
     Dir,
+    /// A unix-domain socket.
     Socket,
+    /// Anything else (FIFO, device).
     Other,
 }
 
 /// What `stat(2)` says of a path (symlinks followed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileMeta {
+    /// What the path is.
     pub kind: FileKind,
     /// Permission bits (`st_mode & 0o7777`).
     pub mode: u32,
+    /// Owner uid.
     pub uid: u32,
+    /// Group gid.
     pub gid: u32,
+    /// Size in bytes.
     pub size: u64,
     /// Modification time, seconds since the epoch.
     pub mtime: i64,
+    /// Device number of the file system holding it (with `ino`, identifies a file across renames).
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
 }
 
 /// A command to run: program, arguments and how long it may take.
 #[derive(Debug, Clone)]
 pub struct Command {
+    /// The program to run (started directly, never through a shell).
     pub program: String,
+    /// Its arguments, each passed as is (no shell).
     pub args: Vec<String>,
+    /// How long it may run before it is killed.
     pub timeout: Duration,
     /// Bytes written to the command's standard input (`None`: stdin is `/dev/null`). The live
     /// host feeds them; the recorder and snapshots ignore them (a command's key is its argv).
@@ -106,6 +158,7 @@ pub struct Command {
 }
 
 impl Command {
+    /// A command with a 10 s deadline and no standard input.
     pub fn new(program: &str, args: &[&str]) -> Self {
         Command {
             program: program.to_string(),
@@ -121,6 +174,7 @@ impl Command {
         self
     }
 
+    /// Sets the deadline after which the command is killed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -143,16 +197,20 @@ impl Command {
 pub struct CommandOutput {
     /// The exit code, or `None` when a signal ended it.
     pub status: Option<i32>,
+    /// Its standard output, bytes as written (capped by the host).
     #[serde(skip)]
     pub stdout: Vec<u8>,
+    /// Its standard error, lossy UTF-8 (capped by the host).
     pub stderr: String,
 }
 
 impl CommandOutput {
+    /// Whether it exited with status 0.
     pub fn success(&self) -> bool {
         self.status == Some(0)
     }
 
+    /// Standard output as text (invalid UTF-8 replaced).
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
@@ -162,12 +220,14 @@ impl CommandOutput {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Endpoint {
+    /// A unix-domain socket path.
     Unix(PathBuf),
     /// `host:port`; the host may be a name, an IPv4 address or a bracketed IPv6 address.
     Tcp(String),
 }
 
 impl Endpoint {
+    /// What a snapshot stores the connection's outcome under (`unix:PATH` or `tcp:ADDR`).
     pub fn key(&self) -> String {
         match self {
             Endpoint::Unix(path) => format!("unix:{}", path.display()),
@@ -189,18 +249,26 @@ impl std::fmt::Display for Endpoint {
 /// texts: libcs word them differently).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectOutcome {
+    /// Whether the connection was accepted.
     pub connected: bool,
+    /// The OS error of the failed connect (`ECONNREFUSED`, `EAGAIN`, ...), if any.
     pub errno: Option<i32>,
+    /// The outcome in words (`connected`, or the OS's error text).
     pub message: String,
+    /// How long the attempt took.
     pub millis: u64,
 }
 
 /// Space and inodes of the file system holding a path (`statvfs(3)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsStats {
+    /// Size of the file system.
     pub total_bytes: u64,
+    /// Bytes available to an unprivileged writer.
     pub avail_bytes: u64,
+    /// Inodes in total.
     pub total_inodes: u64,
+    /// Inodes free.
     pub free_inodes: u64,
 }
 

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Command, CommandOutput, ConnectOutcome, Endpoint, FileMeta, FsStats, Host, HostError};
 
+/// The journal's file name inside a snapshot.
 pub const JOURNAL_FILE: &str = "snapshot.json";
+/// The journal format this agent writes and reads.
 pub const JOURNAL_VERSION: u32 = 1;
 /// The most a snapshot's files may hold in all (what is kept in memory).
 pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
@@ -33,8 +35,11 @@ const MAX_EXTENSION_BYTES: u64 = 64 * 1024;
 /// A command's recorded output; stdout lives in a blob.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedOutput {
+    /// The exit code, or `None` when a signal ended it.
     pub status: Option<i32>,
+    /// The name of the blob (file of the snapshot) that holds its stdout.
     pub stdout_blob: String,
+    /// Its standard error.
     pub stderr: String,
 }
 
@@ -43,25 +48,36 @@ type Answers<T> = BTreeMap<String, Vec<Result<T, HostError>>>;
 /// Every answer a host gave, keyed by operation and argument.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Journal {
+    /// The journal format ([`JOURNAL_VERSION`]).
     pub version: u32,
+    /// The captured host's name.
     pub host: String,
+    /// When `collect` ran.
     pub captured_at: Option<jiff::Timestamp>,
     /// The agent version that captured it.
     pub agent: String,
+    /// Whole-file reads, by path: the blob holding the bytes (redacted when `collect` redacts).
     #[serde(default)]
     pub reads: Answers<String>,
+    /// Files opened for streaming (`open`), by path: the blob holding the bytes.
     #[serde(default)]
     pub opens: Answers<String>,
+    /// Directory listings, by path.
     #[serde(default)]
     pub dirs: Answers<Vec<String>>,
+    /// `stat` answers, by path.
     #[serde(default)]
     pub metas: Answers<FileMeta>,
+    /// Symlink targets, by path.
     #[serde(default)]
     pub links: Answers<PathBuf>,
+    /// Command outputs, by command line.
     #[serde(default)]
     pub commands: Answers<RecordedOutput>,
+    /// Connection outcomes, by endpoint key.
     #[serde(default)]
     pub connects: BTreeMap<String, Vec<ConnectOutcome>>,
+    /// File system space answers, by path.
     #[serde(default)]
     pub statvfs: Answers<FsStats>,
     /// Answers of local services (HTTP self-test, FastCGI status, database status), by request.
@@ -75,22 +91,44 @@ pub struct Journal {
 /// Why a snapshot could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The snapshot's files could not be read.
     #[error("cannot read snapshot {path}: {source}")]
     Io {
+        /// The snapshot (a directory or a `.tar.gz`).
         path: PathBuf,
+        /// The read error.
         source: std::io::Error,
     },
+    /// No journal: not a snapshot.
     #[error("snapshot {path} has no {JOURNAL_FILE}: is it a snapshot written by `origin-agent collect`?")]
-    NoJournal { path: PathBuf },
+    NoJournal {
+        /// The snapshot given.
+        path: PathBuf,
+    },
+    /// The journal is not valid JSON of the expected shape.
     #[error("snapshot {path}: {JOURNAL_FILE} is invalid: {source}")]
     BadJournal {
+        /// The snapshot given.
         path: PathBuf,
+        /// The parse error.
         source: serde_json::Error,
     },
+    /// The journal's version is not one this agent reads.
     #[error("snapshot {path} has version {found}; this agent reads version {JOURNAL_VERSION}")]
-    Version { path: PathBuf, found: u32 },
+    Version {
+        /// The snapshot given.
+        path: PathBuf,
+        /// The version it has.
+        found: u32,
+    },
+    /// Past a size or count bound (a hostile or broken archive).
     #[error("snapshot {path} refused: {why}")]
-    TooLarge { path: PathBuf, why: String },
+    TooLarge {
+        /// The snapshot given.
+        path: PathBuf,
+        /// Which bound and by how much.
+        why: String,
+    },
 }
 
 /// A captured host, replayed.
@@ -151,6 +189,7 @@ impl SnapshotHost {
         })
     }
 
+    /// Every answer the snapshot holds.
     pub fn journal(&self) -> &Journal {
         &self.journal
     }
@@ -424,7 +463,7 @@ fn too_large_or_io(e: std::io::Error) -> TarError {
 
 /// Reads a packed snapshot with every allocation bounded: entries are taken raw (the tar crate
 /// would read a GNU long name or a PAX record of any size into memory), extension headers are
-/// read here up to [`MAX_EXTENSION_BYTES`], regular files up to [`MAX_ENTRY_BYTES`] each and
+/// read here up to `MAX_EXTENSION_BYTES` (64 KiB), regular files up to [`MAX_ENTRY_BYTES`] each and
 /// [`MAX_SNAPSHOT_BYTES`] in all, and the whole stream up to [`MAX_UNPACKED_BYTES`].
 pub fn read_tar_gz_from<R: Read>(reader: R) -> Result<HashMap<String, Vec<u8>>, String> {
     read_tar(reader).map_err(|e| match e {

@@ -66,10 +66,13 @@ enum Seg {
 /// Why a `log_format` string cannot be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
+    /// A format that logs no `$status` cannot tell a 5xx.
     #[error("log_format has no $status variable")]
     NoStatus,
+    /// Two variables with no literal text between them cannot be split.
     #[error("log_format variables ${0} and the one before it are not separated by text")]
     Adjacent(String),
+    /// An empty format.
     #[error("log_format is empty")]
     Empty,
 }
@@ -192,6 +195,7 @@ impl AccessFormat {
         })
     }
 
+    /// The format's name (`combined`, or the `log_format` name).
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -72,6 +72,7 @@ pub const REASON: &str = "reason";
 /// One log file to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogFile {
+    /// The file.
     pub path: PathBuf,
     /// The kind of log; `None` detects it from the content.
     pub source: Option<LogSource>,
@@ -82,11 +83,14 @@ pub struct LogFile {
 /// The time window to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Window {
+    /// Entries before this time are not read (`None`: from the start).
     pub since: Option<jiff::Timestamp>,
+    /// Entries after this time are not read (`None`: to the end).
     pub until: Option<jiff::Timestamp>,
 }
 
 impl Window {
+    /// Whether `t` lies within the window (both ends inclusive).
     pub fn contains(&self, t: Timestamp) -> bool {
         !(self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u))
     }
@@ -95,10 +99,13 @@ impl Window {
 /// Why a parser could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The access-log format could not be compiled.
     #[error("access log format: {0}")]
     Format(#[from] FormatError),
+    /// The rule set could not be loaded.
     #[error(transparent)]
     Rules(#[from] RuleError),
+    /// This build has no parser for the source.
     #[error("no parser for {0} logs")]
     Unsupported(LogSource),
 }
@@ -196,6 +203,7 @@ impl LineParser {
         self.now = Some(now);
     }
 
+    /// The kind of log this parser reads.
     pub fn source(&self) -> LogSource {
         self.source
     }

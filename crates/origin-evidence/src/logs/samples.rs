@@ -14,8 +14,11 @@ use crate::rules::{RuleError, RuleSet};
 /// The outcome of checking one rule's own samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SampleFailure {
+    /// The rule whose sample failed.
     pub rule: String,
+    /// The sample line (empty when the failure is about the rule itself).
     pub line: String,
+    /// What went wrong, in words.
     pub problem: String,
 }
 

@@ -36,22 +36,41 @@ pub const DEFAULT_RULES_DIR: &str = "/etc/origin-agent/rules.d";
 /// Why a rule pack could not be loaded or tested.
 #[derive(Debug, thiserror::Error)]
 pub enum RuleError {
+    /// A pack that is not valid YAML of the rule format.
     #[error("{file}: {error}")]
     Yaml {
+        /// The pack file.
         file: String,
+        /// The parse error.
         #[source]
         error: yaml_serde::Error,
     },
+    /// A rule that breaks the format's rules (unanchored pattern, unknown cause, failing sample, ...).
     #[error("{file}: rule `{id}`: {message}")]
     Invalid {
+        /// The pack file.
         file: String,
+        /// The rule's id.
         id: String,
+        /// What is wrong with it.
         message: String,
     },
+    /// A file or directory of rules could not be read.
     #[error("{path}: {message}")]
-    Io { path: String, message: String },
+    Io {
+        /// The path.
+        path: String,
+        /// The OS's error text.
+        message: String,
+    },
+    /// A pack-level problem (an embedded pack that does not load, an unsupported `version:`).
     #[error("{file}: {message}")]
-    Pack { file: String, message: String },
+    Pack {
+        /// The pack file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 include!("doc.rs");
@@ -70,12 +89,19 @@ pub struct Sample {
 /// One rule: a log source, an anchored pattern, and what a match means.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// Stable dotted id (`nginx.connect-enoent`).
     pub id: String,
+    /// The log the rule reads.
     pub source: LogSource,
+    /// The pattern, anchored with `^` at the start of the message.
     pub pattern: String,
+    /// The event name a match yields (`upstream-socket-missing`).
     pub event: String,
+    /// The catalog cause a match supports.
     pub cause: CauseId,
+    /// How bad a match is on its own.
     pub severity: Severity,
+    /// The fix to show (with `${field}` placeholders) where no more specific fix is known.
     pub fix: String,
     /// The status the server answered the request this entry ended (`responds: 502` for an
     /// nginx gateway error, 500 for a PHP fatal): a response implied by the error log, counted
@@ -84,7 +110,9 @@ pub struct Rule {
     /// Why the cause happened, when the entry says it (an nginx that did not start because an
     /// upstream name does not resolve: `web.down` for the reason `upstream.unresolvable`).
     pub reason: Option<CauseId>,
+    /// Lines the rule must match, with their expected captures.
     pub samples: Vec<Sample>,
+    /// Lines the rule must not match.
     pub no_match: Vec<String>,
     /// The pack file the rule came from (`nginx.yaml`, `/etc/origin-agent/rules.d/site.yaml`).
     pub origin: String,
@@ -137,7 +165,9 @@ pub struct RuleSet {
 /// A rule that matched a message, with its named captures (empty captures left out).
 #[derive(Debug, Clone)]
 pub struct RuleMatch<'a> {
+    /// The rule that matched.
     pub rule: &'a Rule,
+    /// Its named captures that matched something, by name.
     pub captures: Vec<(&'a str, String)>,
 }
 

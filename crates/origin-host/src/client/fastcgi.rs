@@ -26,10 +26,13 @@ const MAX_RAW: usize = 4 * MAX_BODY;
 /// What went wrong reading a FastCGI answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FastcgiError {
+    /// A record header names a protocol version other than 1.
     #[error("record of unsupported version {0}")]
     Version(u8),
+    /// The bytes stop in the middle of a record.
     #[error("the answer ended inside a record")]
     Truncated,
+    /// The stream closed before the pool said the request was over.
     #[error("the answer ended without an END_REQUEST record")]
     NoEnd,
 }
@@ -37,7 +40,9 @@ pub enum FastcgiError {
 /// A parsed answer: the application's stdout and stderr and how the request ended.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
+    /// What the application wrote to FCGI_STDOUT (CGI headers, then the body), capped.
     pub stdout: Vec<u8>,
+    /// What it wrote to FCGI_STDERR (PHP warnings, fatal errors), capped.
     pub stderr: Vec<u8>,
     /// The application status of END_REQUEST, when one came.
     pub app_status: Option<u32>,
@@ -47,6 +52,7 @@ pub struct Response {
 }
 
 impl Response {
+    /// Whether an END_REQUEST record arrived (the pool finished the request).
     pub fn ended(&self) -> bool {
         self.app_status.is_some()
     }

@@ -19,7 +19,9 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A parsed response head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Head {
+    /// The status code of the status line.
     pub status: u16,
+    /// Header names lowercased, values trimmed, in order.
     pub headers: Vec<(String, String)>,
     /// Where the body starts in the bytes parsed.
     pub body_at: usize,

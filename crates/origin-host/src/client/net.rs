@@ -16,7 +16,9 @@ use crate::Endpoint;
 #[derive(Debug)]
 pub struct Conn {
     inner: Inner,
+    /// When every read and write must be done (`started` + the timeout).
     pub deadline: Instant,
+    /// When the connect began.
     pub started: Instant,
 }
 
@@ -62,6 +64,7 @@ fn remaining(deadline: Instant) -> std::io::Result<Duration> {
 }
 
 impl Conn {
+    /// Milliseconds since the connect began.
     pub fn elapsed_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
