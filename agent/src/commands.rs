@@ -264,7 +264,10 @@ pub fn generate(args: GenerateArgs, command: clap::Command) -> Result<Exit> {
 
 pub fn run(args: RunArgs) -> Result<Exit> {
     let config = load_config(args.config.as_deref())?;
-    let mut pipeline = origin_agent::daemon::pipeline::AgentPipeline::new(&config);
+    let mut pipeline = origin_agent::daemon::pipeline::AgentPipeline::new(
+        std::sync::Arc::new(origin_agent::host::live::LiveHost),
+        &config,
+    );
     origin_agent::daemon::run(&config, &mut pipeline)?;
     Ok(0)
 }
