@@ -1,5 +1,5 @@
 // The rule-pack document (`rules/*.yaml`) as serde reads it. Included by `rules/mod.rs` and by
-// the build script (`agent/build.rs`), which reads the embedded packs with these same types and
+// the build script (`crates/origin-evidence/build.rs`), which reads the embedded packs with these same types and
 // stores them as JSON, so that the binary never parses YAML for its own rules.
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -27,7 +27,7 @@ use crate::cause::CauseId;
 use crate::event::{LogSource, Severity};
 
 // `BUILTIN_PACKS`: every `rules/*.yaml` at the top of the repository, in name order, read and
-// checked (YAML, pattern syntax) by `agent/build.rs` and embedded as JSON: `(file name, JSON)`.
+// checked (YAML, pattern syntax) by `crates/origin-evidence/build.rs` and embedded as JSON: `(file name, JSON)`.
 include!(concat!(env!("OUT_DIR"), "/builtin_packs.rs"));
 
 /// Where the operator's own rules live.
