@@ -628,3 +628,55 @@ fn a_stuck_probe_never_stops_the_tailing_the_metrics_or_a_stop() {
     assert!(started.elapsed() < Duration::from_secs(5));
     thread.join().unwrap().unwrap();
 }
+
+#[test]
+fn a_tool_planted_in_a_directory_nobody_owns_on_the_search_path_is_never_run_as_root() {
+    if !ready() {
+        return;
+    }
+    // nobody's programs under the names of the tools the audit runs (the firewall readers, ss,
+    // dmesg, ip, getent, openssl): each would leave a mark if root ran it.
+    let trap = nobody_dir();
+    let d = trap.path().display().to_string();
+    let tools = "iptables-save ip6tables-save iptables nft ipset ufw ss dmesg ip getent openssl \
+                 firewall-cmd fail2ban-client csf";
+    let setup = format!(
+        "for t in {tools}; do printf '#!/bin/sh\\ntouch {d}/ran-%s\\n' $t > {d}/$t && chmod 755 {d}/$t; done && echo ok"
+    );
+    let out = as_nobody(&setup).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(state.path(), "");
+    // Only inside a private mount namespace: nobody's directory stands where /usr/local/sbin
+    // (first on root's usual PATH) is, as on a host where that directory was left writable.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /usr/local/sbin && exec \"$2\" audit --json --since 5m --config \"$3\"")
+        .arg("sh")
+        .arg(trap.path())
+        .arg(assert_cmd::cargo::cargo_bin("origin-agent"))
+        .arg(&config)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    let (out, _) = run_bounded(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran: Vec<String> = std::fs::read_dir(trap.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran-"))
+        .collect();
+    assert!(ran.is_empty(), "root ran nobody's tools: {ran:?}");
+    // And the report says why a tool was not run, naming the directory.
+    assert!(
+        stdout.contains("not run:") && stdout.contains("/usr/local/sbin"),
+        "{stdout}"
+    );
+}
