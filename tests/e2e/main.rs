@@ -17,6 +17,7 @@ mod logs;
 mod report_snapshots;
 pub mod scenarios;
 pub mod stack;
+pub mod util;
 mod verdicts;
 mod whitelist;
 mod wordpress;

@@ -1,0 +1,164 @@
+//! The command runner of the lab tests: every command has a deadline (killed when it passes),
+//! its stdout and stderr are captured, and [`ok`] / [`Cmd::ok`] panic with both (and the argv)
+//! when it fails, so a failing setup step says what went wrong.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a command may run unless the caller says otherwise.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// One command: argv, optional stdin bytes, a deadline.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    argv: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+}
+
+impl Cmd {
+    /// `args[0]` with the rest as its arguments.
+    pub fn new<S: AsRef<str>>(args: &[S]) -> Cmd {
+        Cmd {
+            argv: args.iter().map(|a| a.as_ref().to_string()).collect(),
+            stdin: None,
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
+
+    /// Bytes written to the command's stdin (otherwise stdin is /dev/null).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cmd {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// How long the command may run before it is killed.
+    pub fn deadline(mut self, deadline: Duration) -> Cmd {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Runs it to its end or its deadline (then it is killed and the output says so in stderr).
+    /// Panics only when the program cannot be started at all.
+    pub fn run(&self) -> Output {
+        let started = Instant::now();
+        let mut child = Command::new(&self.argv[0])
+            .args(&self.argv[1..])
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.argv));
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let out = reader(child.stdout.take());
+        let err = reader(child.stderr.take());
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for a child") {
+                break status;
+            }
+            if started.elapsed() > self.deadline {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait().expect("wait for a killed child");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // A daemon the command left behind may hold the pipes open: read what is there, bounded.
+        let grace = Duration::from_secs(2);
+        let stdout = out.recv_timeout(grace).unwrap_or_default();
+        let mut stderr = err.recv_timeout(grace).unwrap_or_default();
+        if timed_out {
+            stderr.extend_from_slice(
+                format!("\n[killed: still running after {:?}]", self.deadline).as_bytes(),
+            );
+        }
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs it; its stdout when it succeeds, otherwise a panic with argv, status, stdout and
+    /// stderr.
+    pub fn ok(&self) -> String {
+        let out = self.run();
+        assert!(out.status.success(), "{}", failure(&self.argv, &out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Reads a pipe to its end on a thread; the bytes arrive on the channel.
+fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+    }
+    rx
+}
+
+/// What a failed command said, for an assertion message.
+pub fn failure<S: AsRef<str>>(argv: &[S], out: &Output) -> String {
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    format!(
+        "{argv:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// Runs `args` with the default deadline; its output, whatever the status.
+pub fn sh(args: &[&str]) -> Output {
+    Cmd::new(args).run()
+}
+
+/// Runs `args` with the default deadline; its stdout, or a panic that shows stdout and stderr.
+pub fn ok(args: &[&str]) -> String {
+    Cmd::new(args).ok()
+}
+
+/// Why a lab test that needs root and `tools` cannot run here, if it cannot.
+pub fn unavailable(tools: &[&str]) -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root (network namespaces, firewalls, lab services)".into());
+    }
+    tools
+        .iter()
+        .find(|t| !installed(t))
+        .map(|t| format!("`{t}` is not installed (scripts/install-test-deps.sh installs it)"))
+}
+
+/// Whether `tool` is in one of the system's bin directories.
+pub fn installed(tool: &str) -> bool {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(tool).exists())
+}
+
+/// Skips the test (through [`crate::skip`]) unless it runs as root with every tool named.
+#[macro_export]
+macro_rules! require {
+    ($($tool:expr),* $(,)?) => {
+        if let Some(reason) = $crate::util::cmd::unavailable(&[$($tool),*]) {
+            $crate::skip(&reason);
+            return;
+        }
+    };
+}

@@ -1,0 +1,13 @@
+//! The toolkit of the lab tests (how to write one: `tests/e2e/README.md`):
+//! - [`cmd`]: run a command with a deadline; on failure the panic shows its stdout and stderr;
+//!   `require!(tools…)` skips a test that needs root and tools it lacks.
+//! - [`netns`]: network namespaces with veth pairs, addresses and routes, deleted on drop, and
+//!   the agent's host run inside one.
+//! - [`services`]: nginx, fail2ban and any child process, each in a temp dir and stopped on drop;
+//!   the full web stack lab is [`crate::lab`].
+//! - [`debian_root`]: debootstrapped Debian roots for software this machine must not install.
+
+pub mod cmd;
+pub mod debian_root;
+pub mod netns;
+pub mod services;
