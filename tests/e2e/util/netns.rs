@@ -130,6 +130,16 @@ impl Netns {
     }
 }
 
+/// A namespace stands for its name where a `&str` is expected (`ip netns exec` argv, a
+/// function taking the name).
+impl std::ops::Deref for Netns {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         // ipsets and nftables tables are per namespace too: its deletion frees them.
