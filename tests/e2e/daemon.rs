@@ -24,6 +24,8 @@ use origin_agent::daemon::{
 };
 use origin_agent::event::LogSource;
 
+use crate::util::services::{self, free_port};
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn repo_root() -> PathBuf {
@@ -170,65 +172,29 @@ fn config_yaml(text: &str, dir: &Path) -> Config {
 // A real nginx writing a combined access log.
 
 struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    nginx: services::Nginx,
     port: u16,
-    /// No lab runs while this nginx does (discovery in other tests looks at every process).
-    _lock: crate::lab::Exclusive,
 }
 
 impl Nginx {
     /// Starts nginx in `dir` on a free loopback port; `None` (with the reason printed) when
     /// nginx is not installed.
     fn start(dir: &Path) -> Option<Nginx> {
-        let lock = crate::lab::exclusive();
-        let binary = Path::new("/usr/sbin/nginx");
-        if !binary.exists() {
+        if !Path::new(services::Nginx::BINARY).exists() {
             crate::skip("nginx is not installed (/usr/sbin/nginx)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for sub in ["logs", "tmp"] {
-            fs::create_dir_all(dir.join(sub)).unwrap();
-        }
+        let port = free_port();
         let d = dir.display();
-        let user = if nix::unistd::geteuid().is_root() {
-            "user root;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {d}/logs/access.log combined;\n\
-               client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;\n\
-               fastcgi_temp_path {d}/tmp/fastcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;\n\
+        let http = format!(
+            "access_log {d}/logs/access.log combined;\n\
                server {{ listen 127.0.0.1:{port};\n\
                  location /ok {{ return 200 \"ok\\n\"; }}\n\
-                 location /bad {{ return 502; }} }}\n}}\n"
+                 location /bad {{ return 502; }} }}"
         );
-        fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let nginx = Nginx {
-            child,
-            dir: dir.to_path_buf(),
+            nginx: services::Nginx::start(dir, None, "", &http),
             port,
-            _lock: lock,
         };
         let addr = nginx.addr();
         wait_until("nginx to listen", || {
@@ -241,8 +207,12 @@ impl Nginx {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    fn dir(&self) -> &Path {
+        self.nginx.dir()
+    }
+
     fn access_log(&self) -> PathBuf {
-        self.dir.join("logs/access.log")
+        self.dir().join("logs/access.log")
     }
 
     /// `n` requests, one after the other; each line is in the log when its connection closes.
@@ -254,26 +224,9 @@ impl Nginx {
 
     /// What logrotate's postrotate does: `nginx -s reopen` (SIGUSR1 to the master).
     fn reopen(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+        self.nginx.reopen();
         let log = self.access_log();
         wait_until("nginx to reopen its log", || log.exists());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -322,7 +275,7 @@ fn nginx_lines_are_counted_once_across_rename_create_copytruncate_and_a_restart(
     });
 
     // logrotate `create`: rename, nginx keeps writing the old file until it reopens.
-    let logs = nginx.dir.join("logs");
+    let logs = nginx.dir().join("logs");
     fs::rename(nginx.access_log(), logs.join("access.log.1")).unwrap();
     nginx.requests("/ok", 5, 200);
     nginx.reopen();
@@ -947,11 +900,7 @@ fn daemon_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     fs::write(&log, "").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("config.yaml");
     fs::write(
         &config,
