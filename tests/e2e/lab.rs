@@ -1575,19 +1575,7 @@ fn stop_child(mut child: Child) {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::util::services::wait_until;
 
 /// A minimal HTTP/1.1 GET to 127.0.0.1:`port` (never anywhere else), `Connection: close`,
 /// connect timeout 2 s, read timeout `timeout`, at most 1 MiB read.

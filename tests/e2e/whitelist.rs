@@ -692,6 +692,8 @@ fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
 struct Nginx {
     nginx: services::Nginx,
     _dir: tempfile::TempDir,
+    /// No lab runs while this nginx does (discovery in other tests looks at every process).
+    _lock: crate::lab::Exclusive,
 }
 
 impl Nginx {
@@ -699,6 +701,7 @@ impl Nginx {
         if !Path::new(services::Nginx::BINARY).exists() {
             return None;
         }
+        let lock = crate::lab::exclusive();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
@@ -712,7 +715,11 @@ impl Nginx {
             "log_format ra '$remote_addr';\n  access_log {d}/access.log ra;\n  {http_extra}\n  {ht}\n  server {{ listen {ORIGIN4}:8080; location / {{ return 200 \"ok\\n\"; }} }}"
         );
         let nginx = services::Nginx::start(dir.path(), Some(&lab.origin), ev, &http);
-        Some(Nginx { nginx, _dir: dir })
+        Some(Nginx {
+            nginx,
+            _dir: dir,
+            _lock: lock,
+        })
     }
 
     fn conf(&self) -> String {

@@ -17,18 +17,26 @@ use super::netns::{Netns, NsHost};
 /// How long a service may take to come up or to stop.
 const READY: Duration = Duration::from_secs(20);
 
-/// Waits until `cond` holds, polling, for at most `limit`; whether it held.
-pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     loop {
         if cond() {
             return true;
         }
-        if started.elapsed() > limit {
+        if started.elapsed() >= timeout {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits (at most 15 s) for `what` to happen; panics naming it when it does not.
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(Duration::from_secs(15), cond),
+        "timed out waiting for {what} (15 s)"
+    );
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it soon after).
@@ -51,24 +59,70 @@ impl Drop for Killed {
     }
 }
 
-/// Sends `signal` to `child`, then waits for it to exit for at most `grace`, then kills it.
-pub fn stop_child(child: &mut Child, signal: Signal, grace: Duration) {
-    let _ = kill(Pid::from_raw(child.id() as i32), signal);
-    if !wait_until(grace, || matches!(child.try_wait(), Ok(Some(_)))) {
-        let _ = child.kill();
-        let _ = child.wait();
+/// A service's process: stopped with a signal, waited for (bounded: then SIGKILL), and stopped
+/// with SIGTERM when dropped.
+#[derive(Debug)]
+pub struct Process(Option<Child>);
+
+impl Process {
+    /// Starts `program` with `args`, stdio to /dev/null.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(program: &str, args: &[S]) -> Process {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Process(Some(child))
+    }
+
+    /// Its pid, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.0.as_ref().map(Child::id)
+    }
+
+    /// Whether it exited (and was reaped).
+    pub fn exited(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    /// Sends `signal`, waits up to 10 s for the exit, then kills it.
+    pub fn stop(&mut self, signal: Signal) {
+        if let Some(mut child) = self.0.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), signal);
+            if !wait_until(Duration::from_secs(10), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            }) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl From<Child> for Process {
+    fn from(child: Child) -> Process {
+        Process(Some(child))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.stop(Signal::SIGTERM);
     }
 }
 
 /// nginx from the Debian package, in the foreground (`daemon off`), configured in `dir`:
 /// `dir/nginx.conf`, `dir/nginx.pid`, `dir/error.log`, temp paths under `dir/tmp`, `dir/logs`
-/// for the caller's access logs. No lab runs while it does (discovery in other tests looks at
-/// every nginx on the machine): it holds [`crate::lab::exclusive`].
+/// for the caller's access logs. Discovery in other tests looks at every nginx on the machine:
+/// the caller holds [`crate::lab::exclusive`] while it runs.
 #[derive(Debug)]
 pub struct Nginx {
-    child: Child,
+    process: Process,
     dir: PathBuf,
-    _lock: crate::lab::Exclusive,
 }
 
 impl Nginx {
@@ -80,7 +134,6 @@ impl Nginx {
     /// once it listens; panics with its error log when it does not come up. The caller checks
     /// [`Nginx::BINARY`] exists first (and skips otherwise).
     pub fn start(dir: &Path, ns: Option<&Netns>, events: &str, http: &str) -> Nginx {
-        let lock = crate::lab::exclusive();
         for sub in ["logs", "tmp"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
@@ -102,25 +155,16 @@ impl Nginx {
         let error_log = dir.join("error.log").display().to_string();
         let prefix = dir.display().to_string();
         let args = [Self::BINARY, "-p", &prefix, "-c", &conf, "-e", &error_log];
-        let child = match ns {
-            Some(ns) => ns.spawn(&args),
-            None => Command::new(args[0])
-                .args(&args[1..])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        let process = match ns {
+            Some(ns) => ns.spawn(&args).into(),
+            None => Process::spawn(args[0], &args[1..]),
         };
         let mut nginx = Nginx {
-            child,
+            process,
             dir: dir.to_path_buf(),
-            _lock: lock,
         };
         let pid_file = dir.join("nginx.pid");
-        let up = wait_until(READY, || {
-            pid_file.exists() || matches!(nginx.child.try_wait(), Ok(Some(_)))
-        });
+        let up = wait_until(READY, || pid_file.exists() || nginx.process.exited());
         assert!(
             up && pid_file.exists(),
             "nginx did not come up: {}",
@@ -141,13 +185,8 @@ impl Nginx {
 
     /// What logrotate's postrotate does: `nginx -s reopen` (SIGUSR1 to the master).
     pub fn reopen(&self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGUSR1).unwrap();
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Signal::SIGTERM, Duration::from_secs(5));
+        let pid = self.process.id().expect("nginx runs");
+        kill(Pid::from_raw(pid as i32), Signal::SIGUSR1).unwrap();
     }
 }
 
