@@ -11,22 +11,31 @@ use std::time::{Duration, Instant};
 /// How long a command may run unless the caller says otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(120);
 
-/// One command: argv, optional stdin bytes, a deadline.
-#[derive(Debug, Clone)]
+/// One command: a program with its arguments (and whatever environment the caller set), optional
+/// stdin bytes, a deadline.
+#[derive(Debug)]
 pub struct Cmd {
-    argv: Vec<String>,
+    command: Command,
     stdin: Option<Vec<u8>>,
     deadline: Duration,
+}
+
+impl From<Command> for Cmd {
+    fn from(command: Command) -> Cmd {
+        Cmd {
+            command,
+            stdin: None,
+            deadline: DEFAULT_DEADLINE,
+        }
+    }
 }
 
 impl Cmd {
     /// `args[0]` with the rest as its arguments.
     pub fn new<S: AsRef<str>>(args: &[S]) -> Cmd {
-        Cmd {
-            argv: args.iter().map(|a| a.as_ref().to_string()).collect(),
-            stdin: None,
-            deadline: DEFAULT_DEADLINE,
-        }
+        let mut command = Command::new(args[0].as_ref());
+        command.args(args[1..].iter().map(AsRef::as_ref));
+        Cmd::from(command)
     }
 
     /// Bytes written to the command's stdin (otherwise stdin is /dev/null).
@@ -43,10 +52,15 @@ impl Cmd {
 
     /// Runs it to its end or its deadline (then it is killed and the output says so in stderr).
     /// Panics only when the program cannot be started at all.
-    pub fn run(&self) -> Output {
+    pub fn run(self) -> Output {
+        self.run_timed().0
+    }
+
+    /// [`Cmd::run`], and how long it took.
+    pub fn run_timed(mut self) -> (Output, Duration) {
         let started = Instant::now();
-        let mut child = Command::new(&self.argv[0])
-            .args(&self.argv[1..])
+        let mut child = self
+            .command
             .stdin(if self.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -55,8 +69,8 @@ impl Cmd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.argv));
-        if let (Some(bytes), Some(mut pipe)) = (self.stdin.clone(), child.stdin.take()) {
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.command));
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
             std::thread::spawn(move || {
                 let _ = pipe.write_all(&bytes);
             });
@@ -75,6 +89,7 @@ impl Cmd {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        let took = started.elapsed();
         // A daemon the command left behind may hold the pipes open: read what is there, bounded.
         let grace = Duration::from_secs(2);
         let stdout = out.recv_timeout(grace).unwrap_or_default();
@@ -84,18 +99,20 @@ impl Cmd {
                 format!("\n[killed: still running after {:?}]", self.deadline).as_bytes(),
             );
         }
-        Output {
+        let output = Output {
             status,
             stdout,
             stderr,
-        }
+        };
+        (output, took)
     }
 
-    /// Runs it; its stdout when it succeeds, otherwise a panic with argv, status, stdout and
-    /// stderr.
-    pub fn ok(&self) -> String {
+    /// Runs it; its stdout when it succeeds, otherwise a panic with the command, its status,
+    /// stdout and stderr.
+    pub fn ok(self) -> String {
+        let shown = format!("{:?}", self.command);
         let out = self.run();
-        assert!(out.status.success(), "{}", failure(&self.argv, &out));
+        assert!(out.status.success(), "{}", failure(&shown, &out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -114,10 +131,9 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
 }
 
 /// What a failed command said, for an assertion message.
-pub fn failure<S: AsRef<str>>(argv: &[S], out: &Output) -> String {
-    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+pub fn failure(command: &str, out: &Output) -> String {
     format!(
-        "{argv:?} failed ({}):\nstdout: {}\nstderr: {}",
+        "{command} failed ({}):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout).trim_end(),
         String::from_utf8_lossy(&out.stderr).trim_end()
