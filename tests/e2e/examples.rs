@@ -98,7 +98,8 @@ fn bundled_examples_give_their_verdicts_offline() {
     }
 }
 
-fn collect(lab: &Lab, out: &Path) {
+/// `origin-agent collect` of the lab into `out` (the last 15 minutes); panics when it fails.
+pub(crate) fn collect(lab: &Lab, out: &Path) {
     let config = lab.write_agent_config().expect("config");
     let result = Command::cargo_bin("origin-agent")
         .expect("binary")

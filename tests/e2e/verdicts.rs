@@ -34,7 +34,8 @@ pub(crate) fn agent_json(args: &[&str]) -> Value {
     })
 }
 
-fn audit(lab: &Lab) -> Value {
+/// `origin-agent audit --json` of the lab (its agent config, the last 15 minutes).
+pub(crate) fn audit(lab: &Lab) -> Value {
     let config = lab.write_agent_config().expect("agent config");
     agent_json(&[
         "audit",

@@ -17,7 +17,7 @@ use origin_agent::host::rewrite::{in_netns, CommandRewrite};
 use origin_agent::host::{Command, CommandOutput, Host, HostError};
 use origin_agent::whitelist::{self, Backend, WhitelistError, WhitelistRequest};
 
-use crate::util::cmd::{ok, sh, unavailable};
+use crate::util::cmd::{ok, private_mounts, sh, unavailable};
 use crate::util::debian_root::debian_root;
 use crate::util::netns::Netns;
 use crate::util::services::{self, wait_until, Fail2ban, Killed};
@@ -1266,18 +1266,12 @@ impl Lab {
     /// mounted in the namespace's private mount table and gone with the command).
     fn in_root(&self, root: &Path, args: &[&str]) -> std::process::Output {
         let r = root.display().to_string();
-        let mut full = vec![
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
-            &r,
-        ];
+        let mut full = vec![r.as_str()];
         full.extend_from_slice(args);
-        self.origin.run(&full)
+        self.origin.run(&private_mounts(
+            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
+            &full,
+        ))
     }
 
     /// The origin as after a reboot: no rules, no sets, every policy ACCEPT.

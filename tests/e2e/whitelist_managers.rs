@@ -42,15 +42,7 @@ fn under_firehol_apply_refuses_and_prints_the_lines_to_add() {
          rules > {d}/after",
         d = d.display()
     );
-    let out = ns.run(&[
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let out = ns.run(&private_mounts(&script, &[]));
     assert!(
         out.status.success(),
         "{}",

@@ -150,6 +150,23 @@ pub fn ok(args: &[&str]) -> String {
     Cmd::new(args).ok()
 }
 
+/// argv of `sh -c SCRIPT ARGS…` in a private mount namespace of its own (`unshare --mount
+/// --propagation private`): its mounts (a /proc for a chroot, a bind over a config file) end with
+/// it and never reach this machine's mount table.
+pub fn private_mounts<'a>(script: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec![
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ];
+    argv.extend_from_slice(args);
+    argv
+}
+
 /// Why a lab test that needs root and `tools` cannot run here, if it cannot.
 pub fn unavailable(tools: &[&str]) -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {

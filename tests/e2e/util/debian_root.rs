@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::cmd::{ok, Cmd};
+use super::cmd::{ok, private_mounts, Cmd};
 
 /// debootstrap and apt may take minutes on a cold cache.
 const BUILD_DEADLINE: Duration = Duration::from_secs(30 * 60);
@@ -89,17 +89,9 @@ pub fn debian_root(
              apt-get install -y -q --no-download --no-install-recommends {packages}
          umount {r}/proc"
     );
-    let out = Cmd::new(&[
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &build,
-    ])
-    .deadline(BUILD_DEADLINE)
-    .run();
+    let out = Cmd::new(&private_mounts(&build, &[]))
+        .deadline(BUILD_DEADLINE)
+        .run();
     if !out.status.success() {
         panic!(
             "could not build the Debian root {name}: {}",
