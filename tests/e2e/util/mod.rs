@@ -4,10 +4,13 @@
 //! - [`netns`]: network namespaces with veth pairs, addresses and routes, deleted on drop, and
 //!   the agent's host run inside one.
 //! - [`services`]: nginx, fail2ban and any child process, each in a temp dir and stopped on drop;
-//!   the full web stack lab is [`crate::lab`].
+//!   the full web stack lab is [`lab`].
+//! - [`lab`]: nginx + PHP-FPM + MariaDB (+ Apache) from temp dirs on loopback, the lab lock
+//!   ([`lab::exclusive`]) that serializes every test starting processes discovery could see.
 //! - [`debian_root`]: debootstrapped Debian roots for software this machine must not install.
 
 pub mod cmd;
 pub mod debian_root;
+pub mod lab;
 pub mod netns;
 pub mod services;

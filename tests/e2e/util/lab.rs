@@ -370,15 +370,15 @@ fn www_data_ids() -> Option<(u32, u32)> {
 }
 
 const PHP_FILES: &[(&str, &str)] = &[
-    ("index.php", include_str!("lab/www/index.php")),
-    ("sleep.php", include_str!("lab/www/sleep.php")),
-    ("memory.php", include_str!("lab/www/memory.php")),
-    ("bigheader.php", include_str!("lab/www/bigheader.php")),
-    ("hugeheader.php", include_str!("lab/www/hugeheader.php")),
-    ("db.php", include_str!("lab/www/db.php")),
+    ("index.php", include_str!("../lab/www/index.php")),
+    ("sleep.php", include_str!("../lab/www/sleep.php")),
+    ("memory.php", include_str!("../lab/www/memory.php")),
+    ("bigheader.php", include_str!("../lab/www/bigheader.php")),
+    ("hugeheader.php", include_str!("../lab/www/hugeheader.php")),
+    ("db.php", include_str!("../lab/www/db.php")),
     (
         "wp-content/plugins/acme-slider/slider.php",
-        include_str!("lab/www/wp-content/plugins/acme-slider/slider.php"),
+        include_str!("../lab/www/wp-content/plugins/acme-slider/slider.php"),
     ),
 ];
 
