@@ -178,19 +178,7 @@ impl Lab {
     }
 
     fn curl_in(&self, ns: &Netns, from: &str, to: &str) -> bool {
-        ns.run(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-m",
-            "2",
-            "--interface",
-            from,
-            &format!("http://{to}:80/"),
-        ])
-        .status
-        .success()
+        ns.curl(from, &format!("http://{to}:80/"), &[])
     }
 
     /// Whether a connection from `from` (an edge address) reaches the origin's web server.
@@ -737,24 +725,11 @@ impl Nginx {
             .unwrap_or_default()
             .lines()
             .count();
-        let ok = lab
+        let header = format!("CF-Connecting-IP: {visitor}");
+        if !lab
             .edge
-            .run(&[
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-m",
-                "2",
-                "--interface",
-                from,
-                "-H",
-                &format!("CF-Connecting-IP: {visitor}"),
-                &format!("http://{ORIGIN4}:8080/"),
-            ])
-            .status
-            .success();
-        if !ok {
+            .curl(from, &format!("http://{ORIGIN4}:8080/"), &["-H", &header])
+        {
             return None;
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();

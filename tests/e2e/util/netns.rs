@@ -117,6 +117,24 @@ impl Netns {
         etc
     }
 
+    /// Whether `curl` from address `from` in this namespace gets an answer from `url` within
+    /// 2 s; `extra` goes before the URL (`-H`, header).
+    pub fn curl(&self, from: &str, url: &str, extra: &[&str]) -> bool {
+        let mut args = vec![
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "2",
+            "--interface",
+            from,
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        self.run(&args).status.success()
+    }
+
     /// Starts a long-running command inside the namespace (stdio to /dev/null); the caller owns
     /// the child (see [`super::services::Killed`]).
     pub fn spawn(&self, args: &[&str]) -> Child {
