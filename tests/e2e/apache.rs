@@ -3,7 +3,7 @@
 //! the real `origin-agent audit` must name it, with Apache's own status for the visitor, and
 //! never call the host's web server down while Apache serves.
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use serde_json::Value;
 
 use crate::examples::collect;
@@ -115,11 +115,7 @@ fn apache_alone_php_fpm_down_is_upstream_down_with_503() {
     // its sockets): audited elsewhere, it says the same.
     let out = lab.dir().join("snapshot");
     collect(&lab, &out);
-    let replay = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .args(["audit", "--snapshot", out.to_str().unwrap(), "--json"])
-        .output()
-        .expect("audit runs");
+    let replay = run_agent(&["audit", "--snapshot", out.to_str().unwrap(), "--json"]);
     let offline: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(
         offline["verdict"]["cause"], "upstream.down",

@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::cmd::Cmd;
+use crate::util::cmd::{agent, Cmd};
 use crate::util::services::Killed;
 
 const NOBODY: u32 = 65534;
-
-fn agent() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin("origin-agent"))
-}
 
 /// Root, and the tools the traps need; otherwise the reason to skip.
 fn ready() -> bool {

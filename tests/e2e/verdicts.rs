@@ -7,19 +7,14 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use serde_json::Value;
 
 use crate::lab::Lab;
 use crate::scenarios::{by_name, run, ScenarioOutcome};
 
 pub(crate) fn agent_json(args: &[&str]) -> Value {
-    let out = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .expect("origin-agent runs");
+    let out = run_agent(args);
     assert!(
         matches!(out.status.code(), Some(0..=3)),
         "origin-agent {args:?} exited {:?}: {}",

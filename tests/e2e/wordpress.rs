@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::lab::{self, Lab, LabOptions};
+use crate::util::cmd::agent;
 
 const DB_PASS: &str = "shop-pw-Zq81-never-printed";
 const SALT: &str = "salt-Kx77-never-printed";
@@ -280,10 +281,6 @@ fn tree_hash(root: &Path) -> String {
         .unwrap();
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_origin-agent"))
 }
 
 /// `wp isolate` on the live site's copy: its stdout (JSON or the human text) and progress.

@@ -140,6 +140,21 @@ pub fn failure(command: &str, out: &Output) -> String {
     )
 }
 
+/// The `origin-agent` binary under test (`NO_COLOR=1`: plain text in assertion messages).
+pub fn agent() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_origin-agent"));
+    cmd.env("NO_COLOR", "1");
+    cmd
+}
+
+/// `origin-agent ARGS` to its end (killed after [`DEFAULT_DEADLINE`]): its output, whatever the
+/// exit status.
+pub fn run_agent<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
+    let mut cmd = agent();
+    cmd.args(args);
+    Cmd::from(cmd).run()
+}
+
 /// Runs `args` with the default deadline; its output, whatever the status.
 pub fn sh(args: &[&str]) -> Output {
     Cmd::new(args).run()
