@@ -9,6 +9,7 @@ use origin_agent::discover::{Address, Discovery, Listen, Nginx, Origin, Server};
 
 use crate::util::cmd::unavailable;
 use crate::util::netns::{Netns, NsHost};
+use crate::util::or_skip;
 
 /// A namespace whose `/etc/hosts` (bind-mounted by `ip netns exec`) names the test's sites, with
 /// 10.99.0.1 on its loopback as this origin's own address; `None` (skipped) without root.
@@ -17,7 +18,7 @@ fn ns() -> Option<Netns> {
         crate::skip(reason);
         return None;
     }
-    let mut ns = Netns::new("dns").map_err(crate::skip).ok()?;
+    let mut ns = or_skip(Netns::new("dns"))?;
     std::fs::write(
         ns.etc().join("hosts"),
         "127.0.0.1 localhost\n104.16.0.1 cdn-shop.test\n10.99.0.1 here-shop.test\n203.0.113.9 away-shop.test\n",

@@ -22,11 +22,12 @@ use origin_agent::host::Host;
 use crate::require;
 use crate::util::cmd::ok;
 use crate::util::netns::{Netns, NsHost};
+use crate::util::or_skip;
 use crate::util::services::Fail2ban;
 
 /// A namespace of this test, or `None` (skipped, with the reason).
 fn netns() -> Option<Netns> {
-    Netns::new("fw").map_err(crate::skip).ok()
+    or_skip(Netns::new("fw"))
 }
 
 fn net(s: &str) -> IpNet {

@@ -21,6 +21,7 @@ use crate::lab::{start_or_skip, wait_until, Lab, LabOptions, Pm};
 use crate::scenarios::{db_too_many_connections_options, DB_HOLDERS, DB_MAX_CONNECTIONS};
 use crate::util::cmd::unavailable;
 use crate::util::netns::{Netns, NsHost};
+use crate::util::or_skip;
 use crate::util::services::Fail2ban;
 use crate::verdicts::{agent_json, causes, failing, scan, tail};
 
@@ -95,7 +96,7 @@ fn healthy_lab_and_netns(tools: &[&str]) -> Option<(Lab, Netns)> {
     for _ in 0..5 {
         assert_eq!(lab.get("/index.php"), 200);
     }
-    let ns = Netns::new("held-out").map_err(crate::skip).ok()?;
+    let ns = or_skip(Netns::new("held-out"))?;
     Some((lab, ns))
 }
 

@@ -20,6 +20,7 @@ use origin_agent::whitelist::{self, Backend, WhitelistError, WhitelistRequest};
 use crate::util::cmd::{ok, private_mounts, sh, unavailable};
 use crate::util::debian_root::debian_root;
 use crate::util::netns::Netns;
+use crate::util::or_skip;
 use crate::util::services::{self, wait_until, Fail2ban, Killed};
 
 const CDN4: &str = "173.245.48.10"; // inside Cloudflare's 173.245.48.0/20
@@ -1292,12 +1293,8 @@ mod firewalld;
 #[test]
 fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {
     need_root_and_tools!();
-    let root = match persistent_root() {
-        Ok(root) => root,
-        Err(why) => {
-            crate::skip(&why);
-            return;
-        }
+    let Some(root) = or_skip(persistent_root()) else {
+        return;
     };
     let lab = Lab::new();
     lab.default_drop();

@@ -14,3 +14,9 @@ pub mod debian_root;
 pub mod lab;
 pub mod netns;
 pub mod services;
+
+/// The value, or `None` after [`crate::skip`] with the reason (a namespace that could not be made,
+/// a Debian root that cannot be built here): `let Some(x) = or_skip(make()) else { return };`.
+pub fn or_skip<T>(result: Result<T, String>) -> Option<T> {
+    result.map_err(crate::skip).ok()
+}
