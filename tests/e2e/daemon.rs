@@ -24,6 +24,7 @@ use origin_agent::daemon::{
 };
 use origin_agent::event::LogSource;
 
+use crate::util::cmd::run_agent;
 use crate::util::services::{self, free_port, wait_for};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -1093,11 +1094,7 @@ fn status_reports_the_running_daemons_incident() {
         if json {
             args.push("--json");
         }
-        assert_cmd::Command::cargo_bin("origin-agent")
-            .unwrap()
-            .args(&args)
-            .output()
-            .unwrap()
+        run_agent(&args)
     };
     let quiet = status(false);
     assert_eq!(quiet.status.code(), Some(0));

@@ -111,7 +111,7 @@ fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
     let setup = format!(
         "cp /bin/sleep {d}/nginx && printf 'events {{}}\\nhttp {{ access_log {d}/evil-access.log; }}\\n' > {d}/evil.conf && echo ok"
     );
-    let out = as_nobody(&setup).output().unwrap();
+    let out = Cmd::from(as_nobody(&setup)).run();
     assert!(out.status.success(), "{out:?}");
     let fake = Killed(
         as_nobody(&format!(
@@ -240,9 +240,7 @@ fn a_fifo_where_a_log_should_be_is_a_skipped_check_not_a_hang() {
     }
     let trap = nobody_dir();
     let fifo = trap.path().join("error.log");
-    let out = as_nobody(&format!("mkfifo {}", fifo.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!("mkfifo {}", fifo.display()))).run();
     assert!(out.status.success(), "{out:?}");
     let state = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -273,9 +271,12 @@ fn collect_never_writes_through_a_planted_symlink_and_writes_0600() {
     let victim = private.path().join("victim");
     std::fs::write(&victim, "root's file\n").unwrap();
     let planted = shared.path().join("snap.tar.gz");
-    let out = as_nobody(&format!("ln -s {} {}", victim.display(), planted.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!(
+        "ln -s {} {}",
+        victim.display(),
+        planted.display()
+    )))
+    .run();
     assert!(out.status.success(), "{out:?}");
     let config = write_config(private.path(), "");
     let collect = |to: &Path| {

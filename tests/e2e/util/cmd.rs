@@ -58,53 +58,7 @@ impl Cmd {
 
     /// [`Cmd::run`], and how long it took.
     pub fn run_timed(mut self) -> (Output, Duration) {
-        let started = Instant::now();
-        let mut child = self
-            .command
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.command));
-        if let (Some(bytes), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
-            std::thread::spawn(move || {
-                let _ = pipe.write_all(&bytes);
-            });
-        }
-        let out = reader(child.stdout.take());
-        let err = reader(child.stderr.take());
-        let mut timed_out = false;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for a child") {
-                break status;
-            }
-            if started.elapsed() > self.deadline {
-                timed_out = true;
-                let _ = child.kill();
-                break child.wait().expect("wait for a killed child");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let took = started.elapsed();
-        // A daemon the command left behind may hold the pipes open: read what is there, bounded.
-        let grace = Duration::from_secs(2);
-        let stdout = out.recv_timeout(grace).unwrap_or_default();
-        let mut stderr = err.recv_timeout(grace).unwrap_or_default();
-        if timed_out {
-            stderr.extend_from_slice(
-                format!("\n[killed: still running after {:?}]", self.deadline).as_bytes(),
-            );
-        }
-        let output = Output {
-            status,
-            stdout,
-            stderr,
-        };
-        (output, took)
+        bounded(&mut self.command, self.stdin.take(), self.deadline)
     }
 
     /// Runs it; its stdout when it succeeds, otherwise a panic with the command, its status,
@@ -115,6 +69,61 @@ impl Cmd {
         assert!(out.status.success(), "{}", failure(&shown, &out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+}
+
+/// Runs `command` (stdout and stderr captured, `stdin` written to it or /dev/null) to its end or
+/// until `deadline` passes, when it is killed and its stderr says so; the output and how long it
+/// took. Panics only when the program cannot be started at all.
+pub fn bounded(
+    command: &mut Command,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().expect("wait for a killed child");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    // A daemon the command left behind may hold the pipes open: read what is there, bounded.
+    let grace = Duration::from_secs(2);
+    let stdout = out.recv_timeout(grace).unwrap_or_default();
+    let mut stderr = err.recv_timeout(grace).unwrap_or_default();
+    if timed_out {
+        stderr
+            .extend_from_slice(format!("\n[killed: still running after {deadline:?}]").as_bytes());
+    }
+    let output = Output {
+        status,
+        stdout,
+        stderr,
+    };
+    (output, took)
 }
 
 /// Reads a pipe to its end on a thread; the bytes arrive on the channel.
