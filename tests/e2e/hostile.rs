@@ -9,14 +9,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const NOBODY: u32 = 65534;
+use crate::util::cmd::{agent, Cmd};
+use crate::util::services::Killed;
 
-fn agent() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin("origin-agent"))
-}
+const NOBODY: u32 = 65534;
 
 /// Root, and the tools the traps need; otherwise the reason to skip.
 fn ready() -> bool {
@@ -58,53 +57,9 @@ fn as_nobody(script: &str) -> Command {
     cmd
 }
 
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `cmd` to its end, killed at `limit`; the output and how long it took.
-fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = started.elapsed();
-    let output = Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    };
-    (output, took)
+fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
+    Cmd::from(cmd).deadline(limit).run_timed()
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
@@ -156,7 +111,7 @@ fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
     let setup = format!(
         "cp /bin/sleep {d}/nginx && printf 'events {{}}\\nhttp {{ access_log {d}/evil-access.log; }}\\n' > {d}/evil.conf && echo ok"
     );
-    let out = as_nobody(&setup).output().unwrap();
+    let out = Cmd::from(as_nobody(&setup)).run();
     assert!(out.status.success(), "{out:?}");
     let fake = Killed(
         as_nobody(&format!(
@@ -285,9 +240,7 @@ fn a_fifo_where_a_log_should_be_is_a_skipped_check_not_a_hang() {
     }
     let trap = nobody_dir();
     let fifo = trap.path().join("error.log");
-    let out = as_nobody(&format!("mkfifo {}", fifo.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!("mkfifo {}", fifo.display()))).run();
     assert!(out.status.success(), "{out:?}");
     let state = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -318,9 +271,12 @@ fn collect_never_writes_through_a_planted_symlink_and_writes_0600() {
     let victim = private.path().join("victim");
     std::fs::write(&victim, "root's file\n").unwrap();
     let planted = shared.path().join("snap.tar.gz");
-    let out = as_nobody(&format!("ln -s {} {}", victim.display(), planted.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!(
+        "ln -s {} {}",
+        victim.display(),
+        planted.display()
+    )))
+    .run();
     assert!(out.status.success(), "{out:?}");
     let config = write_config(private.path(), "");
     let collect = |to: &Path| {
