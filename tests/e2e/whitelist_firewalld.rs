@@ -119,6 +119,7 @@ fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 #[test]
 fn firewalld_apply_survives_reload_and_rolls_back_exactly() {
     need_root_and_tools!();
+    let _root = one_at_a_time();
     let root = match firewalld_root() {
         Ok(root) => root,
         Err(why) => {
@@ -234,4 +235,272 @@ fn firewalld_apply_survives_reload_and_rolls_back_exactly() {
     assert_eq!(ruleset(), rules0);
     assert!(!lab.reaches(CDN4));
     eprintln!("firewalld: whole check in {:?}", started.elapsed());
+}
+
+/// The tests share the one root (its /etc/firewalld, its bus): one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ROOT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A fresh firewalld (pristine `/etc/firewalld`, no agent state) running in a new lab's origin
+/// namespace on the test bus, the agent's binary in the root: the first test's setup, shared by
+/// the tests below. Fields drop in order: firewalld and the bus before the namespaces.
+struct Running {
+    daemons: Daemons,
+    lab: Lab,
+    root: PathBuf,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Running {
+    /// `None` (after saying why) where the root cannot be built.
+    fn start() -> Option<Running> {
+        let one = one_at_a_time();
+        let root = match firewalld_root() {
+            Ok(root) => root,
+            Err(why) => {
+                crate::skip(&why);
+                return None;
+            }
+        };
+        let etc = root.join("etc/firewalld");
+        let _ = std::fs::remove_dir_all(&etc);
+        let pristine = root.join("var/lib/origin-agent-test/firewalld");
+        ok(&[
+            "cp",
+            "-a",
+            pristine.to_str().unwrap(),
+            etc.to_str().unwrap(),
+        ]);
+        let _ = std::fs::remove_dir_all(root.join("var/lib/origin-agent"));
+        let _ = std::fs::remove_dir_all(root.join("etc/origin-agent"));
+        let bus_dir = root.join(BUS_DIR.trim_start_matches('/'));
+        std::fs::create_dir_all(&bus_dir).unwrap();
+        let _ = std::fs::remove_file(bus_dir.join("system_bus_socket"));
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_origin-agent"),
+            root.join("usr/local/bin/origin-agent"),
+        )
+        .unwrap();
+        let mut r = Running {
+            daemons: Daemons(Vec::new()),
+            lab: Lab::new(),
+            root,
+            _one: one,
+        };
+        r.spawn(&[
+            "dbus-daemon",
+            "--config-file=/etc/oa-test-bus.conf",
+            "--nofork",
+            "--nopidfile",
+        ]);
+        let started = Instant::now();
+        while !bus_dir.join("system_bus_socket").exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the test bus did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r.spawn(&["firewalld", "--nofork", "--nopid"]);
+        while r.run(&["firewall-cmd", "--state"]).1.trim() != "running" {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "firewalld did not reach running"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(r)
+    }
+
+    fn spawn(&mut self, args: &[&str]) {
+        let argv = in_root_argv(&self.root, &self.lab.origin, args);
+        let child = Proc::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemons.0.push(child);
+    }
+
+    /// Exit code, stdout and stderr of `args` in the root, in the origin namespace.
+    fn exec(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let argv = in_root_argv(&self.root, &self.lab.origin, args);
+        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = sh(&refs);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, args: &[&str]) -> (Option<i32>, String) {
+        let (code, out, err) = self.exec(args);
+        (code, out + &err)
+    }
+
+    fn whitelist(&self, extra: &[&str]) -> (Option<i32>, String) {
+        let mut args = vec!["origin-agent", "whitelist", "--provider", "cloudflare"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// The audit's checks by id (the JSON report, cloudflare configured as the CDN).
+    fn audit(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let conf = self.root.join("etc/origin-agent");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(
+            conf.join("config.yaml"),
+            "cdn:\n  providers: [cloudflare]\n",
+        )
+        .unwrap();
+        let (_, out, err) = self.exec(&["origin-agent", "audit", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("audit printed no JSON ({e}): {out}{err}"));
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+            .collect()
+    }
+
+    /// firewalld as it stands, runtime and permanent, and every file of /etc/firewalld.
+    fn everything(&self) -> (String, std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        let mut text = String::new();
+        for args in [
+            &["--list-all-zones"][..],
+            &["--permanent", "--list-all-zones"],
+            &["--get-ipsets"],
+            &["--permanent", "--get-ipsets"],
+        ] {
+            let mut argv = vec!["firewall-cmd"];
+            argv.extend_from_slice(args);
+            let (code, out) = self.run(&argv);
+            assert_eq!(code, Some(0), "{argv:?}: {out}");
+            text.push_str(&format!("== {}\n{out}", args.join(" ")));
+        }
+        (text, files_of(&self.root.join("etc/firewalld")))
+    }
+}
+
+fn check<'a>(
+    checks: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    id: &str,
+) -> (&'a str, &'a str, &'a str) {
+    let c = checks
+        .get(id)
+        .unwrap_or_else(|| panic!("no {id} check in {:?}", checks.keys()));
+    (
+        c["status"].as_str().unwrap_or(""),
+        c["detail"].as_str().unwrap_or(""),
+        c["fix"].as_str().unwrap_or(""),
+    )
+}
+
+#[test]
+fn firewalld_audit_explains_the_zone_that_blocks_then_the_rich_rule_that_allows() {
+    need_root_and_tools!();
+    let Some(fw) = Running::start() else { return };
+    let started = Instant::now();
+    let checks = fw.audit();
+    let (status, detail, fix) = check(&checks, "firewalld.cloudflare");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(
+        detail.starts_with("firewalld: traffic from the ")
+            && detail.contains(" IPv4 ranges (103.21.244.0/22, ")
+            && detail.contains(" more) and the ")
+            && detail.contains("lands in zone public (default zone); public allows dhcpv6-client, ssh and no http/https service, port or rich rule: blocked (port 80 refused by target default: rejected; port 443 refused by target default: rejected)"),
+        "{detail}"
+    );
+    assert!(
+        fix.contains(
+            "firewall-cmd --permanent --zone=public --add-service=http --add-service=https"
+        ) && fix.contains("--backend firewalld --apply"),
+        "{fix}"
+    );
+    // The raw nftables verdict names the zone too, and a fix that survives a reload.
+    let (status, detail, fix) = check(&checks, "firewall.cloudflare");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains(" — firewalld: traffic from"), "{detail}");
+    assert!(fix.contains("--backend firewalld"), "{fix}");
+    assert_eq!(check(&checks, "firewalld.drift").0, "ok");
+
+    let (code, text) = fw.whitelist(&["--apply", "--backend", "firewalld"]);
+    assert_eq!(code, Some(0), "{text}");
+    // And a runtime-only change besides: the next reload would lose it.
+    let (code, text) = fw.run(&["firewall-cmd", "--add-port=8080/tcp"]);
+    assert_eq!(code, Some(0), "{text}");
+    let checks = fw.audit();
+    let (status, detail, _) = check(&checks, "firewalld.cloudflare");
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        detail.contains("lands in zone public (default zone); public allows dhcpv6-client, ssh, 8080/tcp, 4 rich rule(s): allowed (port 80 allowed by rich rule `rule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept`"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("allowed by rich rule `rule family=\"ipv6\" source ipset=\"oa-cdn-cloudflare-v6\" port port=\"443\" protocol=\"tcp\" accept`"),
+        "{detail}"
+    );
+    // The raw verdict: accepted (firewalld's own `ct status dnat` and rpfilter rules leave it
+    // a doubt), with firewalld's reading beside it.
+    let (status, detail, _) = check(&checks, "firewall.cloudflare");
+    assert_ne!(status, "fail", "{detail}");
+    assert!(
+        status == "ok" || detail.contains("— firewalld: traffic from"),
+        "{detail}"
+    );
+
+    let (status, detail, fix) = check(&checks, "firewalld.drift");
+    assert_eq!(status, "warn", "{detail}");
+    assert_eq!(
+        detail,
+        "zone public: port 8080/tcp only at runtime (the next reload drops it)"
+    );
+    assert!(fix.contains("--runtime-to-permanent"), "{fix}");
+    eprintln!("firewalld audit: whole check in {:?}", started.elapsed());
+}
+
+#[test]
+fn firewalld_failing_midway_leaves_runtime_and_permanent_exactly_as_they_were() {
+    need_root_and_tools!();
+    let Some(fw) = Running::start() else { return };
+    // Someone's ipset under the agent's IPv6 name, but of the IPv4 family: the agent fills its
+    // new IPv4 set, then firewalld refuses the IPv6 entries.
+    for args in [
+        &[
+            "--permanent",
+            "--new-ipset=oa-cdn-cloudflare-v6",
+            "--type=hash:net",
+        ][..],
+        &["--reload"],
+    ] {
+        let mut argv = vec!["firewall-cmd"];
+        argv.extend_from_slice(args);
+        let (code, text) = fw.run(&argv);
+        assert_eq!(code, Some(0), "{text}");
+    }
+    let before = fw.everything();
+    let started = Instant::now();
+    let (code, text) = fw.whitelist(&["--apply", "--backend", "firewalld"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("--ipset=oa-cdn-cloudflare-v6 --add-entries-from-file")
+            && text.contains("the permanent configuration was changed only in part"),
+        "{text}"
+    );
+    assert!(text.contains("/etc/firewalld restored ("), "{text}");
+    let after = fw.everything();
+    assert_eq!(
+        after.0, before.0,
+        "firewalld's runtime or permanent view changed"
+    );
+    assert_eq!(after.1, before.1, "/etc/firewalld changed: {text}");
+    assert!(!fw.lab.reaches(CDN4));
+    assert_eq!(fw.run(&["firewall-cmd", "--state"]).1.trim(), "running");
+    eprintln!("firewalld failing midway: {:?}", started.elapsed());
 }

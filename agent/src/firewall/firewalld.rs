@@ -931,9 +931,20 @@ pub fn judge(
     out
 }
 
+/// `173.245.48.0/20`, or `the 15 IPv4 ranges (103.21.244.0/22, …)`.
+fn ranges_words(set: &AddrSet, family: Family) -> String {
+    let n = set.to_nets().len();
+    if n == 1 {
+        set.describe(1)
+    } else {
+        format!("the {n} {} ranges ({})", family.label(), set.describe(3))
+    }
+}
+
 /// The zone's content in a few words: `ssh, dhcpv6-client`, ports, rich rules.
 fn zone_summary(zone: &Zone) -> String {
     let mut parts: Vec<String> = zone.services.clone();
+    parts.sort();
     parts.extend(
         zone.ports
             .iter()
@@ -984,7 +995,8 @@ pub fn explain(
 ) -> Vec<ProviderView> {
     let mut out = Vec::new();
     for p in providers {
-        let mut sentences = Vec::new();
+        // (whose traffic, what happens to it): merged where both families fare the same.
+        let mut sentences: Vec<(String, String)> = Vec::new();
         let mut allowed = true;
         let mut some_allowed = false;
         let mut blocked_zones = BTreeSet::new();
@@ -1001,11 +1013,13 @@ pub fn explain(
             for pl in place(c, &set, family, iface) {
                 let Some(zone) = c.zones.get(&pl.zone) else {
                     allowed = false;
-                    sentences.push(format!(
-                        "traffic from {} lands in zone {} ({}), which is not defined: firewalld cannot load it",
-                        pl.set.describe(3),
-                        pl.zone,
-                        landing_words(&pl, c)
+                    sentences.push((
+                        ranges_words(&pl.set, family),
+                        format!(
+                            "lands in zone {} ({}), which is not defined: firewalld cannot load it",
+                            pl.zone,
+                            landing_words(&pl, c)
+                        ),
                     ));
                     continue;
                 };
@@ -1060,21 +1074,35 @@ pub fn explain(
                         zone_summary(zone)
                     )
                 };
-                sentences.push(format!(
-                    "traffic from {} lands in zone {} ({}); {} allows {allows}: {verdict} ({})",
-                    pl.set.describe(3),
-                    zone.name,
-                    landing_words(&pl, c),
-                    zone.name,
-                    how.join("; ")
+                sentences.push((
+                    ranges_words(&pl.set, family),
+                    format!(
+                        "lands in zone {} ({}); {} allows {allows}: {verdict} ({})",
+                        zone.name,
+                        landing_words(&pl, c),
+                        zone.name,
+                        how.join("; ")
+                    ),
                 ));
             }
         }
+        let mut merged: Vec<(Vec<String>, String)> = Vec::new();
+        for (who, what) in sentences {
+            match merged.iter_mut().find(|(_, w)| *w == what) {
+                Some((whos, _)) => whos.push(who),
+                None => merged.push((vec![who], what)),
+            }
+        }
+        let detail = merged
+            .iter()
+            .map(|(whos, what)| format!("traffic from {} {what}", whos.join(" and ")))
+            .collect::<Vec<_>>()
+            .join(". ");
         out.push(ProviderView {
             provider: *p,
             allowed,
             some_allowed,
-            detail: format!("firewalld: {}", sentences.join(". ")),
+            detail: format!("firewalld: {detail}"),
             blocked_zones,
         });
     }

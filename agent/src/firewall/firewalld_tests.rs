@@ -123,7 +123,7 @@ fn the_stock_public_zone_is_explained_as_blocking_the_cdn() {
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Fail);
     assert!(
-        c.detail.starts_with("firewalld: traffic from 173.245.48.0/20 lands in zone public (default zone); public allows ssh, dhcpv6-client and no http/https service, port or rich rule: blocked (port 80 refused by target default: rejected; port 443 refused by target default: rejected)"),
+        c.detail.starts_with("firewalld: traffic from 173.245.48.0/20 lands in zone public (default zone); public allows dhcpv6-client, ssh and no http/https service, port or rich rule: blocked (port 80 refused by target default: rejected; port 443 refused by target default: rejected)"),
         "{}",
         c.detail
     );
@@ -156,7 +156,7 @@ fn the_whitelists_rich_rules_and_ipset_are_explained_as_allowing_it() {
     let found = run_checks(&host);
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Ok, "{}", c.detail);
-    assert!(c.detail.contains("lands in zone public (default zone); public allows ssh, dhcpv6-client, 2 rich rule(s): allowed (port 80 allowed by rich rule `rule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept`; port 443 allowed by rich rule"), "{}", c.detail);
+    assert!(c.detail.contains("lands in zone public (default zone); public allows dhcpv6-client, ssh, 2 rich rule(s): allowed (port 80 allowed by rich rule `rule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept`; port 443 allowed by rich rule"), "{}", c.detail);
     // A range only partly in the ipset: partly blocked, the rest named.
     let mut cat = catalog();
     cat.providers.get_mut(&Provider::Cloudflare).unwrap().v4 = vec![
