@@ -432,9 +432,59 @@ fn firewalld_audit_explains_the_zone_that_blocks_then_the_rich_rule_that_allows(
 
     let (code, text) = fw.whitelist(&["--apply", "--backend", "firewalld"]);
     assert_eq!(code, Some(0), "{text}");
-    // And a runtime-only change besides: the next reload would lose it.
+    // Only the web ports: a server on 8080 stays out of reach of the CDN, until a runtime-only
+    // change opens it (which the next reload would lose).
+    let _alt = super::csf::Server(
+        Proc::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &fw.lab.origin,
+                "python3",
+                "-m",
+                "http.server",
+                "8080",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listening = Instant::now();
+    while !sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &fw.lab.origin,
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-m",
+        "1",
+        "http://127.0.0.1:8080/",
+    ])
+    .status
+    .success()
+    {
+        assert!(
+            listening.elapsed() < Duration::from_secs(5),
+            "no server on 8080"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(super::csf::connects(&fw.lab, CDN4, 80));
+    assert!(!super::csf::connects(&fw.lab, CDN4, 8080));
     let (code, text) = fw.run(&["firewall-cmd", "--add-port=8080/tcp"]);
     assert_eq!(code, Some(0), "{text}");
+    let opened = Instant::now();
+    while !super::csf::connects(&fw.lab, CDN4, 8080) {
+        assert!(
+            opened.elapsed() < Duration::from_secs(5),
+            "8080 did not open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let checks = fw.audit();
     let (status, detail, _) = check(&checks, "firewalld.cloudflare");
     assert_eq!(status, "ok", "{detail}");
