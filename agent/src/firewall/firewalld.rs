@@ -1212,6 +1212,15 @@ fn fix_for(provider: Provider, zones: &BTreeSet<String>) -> String {
     lines.join("\n")
 }
 
+/// The firewalld checks and whether firewalld runs.
+#[derive(Debug, Clone, Default)]
+pub struct FirewalldChecks {
+    pub checks: Vec<Check>,
+    /// False: installed but stopped; its checks say what it would do once started (warnings at
+    /// most, never a cause: another firewall is what decides now).
+    pub running: bool,
+}
+
 /// The firewalld checks, where firewalld is installed: one per provider (its zone semantics),
 /// and the runtime/permanent drift.
 pub fn checks(
@@ -1219,10 +1228,37 @@ pub fn checks(
     catalog: &CdnCatalog,
     providers: &[Provider],
     ports: &[u16],
-) -> Vec<Check> {
+) -> FirewalldChecks {
     if !installed(host) {
-        return Vec::new();
+        return FirewalldChecks::default();
     }
+    let cmd = crate::trust::known_binary(host, None, FIREWALL_CMD)
+        .ok()
+        .map(|p| FirewallCmd {
+            host,
+            program: p.display().to_string(),
+        });
+    let running = cmd.as_ref().is_some_and(FirewallCmd::running);
+    FirewalldChecks {
+        checks: checks_of(
+            host,
+            cmd.as_ref().filter(|_| running),
+            catalog,
+            providers,
+            ports,
+        ),
+        running,
+    }
+}
+
+fn checks_of(
+    host: &dyn Host,
+    cmd: Option<&FirewallCmd>,
+    catalog: &CdnCatalog,
+    providers: &[Provider],
+    ports: &[u16],
+) -> Vec<Check> {
+    let running = cmd.is_some();
     let skip = |why: String| {
         vec![Check::skip(
             "firewalld.zones",
@@ -1235,16 +1271,9 @@ pub fn checks(
         Ok(c) => c,
         Err(e) => return skip(format!("firewalld's configuration could not be read: {e}")),
     };
-    let cmd = crate::trust::known_binary(host, None, FIREWALL_CMD)
-        .ok()
-        .map(|p| FirewallCmd {
-            host,
-            program: p.display().to_string(),
-        });
-    let running = cmd.as_ref().is_some_and(FirewallCmd::running);
     let mut out = Vec::new();
     let mut notes = Vec::new();
-    let runtime = match cmd.as_ref().filter(|_| running).map(FirewallCmd::runtime) {
+    let runtime = match cmd.map(FirewallCmd::runtime) {
         Some(Ok(r)) => Some(r),
         Some(Err(e)) => {
             notes.push(format!(
@@ -1273,17 +1302,24 @@ pub fn checks(
         .join(", ");
     for v in explain(judged, &services, catalog, providers, ports, ifaces) {
         let id = format!("firewalld.{}", v.provider);
-        let title = format!(
-            "firewalld's zones let {} reach ports {port_list}",
-            v.provider
-        );
+        let title = if running {
+            format!(
+                "firewalld's zones let {} reach ports {port_list}",
+                v.provider
+            )
+        } else {
+            format!(
+                "firewalld (stopped) would let {} reach ports {port_list} once started",
+                v.provider
+            )
+        };
         let mut detail = v.detail.clone();
         for n in &notes {
             detail.push_str(&format!(" ({n})"));
         }
         let check = if v.allowed {
             Check::ok(id, Area::Firewall, title)
-        } else if v.some_allowed {
+        } else if v.some_allowed || !running {
             Check::warn(id, Area::Firewall, title)
         } else {
             Check::fail(id, Area::Firewall, title)
@@ -1323,9 +1359,16 @@ pub fn checks(
 /// nftables firewalld generated) gets the zone explanation in its detail and the firewalld fix (a
 /// raw nft rule would be lost at the next reload); where the raw rules could not be judged, the
 /// firewalld check carries the cause itself.
-pub fn merge(checks: &mut Vec<Check>, explained: Vec<Check>) {
-    for mut e in explained {
-        if let Some(p) = e.id.strip_prefix("firewalld.") {
+pub fn merge(checks: &mut Vec<Check>, explained: FirewalldChecks) {
+    if !explained.running {
+        checks.extend(explained.checks);
+        return;
+    }
+    for mut e in explained.checks {
+        let provider =
+            e.id.strip_prefix("firewalld.")
+                .filter(|p| Provider::parse(p).is_some());
+        if let Some(p) = provider {
             let raw = checks
                 .iter_mut()
                 .find(|c| c.id == format!("firewall.{p}") && c.status != Status::Skip);

@@ -6,7 +6,6 @@
 use super::*;
 use crate::cause::CauseId;
 use crate::host::fixture::FixtureHost;
-use crate::host::CommandOutput;
 
 const PUBLIC: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <zone>
@@ -107,7 +106,7 @@ fn stock() -> FixtureHost {
 }
 
 fn run_checks(host: &FixtureHost) -> Vec<Check> {
-    checks(host, &catalog(), &[Provider::Cloudflare], &[80, 443])
+    checks(host, &catalog(), &[Provider::Cloudflare], &[80, 443]).checks
 }
 
 fn by<'a>(found: &'a [Check], id: &str) -> &'a Check {
@@ -117,18 +116,35 @@ fn by<'a>(found: &'a [Check], id: &str) -> &'a Check {
         .unwrap_or_else(|| panic!("no {id} in {found:?}"))
 }
 
+const FW: &str = "/usr/bin/firewall-cmd";
+
+/// A host with firewalld running: its runtime as `firewall-cmd` prints it.
+fn running(host: FixtureHost, list_all_zones: &str, ipsets: &[(&str, &str)]) -> FixtureHost {
+    let names: Vec<&str> = ipsets.iter().map(|(n, _)| *n).collect();
+    let mut host = host
+        .file(FW, "")
+        .command_ok(&format!("{FW} --state"), "running\n")
+        .command_ok(&format!("{FW} --get-default-zone"), "public\n")
+        .command_ok(&format!("{FW} --list-all-zones"), list_all_zones)
+        .command_ok(&format!("{FW} --get-ipsets"), &names.join(" "));
+    for (name, info) in ipsets {
+        host = host.command_ok(&format!("{FW} --info-ipset={name}"), info);
+    }
+    host
+}
+
+/// What `firewall-cmd --list-all-zones` prints for the stock zones of [`stock`].
+const STOCK_RUNTIME: &str = "block\n  target: %%REJECT%%\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: \n  ports: \n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n\ndrop\n  target: DROP\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: \n  ports: \n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n\npublic (active)\n  target: default\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: dhcpv6-client ssh\n  ports: \n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n\ntrusted\n  target: ACCEPT\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: \n  ports: \n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n";
+
 #[test]
 fn the_stock_public_zone_is_explained_as_blocking_the_cdn() {
-    let found = run_checks(&stock());
-    let c = by(&found, "firewalld.cloudflare");
+    let host = running(stock(), STOCK_RUNTIME, &[]);
+    let found = checks(&host, &catalog(), &[Provider::Cloudflare], &[80, 443]);
+    assert!(found.running);
+    let c = by(&found.checks, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Fail);
     assert!(
         c.detail.starts_with("firewalld: traffic from 173.245.48.0/20 lands in zone public (default zone); public allows dhcpv6-client, ssh and no http/https service, port or rich rule: blocked (port 80 refused by target default: rejected; port 443 refused by target default: rejected)"),
-        "{}",
-        c.detail
-    );
-    assert!(
-        c.detail.contains("firewalld is not running"),
         "{}",
         c.detail
     );
@@ -140,10 +156,51 @@ fn the_stock_public_zone_is_explained_as_blocking_the_cdn() {
             .contains("origin-agent whitelist --provider cloudflare --backend firewalld --apply"),
         "{fix}"
     );
+    assert_eq!(by(&found.checks, "firewalld.drift").status, Status::Ok);
     // No raw firewall check to explain: this one carries the cause.
     let mut merged = Vec::new();
-    merge(&mut merged, found);
+    merge(&mut merged, found.clone());
     assert_eq!(merged[0].cause, Some(CauseId::FirewallCdnBlocked));
+    assert_eq!(merged[1].cause, None, "the drift check is no CDN block");
+    // A failing raw check (the nftables firewalld generated) gets the zone named and a fix
+    // that survives a reload; the firewalld check then carries no second cause.
+    let raw = Check::fail(
+        "firewall.cloudflare",
+        Area::Firewall,
+        "Firewall lets cloudflare in",
+    )
+    .detail("cloudflare is rejected by nftables inet firewalld/filter_INPUT policy")
+    .cause(CauseId::FirewallCdnBlocked)
+    .fix("nft insert rule inet firewalld filter_INPUT ...");
+    let mut merged = vec![raw];
+    merge(&mut merged, found);
+    assert!(
+        merged[0]
+            .detail
+            .contains("policy — firewalld: traffic from 173.245.48.0/20 lands in zone public"),
+        "{}",
+        merged[0].detail
+    );
+    assert!(merged[0]
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("--backend firewalld"));
+    assert_eq!(merged[1].cause, None);
+
+    // Stopped: what it would do once started, a warning without a cause.
+    let found = checks(&stock(), &catalog(), &[Provider::Cloudflare], &[80, 443]);
+    assert!(!found.running);
+    let c = by(&found.checks, "firewalld.cloudflare");
+    assert_eq!(c.status, Status::Warn);
+    assert!(
+        c.title.contains("(stopped) would let cloudflare")
+            && c.detail.contains("firewalld is not running"),
+        "{c:?}"
+    );
+    let mut merged = Vec::new();
+    merge(&mut merged, found);
+    assert_eq!(merged[0].cause, None);
     // Not installed: nothing at all.
     assert!(run_checks(&FixtureHost::new()).is_empty());
 }
@@ -163,7 +220,7 @@ fn the_whitelists_rich_rules_and_ipset_are_explained_as_allowing_it() {
         "173.245.48.0/20".parse().unwrap(),
         "103.21.244.0/22".parse().unwrap(),
     ];
-    let found = checks(&host, &cat, &[Provider::Cloudflare], &[80]);
+    let found = checks(&host, &cat, &[Provider::Cloudflare], &[80]).checks;
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Warn, "{}", c.detail);
     assert!(
@@ -197,7 +254,7 @@ fn source_bindings_interfaces_targets_and_rule_order_decide_the_zone() {
         .file("/etc/firewalld/zones/drop.xml", drop)
         .file("/proc/net/route", route);
     let c = by(&run_checks(&host), "firewalld.cloudflare").clone();
-    assert_eq!(c.status, Status::Fail);
+    assert_eq!(c.status, Status::Warn, "stopped: a warning");
     assert!(c.detail.contains("lands in zone drop (interface eth0); drop allows nothing and no http/https service, port or rich rule: blocked (port 80 refused by target DROP: dropped"), "{}", c.detail);
 
     // A reject rich rule for part of the range comes before the http service.
@@ -206,7 +263,7 @@ fn source_bindings_interfaces_targets_and_rule_order_decide_the_zone() {
         "<service name=\"http\"/>\n  <rule family=\"ipv4\">\n    <source address=\"173.245.48.0/24\"/>\n    <reject/>\n  </rule>\n  <rule priority=\"-5\" family=\"ipv4\">\n    <source address=\"173.245.48.0/28\"/>\n    <service name=\"http\"/>\n    <accept/>\n  </rule>",
     );
     let host = stock().file("/etc/firewalld/zones/public.xml", public);
-    let found = checks(&host, &catalog(), &[Provider::Cloudflare], &[80]);
+    let found = checks(&host, &catalog(), &[Provider::Cloudflare], &[80]).checks;
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Warn, "{}", c.detail);
     assert!(c.detail.contains("port 80 for 173.245.48.0/28 allowed by rich rule `rule priority=\"-5\" family=\"ipv4\" source address=\"173.245.48.0/28\" service name=\"http\" accept`"), "{}", c.detail);
@@ -220,30 +277,18 @@ fn source_bindings_interfaces_targets_and_rule_order_decide_the_zone() {
     assert!(c.detail.contains("allowed by service http"), "{}", c.detail);
 }
 
-fn ok(stdout: &str) -> Result<CommandOutput, crate::host::HostError> {
-    Ok(CommandOutput {
-        status: Some(0),
-        stdout: stdout.as_bytes().to_vec(),
-        stderr: String::new(),
-    })
-}
-
 #[test]
 fn the_runtime_is_judged_and_its_drift_from_the_permanent_configuration_reported() {
     // At runtime someone added the whitelist's rule without --permanent.
     let list = "block\n  target: %%REJECT%%\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: \n  ports: \n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n\ndrop\n  target: DROP\n  services: \n  rich rules: \n\npublic (active)\n  target: default\n  icmp-block-inversion: no\n  interfaces: \n  sources: \n  services: dhcpv6-client ssh\n  ports: 8080/tcp\n  protocols: \n  forward: yes\n  masquerade: no\n  forward-ports: \n  source-ports: \n  icmp-blocks: \n  rich rules: \n\trule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept\n\trule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"443\" protocol=\"tcp\" accept\n\ntrusted\n  target: ACCEPT\n  services: \n  rich rules: \n";
-    let fw = "/usr/bin/firewall-cmd";
-    let host = stock()
-        .file(fw, "")
-        .file("/etc/firewalld/ipsets/oa-cdn-cloudflare-v4.xml", IPSET)
-        .command_ok(&format!("{fw} --state"), "running\n")
-        .command_ok(&format!("{fw} --get-default-zone"), "public\n")
-        .command_ok(&format!("{fw} --list-all-zones"), list)
-        .command_ok(&format!("{fw} --get-ipsets"), "oa-cdn-cloudflare-v4\n")
-        .command(
-            &format!("{fw} --info-ipset=oa-cdn-cloudflare-v4"),
-            ok("oa-cdn-cloudflare-v4\n  type: hash:net\n  options: family=inet\n  entries: 173.245.48.0/20 198.51.100.0/24\n"),
-        );
+    let host = running(
+        stock().file("/etc/firewalld/ipsets/oa-cdn-cloudflare-v4.xml", IPSET),
+        list,
+        &[(
+            "oa-cdn-cloudflare-v4",
+            "oa-cdn-cloudflare-v4\n  type: hash:net\n  options: family=inet\n  entries: 173.245.48.0/20 198.51.100.0/24\n",
+        )],
+    );
     let found = run_checks(&host);
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Ok, "{}", c.detail);
