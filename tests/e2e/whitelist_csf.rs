@@ -160,7 +160,7 @@ fn reset_csf(root: &Path) {
 }
 
 /// A second web server, on 8080: a port the whitelist must not open.
-pub(super) struct Server(pub(super) Child);
+pub(super) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -192,6 +192,65 @@ pub(super) fn connects(lab: &Lab, from: &str, port: u16) -> bool {
     .success()
 }
 
+/// The root reset to the test settings with the agent's binary in it, and a new lab; `None`
+/// (after saying why) where the root cannot be built.
+fn prepared() -> Option<(PathBuf, Lab)> {
+    let root = match csf_root() {
+        Ok(root) => root,
+        Err(why) => {
+            crate::skip(&why);
+            return None;
+        }
+    };
+    reset_csf(&root);
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_origin-agent"),
+        root.join("usr/local/bin/origin-agent"),
+    )
+    .unwrap();
+    Some((root, Lab::new()))
+}
+
+/// Exit code and output (stdout, then stderr) of `args` in the root, in the origin namespace.
+fn run_in(root: &Path, lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
+    let out = in_root(root, Some(&lab.origin), args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// The rules CSF built, without counters and comments.
+fn rules_of(root: &Path, lab: &Lab) -> String {
+    let (_, t) = run_in(root, lab, &["iptables-save"]);
+    t.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| origin_agent::whitelist::ipt::strip_counters(l).to_string() + "\n")
+        .collect()
+}
+
+/// A second web server in the origin namespace on `port`, stopped on drop.
+pub(super) fn web_server(lab: &Lab, port: u16) -> Server {
+    Server(
+        Proc::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.origin,
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The tests share the one root (its /etc/csf): one at a time.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -203,57 +262,17 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
     need_root_and_tools!();
     let _one = one_at_a_time();
-    let root = match csf_root() {
-        Ok(root) => root,
-        Err(why) => {
-            crate::skip(&why);
-            return;
-        }
+    let Some((root, lab)) = prepared() else {
+        return;
     };
-    reset_csf(&root);
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_origin-agent"),
-        root.join("usr/local/bin/origin-agent"),
-    )
-    .unwrap();
-    let lab = Lab::new();
-    let _alt = Server(
-        Proc::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.origin,
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let run = |args: &[&str]| {
-        let out = in_root(&root, Some(&lab.origin), args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    };
+    let _alt = web_server(&lab, 8080);
+    let run = |args: &[&str]| run_in(&root, &lab, args);
     let agent = |extra: &[&str]| {
         let mut args = vec!["origin-agent", "whitelist", "--provider", "cloudflare"];
         args.extend_from_slice(extra);
         run(&args)
     };
-    let rules = || {
-        let (_, t) = run(&["iptables-save"]);
-        t.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| origin_agent::whitelist::ipt::strip_counters(l).to_string() + "\n")
-            .collect::<String>()
-    };
+    let rules = || rules_of(&root, &lab);
     let allow_path = root.join("etc/csf/csf.allow");
     let ignore_path = root.join("etc/csf/csf.ignore");
     // Someone's own line (8080 for the non-CDN address) and a stale agent line of a range the
@@ -354,36 +373,11 @@ impl Drop for Immutable {
 fn csf_failing_midway_puts_csf_allow_back_and_rebuilds_the_same_rules() {
     need_root_and_tools!();
     let _one = one_at_a_time();
-    let root = match csf_root() {
-        Ok(root) => root,
-        Err(why) => {
-            crate::skip(&why);
-            return;
-        }
+    let Some((root, lab)) = prepared() else {
+        return;
     };
-    reset_csf(&root);
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_origin-agent"),
-        root.join("usr/local/bin/origin-agent"),
-    )
-    .unwrap();
-    let lab = Lab::new();
-    let run = |args: &[&str]| {
-        let out = in_root(&root, Some(&lab.origin), args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    };
-    let rules = || {
-        let (_, t) = run(&["iptables-save"]);
-        t.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| origin_agent::whitelist::ipt::strip_counters(l).to_string() + "\n")
-            .collect::<String>()
-    };
+    let run = |args: &[&str]| run_in(&root, &lab, args);
+    let rules = || rules_of(&root, &lab);
     let (code, text) = run(&["csf", "-r"]);
     assert_eq!(code, Some(0), "{text}");
     let allow_path = root.join("etc/csf/csf.allow");

@@ -2,7 +2,9 @@
 //! (built once, reused) and run inside the test's origin namespace, chrooted, on a private D-Bus
 //! of its own (never the machine's bus, firewall or /etc). Real connections from a Cloudflare
 //! address and a non-CDN address; `firewall-cmd --reload` keeps the whitelist; the rollback puts
-//! `/etc/firewalld` back file for file and the ruleset rule for rule. Recipe and traps:
+//! `/etc/firewalld` back file for file and the ruleset rule for rule; a step failing midway leaves
+//! runtime, permanent configuration and files as they were; the audit explains which zone the
+//! CDN's traffic lands in and what decides it. Recipe and traps:
 //! `../shared/research/labs/firewalld-lab.md`.
 
 use super::*;
@@ -119,85 +121,9 @@ fn files_of(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
 #[test]
 fn firewalld_apply_survives_reload_and_rolls_back_exactly() {
     need_root_and_tools!();
-    let _root = one_at_a_time();
-    let root = match firewalld_root() {
-        Ok(root) => root,
-        Err(why) => {
-            crate::skip(&why);
-            return;
-        }
-    };
-    // A fresh /etc/firewalld and bus, the agent's state gone.
-    let etc = root.join("etc/firewalld");
-    let _ = std::fs::remove_dir_all(&etc);
-    ok(&[
-        "cp",
-        "-a",
-        root.join("var/lib/origin-agent-test/firewalld")
-            .to_str()
-            .unwrap(),
-        etc.to_str().unwrap(),
-    ]);
-    let _ = std::fs::remove_dir_all(root.join("var/lib/origin-agent"));
-    let bus_dir = root.join(BUS_DIR.trim_start_matches('/'));
-    std::fs::create_dir_all(&bus_dir).unwrap();
-    let _ = std::fs::remove_file(bus_dir.join("system_bus_socket"));
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_origin-agent"),
-        root.join("usr/local/bin/origin-agent"),
-    )
-    .unwrap();
-    let lab = Lab::new();
-    let spawn = |args: &[&str]| {
-        let argv = in_root_argv(&root, &lab.origin, args);
-        Proc::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let run = |args: &[&str]| {
-        let argv = in_root_argv(&root, &lab.origin, args);
-        let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = sh(&refs);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
-    };
-    let mut daemons = Daemons(vec![spawn(&[
-        "dbus-daemon",
-        "--config-file=/etc/oa-test-bus.conf",
-        "--nofork",
-        "--nopidfile",
-    ])]);
+    let Some(fw) = Running::start() else { return };
     let started = Instant::now();
-    while !bus_dir.join("system_bus_socket").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the test bus did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    daemons.0.push(spawn(&["firewalld", "--nofork", "--nopid"]));
-    loop {
-        if run(&["firewall-cmd", "--state"]).1.trim() == "running" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "firewalld did not reach running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let agent = |extra: &[&str]| {
-        let mut args = vec!["origin-agent", "whitelist", "--provider", "cloudflare"];
-        args.extend_from_slice(extra);
-        run(&args)
-    };
+    let (lab, etc) = (&fw.lab, fw.root.join("etc/firewalld"));
     let ruleset = || lab.origin_exec(&["nft", "list", "ruleset"]);
     let (etc0, rules0) = (files_of(&etc), ruleset());
     assert!(
@@ -205,27 +131,27 @@ fn firewalld_apply_survives_reload_and_rolls_back_exactly() {
         "web open before"
     );
 
-    let (code, text) = agent(&[]);
+    let (code, text) = fw.whitelist(&[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("auto chose firewalld"), "{text}");
     assert!(text.contains("--add-rich-rule='rule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept'"), "{text}");
     assert_eq!(files_of(&etc), etc0, "the dry run changed /etc/firewalld");
 
-    let (code, text) = agent(&["--apply"]);
+    let (code, text) = fw.whitelist(&["--apply"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("applied and verified"), "{text}");
     assert!(lab.reaches(CDN4) && lab.reaches(CDN6), "{text}");
     assert!(!lab.reaches(OTHER4) && !lab.reaches(OTHER6));
 
-    let (code, text) = run(&["firewall-cmd", "--reload"]);
+    let (code, text) = fw.run(&["firewall-cmd", "--reload"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(lab.reaches(CDN4), "a reload lost the whitelist");
 
-    let (code, text) = agent(&["--apply"]);
+    let (code, text) = fw.whitelist(&["--apply"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("nothing to change"), "{text}");
 
-    let (code, text) = agent(&["--rollback"]);
+    let (code, text) = fw.whitelist(&["--rollback"]);
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(
         files_of(&etc),
@@ -434,22 +360,7 @@ fn firewalld_audit_explains_the_zone_that_blocks_then_the_rich_rule_that_allows(
     assert_eq!(code, Some(0), "{text}");
     // Only the web ports: a server on 8080 stays out of reach of the CDN, until a runtime-only
     // change opens it (which the next reload would lose).
-    let _alt = super::csf::Server(
-        Proc::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &fw.lab.origin,
-                "python3",
-                "-m",
-                "http.server",
-                "8080",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _alt = super::csf::web_server(&fw.lab, 8080);
     let listening = Instant::now();
     while !sh(&[
         "ip",

@@ -422,7 +422,7 @@ fn keeping_current_reapplies_the_last_whitelist_with_the_new_ranges() {
 /// The fixture host plus the files `firewall-cmd` itself writes in `/etc/firewalld` when a
 /// scripted call succeeds (journalled as `write PATH` right after its `run` line), so the
 /// firewalld back end's undo meets what firewalld really leaves behind: the new ipset, its
-/// `.xml.old` backup, the copy of the stock zone.
+/// `.xml.old` backup, the copy of the stock zone (in directories the fixture declares).
 struct FirewalldSim {
     inner: FixtureHost,
     effects: BTreeMap<String, Vec<(PathBuf, String)>>,
@@ -449,31 +449,14 @@ impl Host for FirewalldSim {
         self.inner.open(path)
     }
     fn read_dir(&self, path: &std::path::Path) -> Result<Vec<String>, HostError> {
-        let extra = self.children(path);
-        let mut names = match self.inner.read_dir(path) {
-            Ok(n) => n,
-            Err(_) if !extra.is_empty() => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        names.extend(extra);
+        let mut names = self.inner.read_dir(path)?;
+        names.extend(self.children(path));
         names.sort();
         names.dedup();
         Ok(names)
     }
     fn metadata(&self, path: &std::path::Path) -> Result<crate::host::FileMeta, HostError> {
-        match self.inner.metadata(path) {
-            Err(_) if !self.children(path).is_empty() => Ok(crate::host::FileMeta {
-                kind: crate::host::FileKind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                mtime: 0,
-                dev: 0,
-                ino: 0,
-            }),
-            other => other,
-        }
+        self.inner.metadata(path)
     }
     fn read_link(&self, path: &std::path::Path) -> Result<PathBuf, HostError> {
         self.inner.read_link(path)
