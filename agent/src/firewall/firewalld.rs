@@ -931,13 +931,14 @@ pub fn judge(
     out
 }
 
-/// `173.245.48.0/20`, or `the 15 IPv4 ranges (103.21.244.0/22, …)`.
-fn ranges_words(set: &AddrSet, family: Family) -> String {
-    let n = set.to_nets().len();
-    if n == 1 {
-        set.describe(1)
+/// `173.245.48.0/20`; `the 15 IPv4 ranges` (all the provider's, listed by `cdn show`); or the
+/// part, listed (`103.21.244.0/22, 103.22.200.0/22, … 3 more`).
+fn ranges_words(part: &AddrSet, all: &AddrSet, family: Family) -> String {
+    let n = part.to_nets().len();
+    if n > 1 && part == all {
+        format!("the {n} {} ranges", family.label())
     } else {
-        format!("the {n} {} ranges ({})", family.label(), set.describe(3))
+        part.describe(3)
     }
 }
 
@@ -1014,7 +1015,7 @@ pub fn explain(
                 let Some(zone) = c.zones.get(&pl.zone) else {
                     allowed = false;
                     sentences.push((
-                        ranges_words(&pl.set, family),
+                        ranges_words(&pl.set, &set, family),
                         format!(
                             "lands in zone {} ({}), which is not defined: firewalld cannot load it",
                             pl.zone,
@@ -1075,7 +1076,7 @@ pub fn explain(
                     )
                 };
                 sentences.push((
-                    ranges_words(&pl.set, family),
+                    ranges_words(&pl.set, &set, family),
                     format!(
                         "lands in zone {} ({}); {} allows {allows}: {verdict} ({})",
                         zone.name,
@@ -1200,16 +1201,16 @@ pub fn installed(host: &dyn Host) -> bool {
 }
 
 fn fix_for(provider: Provider, zones: &BTreeSet<String>) -> String {
-    let mut lines: Vec<String> = zones
+    let open: Vec<String> = zones
         .iter()
         .map(|z| {
-            format!("firewall-cmd --permanent --zone={z} --add-service=http --add-service=https && firewall-cmd --reload   (opens the web ports to everyone)")
+            format!("firewall-cmd --permanent --zone={z} --add-service=http --add-service=https")
         })
         .collect();
-    lines.push(format!(
-        "or only for the CDN: origin-agent whitelist --provider {provider} --backend firewalld --apply"
-    ));
-    lines.join("\n")
+    format!(
+        "only for the CDN: origin-agent whitelist --provider {provider} --backend firewalld --apply; or open the web ports to everyone: {} && firewall-cmd --reload",
+        open.join(" && ")
+    )
 }
 
 /// The firewalld checks and whether firewalld runs.
@@ -1356,7 +1357,7 @@ fn checks_of(
 }
 
 /// Adds the firewalld checks to the audit's: a failing `firewall.PROVIDER` check (from the
-/// nftables firewalld generated) gets the zone explanation in its detail and the firewalld fix (a
+/// nftables firewalld generated) gets the zone explanation first in its detail and the firewalld fix (a
 /// raw nft rule would be lost at the next reload); where the raw rules could not be judged, the
 /// firewalld check carries the cause itself.
 pub fn merge(checks: &mut Vec<Check>, explained: FirewalldChecks) {
@@ -1374,7 +1375,7 @@ pub fn merge(checks: &mut Vec<Check>, explained: FirewalldChecks) {
                 .find(|c| c.id == format!("firewall.{p}") && c.status != Status::Skip);
             match raw {
                 Some(c) if c.status != Status::Ok => {
-                    c.detail.push_str(&format!(" — {}", e.detail));
+                    c.detail = format!("{} — {}", e.detail, c.detail);
                     if e.fix.is_some() {
                         c.fix.clone_from(&e.fix);
                     }
