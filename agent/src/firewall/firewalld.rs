@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -32,6 +32,10 @@ pub const ETC: &str = "/etc/firewalld";
 const MAX_XML: usize = 1 << 20;
 /// The most files read per directory, and ipsets asked about at runtime.
 const MAX_FILES: usize = 256;
+/// The most ipsets asked about at runtime (those zones refer to).
+const MAX_IPSETS: usize = 32;
+/// All `firewall-cmd` calls of one audit together.
+const RUNTIME_BUDGET: Duration = Duration::from_secs(30);
 /// The largest `firewall-cmd` output used.
 const MAX_OUTPUT: usize = 8 << 20;
 /// Where `firewall-cmd` is installed by the distributions.
@@ -672,15 +676,25 @@ pub fn parse_info_ipset(text: &str) -> BTreeSet<IpNet> {
 struct FirewallCmd<'a> {
     host: &'a dyn Host,
     program: String,
+    /// Every call together ends by then (each `firewall-cmd` is a Python start-up, a D-Bus
+    /// round trip, and hangs with a stuck bus).
+    deadline: Instant,
 }
 
 impl FirewallCmd<'_> {
     fn run(&self, args: &[&str]) -> Result<String, FirewalldError> {
-        let cmd = Command::new(&self.program, args).timeout(Duration::from_secs(20));
         let err = |message: String| FirewalldError::Command {
             args: args.join(" "),
             message,
         };
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(100) {
+            return Err(err(format!(
+                "not run: firewalld's {} s were spent",
+                RUNTIME_BUDGET.as_secs()
+            )));
+        }
+        let cmd = Command::new(&self.program, args).timeout(left.min(Duration::from_secs(15)));
         let o = self.host.run(&cmd).map_err(|e| err(e.to_string()))?;
         if !o.success() {
             return Err(err(
@@ -699,11 +713,25 @@ impl FirewallCmd<'_> {
     fn runtime(&self) -> Result<Config, FirewalldError> {
         let default_zone = self.run(&["--get-default-zone"])?.trim().to_string();
         let zones = parse_list_all_zones(&self.run(&["--list-all-zones"])?);
+        // Only the sets a zone source or rich rule names decide anything (one call each).
+        let named: BTreeSet<&str> = zones
+            .values()
+            .flat_map(|z| {
+                z.sources
+                    .iter()
+                    .chain(z.rules.iter().filter_map(|r| r.source.as_ref()))
+            })
+            .filter_map(|s| match s {
+                Source::Ipset(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
         let mut ipsets = BTreeMap::new();
         for name in self
             .run(&["--get-ipsets"])?
             .split_whitespace()
-            .take(MAX_FILES)
+            .filter(|n| named.contains(n))
+            .take(MAX_IPSETS)
         {
             let info = self.run(&[&format!("--info-ipset={name}")])?;
             ipsets.insert(name.to_string(), parse_info_ipset(&info));
@@ -1238,6 +1266,7 @@ pub fn checks(
         .map(|p| FirewallCmd {
             host,
             program: p.display().to_string(),
+            deadline: Instant::now() + RUNTIME_BUDGET,
         });
     let running = cmd.as_ref().is_some_and(FirewallCmd::running);
     FirewalldChecks {

@@ -292,9 +292,23 @@ fn the_runtime_is_judged_and_its_drift_from_the_permanent_configuration_reported
             "oa-cdn-cloudflare-v4\n  type: hash:net\n  options: family=inet\n  entries: 173.245.48.0/20 198.51.100.0/24\n",
         )],
     );
+    // A set no zone refers to is not asked about (each call is a Python start-up).
+    let host = host.command_ok(
+        &format!("{FW} --get-ipsets"),
+        "country-cn oa-cdn-cloudflare-v4\n",
+    );
     let found = run_checks(&host);
+    assert!(
+        !host
+            .journal()
+            .iter()
+            .any(|l| l.contains("--info-ipset=country-cn")),
+        "{:?}",
+        host.journal()
+    );
     let c = by(&found, "firewalld.cloudflare");
     assert_eq!(c.status, Status::Ok, "{}", c.detail);
+    assert!(!c.detail.contains("could not be read"), "{}", c.detail);
     let d = by(&found, "firewalld.drift");
     assert_eq!(d.status, Status::Warn);
     assert!(d.detail.contains("zone public: rich rule `rule family=\"ipv4\" source ipset=\"oa-cdn-cloudflare-v4\" port port=\"80\" protocol=\"tcp\" accept` only at runtime (the next reload drops it)"), "{}", d.detail);
