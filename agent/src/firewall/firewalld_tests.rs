@@ -369,3 +369,21 @@ fn rich_rules_read_the_same_from_xml_and_from_firewall_cmd() {
     let odd = parse_rule_text("rule family=\"ipv4 source address= = accept");
     assert_eq!(odd.source, None);
 }
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn no_reader_panics_on_any_text(text in "(<|>|/|=|\"|rule|zone|source|ipset|port|family|priority|not|accept|\\n|\\t| |[a-z0-9.:-])*") {
+            let _ = parse_zone("z", "p", &text);
+            let _ = parse_ipset("p", &text);
+            let _ = parse_service("p", &text);
+            let _ = parse_rule_text(&text);
+            let _ = parse_list_all_zones(&text);
+            let _ = parse_info_ipset(&text);
+        }
+    }
+}
