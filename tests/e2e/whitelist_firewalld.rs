@@ -469,3 +469,89 @@ fn firewalld_failing_midway_leaves_runtime_and_permanent_exactly_as_they_were() 
     assert_eq!(fw.run(&["firewall-cmd", "--state"]).1.trim(), "running");
     eprintln!("firewalld failing midway: {:?}", started.elapsed());
 }
+
+#[test]
+fn the_daemon_keeps_the_firewalld_whitelist_current_and_tells_the_exec_hook() {
+    need_root_and_tools!();
+    let Some(mut fw) = Running::start() else {
+        return;
+    };
+    let (code, text) = fw.whitelist(&["--apply", "--backend", "firewalld"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(fw.lab.reaches(CDN4) && !fw.lab.reaches(OTHER4), "{text}");
+    // The provider now publishes one range less and one more (the lab's non-CDN address), as a
+    // `cdn update` would have saved it.
+    let bundled = CdnCatalog::bundled();
+    let cf = bundled.get(Provider::Cloudflare).unwrap();
+    let mut v4: Vec<String> = cf.v4.iter().map(ToString::to_string).collect();
+    v4.retain(|n| n != "103.21.244.0/22");
+    v4.push("198.51.100.0/24".into());
+    let v6: Vec<String> = cf.v6.iter().map(ToString::to_string).collect();
+    let ranges = fw.root.join("var/lib/origin-agent/cdn-ranges");
+    std::fs::create_dir_all(&ranges).unwrap();
+    std::fs::write(
+        ranges.join("cloudflare.json"),
+        serde_json::json!({"provider": "cloudflare", "fetched_at": "2026-12-03T13:00:00Z",
+            "url": "https://www.cloudflare.com/ips-v4", "v4": v4, "v6": v6})
+        .to_string(),
+    )
+    .unwrap();
+    // The daemon, every second, with an exec hook that keeps what it gets.
+    let hook_out = fw.root.join("root/hook.out");
+    let _ = std::fs::remove_file(&hook_out);
+    std::fs::write(
+        fw.root.join("usr/local/bin/oa-hook"),
+        "#!/bin/sh\n{ echo \"$ORIGIN_AGENT_EVENT\"; cat; echo; } >> /root/hook.out\n",
+    )
+    .unwrap();
+    ok(&[
+        "chmod",
+        "755",
+        fw.root.join("usr/local/bin/oa-hook").to_str().unwrap(),
+    ]);
+    std::fs::write(fw.root.join("var/log/oa-test-access.log"), "").unwrap();
+    std::fs::create_dir_all(fw.root.join("etc/origin-agent")).unwrap();
+    std::fs::write(
+        fw.root.join("etc/origin-agent/config.yaml"),
+        "logs:\n  nginx_access: [/var/log/oa-test-access.log]\ncdn:\n  providers: [cloudflare]\ndaemon:\n  whitelist_every: 1s\nnotify:\n  exec: /usr/local/bin/oa-hook\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    fw.spawn(&["origin-agent", "run"]);
+    let got = loop {
+        let got = std::fs::read_to_string(&hook_out).unwrap_or_default();
+        if got.lines().count() >= 2 {
+            break got;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no notification from the daemon: {got}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (event, json) = got.split_once('\n').unwrap();
+    assert_eq!(event, "whitelist_changed", "{got}");
+    let note: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(note["backend"], "firewalld", "{note}");
+    assert_eq!(
+        note["added"],
+        serde_json::json!(["cloudflare 198.51.100.0/24"])
+    );
+    assert_eq!(
+        note["removed"],
+        serde_json::json!(["cloudflare 103.21.244.0/22"])
+    );
+    assert!(
+        note["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("1 ranges added, 1 removed, applied and verified"),
+        "{note}"
+    );
+    // Real traffic: the newly published range passes, the CDN still does.
+    assert!(fw.lab.reaches(OTHER4) && fw.lab.reaches(CDN4));
+    eprintln!("kept current and notified in {:?}", started.elapsed());
+    // Later passes find nothing to change: nothing more is sent.
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(std::fs::read_to_string(&hook_out).unwrap(), got);
+}
