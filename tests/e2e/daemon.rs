@@ -1128,7 +1128,8 @@ fn a_saturated_pool_opens_an_incident_with_the_right_cause_and_closes_it() {
     config.incident_threshold = 5;
     config.webhook = Some(receiver.url());
     config.probe_interval = Duration::from_secs(3600);
-    let pipeline = AgentPipeline::new(&config).with_rate_window(Duration::from_secs(3));
+    let pipeline = AgentPipeline::new(Arc::new(origin_agent::host::live::LiveHost), &config)
+        .with_rate_window(Duration::from_secs(3));
     let mut options = fast_options(None);
     options.incident.quiet_to_close = Duration::from_secs(1);
     options.incident.min_stable = Duration::ZERO;

@@ -1026,7 +1026,7 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
     let accepted: Vec<&str> = v
         .allowed
         .iter()
-        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .filter(|a| a.family == origin_agent::addrset::Family::V4)
         .map(|a| a.rule.chain.as_str())
         .collect();
     assert_eq!(accepted, ["DOCKER"]);
@@ -1098,7 +1098,7 @@ table inet filter {
     let v4_allowed: Vec<(String, Vec<IpNet>)> = v
         .allowed
         .iter()
-        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .filter(|a| a.family == origin_agent::addrset::Family::V4)
         .map(|a| (a.rule.chain.clone(), a.ranges.clone()))
         .collect();
     assert_eq!(

@@ -63,6 +63,7 @@ use crate::cause::CauseId;
 use crate::check::{Check, Status};
 use crate::config::Config;
 use crate::event::LogSource;
+use crate::host::Host;
 
 use incident::{IncidentPolicy, IncidentTracker};
 use metrics::{Batch, Metrics, MetricsServer};
@@ -131,6 +132,12 @@ pub trait Diagnoser {
     /// A probe job finished: takes its output, returns its checks.
     fn probe_done(&mut self, _output: ProbeOutput) -> Vec<Check> {
         Vec::new()
+    }
+
+    /// The host the daemon's own work (re-applying the whitelist) goes through: the pipeline's,
+    /// so a fixture-driven pipeline never touches the live machine. Default: the live host.
+    fn host(&self) -> Arc<dyn Host> {
+        Arc::new(crate::host::live::LiveHost)
     }
 
     /// A new config was loaded (SIGHUP).
@@ -277,6 +284,7 @@ pub fn run<P: LineProcessor + Diagnoser>(
 /// loop and the watchdog go on); what changed, or why it failed, goes through the notifiers
 /// (the log among them). Nothing is sent when nothing changed.
 fn keep_whitelist_current(
+    host: Arc<dyn Host>,
     config: &Config,
     notify: Option<notify::NotifySender>,
     busy: &Arc<AtomicBool>,
@@ -288,8 +296,7 @@ fn keep_whitelist_current(
         .name("whitelist".to_string())
         .spawn(move || {
             let catalog = crate::cdn::load(&state_dir);
-            let host = crate::host::live::LiveHost;
-            let note = match current::keep_current(&host, &state_dir, &catalog) {
+            let note = match current::keep_current(host.as_ref(), &state_dir, &catalog) {
                 Ok(Some(out)) => current::note(&out),
                 Ok(None) => None,
                 Err(e) => Some(current::error_note(&e)),
@@ -442,7 +449,12 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         if let Some(every) = config.whitelist_every.filter(|e| !e.is_zero()) {
             if last_whitelist.elapsed() >= every && !whitelist_busy.load(Ordering::SeqCst) {
                 last_whitelist = Instant::now();
-                keep_whitelist_current(&config, dispatcher.sender(), &whitelist_busy);
+                keep_whitelist_current(
+                    pipeline.host(),
+                    &config,
+                    dispatcher.sender(),
+                    &whitelist_busy,
+                );
             }
         }
         if let Some(rx) = &probing {

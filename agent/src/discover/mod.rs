@@ -6,6 +6,7 @@
 //! - [`nginx`], [`apache`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
 //! - [`logs`]: every log file to read, from what was discovered and the agent's `logs.*`.
 
+pub mod accounts;
 pub mod apache;
 pub mod logs;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod mysql;
 pub mod nginx;
 pub mod php_fpm;
 pub mod process;
+pub mod trust;
 
 pub use logs::log_files;
 pub use model::*;
@@ -1107,10 +1109,6 @@ mod fuzz {
             let _ = php_fpm::parse_time(&text);
             let _ = process::parse_cmdline(text.as_bytes());
             let _ = process::parse_status_ids(&text);
-            let _ = crate::probes::netstat::parse_tcp_listen(&text);
-            let _ = crate::probes::netstat::parse_netstat(&text);
-            let _ = crate::probes::load::parse_psi(&text);
-            let _ = crate::probes::cgroup::locate(&text);
             let host = FixtureHost::new()
                 .file("/etc/mysql/my.cnf", &text)
                 .file("/etc/nginx/nginx.conf", &text)
