@@ -519,7 +519,7 @@ fn the_whitelist_reapply_tells_the_webhook_only_when_something_happened() {
     );
     fs::create_dir_all(state.join("whitelist")).unwrap();
     fs::write(state.join("whitelist/before-last-apply.json"), "{not json").unwrap();
-    wait_until("the failed re-apply at the webhook", || {
+    wait_for("the failed re-apply at the webhook", || {
         !receiver.json().is_empty()
     });
     running.stop();
