@@ -30,6 +30,11 @@ use crate::host::{Command, Host, HostExt};
 use process::{Proc, Role};
 
 /// The default nginx config on Debian/Ubuntu/RHEL.
+/// The most bytes a server's main config and all its includes may hold together, for every
+/// server whose config is read (nginx, Apache, PHP-FPM, MySQL): hosting panels include files
+/// from customers' directories, and 512 files of the per-file read bound would be gigabytes.
+pub const MAX_CONFIG_BYTES: u64 = 32 * 1024 * 1024;
+
 pub const NGINX_DEFAULT_CONFIG: &str = "/etc/nginx/nginx.conf";
 /// Debian's compiled-in error log (`--error-log-path`).
 pub const NGINX_DEFAULT_ERROR_LOG: &str = "/var/log/nginx/error.log";

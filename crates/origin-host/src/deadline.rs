@@ -144,7 +144,8 @@ pub fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
 /// the deadline, and at the deadline the whole group is killed.
 pub fn run(command: &Command) -> Result<CommandOutput, HostError> {
     let deadline = Instant::now() + command.timeout;
-    let mut child = std::process::Command::new(&command.program)
+    let program = super::program::resolve(&command.program)?;
+    let mut child = std::process::Command::new(&program)
         .args(&command.args)
         .stdin(if command.stdin.is_some() {
             Stdio::piped()
@@ -154,6 +155,7 @@ pub fn run(command: &Command) -> Result<CommandOutput, HostError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env("LC_ALL", "C")
+        .env("PATH", super::program::SEARCH_PATH)
         .process_group(0)
         .spawn()
         .map_err(|err| match err.kind() {

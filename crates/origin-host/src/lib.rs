@@ -18,6 +18,7 @@ pub mod deadline;
 pub mod exchange;
 pub mod fixture;
 pub mod live;
+pub mod program;
 pub mod recorder;
 pub mod redact;
 pub mod rewrite;

@@ -370,15 +370,15 @@ fn www_data_ids() -> Option<(u32, u32)> {
 }
 
 const PHP_FILES: &[(&str, &str)] = &[
-    ("index.php", include_str!("lab/www/index.php")),
-    ("sleep.php", include_str!("lab/www/sleep.php")),
-    ("memory.php", include_str!("lab/www/memory.php")),
-    ("bigheader.php", include_str!("lab/www/bigheader.php")),
-    ("hugeheader.php", include_str!("lab/www/hugeheader.php")),
-    ("db.php", include_str!("lab/www/db.php")),
+    ("index.php", include_str!("../lab/www/index.php")),
+    ("sleep.php", include_str!("../lab/www/sleep.php")),
+    ("memory.php", include_str!("../lab/www/memory.php")),
+    ("bigheader.php", include_str!("../lab/www/bigheader.php")),
+    ("hugeheader.php", include_str!("../lab/www/hugeheader.php")),
+    ("db.php", include_str!("../lab/www/db.php")),
     (
         "wp-content/plugins/acme-slider/slider.php",
-        include_str!("lab/www/wp-content/plugins/acme-slider/slider.php"),
+        include_str!("../lab/www/wp-content/plugins/acme-slider/slider.php"),
     ),
 ];
 
@@ -1575,19 +1575,7 @@ fn stop_child(mut child: Child) {
     }
 }
 
-/// Polls `cond` every 20 ms until it holds or `timeout` passes; whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::util::services::wait_until;
 
 /// A minimal HTTP/1.1 GET to 127.0.0.1:`port` (never anywhere else), `Connection: close`,
 /// connect timeout 2 s, read timeout `timeout`, at most 1 MiB read.
