@@ -3,6 +3,8 @@
 //! agent's config overrides every path. The result is [`Discovery`] (see [`model`]).
 //!
 //! - [`process`]: the process table and what each process is;
+//! - [`trust`]: which processes, configs and binaries the root agent believes (applied here);
+//! - [`accounts`]: user and group names and ids (`/etc/passwd`, `/etc/group`);
 //! - [`nginx`], [`apache`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
 //! - [`logs`]: every log file to read, from what was discovered and the agent's `logs.*`.
 
