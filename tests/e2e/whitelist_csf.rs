@@ -8,6 +8,8 @@
 //! `../shared/research/labs/csf-lab.md`.
 
 use super::*;
+use crate::util::debian_root::{run_in_root, Chroot, Turn};
+use crate::util::services::Killed;
 
 /// Where the CSF source is, or why it is not there.
 fn csf_tarball() -> Result<PathBuf, String> {
@@ -36,28 +38,17 @@ const CSF_SETTINGS: &[(&str, &str)] = &[
     ("HOST", "/bin/true"),
 ];
 
-/// Runs `args` in `root` (chroot) with a fresh /proc in a private mount and PID namespace;
-/// inside the network namespace `ns`, or in a new empty one when `ns` is `None`.
+/// How CSF's commands run in its root: a PID namespace of their own, /sys read-only.
+fn csf_chroot() -> Chroot {
+    Chroot {
+        pid_namespace: true,
+        ..Chroot::default()
+    }
+}
+
+/// Runs `args` chrooted into the CSF root, in network namespace `ns` (a new empty one if `None`).
 fn in_root(root: &Path, ns: Option<&str>, args: &[&str]) -> std::process::Output {
-    let inner = "mount -t proc proc \"$0/proc\" && { mount -t sysfs -o ro sysfs \"$0/sys\" 2>/dev/null || :; } && exec chroot \"$0\" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \"$@\"";
-    let r = root.display().to_string();
-    let mut full: Vec<&str> = match ns {
-        Some(ns) => vec!["ip", "netns", "exec", ns, "unshare"],
-        None => vec!["unshare", "-n"],
-    };
-    full.extend_from_slice(&[
-        "-m",
-        "-p",
-        "-f",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        inner,
-        &r,
-    ]);
-    full.extend_from_slice(args);
-    sh(&full)
+    run_in_root(root, ns, &csf_chroot(), args)
 }
 
 /// The Debian root with CSF installed by its own installer (in an empty network namespace: its
@@ -159,16 +150,6 @@ fn reset_csf(root: &Path) {
     let _ = std::fs::remove_dir_all(root.join("var/lib/origin-agent"));
 }
 
-/// A second web server, on 8080: a port the whitelist must not open.
-pub(super) struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A connection from `from` to the origin's `port` (1 s to connect: CSF drops silently).
 pub(super) fn connects(lab: &Lab, from: &str, port: u16) -> bool {
     sh(&[
@@ -231,9 +212,10 @@ fn rules_of(root: &Path, lab: &Lab) -> String {
         .collect()
 }
 
-/// A second web server in the origin namespace on `port`, stopped on drop.
-pub(super) fn web_server(lab: &Lab, port: u16) -> Server {
-    Server(
+/// A second web server in the origin namespace on `port` (one the whitelist must not open),
+/// stopped on drop.
+pub(super) fn web_server(lab: &Lab, port: u16) -> Killed {
+    Killed(
         Proc::new("ip")
             .args([
                 "netns",
@@ -251,17 +233,10 @@ pub(super) fn web_server(lab: &Lab, port: u16) -> Server {
     )
 }
 
-/// The tests share the one root (its /etc/csf): one at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ROOT.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[test]
 fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
     need_root_and_tools!();
-    let _one = one_at_a_time();
+    let _turn = Turn::root("csf-root");
     let Some((root, lab)) = prepared() else {
         return;
     };
@@ -372,7 +347,7 @@ impl Drop for Immutable {
 #[test]
 fn csf_failing_midway_puts_csf_allow_back_and_rebuilds_the_same_rules() {
     need_root_and_tools!();
-    let _one = one_at_a_time();
+    let _turn = Turn::root("csf-root");
     let Some((root, lab)) = prepared() else {
         return;
     };

@@ -8,6 +8,8 @@
 //! `../shared/research/labs/firewalld-lab.md`.
 
 use super::*;
+use crate::util::debian_root::{in_root, Chroot, Turn};
+use crate::util::services::Killed;
 
 const BUS_DIR: &str = "/run/oa-test-bus";
 
@@ -58,44 +60,17 @@ fn firewalld_root() -> Result<PathBuf, String> {
     )
 }
 
-/// argv that runs `args` in `root` inside namespace `ns`, with /proc, /sys and /dev mounted in a
-/// private mount namespace and the lab bus in the environment; every step execs, so a spawned
-/// child's pid is the daemon's own.
+/// argv that runs `args` in `root` inside namespace `ns`, with /proc, /sys and /dev mounted and
+/// the lab bus in the environment; every step execs, so a spawned child's pid is the daemon's.
 fn in_root_argv(root: &Path, ns: &str, args: &[&str]) -> Vec<String> {
-    let inner = format!(
-        "mount -t proc proc \"$0/proc\" && {{ mount -t sysfs sysfs \"$0/sys\" 2>/dev/null || mount --rbind /sys \"$0/sys\"; }} && mount --rbind /dev \"$0/dev\" && exec chroot \"$0\" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DBUS_SYSTEM_BUS_ADDRESS=unix:path={BUS_DIR}/system_bus_socket \"$@\""
-    );
-    let mut v: Vec<String> = [
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(inner);
-    v.push(root.display().to_string());
-    v.extend(args.iter().map(|s| s.to_string()));
-    v
-}
-
-/// The daemons started for the test, stopped (by their own pid) on drop: firewalld first.
-struct Daemons(Vec<Child>);
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    let how = Chroot {
+        devices: true,
+        env: vec![format!(
+            "DBUS_SYSTEM_BUS_ADDRESS=unix:path={BUS_DIR}/system_bus_socket"
+        )],
+        ..Chroot::default()
+    };
+    in_root(root, Some(ns), &how, args)
 }
 
 /// Every file under `dir`, with its bytes.
@@ -163,27 +138,21 @@ fn firewalld_apply_survives_reload_and_rolls_back_exactly() {
     eprintln!("firewalld: whole check in {:?}", started.elapsed());
 }
 
-/// The tests share the one root (its /etc/firewalld, its bus): one at a time.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ROOT.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A fresh firewalld (pristine `/etc/firewalld`, no agent state) running in a new lab's origin
 /// namespace on the test bus, the agent's binary in the root: the first test's setup, shared by
 /// the tests below. Fields drop in order: firewalld and the bus before the namespaces.
 struct Running {
-    daemons: Daemons,
+    /// firewalld, then the bus: the fields drop in order, and a vector from first to last.
+    daemons: Vec<Killed>,
     lab: Lab,
     root: PathBuf,
-    _one: std::sync::MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Running {
     /// `None` (after saying why) where the root cannot be built.
     fn start() -> Option<Running> {
-        let one = one_at_a_time();
+        let turn = Turn::root("firewalld-root");
         let root = match firewalld_root() {
             Ok(root) => root,
             Err(why) => {
@@ -211,10 +180,10 @@ impl Running {
         )
         .unwrap();
         let mut r = Running {
-            daemons: Daemons(Vec::new()),
+            daemons: Vec::new(),
             lab: Lab::new(),
             root,
-            _one: one,
+            _turn: turn,
         };
         r.spawn(&[
             "dbus-daemon",
@@ -249,7 +218,7 @@ impl Running {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        self.daemons.0.push(child);
+        self.daemons.insert(0, Killed(child));
     }
 
     /// Exit code, stdout and stderr of `args` in the root, in the origin namespace.
