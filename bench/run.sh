@@ -110,7 +110,7 @@ fi
 if [[ "${DAEMON:-1}" != 0 ]]; then
     # The daemon's budget: bench/daemon.sh (a writer at 2,000 lines/s while `run` tails the log).
     echo
-    daemon_out=$(DURATION="${DAEMON_SECONDS:-30}" "$here/daemon.sh")
+    daemon_out=$(DURATION="${DAEMON_SECONDS:-30}" "$here/daemon.sh") || echo "bench/daemon.sh failed" >&2
     echo "$daemon_out"
     read -r dcpu drss < <(sed -n 's/^steady 2000 lines\/s: CPU \([0-9.]*\)% of one core, peak RSS \([0-9.]*\) MB.*/\1 \2/p' <<< "$daemon_out")
     goal "daemon at 2,000 lines/s, CPU of one core" "${dcpu:-999}" 1 " %"

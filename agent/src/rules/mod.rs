@@ -720,7 +720,7 @@ mod tests {
                 let starts = std::iter::once(0)
                     .chain(sample.match_indices(' ').map(|(i, _)| i + 1).take(12));
                 for at in starts {
-                    let text = sample[at..].as_bytes();
+                    let text = &sample.as_bytes()[at..];
                     for source in [rule.source, LogSource::NginxError] {
                         let fresh = set.match_index(source, text);
                         let kept = set.match_index_with(source, text, &mut cache);
