@@ -224,7 +224,7 @@ pub fn rules(command: RulesCommand) -> Result<Exit> {
             Ok(0)
         }
         RulesCommand::Test { rules, log } => {
-            print(&origin_agent::rules::test_file(&rules, &log)?)?;
+            print(&origin_agent::logs::samples::test_file(&rules, &log)?)?;
             Ok(0)
         }
     }
@@ -264,7 +264,10 @@ pub fn generate(args: GenerateArgs, command: clap::Command) -> Result<Exit> {
 
 pub fn run(args: RunArgs) -> Result<Exit> {
     let config = load_config(args.config.as_deref())?;
-    let mut pipeline = origin_agent::daemon::pipeline::AgentPipeline::new(&config);
+    let mut pipeline = origin_agent::daemon::pipeline::AgentPipeline::new(
+        std::sync::Arc::new(origin_agent::host::live::LiveHost),
+        &config,
+    );
     origin_agent::daemon::run(&config, &mut pipeline)?;
     Ok(0)
 }

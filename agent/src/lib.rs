@@ -3,12 +3,15 @@
 //!
 //! # Layout
 //!
-//! - [`host`]: the seam every read of the machine goes through (live, snapshot, recorder).
+//! - [`host`] (crate `origin-host`): the seam every read of the machine goes through (live,
+//!   snapshot, recorder).
 //! - [`config`]: the agent's YAML config: parse, validate, resolve.
 //! - [`discover`]: zero-config discovery of nginx, PHP-FPM and MySQL/MariaDB.
 //! - [`probes`]: the state now (services, load, limits, disk), as [`check::Check`]s.
-//! - [`logs`] and [`rules`]: log lines into typed [`event::Event`]s by data-driven rules.
-//! - [`cdn`] and [`firewall`]: the CDNs' ranges against the host's firewall and nginx real-IP.
+//! - [`logs`] and [`rules`] (crate `origin-evidence`, with [`cause`], [`event`], [`check`]): log
+//!   lines into typed [`event::Event`]s by data-driven rules.
+//! - [`cdn`] and [`firewall`]: the CDNs' ranges against the host's firewall and nginx real-IP,
+//!   both on [`addrset`]'s interval arithmetic.
 //! - [`stack`]: asking the stack directly: origin self-test, PHP-FPM and database live status,
 //!   the CDNs' status pages.
 //! - [`diagnose`]: correlation and ranking of causes from the [`cause`] catalog.
@@ -16,24 +19,26 @@
 //! - [`wp`]: WordPress sites, plugins, error attribution and `wp isolate`.
 //! - [`audit`]: the one-shot pipeline that ties them together.
 //! - [`daemon`] and [`whitelist`]: continuous operation and firewall changes on request.
-//! - [`trust`]: what the root agent believes from whom, and which binaries it runs.
+//! - [`trust`] (in `discover/`): what the root agent believes from whom, and which binaries it
+//!   runs.
 
+pub mod addrset;
 pub mod audit;
-pub mod cause;
 pub mod cdn;
-pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod diagnose;
 pub mod discover;
-pub mod event;
 pub mod firewall;
-pub mod host;
-pub mod logs;
 pub mod probes;
 pub mod report;
-pub mod rules;
 pub mod stack;
-pub mod trust;
 pub mod whitelist;
 pub mod wp;
+
+// The split crates, under the module names the agent has always used.
+pub use origin_evidence::{cause, check, event, logs, rules};
+pub use origin_host as host;
+// Trust is applied while discovering (it reads discovery's process model): it lives there, under
+// the name it has always had.
+pub use discover::trust;

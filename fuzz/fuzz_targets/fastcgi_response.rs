@@ -5,10 +5,10 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     for complete in [false, true] {
-        if let Ok(r) = origin_agent::stack::fastcgi::parse_records(data, complete) {
+        if let Ok(r) = origin_agent::host::client::fastcgi::parse_records(data, complete) {
             assert!(r.stdout.len() <= origin_agent::host::exchange::MAX_BODY);
             assert!(r.stderr.len() <= origin_agent::host::exchange::MAX_BODY);
-            let _ = origin_agent::stack::fastcgi::split_cgi(&r.stdout);
+            let _ = origin_agent::host::client::fastcgi::split_cgi(&r.stdout);
         }
     }
 });

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = origin_agent::stack::http::parse_head(data);
+    let _ = origin_agent::host::client::http::parse_head(data);
     let text = String::from_utf8_lossy(data);
     let _ = origin_agent::stack::fpm_status::parse(&text);
     let _ = origin_agent::stack::cdn_status::parse(&text);

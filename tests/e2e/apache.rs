@@ -3,51 +3,18 @@
 //! the real `origin-agent audit` must name it, with Apache's own status for the visitor, and
 //! never call the host's web server down while Apache serves.
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use serde_json::Value;
 
+use crate::examples::collect;
 use crate::lab::{start_or_skip, ApacheMode, Lab, LabOptions, Signal};
-
-fn audit(lab: &Lab) -> Value {
-    let config = lab.write_agent_config().expect("agent config");
-    let out = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .env("NO_COLOR", "1")
-        .args([
-            "audit",
-            "--config",
-            config.to_str().unwrap(),
-            "--since",
-            "15m",
-            "--json",
-        ])
-        .output()
-        .expect("origin-agent runs");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
+use crate::verdicts::{audit, causes};
 
 fn check<'a>(report: &'a Value, id: &str) -> Option<&'a Value> {
     report["checks"]
         .as_array()?
         .iter()
         .find(|c| c["id"].as_str() == Some(id))
-}
-
-fn cause_ids(report: &Value) -> Vec<String> {
-    report["causes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| c["id"].as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The verdict is `want`, with evidence from Apache's (or nginx's) log, and no false web.down.
@@ -58,14 +25,14 @@ fn assert_cause(lab: &Lab, report: &Value, want: &str) {
         want,
         "verdict {}; causes {:?}\n--- apache error log ---\n{}\n--- nginx error log ---\n{}",
         report["verdict"],
-        cause_ids(report),
+        causes(report),
         crate::lab::tail(&lab.apache_error_log(), 3000),
         crate::lab::tail(&lab.error_log(), 3000),
     );
     assert!(
-        !cause_ids(report).iter().any(|c| c == "web.down"),
+        !causes(report).iter().any(|c| c == "web.down"),
         "web.down while Apache serves: {:?}",
-        cause_ids(report)
+        causes(report)
     );
     let top = &report["causes"][0];
     assert!(!top["fix"].as_str().unwrap_or("").is_empty());
@@ -147,30 +114,8 @@ fn apache_alone_php_fpm_down_is_upstream_down_with_503() {
     // A snapshot carries what Apache discovery read (config files, the master's environment,
     // its sockets): audited elsewhere, it says the same.
     let out = lab.dir().join("snapshot");
-    let config = lab.write_agent_config().unwrap();
-    let collected = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .args([
-            "collect",
-            "--config",
-            config.to_str().unwrap(),
-            "--since",
-            "15m",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .expect("collect runs");
-    assert!(
-        collected.status.success(),
-        "{}",
-        String::from_utf8_lossy(&collected.stderr)
-    );
-    let replay = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .args(["audit", "--snapshot", out.to_str().unwrap(), "--json"])
-        .output()
-        .expect("audit runs");
+    collect(&lab, &out);
+    let replay = run_agent(&["audit", "--snapshot", out.to_str().unwrap(), "--json"]);
     let offline: Value = serde_json::from_slice(&replay.stdout).unwrap();
     assert_eq!(
         offline["verdict"]["cause"], "upstream.down",

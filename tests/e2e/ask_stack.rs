@@ -21,6 +21,7 @@ use origin_agent::host::Host;
 use origin_agent::stack;
 
 use crate::lab::{http_get, start_or_skip, wait_until, Lab, LabOptions};
+use crate::util::cmd::run_agent;
 
 fn find<'a>(checks: &'a [Check], id: &str) -> &'a Check {
     checks.iter().find(|c| c.id == id).unwrap_or_else(|| {
@@ -511,12 +512,7 @@ fn cdn_status_from_a_loopback_server_incident_malformed_slow_cached_and_replayed
     let (cfg_path, config) = cdn_config(dir.path(), &url);
 
     // 1. The incident, through the subcommand: exit 1 and the incident named.
-    let out = assert_cmd::Command::cargo_bin("origin-agent")
-        .unwrap()
-        .args(["cdn", "status", "--config"])
-        .arg(&cfg_path)
-        .output()
-        .unwrap();
+    let out = run_agent(&["cdn", "status", "--config", cfg_path.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -577,14 +573,16 @@ fn the_audit_report_says_the_cdn_has_an_incident() {
     let _ = rec.now();
     rec.write(&dir.path().join("snap"), "web1").unwrap();
     let _ = server.join();
-    let out = assert_cmd::Command::cargo_bin("origin-agent")
-        .unwrap()
-        .args(["audit", "--format", "human", "--config"])
-        .arg(&cfg_path)
-        .arg("--snapshot")
-        .arg(dir.path().join("snap"))
-        .output()
-        .unwrap();
+    let snap = dir.path().join("snap");
+    let out = run_agent(&[
+        "audit",
+        "--format",
+        "human",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--snapshot",
+        snap.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("cloudflare reports an incident or degraded service"),

@@ -5,19 +5,13 @@
 use std::path::Path;
 use std::process::Output;
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use origin_agent::host::live::LiveHost;
 use origin_agent::host::recorder::Recorder;
 use origin_agent::host::Host;
 
-fn agent() -> Command {
-    let mut cmd = Command::cargo_bin("origin-agent").expect("the origin-agent binary");
-    cmd.env("NO_COLOR", "1");
-    cmd
-}
-
 fn run(args: &[&str]) -> Output {
-    agent().args(args).output().expect("origin-agent runs")
+    run_agent(args)
 }
 
 fn stderr(out: &Output) -> String {

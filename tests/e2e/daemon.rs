@@ -24,19 +24,13 @@ use origin_agent::daemon::{
 };
 use origin_agent::event::LogSource;
 
+use crate::util::cmd::run_agent;
+use crate::util::services::{self, free_port, wait_for};
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Polls `cond` every 20 ms until it holds or `WAIT` passes.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
@@ -123,7 +117,7 @@ impl Running {
         let c = control.clone();
         let thread =
             std::thread::spawn(move || daemon::run_with(&config, &mut pipeline, options, &c));
-        wait_until("the daemon's first pass", || control.is_ready());
+        wait_for("the daemon's first pass", || control.is_ready());
         Running {
             control,
             thread: Some(thread),
@@ -170,8 +164,7 @@ fn config_yaml(text: &str, dir: &Path) -> Config {
 // A real nginx writing a combined access log.
 
 struct Nginx {
-    child: Child,
-    dir: PathBuf,
+    nginx: services::Nginx,
     port: u16,
     /// No lab runs while this nginx does (discovery in other tests looks at every process).
     _lock: crate::lab::Exclusive,
@@ -182,56 +175,25 @@ impl Nginx {
     /// nginx is not installed.
     fn start(dir: &Path) -> Option<Nginx> {
         let lock = crate::lab::exclusive();
-        let binary = Path::new("/usr/sbin/nginx");
-        if !binary.exists() {
+        if !Path::new(services::Nginx::BINARY).exists() {
             crate::skip("nginx is not installed (/usr/sbin/nginx)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for sub in ["logs", "tmp"] {
-            fs::create_dir_all(dir.join(sub)).unwrap();
-        }
+        let port = free_port();
         let d = dir.display();
-        let user = if nix::unistd::geteuid().is_root() {
-            "user root;"
-        } else {
-            ""
-        };
-        let conf = format!(
-            "{user}\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n  access_log {d}/logs/access.log combined;\n\
-               client_body_temp_path {d}/tmp/body; proxy_temp_path {d}/tmp/proxy;\n\
-               fastcgi_temp_path {d}/tmp/fastcgi; uwsgi_temp_path {d}/tmp/uwsgi; scgi_temp_path {d}/tmp/scgi;\n\
+        let http = format!(
+            "access_log {d}/logs/access.log combined;\n\
                server {{ listen 127.0.0.1:{port};\n\
                  location /ok {{ return 200 \"ok\\n\"; }}\n\
-                 location /bad {{ return 502; }} }}\n}}\n"
+                 location /bad {{ return 502; }} }}"
         );
-        fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
         let nginx = Nginx {
-            child,
-            dir: dir.to_path_buf(),
+            nginx: services::Nginx::start(dir, None, "", &http),
             port,
             _lock: lock,
         };
         let addr = nginx.addr();
-        wait_until("nginx to listen", || {
+        wait_for("nginx to listen", || {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         Some(nginx)
@@ -241,8 +203,12 @@ impl Nginx {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    fn dir(&self) -> &Path {
+        self.nginx.dir()
+    }
+
     fn access_log(&self) -> PathBuf {
-        self.dir.join("logs/access.log")
+        self.dir().join("logs/access.log")
     }
 
     /// `n` requests, one after the other; each line is in the log when its connection closes.
@@ -254,26 +220,9 @@ impl Nginx {
 
     /// What logrotate's postrotate does: `nginx -s reopen` (SIGUSR1 to the master).
     fn reopen(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+        self.nginx.reopen();
         let log = self.access_log();
-        wait_until("nginx to reopen its log", || log.exists());
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_for("nginx to reopen its log", || log.exists());
     }
 }
 
@@ -301,9 +250,9 @@ fn nginx_lines_are_counted_once_across_rename_create_copytruncate_and_a_restart(
 
     nginx.requests("/ok", 20, 200);
     nginx.requests("/bad", 5, 502);
-    wait_until("25 lines", || shared.counts() == (25, 5));
+    wait_for("25 lines", || shared.counts() == (25, 5));
     // The metrics endpoint on the ephemeral port shows the counters.
-    wait_until("metrics to show the 502s", || {
+    wait_for("metrics to show the 502s", || {
         let (code, text) = http_get(metrics_addr, "/metrics");
         code == 200
             && metric(&text, "origin_agent_responses_total{status=\"502\"}") == Some(5)
@@ -315,14 +264,14 @@ fn nginx_lines_are_counted_once_across_rename_create_copytruncate_and_a_restart(
             && metric(&text, "origin_agent_check_status{check=\"test.probe\"}") == Some(0)
             && metric(&text, "origin_agent_up") == Some(1)
     });
-    wait_until("/status to show the lines", || {
+    wait_for("/status to show the lines", || {
         let (code, status) = http_get(metrics_addr, "/status");
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         code == 200 && status["host"] == "test-host" && status["lines"]["nginx_access"] == 25
     });
 
     // logrotate `create`: rename, nginx keeps writing the old file until it reopens.
-    let logs = nginx.dir.join("logs");
+    let logs = nginx.dir().join("logs");
     fs::rename(nginx.access_log(), logs.join("access.log.1")).unwrap();
     nginx.requests("/ok", 5, 200);
     nginx.reopen();
@@ -330,7 +279,7 @@ fn nginx_lines_are_counted_once_across_rename_create_copytruncate_and_a_restart(
     // (A file created and copytruncated within one poll, before the tailer read any of it,
     // cannot be told from a new file: its lines live only in the copy. Real rotations are
     // hours apart; wait for the tailer to have read the new file.)
-    wait_until("40 lines", || shared.counts() == (40, 5));
+    wait_for("40 lines", || shared.counts() == (40, 5));
     // logrotate `copytruncate`.
     fs::copy(nginx.access_log(), logs.join("access.log.2")).unwrap();
     OpenOptions::new()
@@ -361,7 +310,7 @@ fn nginx_lines_are_counted_once_across_rename_create_copytruncate_and_a_restart(
     nginx.reopen();
     nginx.requests("/bad", 4, 502);
     let running = Running::start(config, shared.clone(), fast_options(None));
-    wait_until("57 lines", || shared.counts() == (57, 16));
+    wait_for("57 lines", || shared.counts() == (57, 16));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(shared.counts(), (57, 16), "no line read twice");
     running.stop();
@@ -513,11 +462,11 @@ fn the_daemon_loop_opens_and_closes_an_incident_and_tells_the_webhook() {
         .write_all(lines.as_bytes())
         .unwrap();
     let addr = running.metrics_addr();
-    wait_until("the incident to open", || {
+    wait_for("the incident to open", || {
         metric(&http_get(addr, "/metrics").1, "origin_agent_incident_open") == Some(1)
     });
     // The errors stop: after the window empties and the quiet period passes, it closes.
-    wait_until("open and close at the webhook", || {
+    wait_for("open and close at the webhook", || {
         receiver.json().len() >= 2
     });
     let got = receiver.json();
@@ -529,7 +478,7 @@ fn the_daemon_loop_opens_and_closes_an_incident_and_tells_the_webhook() {
         metric(&http_get(addr, "/metrics").1, "origin_agent_incident_open"),
         Some(0)
     );
-    wait_until("the webhook sends to be counted", || {
+    wait_for("the webhook sends to be counted", || {
         metric(
             &http_get(addr, "/metrics").1,
             "origin_agent_notifications_total{notifier=\"webhook\",result=\"ok\"}",
@@ -565,7 +514,7 @@ fn reload_refuses_a_broken_config_and_applies_a_valid_one() {
     let line = "1.2.3.4 - - [24/Nov/2026:08:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\"\n";
     fs::write(&a, line).unwrap();
     fs::write(&b, line).unwrap();
-    wait_until("a.log's line", || shared.counts().0 == 1);
+    wait_for("a.log's line", || shared.counts().0 == 1);
 
     let message = |want: &str| -> String {
         let mut buf = vec![0u8; 65536];
@@ -591,7 +540,7 @@ fn reload_refuses_a_broken_config_and_applies_a_valid_one() {
         .unwrap()
         .write_all(line.as_bytes())
         .unwrap();
-    wait_until("a.log's second line", || shared.counts().0 == 2);
+    wait_for("a.log's second line", || shared.counts().0 == 2);
 
     fs::write(
         &config_path,
@@ -603,7 +552,7 @@ fn reload_refuses_a_broken_config_and_applies_a_valid_one() {
     // A newly configured file starts at its end once the new tailer has seen it.
     let addr = running.metrics_addr();
     let b_name = b.display().to_string();
-    wait_until("the new tailer to follow b.log", || {
+    wait_for("the new tailer to follow b.log", || {
         http_get(addr, "/status").1.contains(&b_name)
     });
     // b.log existed before the reload: a newly configured file starts at its end.
@@ -613,7 +562,7 @@ fn reload_refuses_a_broken_config_and_applies_a_valid_one() {
         .unwrap()
         .write_all(line.as_bytes())
         .unwrap();
-    wait_until("b.log's new line", || shared.counts().0 == 3);
+    wait_for("b.log's new line", || shared.counts().0 == 3);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(shared.counts().0, 3);
     running.stop();
@@ -947,11 +896,7 @@ fn daemon_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     fs::write(&log, "").unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let config = dir.path().join("config.yaml");
     fs::write(
         &config,
@@ -979,7 +924,7 @@ fn daemon_budgets() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // Until the first pass, an existing file is history (read from its end): wait for it.
     let name = log.display().to_string();
-    wait_until("the child daemon to follow the log", || {
+    wait_for("the child daemon to follow the log", || {
         TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
             && http_get(addr, "/status").1.contains(&name)
     });
@@ -1012,7 +957,7 @@ fn daemon_budgets() {
             std::thread::sleep(wait);
         }
     }
-    wait_until("steady lines read", || lines_read() == written);
+    wait_for("steady lines read", || lines_read() == written);
     let steady_cpu = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     let steady_rss = status_kib(pid, "VmRSS:");
     // Latency of one 502 to the metrics.
@@ -1024,7 +969,7 @@ fn daemon_budgets() {
     let t = Instant::now();
     written += 1;
     file.write_all(line(written, 502).as_bytes()).unwrap();
-    wait_until("the 502 in the metrics", || {
+    wait_for("the 502 in the metrics", || {
         metric(
             &http_get(addr, "/metrics").1,
             "origin_agent_responses_total{status=\"502\"}",
@@ -1045,7 +990,7 @@ fn daemon_budgets() {
             std::thread::sleep(wait);
         }
     }
-    wait_until("flood lines read", || lines_read() == written);
+    wait_for("flood lines read", || lines_read() == written);
     let catch_up = t1.elapsed();
     let hwm = status_kib(pid, "VmHWM:");
     let _ = nix::sys::signal::kill(
@@ -1083,7 +1028,8 @@ fn a_saturated_pool_opens_an_incident_with_the_right_cause_and_closes_it() {
     config.incident_threshold = 5;
     config.webhook = Some(receiver.url());
     config.probe_interval = Duration::from_secs(3600);
-    let pipeline = AgentPipeline::new(&config).with_rate_window(Duration::from_secs(3));
+    let pipeline = AgentPipeline::new(Arc::new(origin_agent::host::live::LiveHost), &config)
+        .with_rate_window(Duration::from_secs(3));
     let mut options = fast_options(None);
     options.incident.quiet_to_close = Duration::from_secs(1);
     options.incident.min_stable = Duration::ZERO;
@@ -1095,7 +1041,7 @@ fn a_saturated_pool_opens_an_incident_with_the_right_cause_and_closes_it() {
         "{:?}",
         outcome.statuses()
     );
-    wait_until("the incident's open and close at the webhook", || {
+    wait_for("the incident's open and close at the webhook", || {
         receiver.json().iter().any(|n| n["kind"] == "closed")
     });
     let got = receiver.json();
@@ -1149,11 +1095,7 @@ fn status_reports_the_running_daemons_incident() {
         if json {
             args.push("--json");
         }
-        assert_cmd::Command::cargo_bin("origin-agent")
-            .unwrap()
-            .args(&args)
-            .output()
-            .unwrap()
+        run_agent(&args)
     };
     let quiet = status(false);
     assert_eq!(quiet.status.code(), Some(0));
@@ -1168,7 +1110,7 @@ fn status_reports_the_running_daemons_incident() {
         .unwrap()
         .write_all(lines.as_bytes())
         .unwrap();
-    wait_until("the incident to open", || {
+    wait_for("the incident to open", || {
         status(false).status.code() == Some(2)
     });
     let json: serde_json::Value = serde_json::from_slice(&status(true).stdout).unwrap();

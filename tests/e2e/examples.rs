@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use serde_json::Value;
 
 use crate::lab::Lab;
@@ -31,18 +31,13 @@ const EXAMPLES: &[(&str, &str, Option<&str>)] = &[
 ];
 
 fn audit_snapshot(path: &Path, format: &str) -> std::process::Output {
-    Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .env("NO_COLOR", "1")
-        .args([
-            "audit",
-            "--snapshot",
-            path.to_str().unwrap(),
-            "--format",
-            format,
-        ])
-        .output()
-        .expect("origin-agent runs")
+    run_agent(&[
+        "audit",
+        "--snapshot",
+        path.to_str().unwrap(),
+        "--format",
+        format,
+    ])
 }
 
 #[test]
@@ -98,21 +93,18 @@ fn bundled_examples_give_their_verdicts_offline() {
     }
 }
 
-fn collect(lab: &Lab, out: &Path) {
+/// `origin-agent collect` of the lab into `out` (the last 15 minutes); panics when it fails.
+pub(crate) fn collect(lab: &Lab, out: &Path) {
     let config = lab.write_agent_config().expect("config");
-    let result = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .args([
-            "collect",
-            "--config",
-            config.to_str().unwrap(),
-            "--since",
-            "15m",
-            "--out",
-        ])
-        .arg(out)
-        .output()
-        .expect("collect runs");
+    let result = run_agent(&[
+        "collect",
+        "--config",
+        config.to_str().unwrap(),
+        "--since",
+        "15m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(
         result.status.success(),
         "{}",

@@ -7,10 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command as Proc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use ipnet::IpNet;
 use origin_agent::cdn::{CdnCatalog, Provider};
@@ -20,136 +17,17 @@ use origin_agent::firewall::{
     audit, build_rulesets, evaluate_rules, table_text, FirewallInput, FirewallReport, Reach,
     RuleTexts,
 };
-use origin_agent::host::live::LiveHost;
-use origin_agent::host::rewrite::{in_netns, CommandRewrite};
-use origin_agent::host::{Command, CommandOutput, Host, HostError};
+use origin_agent::host::Host;
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+use crate::require;
+use crate::util::cmd::ok;
+use crate::util::netns::{Netns, NsHost};
+use crate::util::or_skip;
+use crate::util::services::Fail2ban;
 
-fn sh(args: &[&str]) -> std::process::Output {
-    Proc::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-/// Why this test cannot run here, if it cannot.
-pub(crate) fn unavailable(tools: &[&str]) -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("needs root to create network namespaces".into());
-    }
-    for t in tools {
-        let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(t).exists());
-        if !found {
-            return Some(format!("`{t}` is not installed"));
-        }
-    }
-    None
-}
-
-macro_rules! require {
-    ($($tool:expr),*) => {
-        if let Some(reason) = unavailable(&[$($tool),*]) {
-            crate::skip(&reason);
-            return;
-        }
-    };
-}
-
-/// A network namespace of this test; deleted on drop (also when the test fails).
-pub(crate) struct Netns {
-    pub(crate) name: String,
-}
-
-impl Netns {
-    pub(crate) fn new() -> Option<Netns> {
-        let name = format!(
-            "oa-fw-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = sh(&["ip", "netns", "add", &name]);
-        if !out.status.success() {
-            eprintln!(
-                "skipped: ip netns add failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"]);
-        Some(ns)
-    }
-
-    /// Runs a command inside the namespace; panics with its stderr when it fails.
-    pub(crate) fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        let out = sh(&full);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub(crate) fn script(&self, script: &str) {
-        self.exec(&["sh", "-ec", script]);
-    }
-
-    /// Loads an nftables ruleset (`nft -f`) into the namespace.
-    pub(crate) fn nft(&self, ruleset: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.nft");
-        std::fs::write(&file, ruleset).unwrap();
-        self.exec(&["nft", "-f", &file.display().to_string()]);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // ipsets are per namespace too; the namespace's deletion frees them.
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
-/// The live host, with every command run inside the namespace. `fail2ban-client` is pointed at
-/// the test's server socket, and some paths are mapped to the test's temp files.
-pub(crate) struct NsHost<'a> {
-    pub(crate) ns: &'a Netns,
-    pub(crate) f2b_socket: Option<PathBuf>,
-    pub(crate) remap: Vec<(String, String)>,
-}
-
-impl NsHost<'_> {
-    fn map(&self, s: &str) -> String {
-        for (from, to) in &self.remap {
-            if s == from {
-                return to.clone();
-            }
-        }
-        s.to_string()
-    }
-}
-
-impl CommandRewrite for NsHost<'_> {
-    fn path(&self, p: &Path) -> PathBuf {
-        PathBuf::from(self.map(&p.to_string_lossy()))
-    }
-
-    fn run(&self, command: &Command) -> Result<CommandOutput, HostError> {
-        let mut inner = command.clone();
-        if command.program == "fail2ban-client" {
-            let sock = self
-                .f2b_socket
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/nonexistent/f2b.sock"));
-            inner.args = vec!["-s".into(), sock.display().to_string()];
-            inner.args.extend(command.args.iter().cloned());
-        }
-        inner.args = inner.args.iter().map(|a| self.map(a)).collect();
-        LiveHost.run(&in_netns(&self.ns.name, &inner))
-    }
+/// A namespace of this test, or `None` (skipped, with the reason).
+fn netns() -> Option<Netns> {
+    or_skip(Netns::new("fw"))
 }
 
 fn net(s: &str) -> IpNet {
@@ -203,7 +81,7 @@ fn blocked(report: &FirewallReport, p: Provider) -> Vec<BlockedRow> {
 #[test]
 fn iptables_user_chains_ipset_and_ip6tables_in_a_namespace() {
     require!("ip", "iptables", "ip6tables", "ipset", "iptables-save");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     ns.script(
         "ipset create bad hash:net family inet
          ipset add bad 162.158.5.0/24
@@ -343,7 +221,7 @@ impl AddrSetText {
 #[test]
 fn nftables_interval_sets_and_base_chain_priorities_in_a_namespace() {
     require!("ip", "nft");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     ns.nft(
         r#"
 table inet web {
@@ -466,8 +344,7 @@ table inet web {
 fn ufw(ns: &Netns, dir: &Path, cmds: &[&str]) {
     let etc = dir.join("etc-ufw");
     if !etc.exists() {
-        let out = sh(&["cp", "-a", "/etc/ufw", &etc.display().to_string()]);
-        assert!(out.status.success());
+        ok(&["cp", "-a", "/etc/ufw", &etc.display().to_string()]);
         let default = std::fs::read_to_string("/etc/default/ufw").unwrap_or_default();
         let default: String = default
             .lines()
@@ -498,7 +375,7 @@ fn ufw(ns: &Netns, dir: &Path, cmds: &[&str]) {
 #[test]
 fn ufw_chains_in_a_namespace() {
     require!("ip", "ufw", "iptables", "unshare");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     let dir = tempfile::tempdir().unwrap();
     ufw(
         &ns,
@@ -569,134 +446,8 @@ fn ufw_chains_in_a_namespace() {
     );
 }
 
-/// A fail2ban server of this test, inside the namespace, with its own config, socket, pid file
-/// and database in a temp dir; stopped on drop.
-pub(crate) struct Fail2ban<'a> {
-    ns: &'a Netns,
-    dir: PathBuf,
-    running: bool,
-}
-
-impl<'a> Fail2ban<'a> {
-    pub(crate) fn start(ns: &'a Netns, dir: &Path) -> Fail2ban<'a> {
-        let conf = dir.join("conf");
-        assert!(
-            sh(&["cp", "-a", "/etc/fail2ban", &conf.display().to_string()])
-                .status
-                .success()
-        );
-        for sub in ["jail.d", "fail2ban.d"] {
-            let d = conf.join(sub);
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-        }
-        let d = dir.display();
-        std::fs::write(
-            conf.join("fail2ban.local"),
-            format!(
-                "[Definition]\nloglevel = INFO\nlogtarget = {d}/f2b.log\nsocket = {d}/f2b.sock\npidfile = {d}/f2b.pid\ndbfile = {d}/f2b.sqlite3\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("error.log"), "").unwrap();
-        std::fs::write(
-            conf.join("jail.local"),
-            format!(
-                "[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\nignoreip = 127.0.0.1/8 ::1 192.0.2.0/24\n\n[nginx-test]\nenabled = true\nfilter = nginx-http-auth\nport = http,https\nlogpath = {d}/error.log\nbantime = 3600\n\n[ssh-test]\nenabled = true\nfilter = sshd\nport = ssh\nlogpath = {d}/error.log\nbantime = 3600\n"
-            ),
-        )
-        .unwrap();
-        let f2b = Fail2ban {
-            ns,
-            dir: dir.to_path_buf(),
-            running: true,
-        };
-        ns.exec(&[
-            "fail2ban-server",
-            "-c",
-            &conf.display().to_string(),
-            "-s",
-            &f2b.socket().display().to_string(),
-            "-p",
-            &dir.join("f2b.pid").display().to_string(),
-            "-x",
-            "-b",
-        ]);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if f2b.client(&["ping"]).is_ok() {
-                return f2b;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "fail2ban-server did not answer: {}",
-            std::fs::read_to_string(dir.join("f2b.log")).unwrap_or_default()
-        );
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("f2b.sock")
-    }
-
-    /// The namespace's host, with `fail2ban-client` on this server's socket and its database.
-    pub(crate) fn host(&self) -> NsHost<'a> {
-        NsHost {
-            ns: self.ns,
-            f2b_socket: Some(self.socket()),
-            remap: vec![(
-                "/var/lib/fail2ban/fail2ban.sqlite3".into(),
-                self.dir.join("f2b.sqlite3").display().to_string(),
-            )],
-        }
-    }
-
-    pub(crate) fn client(&self, args: &[&str]) -> Result<String, String> {
-        let sock = self.socket().display().to_string();
-        let mut full = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.ns.name,
-            "fail2ban-client",
-            "-s",
-            &sock,
-        ];
-        full.extend_from_slice(args);
-        let out = sh(&full);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    fn stop(&mut self) {
-        if self.running {
-            let _ = self.client(&["stop"]);
-            self.running = false;
-            // Wait for the pid file to go, bounded.
-            let started = Instant::now();
-            while self.dir.join("f2b.pid").exists() && started.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Ok(pid) = std::fs::read_to_string(self.dir.join("f2b.pid")) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Fail2ban<'_> {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+/// The jails of the fail2ban tests: the web ports and SSH, both on the same test log.
+pub(crate) const JAILS: &str = "[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\nignoreip = 127.0.0.1/8 ::1 192.0.2.0/24\n\n[nginx-test]\nenabled = true\nfilter = nginx-http-auth\nport = http,https\nlogpath = {dir}/error.log\nbantime = 3600\n\n[ssh-test]\nenabled = true\nfilter = sshd\nport = ssh\nlogpath = {dir}/error.log\nbantime = 3600\n";
 
 #[test]
 fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
@@ -707,9 +458,9 @@ fn fail2ban_ban_of_a_cdn_address_from_the_server_and_from_its_database() {
         "fail2ban-client",
         "sqlite3"
     );
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut f2b = Fail2ban::start(&ns, dir.path());
+    let mut f2b = Fail2ban::start(&ns, dir.path(), JAILS);
     f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
         .unwrap();
     f2b.client(&["set", "nginx-test", "banip", "203.0.113.50"])
@@ -762,9 +513,9 @@ fn a_cdn_address_banned_only_on_the_ssh_port_is_a_warning_not_the_cause() {
         "fail2ban-client",
         "sqlite3"
     );
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let f2b = Fail2ban::start(&ns, dir.path());
+    let f2b = Fail2ban::start(&ns, dir.path(), JAILS);
     f2b.client(&["set", "ssh-test", "banip", "173.245.48.9"])
         .unwrap();
     let host = f2b.host();
@@ -808,7 +559,7 @@ fn a_cdn_address_banned_only_on_the_ssh_port_is_a_warning_not_the_cause() {
 #[test]
 fn no_fail2ban_and_no_tools_are_skips_not_failures() {
     require!("ip");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     let host = NsHost {
         ns: &ns,
         f2b_socket: None,
@@ -931,7 +682,7 @@ fn fixture_csf_host() {
 #[test]
 fn a_recorded_snapshot_replays_to_the_same_verdicts() {
     require!("ip", "iptables", "ipset", "nft");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     ns.script(
         "ipset create cdnban hash:net family inet
          ipset add cdnban 141.101.70.0/23
@@ -977,7 +728,7 @@ fn a_recorded_snapshot_replays_to_the_same_verdicts() {
 #[test]
 fn docker_published_port_is_evaluated_on_the_forward_path() {
     require!("ip", "iptables", "iptables-save");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     // Docker's chains for a container publishing 8080 → 172.17.0.2:80, and the common
     // "only Cloudflare may reach my containers" DOCKER-USER rule that forgot a range. The INPUT
     // rule must not count: forwarded connections never traverse INPUT.
@@ -1026,7 +777,7 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
     let accepted: Vec<&str> = v
         .allowed
         .iter()
-        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .filter(|a| a.family == origin_agent::addrset::Family::V4)
         .map(|a| a.rule.chain.as_str())
         .collect();
     assert_eq!(accepted, ["DOCKER"]);
@@ -1051,7 +802,7 @@ fn docker_published_port_is_evaluated_on_the_forward_path() {
 #[test]
 fn an_nftables_dnat_of_a_web_port_is_evaluated_on_the_forward_path() {
     require!("ip", "nft");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     // A native nftables host forwarding 443 to a backend, with a forward chain that lets only
     // one Cloudflare range through; the input chain (which forwarded traffic never sees) drops.
     ns.nft(
@@ -1098,7 +849,7 @@ table inet filter {
     let v4_allowed: Vec<(String, Vec<IpNet>)> = v
         .allowed
         .iter()
-        .filter(|a| a.family == origin_agent::firewall::addrset::Family::V4)
+        .filter(|a| a.family == origin_agent::addrset::Family::V4)
         .map(|a| (a.rule.chain.clone(), a.ranges.clone()))
         .collect();
     assert_eq!(
@@ -1122,7 +873,7 @@ table inet filter {
 #[test]
 fn with_no_cdn_configured_a_rule_aimed_at_one_names_it_and_a_default_deny_is_reported() {
     require!("ip", "iptables", "ip6tables", "iptables-save");
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     // Cloudflare's edge dropped on the web ports by a rule that names its range (the access log
     // would show no Cloudflare client at all); an unrelated address dropped too.
     ns.script(
@@ -1177,9 +928,9 @@ fn with_no_cdn_configured_a_fail2ban_ban_of_a_cdn_edge_is_the_cause() {
         "fail2ban-client",
         "sqlite3"
     );
-    let Some(ns) = Netns::new() else { return };
+    let Some(ns) = netns() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let f2b = Fail2ban::start(&ns, dir.path());
+    let f2b = Fail2ban::start(&ns, dir.path(), JAILS);
     f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
         .unwrap();
     let host = f2b.host();

@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::firewall::{unavailable, Fail2ban, Netns, NsHost};
+use crate::firewall::JAILS;
 use crate::lab::{start_or_skip, wait_until, Lab, LabOptions, Pm};
 use crate::scenarios::{db_too_many_connections_options, DB_HOLDERS, DB_MAX_CONNECTIONS};
+use crate::util::cmd::unavailable;
+use crate::util::netns::{Netns, NsHost};
+use crate::util::or_skip;
+use crate::util::services::Fail2ban;
 use crate::verdicts::{agent_json, causes, failing, scan, tail};
 
 /// The audit through the library with `host` (commands run inside a namespace), as the binary's
@@ -92,10 +96,7 @@ fn healthy_lab_and_netns(tools: &[&str]) -> Option<(Lab, Netns)> {
     for _ in 0..5 {
         assert_eq!(lab.get("/index.php"), 200);
     }
-    let Some(ns) = Netns::new() else {
-        crate::skip("ip netns add failed");
-        return None;
-    };
+    let ns = or_skip(Netns::new("held-out"))?;
     Some((lab, ns))
 }
 
@@ -107,11 +108,7 @@ fn firewall_blocks_a_cdn_nobody_named(tools: &[&str], load: impl FnOnce(&Netns))
         return;
     };
     load(&ns);
-    let host = NsHost {
-        ns: &ns,
-        f2b_socket: None,
-        remap: Vec::new(),
-    };
+    let host = NsHost::new(&ns);
     let report = audit_on(&host, &lab);
     assert_eq!(
         verdict(&report).as_deref(),
@@ -179,7 +176,7 @@ fn held_out_fail2ban_banned_a_cdn_edge() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let f2b = Fail2ban::start(&ns, dir.path());
+    let f2b = Fail2ban::start(&ns, dir.path(), JAILS);
     // The web jail (ports http,https) banned a Cloudflare edge, and a real attacker.
     f2b.client(&["set", "nginx-test", "banip", "173.245.48.9"])
         .unwrap();

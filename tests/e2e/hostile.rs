@@ -9,14 +9,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const NOBODY: u32 = 65534;
+use crate::util::cmd::{agent, Cmd};
+use crate::util::services::Killed;
 
-fn agent() -> Command {
-    Command::new(assert_cmd::cargo::cargo_bin("origin-agent"))
-}
+const NOBODY: u32 = 65534;
 
 /// Root, and the tools the traps need; otherwise the reason to skip.
 fn ready() -> bool {
@@ -58,53 +57,9 @@ fn as_nobody(script: &str) -> Command {
     cmd
 }
 
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs `cmd` to its end, killed at `limit`; the output and how long it took.
-fn run_bounded(mut cmd: Command, limit: Duration) -> (Output, Duration) {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = started.elapsed();
-    let output = Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
-    };
-    (output, took)
+fn run_bounded(cmd: Command, limit: Duration) -> (Output, Duration) {
+    Cmd::from(cmd).deadline(limit).run_timed()
 }
 
 fn write_config(dir: &Path, body: &str) -> PathBuf {
@@ -156,7 +111,7 @@ fn a_fake_nginx_master_owned_by_nobody_is_neither_executed_nor_believed() {
     let setup = format!(
         "cp /bin/sleep {d}/nginx && printf 'events {{}}\\nhttp {{ access_log {d}/evil-access.log; }}\\n' > {d}/evil.conf && echo ok"
     );
-    let out = as_nobody(&setup).output().unwrap();
+    let out = Cmd::from(as_nobody(&setup)).run();
     assert!(out.status.success(), "{out:?}");
     let fake = Killed(
         as_nobody(&format!(
@@ -285,9 +240,7 @@ fn a_fifo_where_a_log_should_be_is_a_skipped_check_not_a_hang() {
     }
     let trap = nobody_dir();
     let fifo = trap.path().join("error.log");
-    let out = as_nobody(&format!("mkfifo {}", fifo.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!("mkfifo {}", fifo.display()))).run();
     assert!(out.status.success(), "{out:?}");
     let state = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -318,9 +271,12 @@ fn collect_never_writes_through_a_planted_symlink_and_writes_0600() {
     let victim = private.path().join("victim");
     std::fs::write(&victim, "root's file\n").unwrap();
     let planted = shared.path().join("snap.tar.gz");
-    let out = as_nobody(&format!("ln -s {} {}", victim.display(), planted.display()))
-        .output()
-        .unwrap();
+    let out = Cmd::from(as_nobody(&format!(
+        "ln -s {} {}",
+        victim.display(),
+        planted.display()
+    )))
+    .run();
     assert!(out.status.success(), "{out:?}");
     let config = write_config(private.path(), "");
     let collect = |to: &Path| {
@@ -627,4 +583,56 @@ fn a_stuck_probe_never_stops_the_tailing_the_metrics_or_a_stop() {
     assert!(crate::lab::wait_until(Duration::from_secs(5), || thread.is_finished()));
     assert!(started.elapsed() < Duration::from_secs(5));
     thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_tool_planted_in_a_directory_nobody_owns_on_the_search_path_is_never_run_as_root() {
+    if !ready() {
+        return;
+    }
+    // nobody's programs under the names of the tools the audit runs (the firewall readers, ss,
+    // dmesg, ip, getent, openssl): each would leave a mark if root ran it.
+    let trap = nobody_dir();
+    let d = trap.path().display().to_string();
+    let tools = "iptables-save ip6tables-save iptables nft ipset ufw ss dmesg ip getent openssl \
+                 firewall-cmd fail2ban-client csf";
+    let setup = format!(
+        "for t in {tools}; do printf '#!/bin/sh\\ntouch {d}/ran-%s\\n' $t > {d}/$t && chmod 755 {d}/$t; done && echo ok"
+    );
+    let out = as_nobody(&setup).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state = tempfile::tempdir().unwrap();
+    let config = write_config(state.path(), "");
+    // Only inside a private mount namespace: nobody's directory stands where /usr/local/sbin
+    // (first on root's usual PATH) is, as on a host where that directory was left writable.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" /usr/local/sbin && exec \"$2\" audit --json --since 5m --config \"$3\"")
+        .arg("sh")
+        .arg(trap.path())
+        .arg(assert_cmd::cargo::cargo_bin("origin-agent"))
+        .arg(&config)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+    let (out, _) = run_bounded(cmd, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ran: Vec<String> = std::fs::read_dir(trap.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran-"))
+        .collect();
+    assert!(ran.is_empty(), "root ran nobody's tools: {ran:?}");
+    // And the report says why a tool was not run, naming the directory.
+    assert!(
+        stdout.contains("not run:") && stdout.contains("/usr/local/sbin"),
+        "{stdout}"
+    );
 }

@@ -10,68 +10,20 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
 
 use origin_agent::event::LogSource;
 use origin_agent::host::live::LiveHost;
 use origin_agent::logs::{builtin_rules, read_evidence, LogFile, Window};
 
+use crate::util::services::{free_port, wait_for, Process};
+
 const NGINX: &str = "/usr/sbin/nginx";
 const FPM: &str = "/usr/sbin/php-fpm8.2";
 const LAB_FORMAT: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" ua="$upstream_addr" us="$upstream_status" urt="$upstream_response_time" rt=$request_time"#;
-
-/// A child process stopped (TERM, then KILL) when dropped.
-struct Proc(Option<Child>);
-
-impl Proc {
-    fn stop(&mut self, signal: i32) {
-        if let Some(child) = self.0.as_mut() {
-            let pid = child.id() as i32;
-            // SAFETY-free: nix is the project's syscall crate.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::try_from(signal).ok(),
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.0 = None;
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            self.0 = None;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop(libc::SIGTERM);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not come up within 15 s");
-}
 
 /// One HTTP/1.0 GET on loopback; the status code.
 fn get(port: u16, path: &str) -> u16 {
@@ -108,6 +60,8 @@ fn events_come_out_of_real_nginx_and_php_fpm_lines() {
             return;
         }
     }
+    // Discovery in other tests looks at every nginx and PHP-FPM on the machine.
+    let _lab = crate::lab::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path();
     let www = t.join("www");
@@ -143,15 +97,7 @@ fn events_come_out_of_real_nginx_and_php_fpm_lines() {
     if root {
         fpm_args.push("-R".into());
     }
-    let mut fpm = Proc(Some(
-        Command::new(FPM)
-            .args(&fpm_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut fpm = Process::spawn(FPM, &fpm_args);
     wait_for("php-fpm socket", || sock.exists());
 
     let port = free_port();
@@ -199,20 +145,15 @@ http {{
         ),
     )
     .unwrap();
-    let mut nginx = Proc(Some(
-        Command::new(NGINX)
-            .args([
-                "-c",
-                &nginx_conf.display().to_string(),
-                "-e",
-                &error_log.display().to_string(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut nginx = Process::spawn(
+        NGINX,
+        &[
+            "-c",
+            &nginx_conf.display().to_string(),
+            "-e",
+            &error_log.display().to_string(),
+        ],
+    );
     wait_for("nginx", || TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     let started = jiff::Timestamp::now();
@@ -221,7 +162,7 @@ http {{
     assert_eq!(get(port, "/wp-content/plugins/acme-slider/slider.php"), 500);
     // A worker crashes mid-request (SIGSEGV sent to every child while one is busy): nginx loses
     // the connection (502), PHP-FPM logs the signal and starts a new child.
-    let fpm_pid = fpm.0.as_ref().unwrap().id();
+    let fpm_pid = fpm.id().unwrap();
     let slow = std::thread::spawn(move || get(port, "/sleep.php"));
     std::thread::sleep(Duration::from_millis(700));
     let children = std::fs::read_to_string(format!("/proc/{fpm_pid}/task/{fpm_pid}/children"))
@@ -237,11 +178,11 @@ http {{
     });
     std::thread::sleep(Duration::from_millis(300));
     // PHP-FPM stopped: its socket is gone, nginx answers 502 (errno 2).
-    fpm.stop(libc::SIGQUIT);
+    fpm.stop(Signal::SIGQUIT);
     assert!(!sock.exists(), "php-fpm left its socket behind");
     assert_eq!(get(port, "/index.php"), 502);
     assert_eq!(get(port, "/index.php?again=1"), 502);
-    nginx.stop(libc::SIGQUIT);
+    nginx.stop(Signal::SIGQUIT);
 
     let files = vec![
         LogFile {
@@ -406,6 +347,8 @@ fn events_come_out_of_real_mariadb_lines() {
         crate::skip("needs root to run mariadbd with --user=root in a temp dir");
         return;
     }
+    // Discovery in other tests looks at every mariadbd on the machine.
+    let _lab = crate::lab::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path();
     let data = t.join("data");
@@ -430,24 +373,19 @@ fn events_come_out_of_real_mariadb_lines() {
         return;
     }
     let start = || {
-        Proc(Some(
-            Command::new(MARIADBD)
-                .args([
-                    "--no-defaults".to_string(),
-                    format!("--datadir={}", data.display()),
-                    format!("--socket={}", sock.display()),
-                    format!("--pid-file={}", t.join("mariadb.pid").display()),
-                    format!("--log-error={}", log.display()),
-                    "--skip-networking".into(),
-                    "--user=root".into(),
-                    "--innodb-buffer-pool-size=16M".into(),
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        ))
+        Process::spawn(
+            MARIADBD,
+            &[
+                "--no-defaults".to_string(),
+                format!("--datadir={}", data.display()),
+                format!("--socket={}", sock.display()),
+                format!("--pid-file={}", t.join("mariadb.pid").display()),
+                format!("--log-error={}", log.display()),
+                "--skip-networking".into(),
+                "--user=root".into(),
+                "--innodb-buffer-pool-size=16M".into(),
+            ],
+        )
     };
     let ready_count = || {
         std::fs::read_to_string(&log)
@@ -458,10 +396,10 @@ fn events_come_out_of_real_mariadb_lines() {
     let started = jiff::Timestamp::now();
     let mut db = start();
     wait_for("mariadbd", || ready_count() >= 1);
-    db.stop(libc::SIGKILL);
+    db.stop(Signal::SIGKILL);
     let mut db = start();
     wait_for("mariadbd after kill -9", || ready_count() >= 2);
-    db.stop(libc::SIGTERM);
+    db.stop(Signal::SIGTERM);
     assert!(
         std::fs::read_to_string(&log)
             .unwrap()

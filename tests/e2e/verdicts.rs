@@ -7,19 +7,14 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
+use crate::util::cmd::run_agent;
 use serde_json::Value;
 
 use crate::lab::Lab;
 use crate::scenarios::{by_name, run, ScenarioOutcome};
 
 pub(crate) fn agent_json(args: &[&str]) -> Value {
-    let out = Command::cargo_bin("origin-agent")
-        .expect("binary")
-        .env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .expect("origin-agent runs");
+    let out = run_agent(args);
     assert!(
         matches!(out.status.code(), Some(0..=3)),
         "origin-agent {args:?} exited {:?}: {}",
@@ -34,7 +29,8 @@ pub(crate) fn agent_json(args: &[&str]) -> Value {
     })
 }
 
-fn audit(lab: &Lab) -> Value {
+/// `origin-agent audit --json` of the lab (its agent config, the last 15 minutes).
+pub(crate) fn audit(lab: &Lab) -> Value {
     let config = lab.write_agent_config().expect("agent config");
     agent_json(&[
         "audit",

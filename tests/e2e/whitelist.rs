@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -17,6 +16,12 @@ use origin_agent::host::live::LiveHost;
 use origin_agent::host::rewrite::{in_netns, CommandRewrite};
 use origin_agent::host::{Command, CommandOutput, Host, HostError};
 use origin_agent::whitelist::{self, Backend, WhitelistError, WhitelistRequest};
+
+use crate::util::cmd::{ok, private_mounts, sh, unavailable};
+use crate::util::debian_root::debian_root;
+use crate::util::netns::Netns;
+use crate::util::or_skip;
+use crate::util::services::{self, wait_until, Fail2ban, Killed};
 
 const CDN4: &str = "173.245.48.10"; // inside Cloudflare's 173.245.48.0/20
 const OTHER4: &str = "198.51.100.7"; // TEST-NET-2, no CDN
@@ -37,41 +42,17 @@ const NFT_DEFAULT_DROP: &str = "table inet filter {
 }
 ";
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn sh(args: &[&str]) -> std::process::Output {
-    Proc::new(args[0]).args(&args[1..]).output().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Why these tests cannot run here, if they cannot.
 fn missing() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root".into());
-    }
-    for tool in [
+    if let Some(why) = unavailable(&[
         "ip",
         "iptables",
         "ip6tables",
         "iptables-restore",
         "curl",
         "python3",
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
+    ]) {
+        return Some(why);
     }
     if !sh(&["ip", "netns", "list"]).status.success() {
         return Some("network namespaces unavailable".into());
@@ -88,145 +69,54 @@ macro_rules! need_root_and_tools {
     };
 }
 
-/// The two namespaces, the veth pair and the HTTP server; all removed on drop.
+/// The two namespaces, the veth pair and the HTTP server; all removed on drop (the server
+/// first).
 struct Lab {
-    edge: String,
-    origin: String,
-    server: Option<Child>,
+    _server: Killed,
+    edge: Netns,
+    origin: Netns,
     state: tempfile::TempDir,
-    /// `/etc/netns/ORIGIN`: `ip netns exec` mounts its entries over /etc (ufw's own files).
-    etc: Option<PathBuf>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.server.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = sh(&["ip", "netns", "del", &self.edge]);
-        let _ = sh(&["ip", "netns", "del", &self.origin]);
-        if let Some(etc) = self.etc.take() {
-            let _ = std::fs::remove_dir_all(etc);
-            let _ = std::fs::remove_dir("/etc/netns"); // only when empty
-        }
-    }
 }
 
 impl Lab {
     fn new() -> Lab {
-        let n = SEQ.fetch_add(1, Ordering::SeqCst);
-        let id = format!("{}-{n}", std::process::id());
-        let mut lab = Lab {
-            edge: format!("oa-wl-edge-{id}"),
-            origin: format!("oa-wl-origin-{id}"),
-            server: None,
-            state: tempfile::tempdir().unwrap(),
-            etc: None,
-        };
-        ok(&["ip", "netns", "add", &lab.edge]);
-        ok(&["ip", "netns", "add", &lab.origin]);
-        let (e, o) = (lab.edge.clone(), lab.origin.clone());
-        let (e, o) = (e.as_str(), o.as_str());
-        ok(&[
-            "ip", "-n", e, "link", "add", "e0", "type", "veth", "peer", "name", "o0", "netns", o,
-        ]);
-        for (ns, dev) in [(e, "e0"), (o, "o0")] {
-            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            ok(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        ok(&["ip", "-n", e, "addr", "add", "10.77.0.1/24", "dev", "e0"]);
+        let edge = Netns::new("wl-edge").unwrap();
+        let origin = Netns::new("wl-origin").unwrap();
+        edge.veth("e0", &origin, "o0");
+        edge.addr("e0", "10.77.0.1/24");
         for a in [CDN4, OTHER4, EXTRA4] {
-            ok(&[
-                "ip",
-                "-n",
-                e,
-                "addr",
-                "add",
-                &format!("{a}/32"),
-                "dev",
-                "e0",
-            ]);
+            edge.addr("e0", &format!("{a}/32"));
         }
-        ok(&[
-            "ip",
-            "-n",
-            e,
-            "-6",
-            "addr",
-            "add",
-            "fd77::1/64",
-            "dev",
-            "e0",
-            "nodad",
-        ]);
+        edge.addr("e0", "fd77::1/64");
         for a in [CDN6, OTHER6] {
-            ok(&[
-                "ip",
-                "-n",
-                e,
-                "-6",
-                "addr",
-                "add",
-                &format!("{a}/128"),
-                "dev",
-                "e0",
-                "nodad",
-            ]);
+            edge.addr("e0", &format!("{a}/128"));
         }
-        ok(&[
-            "ip",
-            "-n",
-            o,
-            "addr",
-            "add",
-            &format!("{ORIGIN4}/24"),
-            "dev",
-            "o0",
-        ]);
-        ok(&[
-            "ip",
-            "-n",
-            o,
-            "-6",
-            "addr",
-            "add",
-            &format!("{ORIGIN6}/64"),
-            "dev",
-            "o0",
-            "nodad",
-        ]);
-        for net in ["173.245.48.0/20", "198.51.100.0/24", "203.0.113.0/24"] {
-            ok(&["ip", "-n", o, "route", "add", net, "dev", "o0"]);
+        origin.addr("o0", &format!("{ORIGIN4}/24"));
+        origin.addr("o0", &format!("{ORIGIN6}/64"));
+        for net in [
+            "173.245.48.0/20",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "2400:cb00::/32",
+            "2001:db8::/32",
+        ] {
+            origin.route(net, "o0");
         }
-        for net in ["2400:cb00::/32", "2001:db8::/32"] {
-            ok(&["ip", "-n", o, "-6", "route", "add", net, "dev", "o0"]);
-        }
-        let server = Proc::new("ip")
-            .args([
-                "netns",
-                "exec",
-                o,
-                "python3",
-                "-m",
-                "http.server",
-                "80",
-                "--bind",
-                "::",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        lab.server = Some(server);
-        let started = Instant::now();
-        while !lab.curl_in(o, "::1", "[::1]") {
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let server = Killed(origin.spawn(&["python3", "-m", "http.server", "80", "--bind", "::"]));
+        let lab = Lab {
+            _server: server,
+            edge,
+            origin,
+            state: tempfile::tempdir().unwrap(),
+        };
+        assert!(
+            wait_until(Duration::from_secs(15), || lab.curl_in(
+                &lab.origin,
+                "::1",
+                "[::1]"
+            )),
+            "server did not start"
+        );
         lab
     }
 
@@ -234,9 +124,9 @@ impl Lab {
     fn default_drop(&self) {
         for tool in ["iptables", "ip6tables"] {
             let run = |args: &[&str]| {
-                let mut full = vec!["ip", "netns", "exec", &self.origin, tool];
+                let mut full = vec![tool];
                 full.extend_from_slice(args);
-                ok(&full);
+                self.origin.exec(&full);
             };
             run(&["-P", "INPUT", "DROP"]);
             run(&["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
@@ -263,23 +153,7 @@ impl Lab {
     }
 
     fn nft_load(&self, script: &str) {
-        let out = Proc::new("ip")
-            .args(["netns", "exec", &self.origin, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(script.as_bytes())?;
-                c.wait_with_output()
-            })
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.origin.nft(script);
     }
 
     /// The origin firewalled by ufw (default deny incoming, SSH allowed), with ufw's files
@@ -288,9 +162,7 @@ impl Lab {
         if !Path::new("/usr/sbin/ufw").exists() || !Path::new("/etc/ufw").is_dir() {
             return false;
         }
-        let etc = PathBuf::from("/etc/netns").join(&self.origin);
-        std::fs::create_dir_all(&etc).unwrap();
-        self.etc = Some(etc.clone());
+        let etc = self.origin.etc();
         ok(&["cp", "-a", "/etc/ufw", etc.join("ufw").to_str().unwrap()]);
         self.origin_exec(&["ufw", "default", "deny", "incoming"]);
         self.origin_exec(&["ufw", "allow", "22/tcp"]);
@@ -303,29 +175,11 @@ impl Lab {
     }
 
     fn origin_exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.origin];
-        full.extend_from_slice(args);
-        ok(&full)
+        self.origin.exec(args)
     }
 
-    fn curl_in(&self, ns: &str, from: &str, to: &str) -> bool {
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-m",
-            "2",
-            "--interface",
-            from,
-            &format!("http://{to}:80/"),
-        ])
-        .status
-        .success()
+    fn curl_in(&self, ns: &Netns, from: &str, to: &str) -> bool {
+        ns.curl(from, &format!("http://{to}:80/"), &[])
     }
 
     /// Whether a connection from `from` (an edge address) reaches the origin's web server.
@@ -353,7 +207,7 @@ impl Lab {
 
     fn host(&self) -> NetnsHost {
         NetnsHost {
-            ns: self.origin.clone(),
+            ns: self.origin.name.clone(),
             fail: None,
             panic_on: None,
             meddle: std::sync::Mutex::new(None),
@@ -825,88 +679,62 @@ fn with_ufw_the_agent_chain_wins_and_survives_a_ufw_reload() {
 /// `$remote_addr`; `http_extra` goes into `http {}`, `events_include` puts the conf.d include in
 /// `events {}` (where `set_real_ip_from` is not allowed) instead of `http {}`.
 struct Nginx {
-    dir: tempfile::TempDir,
-    ns: String,
+    nginx: services::Nginx,
+    _dir: tempfile::TempDir,
+    /// No lab runs while this nginx does (discovery in other tests looks at every process).
+    _lock: crate::lab::Exclusive,
 }
 
 impl Nginx {
     fn start(lab: &Lab, http_extra: &str, events_include: bool) -> Option<Nginx> {
-        if !Path::new("/usr/sbin/nginx").exists() {
+        if !Path::new(services::Nginx::BINARY).exists() {
             return None;
         }
+        let lock = crate::lab::exclusive();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        let include = format!("include {d}/conf.d/*.conf;");
         let (ev, ht) = if events_include {
-            (format!("include {d}/conf.d/*.conf;"), String::new())
+            (include.as_str(), "")
         } else {
-            (String::new(), format!("include {d}/conf.d/*.conf;"))
+            ("", include.as_str())
         };
-        let conf = format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ {ev} }}\nhttp {{\n  log_format ra '$remote_addr';\n  access_log {d}/access.log ra;\n  {http_extra}\n  {ht}\n  server {{ listen {ORIGIN4}:8080; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+        let http = format!(
+            "log_format ra '$remote_addr';\n  access_log {d}/access.log ra;\n  {http_extra}\n  {ht}\n  server {{ listen {ORIGIN4}:8080; location / {{ return 200 \"ok\\n\"; }} }}"
         );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let n = Nginx {
-            dir,
-            ns: lab.origin.clone(),
-        };
-        lab.origin_exec(&["nginx", "-c", &n.conf(), "-p", &d]);
-        Some(n)
+        let nginx = services::Nginx::start(dir.path(), Some(&lab.origin), ev, &http);
+        Some(Nginx {
+            nginx,
+            _dir: dir,
+            _lock: lock,
+        })
     }
 
     fn conf(&self) -> String {
-        self.dir.path().join("nginx.conf").display().to_string()
+        self.nginx.conf().display().to_string()
     }
 
     fn include(&self) -> PathBuf {
-        self.dir.path().join("conf.d/origin-agent-real-ip.conf")
+        self.nginx.dir().join("conf.d/origin-agent-real-ip.conf")
     }
 
     /// The client address nginx logs for a request from `from` claiming `visitor`.
     fn logged_client(&self, lab: &Lab, from: &str, visitor: &str) -> Option<String> {
-        let log = self.dir.path().join("access.log");
+        let log = self.nginx.dir().join("access.log");
         let before = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
             .count();
-        let ok = sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &lab.edge,
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "-m",
-            "2",
-            "--interface",
-            from,
-            "-H",
-            &format!("CF-Connecting-IP: {visitor}"),
-            &format!("http://{ORIGIN4}:8080/"),
-        ])
-        .status
-        .success();
-        if !ok {
+        let header = format!("CF-Connecting-IP: {visitor}");
+        if !lab
+            .edge
+            .curl(from, &format!("http://{ORIGIN4}:8080/"), &["-H", &header])
+        {
             return None;
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         text.lines().nth(before).map(str::to_string)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let pid = std::fs::read_to_string(self.dir.path().join("nginx.pid")).unwrap_or_default();
-        if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = &self.ns;
     }
 }
 
@@ -1018,89 +846,21 @@ fn nginx_real_ip_keeps_an_existing_real_ip_header() {
     );
 }
 
-/// fail2ban inside the origin namespace, configured in a temp dir (its own socket, pid file,
-/// in-memory database), with one jail `web` on ports 80,443 using iptables-multiport.
-struct Fail2ban {
-    dir: tempfile::TempDir,
-    ns: String,
-}
-
-impl Fail2ban {
-    fn start(lab: &Lab) -> Option<Fail2ban> {
-        if !Path::new("/usr/bin/fail2ban-client").exists() || !Path::new("/etc/fail2ban").is_dir() {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        ok(&["cp", "-a", "/etc/fail2ban", &format!("{d}/conf")]);
-        for entry in std::fs::read_dir(dir.path().join("conf/jail.d")).unwrap() {
-            std::fs::remove_file(entry.unwrap().path()).unwrap();
-        }
-        std::fs::write(
-            dir.path().join("conf/fail2ban.local"),
-            format!("[DEFAULT]\nlogtarget = {d}/f2b.log\nsocket = {d}/sock\npidfile = {d}/pid\ndbfile = :memory:\n"),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("web.log"), "").unwrap();
-        std::fs::write(
-            dir.path().join("conf/jail.local"),
-            format!("[DEFAULT]\nbanaction = iptables-multiport\nignoreip = 127.0.0.1/8 10.1.2.3\n\n[web]\nenabled = true\nport = 80,443\nfilter = nginx-http-auth\nlogpath = {d}/web.log\nbackend = polling\n"),
-        )
-        .unwrap();
-        let f = Fail2ban {
-            dir,
-            ns: lab.origin.clone(),
-        };
-        f.client(&["start"]);
-        Some(f)
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("conf")
-    }
-
-    fn client(&self, args: &[&str]) -> String {
-        let conf = self.conf().display().to_string();
-        let mut full = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.ns,
-            "fail2ban-client",
-            "-c",
-            &conf,
-        ];
-        full.extend_from_slice(args);
-        ok(&full)
-    }
-}
-
-impl Drop for Fail2ban {
-    fn drop(&mut self) {
-        let conf = self.conf().display().to_string();
-        let _ = sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns,
-            "fail2ban-client",
-            "-c",
-            &conf,
-            "stop",
-        ]);
-    }
-}
+/// fail2ban's jail for the whitelist: one jail `web` on ports 80,443 using iptables-multiport.
+const WEB_JAIL: &str = "[DEFAULT]\nbanaction = iptables-multiport\nignoreip = 127.0.0.1/8 10.1.2.3\n\n[web]\nenabled = true\nport = 80,443\nfilter = nginx-http-auth\nlogpath = {dir}/error.log\nbackend = polling\n";
 
 #[test]
 fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
     need_root_and_tools!();
     let lab = Lab::new();
     lab.default_drop();
-    let Some(f2b) = Fail2ban::start(&lab) else {
+    if !Path::new("/usr/bin/fail2ban-client").exists() || !Path::new("/etc/fail2ban").is_dir() {
         crate::skip("fail2ban is not installed");
         return;
-    };
-    f2b.client(&["set", "web", "banip", CDN4, OTHER4]);
+    }
+    let f2b_dir = tempfile::tempdir().unwrap();
+    let f2b = Fail2ban::start(&lab.origin, f2b_dir.path(), WEB_JAIL);
+    f2b.must(&["set", "web", "banip", CDN4, OTHER4]);
     assert!(!lab.reaches(CDN4));
     let mut req = lab.request(false, false);
     req.fail2ban = true;
@@ -1113,7 +873,7 @@ fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
         "{text}"
     );
     assert!(
-        f2b.client(&["get", "web", "banip"]).contains(CDN4),
+        f2b.must(&["get", "web", "banip"]).contains(CDN4),
         "a dry run unbanned"
     );
 
@@ -1122,12 +882,12 @@ fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
     let text = whitelist::render(&out);
     let f = out.fail2ban.as_ref().expect(&text);
     assert!(out.succeeded() && f.written, "{text}");
-    let banned = f2b.client(&["get", "web", "banip"]);
+    let banned = f2b.must(&["get", "web", "banip"]);
     assert!(
         !banned.contains(CDN4) && banned.contains(OTHER4),
         "{banned}"
     );
-    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    let ignore = f2b.must(&["get", "web", "ignoreip"]);
     assert!(
         ignore.contains("173.245.48.0/20") && ignore.contains("10.1.2.3"),
         "{ignore}"
@@ -1140,8 +900,8 @@ fn fail2ban_cdn_bans_are_lifted_ignoreip_extended_and_other_bans_kept() {
     );
     assert!(lab.reaches(CDN4) && !lab.reaches(OTHER4));
     // After a reload fail2ban reads the drop-in: the ranges stay ignored.
-    f2b.client(&["reload"]);
-    let ignore = f2b.client(&["get", "web", "ignoreip"]);
+    f2b.must(&["reload"]);
+    let ignore = f2b.must(&["get", "web", "ignoreip"]);
     assert!(ignore.contains("173.245.48.0/20"), "{ignore}");
     // A second run finds nothing to add or unban.
     let again = whitelist::run(&lab.host(), &req, &CdnCatalog::bundled()).unwrap();
@@ -1466,103 +1226,6 @@ fn several_providers_with_large_lists_apply_and_verify_in_bounded_time() {
     }
 }
 
-/// A Debian 12 minbase root, made once with debootstrap under the target dir and copied for each
-/// root built on it (see [`debian_root`]).
-fn debian_base() -> Result<PathBuf, String> {
-    // Tests that need a root run in parallel threads: one builds the base, the others wait for
-    // it (two debootstraps into one directory fail each other).
-    static BASE_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _building = BASE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-base");
-    let ready = base.join(".origin-agent-ready");
-    if ready.exists() {
-        return Ok(base);
-    }
-    if !Path::new("/usr/sbin/debootstrap").exists() {
-        return Err(
-            "debootstrap is not installed (scripts/install-test-deps.sh installs it)".into(),
-        );
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    let r = base.display();
-    let build = format!(
-        "set -e
-         debootstrap --variant=minbase bookworm {r} http://deb.debian.org/debian
-         printf '#!/bin/sh\\nexit 101\\n' > {r}/usr/sbin/policy-rc.d
-         chmod 755 {r}/usr/sbin/policy-rc.d"
-    );
-    let out = sh(&["sh", "-c", &build]);
-    if !out.status.success() {
-        let err = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        panic!(
-            "could not debootstrap a Debian root: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    std::fs::write(&ready, "").unwrap();
-    Ok(base)
-}
-
-/// A Debian 12 root named `name` under the target dir: a copy of [`debian_base`] with
-/// `packages` installed (after the debconf `selections`), then `prepare` run on it; reused while
-/// its marker exists. Packages that change how a machine boots or owns its firewall are
-/// installed here, never on this machine. Nothing runs at install (policy-rc.d denies service
-/// starts); the mounts live in a private mount namespace that ends with the command.
-pub(crate) fn debian_root(
-    name: &str,
-    packages: &str,
-    selections: &str,
-    prepare: &dyn Fn(&Path) -> Result<(), String>,
-) -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let ready = root.join(".origin-agent-ready");
-    if ready.exists() {
-        return Ok(root);
-    }
-    let base = debian_base()?;
-    let _ = std::fs::remove_dir_all(&root);
-    ok(&["cp", "-a", base.to_str().unwrap(), root.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&ready);
-    let r = root.display();
-    // Downloaded with this machine's network, installed with none at all (an empty network
-    // namespace): no maintainer script can reach a firewall but its own empty one.
-    let build = format!(
-        "set -e
-         mount -t proc proc {r}/proc
-         printf '{selections}' | chroot {r} debconf-set-selections
-         chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-             sh -c 'apt-get update -q && apt-get install -y -q --download-only --no-install-recommends {packages}'
-         unshare -n chroot {r} env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-             apt-get install -y -q --no-download --no-install-recommends {packages}
-         umount {r}/proc"
-    );
-    let out = sh(&[
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &build,
-    ]);
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(15).collect();
-        panic!(
-            "could not build the Debian root {name}: {}",
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-    prepare(&root)?;
-    std::fs::write(&ready, "").unwrap();
-    Ok(root)
-}
-
 /// The root with netfilter-persistent and its iptables and ipset plugins (debconf says no to
 /// autosave).
 fn persistent_root() -> Result<PathBuf, String> {
@@ -1579,22 +1242,12 @@ impl Lab {
     /// mounted in the namespace's private mount table and gone with the command).
     fn in_root(&self, root: &Path, args: &[&str]) -> std::process::Output {
         let r = root.display().to_string();
-        let mut full = vec![
-            "ip",
-            "netns",
-            "exec",
-            &self.origin,
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
-            &r,
-        ];
+        let mut full = vec![r.as_str()];
         full.extend_from_slice(args);
-        sh(&full)
+        self.origin.run(&private_mounts(
+            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
+            &full,
+        ))
     }
 
     /// The origin as after a reboot: no rules, no sets, every policy ACCEPT.
@@ -1640,12 +1293,8 @@ mod firewalld;
 #[test]
 fn iptables_persist_saves_rules_and_sets_that_a_reboot_restores() {
     need_root_and_tools!();
-    let root = match persistent_root() {
-        Ok(root) => root,
-        Err(why) => {
-            crate::skip(&why);
-            return;
-        }
+    let Some(root) = or_skip(persistent_root()) else {
+        return;
     };
     let lab = Lab::new();
     lab.default_drop();

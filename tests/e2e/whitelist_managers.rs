@@ -26,19 +26,7 @@ fn under_firehol_apply_refuses_and_prints_the_lines_to_add() {
     std::fs::create_dir_all(d.join("firehol")).unwrap();
     std::fs::write(d.join("firehol/firehol.conf"), FIREHOL_CONF).unwrap();
     std::fs::write(d.join("default-firehol"), "START_FIREHOL=YES\n").unwrap();
-    let ns = format!(
-        "oa-wl-fh-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    );
-    ok(&["ip", "netns", "add", &ns]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = sh(&["ip", "netns", "del", &self.0]);
-        }
-    }
-    let _del = Del(ns.clone());
+    let ns = Netns::new("wl-fh").unwrap();
     let agent = env!("CARGO_BIN_EXE_origin-agent");
     let script = format!(
         "set -e
@@ -54,19 +42,7 @@ fn under_firehol_apply_refuses_and_prints_the_lines_to_add() {
          rules > {d}/after",
         d = d.display()
     );
-    let out = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let out = ns.run(&private_mounts(&script, &[]));
     assert!(
         out.status.success(),
         "{}",

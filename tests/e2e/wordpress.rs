@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::lab::{self, Lab, LabOptions};
+use crate::util::cmd::{agent, bounded, DEFAULT_DEADLINE};
 
 const DB_PASS: &str = "shop-pw-Zq81-never-printed";
 const SALT: &str = "salt-Kx77-never-printed";
@@ -85,7 +86,7 @@ struct Site {
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.stdin(Stdio::null()).output().expect("run");
+    let (out, _) = bounded(cmd, None, DEFAULT_DEADLINE);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -273,17 +274,13 @@ fn options_rows(lab: &Lab) -> String {
 fn tree_hash(root: &Path) -> String {
     // As the research lab checks it: every entry's metadata, then every file's sha256.
     let script = "find . -printf '%p %y %m %u %g %s %T@ %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum";
-    let out = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(root)
-        .output()
-        .unwrap();
+    let (out, _) = bounded(
+        Command::new("sh").args(["-c", script]).current_dir(root),
+        None,
+        DEFAULT_DEADLINE,
+    );
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn agent() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_origin-agent"))
 }
 
 /// `wp isolate` on the live site's copy: its stdout (JSON or the human text) and progress.

@@ -5,21 +5,18 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::discover::Discovery;
 use crate::host::{Host, HostExt};
 
 /// The most of a certificate file read.
 const CERT_CAP: usize = 256 * 1024;
 
-/// The first nginx certificate issued by Cloudflare's Origin CA, if any.
-pub fn cloudflare_origin_cert(host: &dyn Host, discovery: &Discovery) -> Option<PathBuf> {
-    let nginx = discovery.nginx.as_ref()?;
-    let mut paths: Vec<&Path> = nginx
-        .servers
-        .iter()
-        .filter_map(|s| s.ssl_certificate.as_ref())
-        .map(|c| c.value.as_path())
-        .collect();
+/// The first of the web server's certificates (`certificates`: the files it serves) issued by
+/// Cloudflare's Origin CA, if any.
+pub fn cloudflare_origin_cert<'a>(
+    host: &dyn Host,
+    certificates: impl IntoIterator<Item = &'a Path>,
+) -> Option<PathBuf> {
+    let mut paths: Vec<&Path> = certificates.into_iter().collect();
     paths.sort();
     paths.dedup();
     paths.into_iter().take(32).find_map(|p| {

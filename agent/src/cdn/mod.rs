@@ -22,8 +22,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::discover::RealIp;
-use crate::firewall::addrset::{addr_value, parse_net, AddrSet, Family};
+use crate::addrset::{addr_value, parse_net, AddrSet, Family};
 
 /// A CDN or reverse-proxy provider whose edge addresses may connect to the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -475,13 +474,25 @@ pub fn show_text(catalog: &CdnCatalog, p: Provider) -> String {
     out
 }
 
+/// What the web server's real-IP setup says about the CDN in front: the trusted proxy ranges as
+/// written (nginx `set_real_ip_from`, Apache `RemoteIPTrustedProxy`) and the header the visitor's
+/// address is taken from (`real_ip_header`). Discovery fills it (`RealIp::cdn_hints`); the
+/// catalog needs nothing else of discovery's model.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RealIpHints<'a> {
+    /// Each trusted proxy entry as written (a CIDR, an address, `unix:`).
+    pub trusted: Vec<&'a str>,
+    /// The request header that carries the visitor's address, if one is set.
+    pub header: Option<&'a str>,
+}
+
 /// Which CDNs front this origin, and why: access-log clients inside a provider's ranges, nginx's
 /// `set_real_ip_from` entries inside them, and log formats or `real_ip_header` naming a
 /// provider's header (`$http_cf_connecting_ip`).
 pub fn detect(
     catalog: &CdnCatalog,
     clients: &BTreeMap<String, u64>,
-    real_ip: &RealIp,
+    real_ip: &RealIpHints<'_>,
     log_formats: &BTreeMap<String, String>,
 ) -> Vec<(Provider, String)> {
     let mut why: BTreeMap<Provider, Vec<String>> = BTreeMap::new();
@@ -509,8 +520,8 @@ pub fn detect(
     }
     // set_real_ip_from.
     let mut trusted: BTreeMap<Provider, usize> = BTreeMap::new();
-    for entry in &real_ip.set_real_ip_from {
-        let Some(net) = parse_net(&entry.value) else {
+    for entry in &real_ip.trusted {
+        let Some(net) = parse_net(entry) else {
             continue;
         };
         let family = Family::of(&net);
@@ -531,10 +542,10 @@ pub fn detect(
         .iter()
         .map(|(name, f)| (format!("log_format {name}"), f.to_ascii_lowercase()))
         .collect();
-    if let Some(h) = &real_ip.real_ip_header {
+    if let Some(h) = real_ip.header {
         texts.push((
             "real_ip_header".to_string(),
-            format!("$http_{}", h.value.to_ascii_lowercase().replace('-', "_")),
+            format!("$http_{}", h.to_ascii_lowercase().replace('-', "_")),
         ));
     }
     for (where_, text) in &texts {
@@ -619,7 +630,6 @@ mod tests {
         let err = size_check(&grown, &cf.v6, Some((&cf.v4, &cf.v6))).unwrap_err();
         assert!(err.contains("grew"), "{err}");
     }
-    use crate::discover::model::{Origin, Sourced};
 
     #[test]
     fn bundled_lists_match_their_headers() {
@@ -649,10 +659,10 @@ mod tests {
         clients.insert("173.245.48.9".to_string(), 900u64);
         clients.insert("198.51.100.7".to_string(), 100u64);
         clients.insert("garbage".to_string(), 5u64);
-        let mut real_ip = RealIp::default();
-        real_ip
-            .set_real_ip_from
-            .push(Sourced::new("151.101.0.0/16".into(), Origin::Default));
+        let real_ip = RealIpHints {
+            trusted: vec!["151.101.0.0/16"],
+            header: None,
+        };
         let mut formats = BTreeMap::new();
         formats.insert(
             "main".to_string(),
@@ -669,6 +679,6 @@ mod tests {
         let mut few = BTreeMap::new();
         few.insert("173.245.48.9".to_string(), 1u64);
         few.insert("198.51.100.7".to_string(), 1000u64);
-        assert!(detect(&cat, &few, &RealIp::default(), &BTreeMap::new()).is_empty());
+        assert!(detect(&cat, &few, &RealIpHints::default(), &BTreeMap::new()).is_empty());
     }
 }

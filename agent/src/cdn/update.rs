@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{CdnCatalog, Provider, RangeOrigin};
-use crate::firewall::addrset::Family;
+use crate::addrset::Family;
 
 /// Errors of `cdn update` that stop it as a whole (per-provider failures are in the report).
 #[derive(Debug, thiserror::Error)]

@@ -63,6 +63,7 @@ use crate::cause::CauseId;
 use crate::check::{Check, Status};
 use crate::config::Config;
 use crate::event::LogSource;
+use crate::host::Host;
 
 use incident::{IncidentPolicy, IncidentTracker};
 use metrics::{Batch, Metrics, MetricsServer};
@@ -131,6 +132,12 @@ pub trait Diagnoser {
     /// A probe job finished: takes its output, returns its checks.
     fn probe_done(&mut self, _output: ProbeOutput) -> Vec<Check> {
         Vec::new()
+    }
+
+    /// The host the daemon's own work (re-applying the whitelist) goes through: the pipeline's,
+    /// so a fixture-driven pipeline never touches the live machine. Default: the live host.
+    fn host(&self) -> Arc<dyn Host> {
+        Arc::new(crate::host::live::LiveHost)
     }
 
     /// A new config was loaded (SIGHUP).
@@ -275,7 +282,12 @@ pub fn run<P: LineProcessor + Diagnoser>(
 
 /// Re-applies the last whitelist on a thread of its own (firewall commands take seconds; the
 /// loop and the watchdog go on), logging to the journal what changed or why it failed.
-fn keep_whitelist_current(config: &Config, logger: &Logger, busy: &Arc<AtomicBool>) {
+fn keep_whitelist_current(
+    host: Arc<dyn Host>,
+    config: &Config,
+    logger: &Logger,
+    busy: &Arc<AtomicBool>,
+) {
     use crate::whitelist::current;
     busy.store(true, Ordering::SeqCst);
     let (state_dir, logger, flag) = (config.state_dir.clone(), logger.clone(), busy.clone());
@@ -283,8 +295,7 @@ fn keep_whitelist_current(config: &Config, logger: &Logger, busy: &Arc<AtomicBoo
         .name("whitelist".to_string())
         .spawn(move || {
             let catalog = crate::cdn::load(&state_dir);
-            let host = crate::host::live::LiveHost;
-            match current::keep_current(&host, &state_dir, &catalog) {
+            match current::keep_current(host.as_ref(), &state_dir, &catalog) {
                 Ok(Some(out)) => match current::summary(&out) {
                     Some(line) if out.succeeded() => logger.info(&line),
                     Some(line) => logger.warn(&line),
@@ -438,7 +449,7 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         if let Some(every) = config.whitelist_every.filter(|e| !e.is_zero()) {
             if last_whitelist.elapsed() >= every && !whitelist_busy.load(Ordering::SeqCst) {
                 last_whitelist = Instant::now();
-                keep_whitelist_current(&config, &logger, &whitelist_busy);
+                keep_whitelist_current(pipeline.host(), &config, &logger, &whitelist_busy);
             }
         }
         if let Some(rx) = &probing {

@@ -2,6 +2,10 @@
 //! [`LineParser`] and rules as `audit`; events and 5xx responses are kept over a sliding window
 //! (`daemon.window`); each tick runs the same diagnosis over that window; the probes (discovery,
 //! state checks, firewall) re-run every `daemon.probe_interval`.
+//!
+//! Every read of the machine (discovery, probes, firewall, the clock and time zone) goes through
+//! the host the pipeline is given, as `audit` does: the daemon passes the live host, tests a
+//! fixture host.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -16,8 +20,7 @@ use crate::config::Config;
 use crate::diagnose::{self, Scope};
 use crate::discover::{self, Discovery};
 use crate::event::{Event, Evidence, LogSource, MinuteCount, Response};
-use crate::host::live::LiveHost;
-use crate::host::HostExt;
+use crate::host::{Host, HostExt};
 use crate::logs::{self, LineParser, Parsed};
 use crate::probes;
 use crate::rules::RuleSet;
@@ -28,8 +31,8 @@ const MAX_WINDOW_ITEMS: usize = 50_000;
 const MAX_ENTRY_TEXT: usize = 16 * 1024;
 
 /// The daemon's line processor and diagnoser.
-#[derive(Debug)]
 pub struct AgentPipeline {
+    host: Arc<dyn Host>,
     config: Config,
     discovery: Discovery,
     rules: Option<Arc<RuleSet>>,
@@ -47,11 +50,25 @@ pub struct AgentPipeline {
     checks: Vec<Check>,
 }
 
+impl std::fmt::Debug for AgentPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The host is a trait object without `Debug`; the window is what tells a pipeline apart.
+        f.debug_struct("AgentPipeline")
+            .field("window", &self.window)
+            .field("events", &self.events.len())
+            .field("errors", &self.errors.len())
+            .field("checks", &self.checks.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AgentPipeline {
-    /// Discovers the stack once; the first probe pass runs on the daemon's first tick.
-    pub fn new(config: &Config) -> AgentPipeline {
-        let discovery = discover::discover(&LiveHost, config);
+    /// Discovers the stack on `host` once; the first probe pass runs on the daemon's first tick.
+    pub fn new(host: Arc<dyn Host>, config: &Config) -> AgentPipeline {
+        let discovery = discover::discover(host.as_ref(), config);
+        let tz = host.time_zone();
         AgentPipeline {
+            host,
             config: config.clone(),
             discovery,
             // The site's rules (a broken pack: the embedded ones, as `audit` does).
@@ -59,7 +76,7 @@ impl AgentPipeline {
                 .map(Arc::new)
                 .or_else(|_| logs::builtin_rules())
                 .ok(),
-            tz: LiveHost.time_zone(),
+            tz,
             formats: HashMap::new(),
             parsers: HashMap::new(),
             window: config.daemon_window,
@@ -148,7 +165,7 @@ impl LineProcessor for AgentPipeline {
             }
             return LineOutcome::default();
         }
-        let now = Timestamp::now();
+        let now = self.host.now();
         let Some(parser) = self.parser(source, path) else {
             return LineOutcome::default();
         };
@@ -189,7 +206,7 @@ impl LineProcessor for AgentPipeline {
 impl Diagnoser for AgentPipeline {
     fn sources(&mut self, config: &Config) -> Vec<TailSource> {
         let mut sources = super::sources_from_config(config);
-        for file in discover::log_files(&LiveHost, &self.discovery, config) {
+        for file in discover::log_files(self.host.as_ref(), &self.discovery, config) {
             let Some(source) = file.source else { continue };
             let pattern = file.path.display().to_string();
             if file.access_format.is_some() {
@@ -228,12 +245,11 @@ impl Diagnoser for AgentPipeline {
     }
 
     fn probe(&mut self, _now: Timestamp) -> Vec<Check> {
-        self.discovery = discover::discover(&LiveHost, &self.config);
-        let mut checks = probes::run_all(&LiveHost, &self.discovery, &self.config);
+        let host = self.host.as_ref();
+        self.discovery = discover::discover(host, &self.config);
+        let mut checks = probes::run_all(host, &self.discovery, &self.config);
         let evidence = self.evidence();
-        checks.extend(
-            crate::firewall::audit_for(&LiveHost, &self.config, &self.discovery, &evidence).0,
-        );
+        checks.extend(crate::firewall::audit_for(host, &self.config, &self.discovery, &evidence).0);
         self.checks = checks.clone();
         checks
     }
@@ -241,10 +257,12 @@ impl Diagnoser for AgentPipeline {
     fn probe_job(&mut self, _now: Timestamp) -> Option<super::ProbeJob> {
         let config = self.config.clone();
         let evidence = self.evidence();
+        let host = self.host.clone();
         Some(Box::new(move || {
-            let discovery = discover::discover(&LiveHost, &config);
-            let mut checks = probes::run_all(&LiveHost, &discovery, &config);
-            checks.extend(crate::firewall::audit_for(&LiveHost, &config, &discovery, &evidence).0);
+            let host = host.as_ref();
+            let discovery = discover::discover(host, &config);
+            let mut checks = probes::run_all(host, &discovery, &config);
+            checks.extend(crate::firewall::audit_for(host, &config, &discovery, &evidence).0);
             super::ProbeOutput(Box::new((discovery, checks)))
         }))
     }
@@ -273,6 +291,90 @@ impl Diagnoser for AgentPipeline {
         self.config = config.clone();
         self.window = config.daemon_window;
         self.parsers.clear();
-        self.discovery = discover::discover(&LiveHost, config);
+        self.discovery = discover::discover(self.host.as_ref(), config);
+    }
+
+    fn host(&self) -> Arc<dyn Host> {
+        self.host.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::cause::CauseId;
+    use crate::check::Status;
+    use crate::discover::testdata;
+
+    /// The daemon's pipeline driven through a fixture host (a whole stack whose PHP-FPM socket is
+    /// gone): discovery finds the logs to follow, the tailed lines become events and 5xx
+    /// responses, the probe pass sees the missing socket, and the tick names the cause.
+    #[test]
+    fn the_pipeline_runs_on_the_host_it_is_given() {
+        let now: Timestamp = "2026-11-24T07:45:40Z".parse().unwrap();
+        // nginx listens on :80 (its master holds the socket), the database answers; the pool's
+        // socket is missing.
+        let host = testdata::stack()
+            .file(
+                "/proc/net/tcp",
+                "  sl local rem st\n   0: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n",
+            )
+            .dir("/proc/100/fd")
+            .link("/proc/100/fd/6", "socket:[4242]")
+            .listening(&crate::host::Endpoint::Unix("/run/mysqld/mysqld.sock".into()))
+            .file("/var/log/nginx/error.log", "")
+            .file("/var/log/nginx/access.log", "")
+            .at(now);
+        let state = tempfile::tempdir().unwrap();
+        let config = Config {
+            rules_dir: state.path().join("rules.d"),
+            state_dir: state.path().to_path_buf(),
+            ..Config::default()
+        };
+        let mut pipeline = AgentPipeline::new(Arc::new(host), &config);
+
+        let sources = pipeline.sources(&config);
+        for (source, path) in [
+            (LogSource::NginxError, "/var/log/nginx/error.log"),
+            (LogSource::NginxAccess, "/var/log/nginx/access.log"),
+        ] {
+            assert!(
+                sources
+                    .iter()
+                    .any(|s| s.source == source && s.pattern == path),
+                "{path} not followed: {sources:?}"
+            );
+        }
+
+        let error_log = Path::new("/var/log/nginx/error.log");
+        let line = "2026/11/24 07:45:29 [crit] 101#101: *9 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 203.0.113.5, server: example.com, request: \"GET / HTTP/1.1\", upstream: \"fastcgi://unix:/run/php/php8.2-fpm.sock:\", host: \"example.com\"";
+        let outcome = pipeline.line(LogSource::NginxError, error_log, 1, line.as_bytes());
+        assert_eq!(outcome.cause, Some(CauseId::UpstreamDown));
+        let access_log = Path::new("/var/log/nginx/access.log");
+        for n in 1..=3 {
+            let line = "203.0.113.5 - - [24/Nov/2026:07:45:29 +0000] \"GET / HTTP/1.1\" 502 157 \"-\" \"curl/8\"";
+            let outcome = pipeline.line(LogSource::NginxAccess, access_log, n, line.as_bytes());
+            assert_eq!(outcome.status, Some(502));
+        }
+
+        // The probe pass reads the fixture: nginx listens, the pool's socket does not exist.
+        let checks = pipeline.probe(now);
+        let socket = checks
+            .iter()
+            .find(|c| c.id == "php-fpm.pool.www.socket")
+            .unwrap_or_else(|| panic!("no socket check: {checks:#?}"));
+        assert_eq!(socket.status, Status::Fail, "{socket:?}");
+        let listening = checks.iter().find(|c| c.id == "nginx.listening").unwrap();
+        assert_eq!(listening.status, Status::Ok, "{listening:?}");
+
+        let tick = pipeline.tick(now);
+        assert_eq!(tick.errors_per_minute, 3);
+        assert_eq!(
+            tick.causes.first().map(|(id, _)| *id),
+            Some(CauseId::UpstreamDown),
+            "{:?}",
+            tick.causes
+        );
     }
 }

@@ -246,6 +246,8 @@ pub struct Loaded {
     pub server_root: PathBuf,
     /// Includes that matched nothing or could not be read, sections that did not parse.
     pub warnings: Vec<String>,
+    /// Bytes read over every file (bounded by [`super::MAX_CONFIG_BYTES`]).
+    pub bytes: u64,
 }
 
 /// What the resolver carries from one directive to the next.
@@ -316,6 +318,7 @@ pub fn load(
         defines: defines.iter().map(|d| (d.clone(), String::new())).collect(),
         loaded: Loaded {
             files: vec![main.to_path_buf()],
+            bytes: text.len() as u64,
             server_root: server_root.to_path_buf(),
             ..Loaded::default()
         },
@@ -449,7 +452,17 @@ fn include(state: &mut State<'_>, d: &Directive, depth: usize, out: &mut Vec<Dir
             continue;
         }
         match host.read_text(&file) {
+            Ok(text) if state.loaded.bytes + text.len() as u64 > super::MAX_CONFIG_BYTES => {
+                state.loaded.warnings.push(format!(
+                    "{}: Include {}: the config passes {} bytes in all; rest ignored",
+                    d.origin(),
+                    file.display(),
+                    super::MAX_CONFIG_BYTES
+                ));
+                return;
+            }
             Ok(text) => {
+                state.loaded.bytes += text.len() as u64;
                 state.loaded.files.push(file.clone());
                 match parse(&text, &file) {
                     Ok(tree) => {
@@ -1219,6 +1232,34 @@ IncludeOptional sites-enabled/*.conf
         assert!(err.to_string().starts_with("/a.conf:2:"), "{err}");
         let err = parse("<If x>\n</Else>\n", Path::new("/a.conf")).unwrap_err();
         assert!(err.to_string().contains("closes <If>"), "{err}");
+    }
+
+    #[test]
+    fn includes_are_bounded_in_total_bytes() {
+        // Ten 4 MiB files (a panel's per-customer includes): 40 MiB if all were inlined.
+        let big = format!("# {}\nServerName x\n", "x".repeat(4 << 20));
+        let mut host = FixtureHost::new().file(
+            "/etc/apache2/apache2.conf",
+            "IncludeOptional /home/*/apache.conf\n",
+        );
+        for i in 0..10 {
+            host = host.file(format!("/home/u{i}/apache.conf"), big.clone());
+        }
+        let loaded = load(
+            &host,
+            Path::new("/etc/apache2/apache2.conf"),
+            Path::new("/etc/apache2"),
+            &BTreeMap::new(),
+            &[],
+        )
+        .unwrap();
+        assert!(loaded.bytes <= crate::discover::MAX_CONFIG_BYTES);
+        assert!(loaded.files.len() < 10, "{}", loaded.files.len());
+        assert!(
+            loaded.warnings.iter().any(|w| w.contains("in all")),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     #[test]

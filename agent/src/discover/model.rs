@@ -62,6 +62,28 @@ pub enum Address {
     Tcp(String),
 }
 
+impl Address {
+    /// The endpoint to connect to for an address (wildcards become loopback).
+    pub fn endpoint(&self) -> crate::host::Endpoint {
+        use crate::host::Endpoint;
+        match self {
+            Address::Unix(path) => Endpoint::Unix(path.clone()),
+            Address::Tcp(addr) => {
+                let fixed = if let Some(port) = addr.strip_prefix("*:") {
+                    format!("127.0.0.1:{port}")
+                } else if let Some(port) = addr.strip_prefix("0.0.0.0:") {
+                    format!("127.0.0.1:{port}")
+                } else if let Some(port) = addr.strip_prefix("[::]:") {
+                    format!("[::1]:{port}")
+                } else {
+                    addr.clone()
+                };
+                Endpoint::Tcp(fixed)
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -211,6 +233,20 @@ pub struct RealIp {
     pub set_real_ip_from: Vec<Sourced<String>>,
     pub real_ip_header: Option<Sourced<String>>,
     pub real_ip_recursive: bool,
+}
+
+impl RealIp {
+    /// What this setup tells the CDN detection (trusted ranges as written, the header).
+    pub fn cdn_hints(&self) -> crate::cdn::RealIpHints<'_> {
+        crate::cdn::RealIpHints {
+            trusted: self
+                .set_real_ip_from
+                .iter()
+                .map(|s| s.value.as_str())
+                .collect(),
+            header: self.real_ip_header.as_ref().map(|h| h.value.as_str()),
+        }
+    }
 }
 
 /// A PHP-FPM master and its pools.

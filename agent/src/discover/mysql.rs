@@ -25,7 +25,16 @@ pub fn load(host: &dyn Host, main: &Path) -> (Options, Vec<PathBuf>, Vec<String>
     let mut options = Options::new();
     let mut files = Vec::new();
     let mut warnings = Vec::new();
-    read_file(host, main, &mut options, &mut files, &mut warnings, 0);
+    let mut bytes = 0;
+    read_file(
+        host,
+        main,
+        &mut options,
+        &mut files,
+        &mut warnings,
+        &mut bytes,
+        0,
+    );
     (options, files, warnings)
 }
 
@@ -35,6 +44,7 @@ fn read_file(
     options: &mut Options,
     files: &mut Vec<PathBuf>,
     warnings: &mut Vec<String>,
+    bytes: &mut u64,
     depth: usize,
 ) {
     if depth > 10 || files.len() >= MAX_FILES || files.iter().any(|f| f == path) {
@@ -47,6 +57,15 @@ fn read_file(
             return;
         }
     };
+    if *bytes + text.len() as u64 > super::MAX_CONFIG_BYTES {
+        warnings.push(format!(
+            "{}: the config passes {} bytes in all; rest ignored",
+            path.display(),
+            super::MAX_CONFIG_BYTES
+        ));
+        return;
+    }
+    *bytes += text.len() as u64;
     files.push(path.to_path_buf());
     let mut section = String::new();
     for (i, raw) in text.lines().enumerate() {
@@ -59,7 +78,15 @@ fn read_file(
             if let Ok(names) = host.read_dir(&dir) {
                 for name in names {
                     if name.ends_with(".cnf") {
-                        read_file(host, &dir.join(name), options, files, warnings, depth + 1);
+                        read_file(
+                            host,
+                            &dir.join(name),
+                            options,
+                            files,
+                            warnings,
+                            bytes,
+                            depth + 1,
+                        );
                     }
                 }
             }
@@ -72,6 +99,7 @@ fn read_file(
                 options,
                 files,
                 warnings,
+                bytes,
                 depth + 1,
             );
             continue;
@@ -197,6 +225,21 @@ mod tests {
         assert_eq!(
             db.datadir.as_ref().unwrap().origin.to_string(),
             "/etc/mysql/mariadb.conf.d/50-server.cnf:2"
+        );
+    }
+
+    #[test]
+    fn includes_are_bounded_in_total_bytes() {
+        let big = format!("[mysqld]\n# {}\nport = 3306\n", "x".repeat(4 << 20));
+        let mut host = FixtureHost::new().file("/e/my.cnf", "!includedir /e/conf.d\n");
+        for i in 0..10 {
+            host = host.file(format!("/e/conf.d/{i}.cnf"), big.clone());
+        }
+        let (_, files, warnings) = load(&host, Path::new("/e/my.cnf"));
+        assert!(files.len() < 10, "{}", files.len());
+        assert!(
+            warnings.iter().any(|w| w.contains("in all")),
+            "{warnings:?}"
         );
     }
 

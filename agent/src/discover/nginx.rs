@@ -21,9 +21,8 @@ pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request
 /// The most files one config may pull in (include loops, huge globs).
 const MAX_FILES: usize = 512;
 const MAX_DEPTH: usize = 16;
-/// The most bytes the main file and every include may hold together (512 files of the
-/// per-file read bound would be gigabytes).
-pub const MAX_TOTAL_BYTES: u64 = 32 * 1024 * 1024;
+/// The most bytes the main file and every include may hold together.
+pub const MAX_TOTAL_BYTES: u64 = super::MAX_CONFIG_BYTES;
 
 /// Why a config could not be read or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

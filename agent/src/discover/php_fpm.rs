@@ -3,7 +3,7 @@
 //! `php_value[...]`, parsed from the bytes the host returned into [`PhpFpm`] and [`Pool`]s.
 //! Every value keeps its file and line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -102,11 +102,13 @@ pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, PhpFpmConfigError> {
     let mut warnings = Vec::new();
     let mut section = "global".to_string();
     let mut entries = Vec::new();
-    let mut queue = parse(&text, main, &mut section);
+    let mut bytes = text.len() as u64;
+    // A deque: an include's entries go in front of the rest, one pop from the front per entry
+    // (a vector's `remove(0)` made a long hostile include quadratic).
+    let mut queue: VecDeque<Entry> = parse(&text, main, &mut section).into();
     // php-fpm prefixes a relative include with its install prefix (`/usr` on distros).
     let prefix = PathBuf::from(PHP_PREFIX);
-    while !queue.is_empty() {
-        let entry = queue.remove(0);
+    while let Some(entry) = queue.pop_front() {
         if entry.key == "include" {
             let pattern = if entry.value.starts_with('/') {
                 entry.value.clone()
@@ -124,7 +126,18 @@ pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, PhpFpmConfigError> {
                     continue;
                 }
                 match host.read_text(&file) {
+                    Ok(text) if bytes + text.len() as u64 > super::MAX_CONFIG_BYTES => {
+                        warnings.push(format!(
+                            "{}:{}: include {}: the config passes {} bytes in all; rest ignored",
+                            entry.file.display(),
+                            entry.line,
+                            file.display(),
+                            super::MAX_CONFIG_BYTES
+                        ));
+                        break;
+                    }
                     Ok(text) => {
+                        bytes += text.len() as u64;
                         files.push(file.clone());
                         // An included file starts with the section that was current.
                         let mut sec = entry.section.clone();
@@ -138,8 +151,9 @@ pub fn load(host: &dyn Host, main: &Path) -> Result<Loaded, PhpFpmConfigError> {
                 }
             }
             // Included entries come before the rest of the current file.
-            included.append(&mut queue);
-            queue = included;
+            for included_entry in included.into_iter().rev() {
+                queue.push_front(included_entry);
+            }
             continue;
         }
         entries.push(entry);
@@ -320,6 +334,32 @@ php_admin_value[error_log] = /var/log/fpm-php.$pool.log
 php_admin_value[memory_limit] = 128M
 pm.start_servers = 2
 ";
+
+    #[test]
+    fn includes_are_bounded_in_total_bytes() {
+        let big = format!("[p]\n; {}\nlisten = /run/p.sock\n", "x".repeat(4 << 20));
+        let mut host = FixtureHost::new().file("/e/php-fpm.conf", "include=/e/pool.d/*.conf\n");
+        for i in 0..10 {
+            host = host.file(format!("/e/pool.d/p{i}.conf"), big.clone());
+        }
+        let (_, files, warnings) = load(&host, Path::new("/e/php-fpm.conf")).unwrap();
+        assert!(files.len() < 10, "{}", files.len());
+        assert!(
+            warnings.iter().any(|w| w.contains("in all")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn included_entries_keep_their_place_before_the_rest_of_the_file() {
+        let host = FixtureHost::new()
+            .file("/e/php-fpm.conf", "a = 1\ninclude=/e/x.conf\nd = 4\n")
+            .file("/e/x.conf", "b = 2\ninclude=/e/y.conf\nc = 3\n")
+            .file("/e/y.conf", "b2 = 22\n");
+        let (entries, _, _) = load(&host, Path::new("/e/php-fpm.conf")).unwrap();
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "b2", "c", "d"]);
+    }
 
     #[test]
     fn loads_global_and_pools_through_includes() {

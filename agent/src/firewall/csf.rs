@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::addrset::{parse_net, AddrSet, Family};
 use super::files::parse_csf;
+use crate::addrset::{parse_net, AddrSet, Family};
 use crate::cause::CauseId;
 use crate::cdn::{CdnCatalog, Provider};
 use crate::check::{Area, Check};
@@ -120,7 +120,7 @@ pub fn checks(host: &dyn Host, catalog: &CdnCatalog, providers: &[Provider]) -> 
             ))
             .fix("origin-agent whitelist --backend csf --apply")
     });
-    let cc_deny = crate::whitelist::csf::setting(&conf_text, "CC_DENY").unwrap_or_default();
+    let cc_deny = setting(&conf_text, "CC_DENY").unwrap_or_default();
     if !cc_deny.is_empty() {
         let id = "csf.country-block";
         let title = "CSF's country blocks spare the CDN";
@@ -138,6 +138,14 @@ pub fn checks(host: &dyn Host, catalog: &CdnCatalog, providers: &[Provider]) -> 
         });
     }
     out
+}
+
+/// A `KEY = "VALUE"` setting of `csf.conf`.
+pub fn setting(conf: &str, key: &str) -> Option<String> {
+    conf.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+    })
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::addrset::{AddrSet, Family};
+use crate::addrset::{AddrSet, Family};
 
 /// What a rule or policy does to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

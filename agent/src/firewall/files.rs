@@ -11,7 +11,7 @@ use crate::cdn::{CdnCatalog, Provider};
 use crate::check::{Area, Check};
 use crate::host::{Host, HostExt};
 
-use super::addrset::{parse_net_or_mask, AddrSet, Family};
+use crate::addrset::{parse_net_or_mask, AddrSet, Family};
 
 /// One deny-file entry: the network, its 1-based line and its comment.
 #[derive(Debug, Clone, PartialEq, Eq)]

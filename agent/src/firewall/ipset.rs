@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::addrset::{net_bounds, parse_net, AddrSet, Family};
+use crate::addrset::{net_bounds, parse_net, AddrSet, Family};
 
 /// One ipset.
 #[derive(Debug, Clone)]

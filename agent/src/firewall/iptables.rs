@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use super::addrset::{parse_net, AddrSet, Family};
 use super::eval::{Action, Chain, Cond, Hook, PortMatch, Rule, RuleRef, Ruleset, Verdict};
 use super::ipset::IpSets;
+use crate::addrset::{parse_net, AddrSet, Family};
 
 /// Splits a rule line into words, honouring double quotes with backslash escapes.
 pub fn tokenize(line: &str) -> Vec<String> {
@@ -372,8 +372,8 @@ fn compile_rule(
                         match (parse_net(a), parse_net(b)) {
                             (Some(a), Some(b)) => {
                                 let (lo, hi) = (
-                                    super::addrset::net_bounds(&a).0,
-                                    super::addrset::net_bounds(&b).1,
+                                    crate::addrset::net_bounds(&a).0,
+                                    crate::addrset::net_bounds(&b).1,
                                 );
                                 set = set.union(&AddrSet::from_intervals(family, vec![(lo, hi)]));
                             }

@@ -3,7 +3,6 @@
 //! allow rules for ranges a provider no longer publishes.
 //!
 //! # Layout
-//! - [`addrset`]: exact address-set arithmetic (intervals).
 //! - [`eval`]: the rule-set form and the symbolic walk that decides every address.
 //! - [`iptables`], [`nft`], [`ipset`]: the readers of `iptables-save`, `nft -j list ruleset`,
 //!   `ipset save`.
@@ -18,7 +17,9 @@
 //! - this file: [`audit`] (reads the host, builds the checks), [`evaluate_rules`] (the part that
 //!   needs no host: reusable to verify a whitelist after it is applied), [`table_text`].
 
-pub mod addrset;
+// The address sets moved up (the CDN catalog uses them too, and must not depend on the
+// firewall); this keeps `firewall::addrset::…` paths resolving.
+pub use crate::addrset;
 pub mod csf;
 pub mod eval;
 pub mod fail2ban;
@@ -41,7 +42,7 @@ use crate::check::{Area, Check};
 use crate::discover::RealIp;
 use crate::host::{Command, Host};
 
-use addrset::{AddrSet, Family};
+use crate::addrset::{AddrSet, Family};
 use eval::{RuleRef, Ruleset, Verdict};
 
 /// What the auditor needs besides the host.
@@ -1219,8 +1220,12 @@ pub fn audit_for(
     let providers: Vec<Provider> = match &config.cdn_providers {
         Some(names) => names.iter().filter_map(|n| Provider::parse(n)).collect(),
         None => {
-            let mut detected =
-                crate::cdn::detect(&catalog, &evidence.responses.clients, real_ip, formats);
+            let mut detected = crate::cdn::detect(
+                &catalog,
+                &evidence.responses.clients,
+                &real_ip.cdn_hints(),
+                formats,
+            );
             undetected::more_evidence(host, discovery, &mut detected);
             if !detected.is_empty() {
                 let why: Vec<String> = detected

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::addrset::{net_bounds, parse_net, AddrSet, Family};
 use super::eval::{Action, Chain, Cond, Hook, PortMatch, Rule, RuleRef, Ruleset, Verdict};
 use super::iptables::{dest_cond, iface_cond};
+use crate::addrset::{net_bounds, parse_net, AddrSet, Family};
 
 /// Why an nft JSON text could not be read at all.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use crate::cdn::{real_ip_header, CdnCatalog, Provider};
 use crate::check::{Area, Check};
 use crate::discover::RealIp;
 
-use super::addrset::{addr_value, parse_net, AddrSet, Family};
+use crate::addrset::{addr_value, parse_net, AddrSet, Family};
 
 /// The addresses nginx trusts (`set_real_ip_from`), per family.
 pub fn trusted(real_ip: &RealIp, family: Family) -> AddrSet {

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use crate::host::{Host, HostExt};
 
-use super::addrset::Family;
 use super::eval::{Hook, RuleRef, Ruleset, Verdict};
 use super::ipset::IpSets;
 use super::iptables;
+use crate::addrset::Family;
 
 /// One `### tuple ### ACTION PROTO DPORT DST SPORT SRC DIRECTION` line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 
-use super::addrset::{parse_net, AddrSet, Family};
 use super::eval::{self, RuleRef};
 use super::{evaluate_rules, ports_text, provider_check, ufw, ProviderVerdict, Reach, Rulesets};
+use crate::addrset::{parse_net, AddrSet, Family};
 use crate::cdn::{CdnCatalog, Provider};
 use crate::check::{Area, Check};
 
@@ -20,7 +20,13 @@ pub(super) fn more_evidence(
     discovery: &crate::discover::Discovery,
     detected: &mut Vec<(Provider, String)>,
 ) {
-    if let Some(path) = crate::cdn::evidence::cloudflare_origin_cert(host, discovery) {
+    let certificates = discovery.nginx.iter().flat_map(|n| {
+        n.servers
+            .iter()
+            .filter_map(|s| s.ssl_certificate.as_ref())
+            .map(|c| c.value.as_path())
+    });
+    if let Some(path) = crate::cdn::evidence::cloudflare_origin_cert(host, certificates) {
         let why = format!(
             "nginx serves {}, a Cloudflare Origin CA certificate (only Cloudflare's edge trusts it)",
             path.display()

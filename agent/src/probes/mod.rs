@@ -21,6 +21,9 @@ pub mod load;
 pub mod netstat;
 pub mod queues;
 pub mod services;
+
+// The account look-ups moved to discovery (trust uses them too); the probes keep their names.
+pub(crate) use crate::discover::accounts::{group_id, id_name, user_ids};
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -151,50 +154,6 @@ pub(crate) fn open_fds(host: &dyn Host, pid: u32) -> Result<usize, HostError> {
         .map(|names| names.len())
 }
 
-/// A user's uid, primary gid and supplementary gids from `/etc/passwd` and `/etc/group`.
-pub(crate) fn user_ids(host: &dyn Host, name: &str) -> Option<(u32, u32, Vec<u32>)> {
-    let passwd = host.read_text(Path::new("/etc/passwd")).ok()?;
-    let (uid, gid) = passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 4 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })?;
-    let groups = host
-        .read_text(Path::new("/etc/group"))
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == name))
-                        .then(|| f[2].parse().ok())?
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((uid, gid, groups))
-}
-
-/// A uid's or gid's name (`/etc/passwd` or `/etc/group`), else the number.
-pub(crate) fn id_name(host: &dyn Host, file: &str, id: u32) -> String {
-    host.read_text(Path::new(file))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 3 && f[2] == id.to_string()).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| id.to_string())
-}
-
-/// A group's gid from `/etc/group`.
-pub(crate) fn group_id(host: &dyn Host, name: &str) -> Option<u32> {
-    let t = host.read_text(Path::new("/etc/group")).ok()?;
-    t.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok())?
-    })
-}
-
 /// The id prefix of a pool's checks: `php-fpm.pool.NAME`, or `php-fpm.pool.NAME@VERSION` when
 /// another PHP-FPM master (another PHP version) has a pool of the same name.
 pub fn pool_id(d: &Discovery, fpm: &PhpFpm, pool: &Pool) -> String {
@@ -319,5 +278,22 @@ mod tests {
         assert_eq!(id_name(&host, "/etc/passwd", 77), "77");
         assert_eq!(group_id(&host, "www-data"), Some(33));
         assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn probe_parsers_never_panic(text in "[ -~\n\t{};'\"\\\\#$\u{0}-\u{7f}é]{0,400}") {
+            let _ = super::netstat::parse_tcp_listen(&text);
+            let _ = super::netstat::parse_netstat(&text);
+            let _ = super::load::parse_psi(&text);
+            let _ = super::cgroup::locate(&text);
+        }
     }
 }

@@ -38,25 +38,6 @@ pub fn checks(host: &dyn Host, d: &Discovery, config: &Config) -> Vec<Check> {
     out
 }
 
-/// The endpoint to connect to for an address (wildcards become loopback).
-pub fn endpoint(address: &Address) -> Endpoint {
-    match address {
-        Address::Unix(path) => Endpoint::Unix(path.clone()),
-        Address::Tcp(addr) => {
-            let fixed = if let Some(port) = addr.strip_prefix("*:") {
-                format!("127.0.0.1:{port}")
-            } else if let Some(port) = addr.strip_prefix("0.0.0.0:") {
-                format!("127.0.0.1:{port}")
-            } else if let Some(port) = addr.strip_prefix("[::]:") {
-                format!("[::1]:{port}")
-            } else {
-                addr.clone()
-            };
-            Endpoint::Tcp(fixed)
-        }
-    }
-}
-
 /// `(111: Connection refused)`, as nginx writes it (without Rust's ` (os error 111)`).
 fn errno_text(outcome: &ConnectOutcome) -> String {
     let message = match outcome.message.rfind(" (os error ") {
@@ -495,7 +476,7 @@ fn socket_checks(
             Err(_) => {}
         }
     }
-    let outcome = host.connect(&endpoint(address), probe_timeout(config));
+    let outcome = host.connect(&address.endpoint(), probe_timeout(config));
     if outcome.connected {
         out.push(
             Check::ok(format!("{id}.socket"), Area::Services, title)
@@ -631,7 +612,7 @@ fn upstream_checks(host: &dyn Host, d: &Discovery, config: &Config, out: &mut Ve
             ));
             continue;
         }
-        let outcome = host.connect(&endpoint(&address), probe_timeout(config));
+        let outcome = host.connect(&address.endpoint(), probe_timeout(config));
         let used_by: Vec<String> = nginx
             .upstream_targets
             .iter()

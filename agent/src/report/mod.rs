@@ -2,7 +2,7 @@
 //! its renderings: [`human`] for a terminal, [`nagios`] for monitoring, JSON via serde;
 //! [`explain`] renders `origin-agent explain`.
 
-pub mod escape;
+pub use origin_evidence::escape;
 pub mod explain;
 pub mod human;
 pub mod nagios;

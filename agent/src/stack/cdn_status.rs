@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::cdn::Provider;
 use crate::check::{Area, Check, Status};
 use crate::config::Config;
-use crate::host::exchange::{ExchangeError, Stage, MAX_BODY};
+use crate::host::exchange::MAX_BODY;
 use crate::host::{Exchange, Host, Reply};
 
 /// How long a status page may take.
@@ -158,46 +158,6 @@ fn load_cache(state_dir: &Path, p: Provider) -> Option<Cached> {
     let mut bytes = Vec::new();
     file.take(MAX_BODY as u64).read_to_end(&mut bytes).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// A status page's answer, on the live host (ureq, rustls, no proxy from the environment).
-pub fn fetch_live(url: &str, timeout: Duration) -> Result<Reply, ExchangeError> {
-    let started = std::time::Instant::now();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(2)
-        .user_agent(concat!("origin-agent/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let fail = |stage, m: String| {
-        let mut e = ExchangeError::new(stage, m);
-        e.millis = started.elapsed().as_millis() as u64;
-        e
-    };
-    let mut resp = agent.get(url).call().map_err(|e| {
-        let timed_out = matches!(e, ureq::Error::Timeout(_));
-        let mut err = fail(Stage::Exchange, format!("{url}: {e}"));
-        if timed_out {
-            err.errno = Some(libc::ETIMEDOUT);
-        }
-        err
-    })?;
-    let status = resp.status().as_u16();
-    let ttfb_ms = started.elapsed().as_millis() as u64;
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY as u64)
-        .read_to_string()
-        .map_err(|e| fail(Stage::Exchange, format!("{url}: {e}")))?;
-    Ok(Reply::Http {
-        status,
-        headers: Vec::new(),
-        body,
-        ttfb_ms,
-        millis: started.elapsed().as_millis() as u64,
-    })
 }
 
 /// One provider's status: fresh, else cached, else why not.
@@ -350,13 +310,12 @@ pub fn providers(
         return names.iter().filter_map(|n| Provider::parse(n)).collect();
     }
     let catalog = crate::cdn::load(&config.state_dir);
-    let default_real_ip = crate::discover::RealIp::default();
     let empty = BTreeMap::new();
     let nginx = discovery.nginx.as_ref();
     crate::cdn::detect(
         &catalog,
         &evidence.responses.clients,
-        nginx.map_or(&default_real_ip, |n| &n.real_ip),
+        &nginx.map(|n| n.real_ip.cdn_hints()).unwrap_or_default(),
         nginx.map_or(&empty, |n| &n.log_formats),
     )
     .into_iter()

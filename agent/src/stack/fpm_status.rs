@@ -108,14 +108,14 @@ pub fn status_target(pool: &Pool) -> Option<(String, Endpoint)> {
 }
 
 pub(crate) fn address_endpoint(address: &Address) -> Endpoint {
-    crate::probes::services::endpoint(address)
+    address.endpoint()
 }
 
 /// The request for a pool's page `uri` over FastCGI.
 pub fn request(endpoint: &Endpoint, uri: &str) -> Exchange {
     Exchange::Fastcgi {
         endpoint: endpoint.clone(),
-        params: super::fastcgi::get_params(uri),
+        params: crate::host::client::fastcgi::get_params(uri),
         timeout_ms: super::EXCHANGE_TIMEOUT.as_millis() as u64,
     }
 }

@@ -4,26 +4,25 @@
 //!
 //! - [`self_test`]: the origin bypassing the proxy: each served name on the local listeners,
 //!   then each PHP-FPM pool and proxied upstream, and which layer fails;
-//! - [`fpm_status`]: each pool's live status page over FastCGI ([`fastcgi`]);
-//! - [`db_status`]: the database's live status ([`mysql`] holds the one connection code);
+//! - [`fpm_status`]: each pool's live status page over FastCGI;
+//! - [`db_status`]: the database's live status ([`mysql`] finds the database and its logins);
 //! - [`cdn_status`]: the CDNs' public status pages (`origin-agent cdn status`);
 //! - [`layers`]: the layer map (CDN → web server → PHP-FPM → database) the report shows;
-//! - [`net`] and [`http`]: deadline-bounded connections and the self-test's HTTP client.
+//!
+//! The protocol clients that carry these asks on the live host (HTTP, FastCGI, MySQL, the status
+//! page fetch) belong to the host seam: `host::client`. This module owns what the answers mean.
 
 pub mod cdn_status;
 pub mod db_status;
-pub mod fastcgi;
 pub mod fpm_status;
-pub mod http;
 pub mod layers;
 pub mod mysql;
-pub mod net;
 pub mod self_test;
 
 use crate::check::Check;
 use crate::config::Config;
 use crate::discover::Discovery;
-use crate::host::{Exchange, ExchangeError, Host, Reply};
+use crate::host::Host;
 
 /// How long one exchange with a local service may take.
 pub const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
@@ -41,31 +40,6 @@ pub fn checks(host: &dyn Host, discovery: &Discovery, config: &Config) -> Vec<Ch
         }
         out
     })
-}
-
-/// One exchange on the live host.
-pub fn exchange_live(request: &Exchange) -> Result<Reply, ExchangeError> {
-    let timeout = request.timeout();
-    match request {
-        Exchange::Http {
-            endpoint,
-            host,
-            tls,
-            method,
-            path,
-            ..
-        } => http::request(endpoint, host, *tls, method, path, timeout),
-        Exchange::Fastcgi {
-            endpoint, params, ..
-        } => fastcgi::request(endpoint, params, timeout),
-        Exchange::Fetch { url, .. } => cdn_status::fetch_live(url, timeout),
-        Exchange::Mysql {
-            endpoint,
-            auth,
-            queries,
-            ..
-        } => mysql::request(endpoint, auth, queries, timeout),
-    }
 }
 
 /// A JSON string from another program (a status page), as text to show: no control byte,

@@ -57,7 +57,7 @@ pub fn targets(d: &Discovery) -> Vec<Target> {
                 let Address::Tcp(addr) = &listen.address else {
                     continue;
                 };
-                let endpoint = crate::probes::services::endpoint(&Address::Tcp(addr.clone()));
+                let endpoint = Address::Tcp(addr.clone()).endpoint();
                 for name in names.iter().take(4) {
                     set.insert(Target {
                         endpoint: endpoint.clone(),
@@ -71,7 +71,7 @@ pub fn targets(d: &Discovery) -> Vec<Target> {
     }
     if let Some(apache) = d.apache.as_ref().filter(|a| a.master.is_some()) {
         for (addr, tls, names) in apache_listeners(apache) {
-            let endpoint = crate::probes::services::endpoint(&Address::Tcp(addr));
+            let endpoint = Address::Tcp(addr).endpoint();
             for name in names.iter().take(4) {
                 set.insert(Target {
                     endpoint: endpoint.clone(),
@@ -505,7 +505,7 @@ fn upstream_checks(host: &dyn Host, d: &Discovery) -> Vec<Check> {
             if !seen.insert(addr.clone()) || seen.len() > MAX_TARGETS {
                 continue;
             }
-            let endpoint = crate::probes::services::endpoint(&addr);
+            let endpoint = addr.endpoint();
             let host_name = endpoint_label(&endpoint);
             let id = format!("self-test.upstream.{host_name}");
             let title = format!("upstream {host_name} answers directly");

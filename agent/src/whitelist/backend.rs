@@ -143,11 +143,7 @@ pub trait FirewallBackend: Send + Sync {
 }
 
 /// A rollback plan that is only a script, for the report.
-pub fn restore_plan(
-    family: crate::firewall::addrset::Family,
-    structure: &str,
-    script: String,
-) -> FamilyPlan {
+pub fn restore_plan(family: crate::addrset::Family, structure: &str, script: String) -> FamilyPlan {
     FamilyPlan {
         family,
         add: Vec::new(),

@@ -23,8 +23,9 @@ use super::backend::{
 };
 use super::saves::{run_ok, Saves};
 use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
+use crate::addrset::{parse_net, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{parse_net, Family};
+use crate::firewall::csf::setting;
 use crate::host::{Command, Host};
 
 /// CSF's configuration directory.
@@ -45,14 +46,6 @@ pub fn conf_path() -> PathBuf {
 /// True when CSF is installed (its configuration exists).
 pub fn installed(host: &dyn Host) -> bool {
     host.metadata(&conf_path()).is_ok()
-}
-
-/// A `KEY = "VALUE"` setting of `csf.conf`.
-pub fn setting(conf: &str, key: &str) -> Option<String> {
-    conf.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
-    })
 }
 
 /// One agent line of `csf.allow` or `csf.ignore`.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::ProviderList;
-use crate::firewall::addrset::{addr_value, parse_net};
+use crate::addrset::{addr_value, parse_net};
 use crate::host::{Command, Host};
 
 /// fail2ban's configuration directory when the request names none.
@@ -104,8 +104,8 @@ fn in_lists(addr: &IpAddr, lists: &[ProviderList]) -> bool {
     let (family, value) = addr_value(addr);
     lists.iter().any(|(_, v4, v6)| {
         v4.iter().chain(v6.iter()).any(|n| {
-            let (lo, hi) = crate::firewall::addrset::net_bounds(n);
-            crate::firewall::addrset::Family::of(n) == family && lo <= value && value <= hi
+            let (lo, hi) = crate::addrset::net_bounds(n);
+            crate::addrset::Family::of(n) == family && lo <= value && value <= hi
         })
     })
 }

@@ -24,8 +24,8 @@ use ipnet::IpNet;
 use super::backend::{diff_lines, ApplyError, FirewallBackend, NotPersisted, Restored};
 use super::saves::{run_ok, Saves};
 use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
+use crate::addrset::{parse_net, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{parse_net, Family};
 use crate::host::{Command, FileKind, Host};
 
 /// firewalld's administrator configuration.

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
+use crate::addrset::{parse_net, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{parse_net, Family};
 
 /// The prefix of every set the agent owns.
 pub const PREFIX: &str = "oa-cdn-";

@@ -20,8 +20,8 @@ use super::backend::{
 use super::ipsets;
 use super::saves::{ipset_cmd, read_save, restore_cmd, run_ok, Saves};
 use super::{Backend, Change, FamilyPlan, ProviderList, WhitelistRequest};
+use crate::addrset::{parse_net, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{parse_net, Family};
 use crate::firewall::iptables::tokenize;
 use crate::host::{Command, Host};
 

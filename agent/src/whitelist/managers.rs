@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::ProviderList;
-use crate::firewall::addrset::Family;
+use crate::addrset::Family;
 use crate::host::{Host, HostExt};
 
 /// A manager found active on the host, with the evidence and what to add to its configuration.

@@ -52,8 +52,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::addrset::{AddrSet, Family};
 use crate::cdn::{CdnCatalog, Provider};
-use crate::firewall::addrset::{AddrSet, Family};
 use crate::firewall::eval::{evaluate, Ruleset};
 use crate::host::{Command, Host, HostError};
 

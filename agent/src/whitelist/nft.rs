@@ -22,8 +22,8 @@ use super::backend::{
 use super::saves::{nft_cmd, run_ok, Saves};
 use super::state::SavedState;
 use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
+use crate::addrset::{net_bounds, parse_net, AddrSet, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{net_bounds, parse_net, AddrSet, Family};
 use crate::host::{Command, Host, HostExt};
 
 /// The comment prefix that marks a rule as the agent's.

@@ -4,7 +4,7 @@
 
 use super::saves::XTABLES_WAIT_SECS;
 use super::{f2b, Backend, Mode, WhitelistOutcome};
-use crate::firewall::addrset::Family;
+use crate::addrset::Family;
 
 fn outcome_jails(f: &f2b::Fail2banOutcome) -> Vec<String> {
     f.jails

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{state, ufw, WhitelistError};
-use crate::firewall::addrset::Family;
+use crate::addrset::Family;
 use crate::host::{Command, Host, HostError};
 
 /// How long `iptables-restore` waits for the xtables lock.

@@ -18,8 +18,8 @@ use super::backend::{
 };
 use super::saves::{run_ok, Saves};
 use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
+use crate::addrset::{parse_net, Family};
 use crate::cdn::Provider;
-use crate::firewall::addrset::{parse_net, Family};
 use crate::firewall::iptables::tokenize;
 use crate::host::{Command, Host};
 

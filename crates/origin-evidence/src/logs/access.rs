@@ -1,0 +1,1029 @@
+//! nginx access log: a `log_format` string compiled into a parser (literals and variables), and
+//! the allocation-free fast path that counts every line (status, minute, client) and builds a
+//! [`Response`] only for 5xx and 499 lines.
+//!
+//! Every field of an access line is written or influenced by the visitor: the access log never
+//! yields events, only responses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use super::time::{digits, nginx_time_local};
+use super::Window;
+use crate::event::{MinuteCount, Response, ResponseStats};
+
+/// nginx's built-in `combined` format.
+pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
+
+/// The variables the parser reads; everything else is skipped over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Var {
+    RemoteAddr,
+    TimeLocal,
+    TimeIso,
+    Msec,
+    Request,
+    Status,
+    BodyBytes,
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamResponseTime,
+    RequestTime,
+    Forwarded,
+    Other,
+}
+
+fn var_kind(name: &str) -> Var {
+    match name {
+        "remote_addr" => Var::RemoteAddr,
+        "time_local" => Var::TimeLocal,
+        "time_iso8601" => Var::TimeIso,
+        "msec" => Var::Msec,
+        "request" => Var::Request,
+        "status" => Var::Status,
+        "body_bytes_sent" | "bytes_sent" => Var::BodyBytes,
+        "upstream_addr" => Var::UpstreamAddr,
+        "upstream_status" => Var::UpstreamStatus,
+        "upstream_response_time" => Var::UpstreamResponseTime,
+        "request_time" => Var::RequestTime,
+        "http_cf_connecting_ip"
+        | "http_x_forwarded_for"
+        | "http_x_real_ip"
+        | "http_true_client_ip"
+        | "proxy_add_x_forwarded_for" => Var::Forwarded,
+        _ => Var::Other,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Seg {
+    Lit(Vec<u8>),
+    Var(Var),
+}
+
+/// Why a `log_format` string cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// A format that logs no `$status` cannot tell a 5xx.
+    #[error("log_format has no $status variable")]
+    NoStatus,
+    /// Two variables with no literal text between them cannot be split.
+    #[error("log_format variables ${0} and the one before it are not separated by text")]
+    Adjacent(String),
+    /// An empty format.
+    #[error("log_format is empty")]
+    Empty,
+}
+
+/// A compiled `log_format`.
+#[derive(Debug, Clone)]
+pub struct AccessFormat {
+    segs: Vec<Seg>,
+    /// The format is `combined` (possibly followed by more): look for `key=value` extras.
+    combined_prefix: bool,
+    name: String,
+    /// Apache's `%t` stamps the request's start (`$apache_time_start`), not its end.
+    start_stamp: bool,
+    /// Apache's `%D`: the duration in microseconds (`$apache_request_us`).
+    request_us: bool,
+}
+
+/// The byte ranges of the fields the parser reads, for one line.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Slots {
+    pub remote_addr: Option<(usize, usize)>,
+    pub time: Option<(usize, usize, Var)>,
+    pub request: Option<(usize, usize)>,
+    pub status: Option<(usize, usize)>,
+    pub body: Option<(usize, usize)>,
+    pub upstream_addr: Option<(usize, usize)>,
+    pub upstream_status: Option<(usize, usize)>,
+    pub upstream_time: Option<(usize, usize)>,
+    pub request_time: Option<(usize, usize)>,
+    pub forwarded: Option<(usize, usize)>,
+    pub end: usize,
+    pub start_stamp: bool,
+    pub request_us: bool,
+}
+
+impl AccessFormat {
+    /// Compiles a `log_format` string (the concatenated quoted parts, as nginx -T shows them).
+    pub fn compile(format: &str) -> Result<AccessFormat, FormatError> {
+        let b = format.as_bytes();
+        let (mut start_stamp, mut request_us) = (false, false);
+        let mut segs: Vec<Seg> = Vec::new();
+        let mut lit = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' {
+                let (name, next) = if b.get(i + 1) == Some(&b'{') {
+                    let close = b[i..].iter().position(|&c| c == b'}').map(|p| i + p);
+                    match close {
+                        Some(c) => (&format[i + 2..c], c + 1),
+                        None => ("", i + 1),
+                    }
+                } else {
+                    let n = b[i + 1..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
+                    (&format[i + 1..i + 1 + n], i + 1 + n)
+                };
+                if name.is_empty() {
+                    lit.push(b'$');
+                    i += 1;
+                    continue;
+                }
+                if !lit.is_empty() {
+                    segs.push(Seg::Lit(std::mem::take(&mut lit)));
+                } else if matches!(segs.last(), Some(Seg::Var(_))) {
+                    return Err(FormatError::Adjacent(name.to_string()));
+                }
+                let kind = match name {
+                    "apache_time_start" => {
+                        start_stamp = true;
+                        Var::TimeLocal
+                    }
+                    "apache_request_us" => {
+                        request_us = true;
+                        Var::RequestTime
+                    }
+                    _ => var_kind(name),
+                };
+                segs.push(Seg::Var(kind));
+                i = next;
+            } else {
+                lit.push(b[i]);
+                i += 1;
+            }
+        }
+        if !lit.is_empty() {
+            segs.push(Seg::Lit(lit));
+        }
+        if segs.is_empty() {
+            return Err(FormatError::Empty);
+        }
+        if !segs.iter().any(|s| matches!(s, Seg::Var(Var::Status))) {
+            return Err(FormatError::NoStatus);
+        }
+        let combined_prefix = format.trim() == COMBINED;
+        Ok(AccessFormat {
+            segs,
+            combined_prefix,
+            name: if combined_prefix {
+                "combined".into()
+            } else {
+                "custom".into()
+            },
+            start_stamp,
+            request_us,
+        })
+    }
+
+    /// The built-in `combined` format (also used when the format is unknown: extras after it
+    /// written as `key="value"` are picked up by name).
+    pub fn combined() -> AccessFormat {
+        // COMBINED always compiles.
+        AccessFormat::compile(COMBINED).unwrap_or(AccessFormat {
+            segs: Vec::new(),
+            combined_prefix: true,
+            name: "combined".into(),
+            start_stamp: false,
+            request_us: false,
+        })
+    }
+
+    /// The format's name (`combined`, or the `log_format` name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Infers the format of an access log whose lines are `combined` with extra fields in
+    /// front (`$host $remote_addr - $remote_user [$time_local] "$request" …`, a common
+    /// virtual-host format), from a sample line. `None` when the line is not of that shape.
+    pub fn infer(line: &[u8]) -> Option<AccessFormat> {
+        let bracket = memchr::memmem::find(line, b" - ")?;
+        let lead = &line[..bracket];
+        let extra = lead.iter().filter(|&&b| b == b' ').count();
+        if extra == 0 || extra > 4 {
+            return None;
+        }
+        let mut format = String::new();
+        for i in 0..extra {
+            format.push_str(&format!("$lead{i} "));
+        }
+        format.push_str(COMBINED);
+        let mut f = AccessFormat::compile(&format).ok()?;
+        f.combined_prefix = true;
+        f.name = format!("combined with {extra} leading field(s)");
+        let s = f.slots(line)?;
+        let time_ok = s
+            .time
+            .is_some_and(|(a, b, _)| nginx_time_local(&line[a..b]).is_some());
+        (time_ok && status_of(line, &s).is_some()).then_some(f)
+    }
+
+    /// Locates the fields of one line (without its newline). `None` when the line does not
+    /// follow the format.
+    #[inline]
+    pub(crate) fn slots(&self, line: &[u8]) -> Option<Slots> {
+        let mut s = Slots {
+            start_stamp: self.start_stamp,
+            request_us: self.request_us,
+            ..Slots::default()
+        };
+        let mut pos = 0usize;
+        let n = self.segs.len();
+        let mut k = 0;
+        while k < n {
+            match &self.segs[k] {
+                Seg::Lit(l) => {
+                    if !starts_with_short(&line[pos..], l) {
+                        return None;
+                    }
+                    pos += l.len();
+                }
+                Seg::Var(v) => {
+                    let end = match self.segs.get(k + 1) {
+                        Some(Seg::Lit(l)) => pos + find_lit(&line[pos..], l)?,
+                        _ => line.len(),
+                    };
+                    let r = (pos, end);
+                    match v {
+                        Var::RemoteAddr => s.remote_addr = Some(r),
+                        Var::TimeLocal | Var::TimeIso | Var::Msec => s.time = Some((r.0, r.1, *v)),
+                        Var::Request => s.request = Some(r),
+                        Var::Status => s.status = Some(r),
+                        Var::BodyBytes => s.body = Some(r),
+                        Var::UpstreamAddr => s.upstream_addr = Some(r),
+                        Var::UpstreamStatus => s.upstream_status = Some(r),
+                        Var::UpstreamResponseTime => s.upstream_time = Some(r),
+                        Var::RequestTime => s.request_time = Some(r),
+                        Var::Forwarded => s.forwarded = Some(r),
+                        Var::Other => {}
+                    }
+                    pos = end;
+                }
+            }
+            k += 1;
+        }
+        s.end = pos;
+        Some(s)
+    }
+
+    /// Extras written after a `combined` prefix: `ua="…" us="…" urt="…" rt=…` and the long
+    /// names (`upstream_addr=`, `upstream_status=`, `request_time=`, `cf_connecting_ip=`).
+    fn extras(&self, line: &[u8], s: &mut Slots) {
+        if !self.combined_prefix || s.end >= line.len() {
+            return;
+        }
+        let mut pos = s.end;
+        while pos < line.len() {
+            while pos < line.len() && line[pos] == b' ' {
+                pos += 1;
+            }
+            let Some(eq) = line[pos..]
+                .iter()
+                .position(|&c| c == b'=' || c == b' ')
+                .map(|i| pos + i)
+            else {
+                break;
+            };
+            if line[eq] != b'=' {
+                pos = eq;
+                continue;
+            }
+            let key = &line[pos..eq];
+            let (vs, ve, next) = if line.get(eq + 1) == Some(&b'"') {
+                let close = line[eq + 2..]
+                    .iter()
+                    .position(|&c| c == b'"')
+                    .map_or(line.len(), |i| eq + 2 + i);
+                (eq + 2, close, close + 1)
+            } else {
+                let end = line[eq + 1..]
+                    .iter()
+                    .position(|&c| c == b' ')
+                    .map_or(line.len(), |i| eq + 1 + i);
+                (eq + 1, end, end)
+            };
+            let r = Some((vs, ve));
+            match key {
+                b"ua" | b"upstream_addr" | b"upstream" => s.upstream_addr = r,
+                b"us" | b"upstream_status" => s.upstream_status = r,
+                b"urt" | b"upstream_response_time" => s.upstream_time = r,
+                b"rt" | b"request_time" => s.request_time = r,
+                b"cf"
+                | b"cf_connecting_ip"
+                | b"http_cf_connecting_ip"
+                | b"xff"
+                | b"x_forwarded_for" => s.forwarded = r,
+                _ => {}
+            }
+            pos = next;
+        }
+    }
+}
+
+#[inline]
+fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
+    let first = *lit.first()?;
+    let mut from = 0;
+    while let Some(i) = find_byte(first, &hay[from..]) {
+        let at = from + i;
+        if starts_with_short(&hay[at..], lit) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The first `b` in `hay`. Most fields are a few bytes long: a plain loop over the first ones
+/// costs less than `memchr`'s set-up on every field of every line; longer fields go to `memchr`.
+#[inline]
+fn find_byte(b: u8, hay: &[u8]) -> Option<usize> {
+    const SHORT: usize = 24;
+    let head = &hay[..hay.len().min(SHORT)];
+    if let Some(i) = head.iter().position(|&c| c == b) {
+        return Some(i);
+    }
+    if hay.len() <= SHORT {
+        return None;
+    }
+    memchr::memchr(b, &hay[SHORT..]).map(|i| i + SHORT)
+}
+
+/// Whether a line looks like `combined` (for format detection).
+pub(crate) fn looks_like_access(line: &[u8]) -> bool {
+    let f = AccessFormat::combined();
+    let Some(s) = f.slots(line) else {
+        return false;
+    };
+    let status_ok = s
+        .status
+        .and_then(|(a, b)| digits(&line[a..b]))
+        .is_some_and(|v| (100..600).contains(&v));
+    let time_ok = s
+        .time
+        .is_some_and(|(a, b, _)| nginx_time_local(&line[a..b]).is_some());
+    status_ok && time_ok
+}
+
+fn status_of(line: &[u8], s: &Slots) -> Option<u16> {
+    let (a, b) = s.status?;
+    let v = digits(&line[a..b])?;
+    (100..1000).contains(&v).then_some(v as u16)
+}
+
+fn text(line: &[u8], r: Option<(usize, usize)>) -> Option<String> {
+    let (a, b) = r?;
+    let v = &line[a..b];
+    if v.is_empty() || v == b"-" {
+        None
+    } else {
+        Some(String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+fn float(line: &[u8], r: Option<(usize, usize)>) -> Option<f64> {
+    let (a, b) = r?;
+    // `$request_time` is one number; `$upstream_response_time` may be a list: take the sum.
+    let v = std::str::from_utf8(&line[a..b]).ok()?;
+    v.split([',', ':'])
+        .map(str::trim)
+        .filter(|x| !x.is_empty() && *x != "-")
+        .map(|x| x.parse::<f64>().ok())
+        .sum::<Option<f64>>()
+}
+
+/// A time cache for access lines: the same stamp repeats for every line of a second.
+#[derive(Debug, Default)]
+pub(crate) struct TimeCache {
+    key: [u8; 32],
+    len: usize,
+    value: Option<Timestamp>,
+}
+
+impl TimeCache {
+    #[inline]
+    pub(crate) fn get(&mut self, raw: &[u8], kind: Var) -> Option<Timestamp> {
+        if raw.len() <= 32
+            && self.len == raw.len()
+            && self.len > 0
+            && eq_short(&self.key[..self.len], raw)
+        {
+            return self.value;
+        }
+        let value = match kind {
+            Var::TimeLocal => nginx_time_local(raw),
+            Var::TimeIso => super::time::iso8601(raw).and_then(|(s, _)| match s {
+                super::time::Stamp::Offset(c, off) => c.with_offset(off),
+                _ => None,
+            }),
+            Var::Msec => {
+                let v = std::str::from_utf8(raw).ok()?.parse::<f64>().ok()?;
+                Timestamp::from_millisecond((v * 1000.0) as i64).ok()
+            }
+            _ => None,
+        };
+        if raw.len() <= 32 {
+            self.key[..raw.len()].copy_from_slice(raw);
+            self.len = raw.len();
+            self.value = value;
+        }
+        value
+    }
+}
+
+/// Builds the [`Response`] of a parsed line.
+pub(crate) fn response(
+    line: &[u8],
+    s: &Slots,
+    file: &Path,
+    line_no: u64,
+    time: Option<Timestamp>,
+    status: u16,
+) -> Response {
+    let request_time = float(line, s.request_time).map(|t| if s.request_us { t / 1e6 } else { t });
+    // An Apache stamp is the request's start: the response ends `request_time` later.
+    let time = match (s.start_stamp, time, request_time) {
+        (true, Some(t), Some(d)) => t
+            .checked_add(jiff::SignedDuration::from_secs_f64(d.clamp(0.0, 86_400.0)))
+            .ok()
+            .or(Some(t)),
+        _ => time,
+    };
+    Response {
+        file: file.to_path_buf(),
+        line: line_no,
+        time,
+        status,
+        request: text(line, s.request).unwrap_or_default(),
+        client: text(line, s.remote_addr).unwrap_or_default(),
+        upstream_addr: text(line, s.upstream_addr),
+        upstream_status: text(line, s.upstream_status),
+        request_time,
+        body_bytes: s.body.and_then(|(a, b)| digits(&line[a..b])).map(u64::from),
+        forwarded_for: text(line, s.forwarded),
+    }
+}
+
+/// Parses one access line into a [`Response`] (any status), for the streaming parser.
+pub(crate) fn parse_line(
+    fmt: &AccessFormat,
+    cache: &mut TimeCache,
+    file: &Path,
+    line_no: u64,
+    line: &[u8],
+) -> Option<Response> {
+    let mut s = fmt.slots(line)?;
+    let status = status_of(line, &s)?;
+    fmt.extras(line, &mut s);
+    let time = s.time.and_then(|(a, b, k)| cache.get(&line[a..b], k));
+    Some(response(line, &s, file, line_no, time, status))
+}
+
+/// Most client addresses kept in the counts (the least frequent are pruned past it).
+const MAX_CLIENTS: usize = 5_000;
+
+/// Distinct clients counted per chunk of a file.
+const CHUNK_CLIENTS: usize = 2_048;
+
+/// A client address as a fixed-size key (no allocation per line); longer values are cut.
+#[derive(Debug, Clone, Copy, Eq)]
+pub(crate) struct ClientKey {
+    len: u8,
+    bytes: [u8; 47],
+}
+
+impl ClientKey {
+    #[inline]
+    fn new(s: &[u8]) -> Self {
+        let n = s.len().min(47);
+        let mut bytes = [0u8; 47];
+        bytes[..n].copy_from_slice(&s[..n]);
+        ClientKey {
+            len: n as u8,
+            bytes,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for ClientKey {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && eq_short(self.as_bytes(), other.as_bytes())
+    }
+}
+
+/// Byte equality without a libc call (the values compared here are a few bytes long).
+#[inline(always)]
+fn eq_short(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes([
+            a[i],
+            a[i + 1],
+            a[i + 2],
+            a[i + 3],
+            a[i + 4],
+            a[i + 5],
+            a[i + 6],
+            a[i + 7],
+        ]);
+        let y = u64::from_ne_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ]);
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn starts_with_short(hay: &[u8], lit: &[u8]) -> bool {
+    hay.len() >= lit.len() && eq_short(&hay[..lit.len()], lit)
+}
+
+impl std::hash::Hash for ClientKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write(self.as_bytes());
+    }
+}
+
+/// A fast multiply-rotate hasher with a per-process random seed (client addresses are chosen
+/// by the outside world; the seed and the map's size cap keep collisions from being steered).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        self.0 = h ^ (bytes.len() as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // A final avalanche so that the low bits (the table index) depend on every input bit.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FastBuild(u64);
+
+impl Default for FastBuild {
+    fn default() -> Self {
+        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        use std::hash::BuildHasher;
+        FastBuild(*SEED.get_or_init(|| {
+            std::collections::hash_map::RandomState::new().hash_one(0x6f72_6967_696e_u64)
+        }))
+    }
+}
+
+impl std::hash::BuildHasher for FastBuild {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(self.0)
+    }
+}
+
+/// Client address counts.
+pub(crate) type ClientMap = HashMap<ClientKey, u64, FastBuild>;
+
+/// Adds `other` into `into`, pruning the least frequent past a bound.
+pub(crate) fn merge_clients(into: &mut ClientMap, other: ClientMap) {
+    for (k, v) in other {
+        *into.entry(k).or_default() += v;
+    }
+    if into.len() > MAX_CLIENTS * 4 {
+        prune_map(into, MAX_CLIENTS * 2);
+    }
+}
+
+fn prune_map(map: &mut ClientMap, keep: usize) {
+    let mut counts: Vec<u64> = map.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let cut = counts.get(keep).copied().unwrap_or(0);
+    map.retain(|_, n| *n > cut);
+}
+
+/// The most frequent clients, as text.
+pub(crate) fn clients_text(mut map: ClientMap) -> BTreeMap<String, u64> {
+    if map.len() > MAX_CLIENTS {
+        prune_map(&mut map, MAX_CLIENTS);
+    }
+    map.into_iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k.as_bytes()).into_owned(), v))
+        .collect()
+}
+
+/// Counts for a run of access lines (one chunk of a file), built without allocating per line.
+#[derive(Debug, Default)]
+pub(crate) struct AccessAcc {
+    pub lines: u64,
+    pub bad: u64,
+    pub outside: u64,
+    pub total: u64,
+    by_status: Vec<u64>,
+    other_status: BTreeMap<u16, u64>,
+    minute: i64,
+    minute_count: MinuteCount,
+    per_minute: BTreeMap<i64, MinuteCount>,
+    clients: ClientMap,
+    /// 5xx and 499 responses, line numbers local to the chunk.
+    pub errors: Vec<Response>,
+    pub errors_dropped: u64,
+    cache: TimeCache,
+}
+
+impl AccessAcc {
+    pub fn new() -> Self {
+        AccessAcc {
+            by_status: vec![0; 600],
+            clients: ClientMap::with_capacity_and_hasher(CHUNK_CLIENTS, FastBuild::default()),
+            minute: i64::MIN,
+            ..Default::default()
+        }
+    }
+
+    /// Counts one line (without its newline). `line_no` is local to the chunk.
+    #[inline]
+    pub fn line(
+        &mut self,
+        fmt: &AccessFormat,
+        window: &Window,
+        file: &Path,
+        line_no: u64,
+        line: &[u8],
+        max_errors: usize,
+    ) {
+        self.lines += 1;
+        let Some(mut s) = fmt.slots(line) else {
+            self.bad += 1;
+            return;
+        };
+        let Some(status) = status_of(line, &s) else {
+            self.bad += 1;
+            return;
+        };
+        let time = s.time.and_then(|(a, b, k)| self.cache.get(&line[a..b], k));
+        if let Some(t) = time {
+            if window.since.is_some_and(|since| t < since)
+                || window.until.is_some_and(|until| t > until)
+            {
+                self.outside += 1;
+                return;
+            }
+        }
+        self.total += 1;
+        match self.by_status.get_mut(usize::from(status)) {
+            Some(n) => *n += 1,
+            None => *self.other_status.entry(status).or_default() += 1,
+        }
+        let error = status >= 500 || status == 499;
+        if let Some(t) = time {
+            let minute = t.as_second().div_euclid(60) * 60;
+            if minute != self.minute {
+                self.flush_minute();
+                self.minute = minute;
+            }
+            self.minute_count.total += 1;
+            if status >= 500 {
+                self.minute_count.errors += 1;
+            }
+        }
+        if let Some((a, b)) = s.remote_addr {
+            let key = ClientKey::new(&line[a..b]);
+            if let Some(n) = self.clients.get_mut(&key) {
+                *n += 1;
+            } else if self.clients.len() < CHUNK_CLIENTS {
+                self.clients.insert(key, 1);
+            }
+            // Else a new client past the chunk's bound: not counted (the counts are for the
+            // frequent clients, e.g. a CDN's edges, and stay exact for up to that many).
+        }
+        if error {
+            if self.errors.len() < max_errors {
+                fmt.extras(line, &mut s);
+                self.errors
+                    .push(response(line, &s, file, line_no, time, status));
+            } else {
+                self.errors_dropped += 1;
+            }
+        }
+    }
+
+    fn flush_minute(&mut self) {
+        if self.minute != i64::MIN && self.minute_count.total > 0 {
+            let e = self.per_minute.entry(self.minute).or_default();
+            e.total += self.minute_count.total;
+            e.errors += self.minute_count.errors;
+        }
+        self.minute_count = MinuteCount::default();
+    }
+
+    /// The counts as [`ResponseStats`] (without clients), the raw client counts, the kept
+    /// errors and how many were dropped.
+    pub fn into_parts(mut self) -> (ResponseStats, ClientMap, Vec<Response>, u64) {
+        self.flush_minute();
+        let mut by_status = self.other_status;
+        for (status, n) in self.by_status.iter().enumerate() {
+            if *n > 0 {
+                by_status.insert(status as u16, *n);
+            }
+        }
+        (
+            ResponseStats {
+                total: self.total,
+                by_status,
+                per_minute: self.per_minute,
+                clients: BTreeMap::new(),
+            },
+            self.clients,
+            self.errors,
+            self.errors_dropped,
+        )
+    }
+}
+
+/// Keeps the most frequent clients of merged stats under the cap.
+pub(crate) fn cap_clients(clients: &mut BTreeMap<String, u64>) {
+    if clients.len() <= MAX_CLIENTS {
+        return;
+    }
+    let mut counts: Vec<u64> = clients.values().copied().collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    let cut = counts.get(MAX_CLIENTS).copied().unwrap_or(0);
+    clients.retain(|_, n| *n > cut);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::logs::LINE_CAP;
+
+    const LAB: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" ua="$upstream_addr" us="$upstream_status" urt="$upstream_response_time" rt=$request_time"#;
+
+    /// Access lines that trip parsers: escaped quotes in the request, a missing status, an IPv6
+    /// client, a line past the length cap, binary bytes, fields longer and shorter than the
+    /// short scan of `find_byte`.
+    fn tricky_lines() -> Vec<Vec<u8>> {
+        let mut lines: Vec<Vec<u8>> = [
+            &br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET /a?q=\"x\" HTTP/1.1" 502 157 "-" "curl""#[..],
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET /a\" 200 \"b HTTP/1.1" 504 0 "-" "-""#,
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" - 157 "-" "curl""#,
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1"  157 "-" "curl""#,
+            br#"2001:db8:85a3::8a2e:370:7334 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" 502 157 "-" "curl""#,
+            br#"::1 - - [24/Nov/2026:07:45:17 +0000] "-" 400 0 "-" "-""#,
+            b"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] \"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\" 400 157 \"-\" \"-\"",
+            b"\xff\xfe\x00\x01 binary",
+            b"",
+            b"\"",
+        ]
+        .iter()
+        .map(|l| l.to_vec())
+        .collect();
+        let mut long = br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET /"#.to_vec();
+        long.extend(std::iter::repeat_n(b'a', LINE_CAP + 10));
+        long.extend_from_slice(br#" HTTP/1.1" 502 157 "-" "curl""#);
+        lines.push(long[..LINE_CAP].to_vec());
+        lines.push(long);
+        lines
+    }
+
+    #[test]
+    fn the_short_field_scan_finds_what_memchr_finds() {
+        for line in tricky_lines() {
+            let mut bytes: Vec<u8> = line.iter().copied().take(64).collect();
+            bytes.extend_from_slice(b" \"][-\x00z");
+            for from in (0..=line.len()).filter(|f| *f < 200 || f % 97 == 0) {
+                for &b in &bytes {
+                    assert_eq!(
+                        find_byte(b, &line[from..]),
+                        memchr::memchr(b, &line[from..]),
+                        "{b} from {from}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tricky_lines_parse_as_they_should() {
+        let f = AccessFormat::combined();
+        let mut c = TimeCache::default();
+        let got: Vec<Option<(u16, String, String)>> = tricky_lines()
+            .iter()
+            .map(|l| {
+                parse_line(&f, &mut c, Path::new("a"), 1, l)
+                    .map(|r| (r.status, r.client, r.request))
+            })
+            .collect();
+        let want = |status: u16, client: &str, request: &str| {
+            Some((status, client.to_string(), request.to_string()))
+        };
+        // The request ends at the first `" ` (nginx writes a quote inside as `\x22`; Apache's
+        // `\"` cuts the request short): the line is bad, or read with a short request.
+        assert_eq!(got[0], None);
+        assert_eq!(got[1], want(200, "1.2.3.4", r"GET /a\"));
+        assert_eq!(got[2], None);
+        assert_eq!(got[3], None);
+        assert_eq!(
+            got[4],
+            want(502, "2001:db8:85a3::8a2e:370:7334", "GET / HTTP/1.1")
+        );
+        assert_eq!(got[5], want(400, "::1", ""));
+        assert_eq!(got[6].as_ref().map(|g| g.0), Some(400));
+        assert_eq!(&got[7..10], &[None, None, None]);
+        // Cut at the cap (as the reader cuts it): the quote that ends the request is gone.
+        assert_eq!(got[10], None);
+        assert_eq!(
+            got[11],
+            want(
+                502,
+                "1.2.3.4",
+                &format!("GET /{} HTTP/1.1", "a".repeat(LINE_CAP + 10))
+            )
+        );
+        // The counting path agrees with the streaming parser on every line.
+        let window = Window::default();
+        let mut acc = AccessAcc::new();
+        for (i, l) in tricky_lines().iter().enumerate() {
+            acc.line(&f, &window, Path::new("a"), i as u64 + 1, l, 100);
+        }
+        let parsed = got.iter().filter(|g| g.is_some()).count() as u64;
+        assert_eq!(acc.total, parsed);
+        assert_eq!(acc.bad, tricky_lines().len() as u64 - parsed);
+        let errors: Vec<u16> = acc.errors.iter().map(|r| r.status).collect();
+        assert_eq!(errors, vec![502, 502]);
+    }
+
+    #[test]
+    fn custom_format_reads_upstream_fields() {
+        let f = AccessFormat::compile(LAB).unwrap();
+        let line = br#"127.0.0.1 - - [24/Nov/2026:07:45:29 +0000] "GET /nolive.php HTTP/1.1" 502 157 "-" "Mozilla/5.0 (lab)" ua="127.0.0.1:19001, 127.0.0.1:19002" us="502, 502" urt="0.000, 0.000" rt=0.000"#;
+        let mut c = TimeCache::default();
+        let r = parse_line(&f, &mut c, Path::new("a"), 3, line).unwrap();
+        assert_eq!(r.status, 502);
+        assert_eq!(r.client, "127.0.0.1");
+        assert_eq!(r.request, "GET /nolive.php HTTP/1.1");
+        assert_eq!(
+            r.upstream_addr.as_deref(),
+            Some("127.0.0.1:19001, 127.0.0.1:19002")
+        );
+        assert_eq!(r.upstream_status.as_deref(), Some("502, 502"));
+        assert_eq!(r.request_time, Some(0.0));
+        assert_eq!(r.body_bytes, Some(157));
+        assert_eq!(r.time.unwrap().to_string(), "2026-11-24T07:45:29Z");
+    }
+
+    #[test]
+    fn unknown_format_falls_back_to_combined_with_extras() {
+        let f = AccessFormat::combined();
+        let line = br#"127.0.0.1 - - [24/Nov/2026:07:45:48 +0000] "GET /sleep.php?s=8 HTTP/1.1" 502 157 "-" "Mozilla/5.0 (lab)" ua="unix:/run/php/php8.2-fpm.sock" us="502" urt="5.242" rt=5.241"#;
+        let mut c = TimeCache::default();
+        let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
+        assert_eq!(
+            r.upstream_addr.as_deref(),
+            Some("unix:/run/php/php8.2-fpm.sock")
+        );
+        assert_eq!(r.upstream_status.as_deref(), Some("502"));
+        assert_eq!(r.request_time, Some(5.241));
+        assert!(looks_like_access(line));
+        assert!(!looks_like_access(b"2026/11/24 07:45:17 [crit] 1#1: x"));
+    }
+
+    #[test]
+    fn cf_connecting_ip_and_iso_time() {
+        let f = AccessFormat::compile(
+            r#"$http_cf_connecting_ip $remote_addr [$time_iso8601] "$request" $status rt=$request_time"#,
+        )
+        .unwrap();
+        let line =
+            br#"203.0.113.9 172.70.1.2 [2026-11-24T08:45:17+01:00] "GET / HTTP/2.0" 504 rt=60.001"#;
+        let mut c = TimeCache::default();
+        let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
+        assert_eq!(r.forwarded_for.as_deref(), Some("203.0.113.9"));
+        assert_eq!(r.client, "172.70.1.2");
+        assert_eq!(r.status, 504);
+        assert_eq!(r.time.unwrap().to_string(), "2026-11-24T07:45:17Z");
+    }
+
+    #[test]
+    fn leading_fields_are_inferred() {
+        let line = br#"origin.rxivist.org 54.87.212.77 - - [19/Oct/2018:16:05:32 +0000] "GET / HTTP/1.1" 500 193 "-" "loader.io;d947546b8d2817a9163c339aaa202026" rt=0.001"#;
+        let f = AccessFormat::infer(line).unwrap();
+        let mut c = TimeCache::default();
+        let r = parse_line(&f, &mut c, Path::new("a"), 1, line).unwrap();
+        assert_eq!(r.client, "54.87.212.77");
+        assert_eq!(r.status, 500);
+        assert_eq!(r.request_time, Some(0.001));
+        assert!(AccessFormat::infer(b"2026/11/24 07:45:17 [crit] 1#1: x - y").is_none());
+        // Plain combined has no leading field: nothing to infer.
+        assert!(AccessFormat::infer(
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET / HTTP/1.1" 200 5 "-" "x""#
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn bad_formats() {
+        assert_eq!(
+            AccessFormat::compile("$remote_addr $request").unwrap_err(),
+            FormatError::NoStatus
+        );
+        assert!(matches!(
+            AccessFormat::compile("$status$request"),
+            Err(FormatError::Adjacent(_))
+        ));
+        assert_eq!(AccessFormat::compile("").unwrap_err(), FormatError::Empty);
+    }
+
+    #[test]
+    fn accumulator_counts_and_window() {
+        let f = AccessFormat::combined();
+        let mut acc = AccessAcc::new();
+        let since = "2026-11-24T07:45:00Z".parse().unwrap();
+        let w = Window {
+            since: Some(since),
+            until: None,
+        };
+        let lines = [
+            r#"1.1.1.1 - - [24/Nov/2026:07:44:59 +0000] "GET / HTTP/1.1" 502 157 "-" "x""#,
+            r#"1.1.1.1 - - [24/Nov/2026:07:45:01 +0000] "GET / HTTP/1.1" 200 1 "-" "x""#,
+            r#"2.2.2.2 - - [24/Nov/2026:07:45:02 +0000] "GET / HTTP/1.1" 502 157 "-" "x""#,
+            r#"2.2.2.2 - - [24/Nov/2026:07:46:02 +0000] "GET / HTTP/1.1" 499 0 "-" "x""#,
+            "garbage",
+        ];
+        for (i, l) in lines.iter().enumerate() {
+            acc.line(&f, &w, Path::new("a"), i as u64 + 1, l.as_bytes(), 10);
+        }
+        assert_eq!((acc.lines, acc.bad, acc.outside), (5, 1, 1));
+        let (mut stats, clients, errors, _) = acc.into_parts();
+        stats.clients = clients_text(clients);
+        assert_eq!(stats.total, 3);
+        assert_eq!(stats.by_status.get(&502), Some(&1));
+        assert_eq!(stats.by_status.get(&499), Some(&1));
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].line, 3);
+        let m = stats.per_minute.values().copied().collect::<Vec<_>>();
+        assert_eq!(
+            m,
+            vec![
+                MinuteCount {
+                    total: 2,
+                    errors: 1
+                },
+                MinuteCount {
+                    total: 1,
+                    errors: 0
+                }
+            ]
+        );
+        assert_eq!(stats.clients.get("2.2.2.2"), Some(&2));
+    }
+}
