@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs the Debian packages the end-to-end tests start for real (nginx, PHP-FPM 8.2 with
-# mysqli, MariaDB, the firewalls, fail2ban, curl and the process/network tools, and debootstrap:
+# Installs the Debian packages the end-to-end tests start for real (nginx, Apache httpd, PHP-FPM 8.2 with
+# mysqli, MariaDB, the firewalls, fail2ban, curl, the process/network tools, chattr (e2fsprogs) and debootstrap:
 # the `whitelist --persist` test installs netfilter-persistent into a Debian root of its own,
 # never on this machine, because it changes how a machine boots). Idempotent: it
 # runs `apt-get update` and `apt-get install` only when something is missing, and only installs:
@@ -11,7 +11,7 @@
 # Usage: scripts/install-test-deps.sh        (as root, or through sudo when not root)
 set -eu
 
-PACKAGES="nginx php-fpm php-mysql php-cli php wordpress mariadb-server mariadb-client iptables nftables ipset ufw fail2ban firehol sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap util-linux systemd"
+PACKAGES="nginx apache2 php-fpm php-mysql php-cli php wordpress mariadb-server mariadb-client iptables nftables ipset ufw fail2ban firehol sqlite3 openssl curl iproute2 procps psmisc ca-certificates debootstrap e2fsprogs util-linux systemd"
 
 missing=""
 for pkg in $PACKAGES; do

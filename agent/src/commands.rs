@@ -514,6 +514,9 @@ pub fn cdn(command: CdnCommand) -> Result<Exit> {
                         let line = origin_agent::whitelist::current::summary(&out)
                             .unwrap_or_else(|| "CDN whitelist already current".to_string());
                         print(&format!("{line}\n"))?;
+                        if let Some(note) = origin_agent::whitelist::current::note(&out) {
+                            notify_whitelist(&config, &note)?;
+                        }
                         if !out.succeeded() {
                             return Ok(1);
                         }
@@ -521,6 +524,10 @@ pub fn cdn(command: CdnCommand) -> Result<Exit> {
                     Ok(None) => {}
                     Err(e) => {
                         print(&format!("CDN whitelist NOT kept current: {e}\n"))?;
+                        notify_whitelist(
+                            &config,
+                            &origin_agent::whitelist::current::error_note(&e),
+                        )?;
                         return Ok(1);
                     }
                 }
@@ -528,6 +535,18 @@ pub fn cdn(command: CdnCommand) -> Result<Exit> {
             Ok(if report.ok() { 0 } else { 1 })
         }
     }
+}
+
+/// Sends a keep-current note through the configured webhook and exec hook; their failures are
+/// printed (the whitelist change itself stands).
+fn notify_whitelist(
+    config: &origin_agent::config::Config,
+    note: &origin_agent::whitelist::current::WhitelistNote,
+) -> Result<()> {
+    for e in origin_agent::daemon::notify::send_whitelist_now(config, note) {
+        print(&format!("{e}\n"))?;
+    }
+    Ok(())
 }
 
 pub fn whitelist(args: WhitelistArgs) -> Result<Exit> {

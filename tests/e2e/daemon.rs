@@ -488,6 +488,51 @@ fn the_daemon_loop_opens_and_closes_an_incident_and_tells_the_webhook() {
     assert_eq!(receiver.json().len(), 2, "no further notifications");
 }
 
+#[test]
+fn the_whitelist_reapply_tells_the_webhook_only_when_something_happened() {
+    // Never reaches a firewall: no whitelist was applied (nothing to re-apply), then a saved
+    // state that cannot be read (the re-apply fails before anything is read or changed).
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let log = dir.path().join("access.log");
+    fs::write(&log, "").unwrap();
+    let state = dir.path().join("state");
+    let config = config_yaml(
+        &format!(
+            "logs:\n  nginx_access: [{}]\nmetrics:\n  listen: 127.0.0.1:0\nstate_dir: {}\n\
+             daemon:\n  whitelist_every: 1s\nnotify:\n  webhook: {}\n",
+            log.display(),
+            state.display(),
+            receiver.url()
+        ),
+        dir.path(),
+    );
+    let running = Running::start(
+        config,
+        Shared::new(Duration::from_secs(2)),
+        fast_options(None),
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        receiver.json().is_empty(),
+        "sent with nothing to keep current"
+    );
+    fs::create_dir_all(state.join("whitelist")).unwrap();
+    fs::write(state.join("whitelist/before-last-apply.json"), "{not json").unwrap();
+    wait_for("the failed re-apply at the webhook", || {
+        !receiver.json().is_empty()
+    });
+    running.stop();
+    let got = receiver.json();
+    assert_eq!(got[0]["kind"], "whitelist_failed");
+    let summary = got[0]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("CDN whitelist NOT kept current:")
+            && summary.contains("unreadable saved state"),
+        "{summary}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // SIGHUP reload (through the control flag the signal handler sets).
 

@@ -395,7 +395,9 @@ fn held_out_php_fpm_workers_killed_by_the_oom_killer() {
     for pid in &workers {
         cgroup.add(*pid).unwrap();
     }
-    let before = dmesg().len();
+    // The kernel's last line so far (stamped to the microsecond): what follows it is new. A count
+    // of lines would not do: a full ring buffer drops its oldest lines as new ones come.
+    let last_before = dmesg().pop();
     let fpm_mark = lab.mark().php_fpm;
     // Both caged workers at once (a respawned worker is outside the cgroup).
     let statuses = lab.get_many("/memory.php", 2, 2);
@@ -416,7 +418,11 @@ fn held_out_php_fpm_workers_killed_by_the_oom_killer() {
     let mut kernel: Vec<String> = Vec::new();
     wait_until(Duration::from_secs(3), || {
         let mut all = dmesg();
-        kernel = all.split_off(before.min(all.len()));
+        let new_from = last_before
+            .as_ref()
+            .and_then(|last| all.iter().rposition(|l| l == last))
+            .map_or(0, |i| i + 1);
+        kernel = all.split_off(new_from);
         kernel
             .iter()
             .any(|l| l.contains("Memory cgroup out of memory: Killed process"))

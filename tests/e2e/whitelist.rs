@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::{Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -1241,13 +1241,7 @@ impl Lab {
     /// Runs `args` inside the origin namespace and chrooted into `root` (with its own /proc,
     /// mounted in the namespace's private mount table and gone with the command).
     fn in_root(&self, root: &Path, args: &[&str]) -> std::process::Output {
-        let r = root.display().to_string();
-        let mut full = vec![r.as_str()];
-        full.extend_from_slice(args);
-        self.origin.run(&private_mounts(
-            "mount -t proc proc \"$0/proc\" && exec chroot \"$0\" \"$@\"",
-            &full,
-        ))
+        crate::util::debian_root::run_in_root(root, Some(&self.origin), &Default::default(), args)
     }
 
     /// The origin as after a reboot: no rules, no sets, every policy ACCEPT.

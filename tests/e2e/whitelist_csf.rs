@@ -8,6 +8,8 @@
 //! `../shared/research/labs/csf-lab.md`.
 
 use super::*;
+use crate::util::debian_root::{run_in_root, Chroot, Turn};
+use crate::util::services::Killed;
 
 /// Where the CSF source is, or why it is not there.
 fn csf_tarball() -> Result<PathBuf, String> {
@@ -36,28 +38,17 @@ const CSF_SETTINGS: &[(&str, &str)] = &[
     ("HOST", "/bin/true"),
 ];
 
-/// Runs `args` in `root` (chroot) with a fresh /proc in a private mount and PID namespace;
-/// inside the network namespace `ns`, or in a new empty one when `ns` is `None`.
+/// How CSF's commands run in its root: a PID namespace of their own, /sys read-only.
+fn csf_chroot() -> Chroot {
+    Chroot {
+        pid_namespace: true,
+        ..Chroot::default()
+    }
+}
+
+/// Runs `args` chrooted into the CSF root, in network namespace `ns` (a new empty one if `None`).
 fn in_root(root: &Path, ns: Option<&str>, args: &[&str]) -> std::process::Output {
-    let inner = "mount -t proc proc \"$0/proc\" && { mount -t sysfs -o ro sysfs \"$0/sys\" 2>/dev/null || :; } && exec chroot \"$0\" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \"$@\"";
-    let r = root.display().to_string();
-    let mut full: Vec<&str> = match ns {
-        Some(ns) => vec!["ip", "netns", "exec", ns, "unshare"],
-        None => vec!["unshare", "-n"],
-    };
-    full.extend_from_slice(&[
-        "-m",
-        "-p",
-        "-f",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        inner,
-        &r,
-    ]);
-    full.extend_from_slice(args);
-    sh(&full)
+    run_in_root(root, ns, &csf_chroot(), args)
 }
 
 /// The Debian root with CSF installed by its own installer (in an empty network namespace: its
@@ -159,18 +150,8 @@ fn reset_csf(root: &Path) {
     let _ = std::fs::remove_dir_all(root.join("var/lib/origin-agent"));
 }
 
-/// A second web server, on 8080: a port the whitelist must not open.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A connection from `from` to the origin's `port` (1 s to connect: CSF drops silently).
-fn connects(lab: &Lab, from: &str, port: u16) -> bool {
+pub(super) fn connects(lab: &Lab, from: &str, port: u16) -> bool {
     sh(&[
         "ip",
         "netns",
@@ -192,14 +173,14 @@ fn connects(lab: &Lab, from: &str, port: u16) -> bool {
     .success()
 }
 
-#[test]
-fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
-    need_root_and_tools!();
+/// The root reset to the test settings with the agent's binary in it, and a new lab; `None`
+/// (after saying why) where the root cannot be built.
+fn prepared() -> Option<(PathBuf, Lab)> {
     let root = match csf_root() {
         Ok(root) => root,
         Err(why) => {
             crate::skip(&why);
-            return;
+            return None;
         }
     };
     reset_csf(&root);
@@ -208,8 +189,33 @@ fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
         root.join("usr/local/bin/origin-agent"),
     )
     .unwrap();
-    let lab = Lab::new();
-    let _alt = Server(
+    Some((root, Lab::new()))
+}
+
+/// Exit code and output (stdout, then stderr) of `args` in the root, in the origin namespace.
+fn run_in(root: &Path, lab: &Lab, args: &[&str]) -> (Option<i32>, String) {
+    let out = in_root(root, Some(&lab.origin), args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// The rules CSF built, without counters and comments.
+fn rules_of(root: &Path, lab: &Lab) -> String {
+    let (_, t) = run_in(root, lab, &["iptables-save"]);
+    t.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| origin_agent::whitelist::ipt::strip_counters(l).to_string() + "\n")
+        .collect()
+}
+
+/// A second web server in the origin namespace on `port` (one the whitelist must not open),
+/// stopped on drop.
+pub(super) fn web_server(lab: &Lab, port: u16) -> Killed {
+    Killed(
         Proc::new("ip")
             .args([
                 "netns",
@@ -218,34 +224,30 @@ fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
                 "python3",
                 "-m",
                 "http.server",
-                "8080",
+                &port.to_string(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    );
-    let run = |args: &[&str]| {
-        let out = in_root(&root, Some(&lab.origin), args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code(), text)
+    )
+}
+
+#[test]
+fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
+    need_root_and_tools!();
+    let _turn = Turn::root("csf-root");
+    let Some((root, lab)) = prepared() else {
+        return;
     };
+    let _alt = web_server(&lab, 8080);
+    let run = |args: &[&str]| run_in(&root, &lab, args);
     let agent = |extra: &[&str]| {
         let mut args = vec!["origin-agent", "whitelist", "--provider", "cloudflare"];
         args.extend_from_slice(extra);
         run(&args)
     };
-    let rules = || {
-        let (_, t) = run(&["iptables-save"]);
-        t.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| origin_agent::whitelist::ipt::strip_counters(l).to_string() + "\n")
-            .collect::<String>()
-    };
+    let rules = || rules_of(&root, &lab);
     let allow_path = root.join("etc/csf/csf.allow");
     let ignore_path = root.join("etc/csf/csf.ignore");
     // Someone's own line (8080 for the non-CDN address) and a stale agent line of a range the
@@ -263,6 +265,7 @@ fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
     );
     let started = Instant::now();
     assert!(!connects(&lab, CDN4, 80), "the CDN reaches :80 before");
+    assert!(!connects(&lab, OTHER4, 80), "anyone reaches :80 before");
     assert!(
         connects(&lab, EXTRA4, 80),
         "the stale line does not open :80"
@@ -323,4 +326,63 @@ fn csf_apply_keeps_the_whitelist_across_csf_restarts_and_rolls_back_exactly() {
     assert!(!connects(&lab, CDN4, 80));
     assert!(connects(&lab, EXTRA4, 80));
     eprintln!("csf: whole check in {:?}", started.elapsed());
+}
+
+/// Takes the immutable flag off on drop, whatever the test did (the root is reused).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: PathBuf) -> Immutable {
+        ok(&["chattr", "+i", path.to_str().unwrap()]);
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = sh(&["chattr", "-i", self.0.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn csf_failing_midway_puts_csf_allow_back_and_rebuilds_the_same_rules() {
+    need_root_and_tools!();
+    let _turn = Turn::root("csf-root");
+    let Some((root, lab)) = prepared() else {
+        return;
+    };
+    let run = |args: &[&str]| run_in(&root, &lab, args);
+    let rules = || rules_of(&root, &lab);
+    let (code, text) = run(&["csf", "-r"]);
+    assert_eq!(code, Some(0), "{text}");
+    let allow_path = root.join("etc/csf/csf.allow");
+    let ignore_path = root.join("etc/csf/csf.ignore");
+    let (allow0, ignore0, rules0) = (
+        std::fs::read(&allow_path).unwrap(),
+        std::fs::read(&ignore_path).unwrap(),
+        rules(),
+    );
+    // csf.allow can be written, csf.ignore cannot (immutable: the rename over it fails).
+    let started = Instant::now();
+    let _flag = Immutable::set(ignore_path.clone());
+    let (code, text) = run(&[
+        "origin-agent",
+        "whitelist",
+        "--provider",
+        "cloudflare",
+        "--backend",
+        "csf",
+        "--apply",
+    ]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(
+        text.contains("csf.ignore was not changed")
+            && text.contains("/etc/csf/csf.allow restored, csf -r"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&allow_path).unwrap(), allow0, "{text}");
+    assert_eq!(std::fs::read(&ignore_path).unwrap(), ignore0);
+    assert_eq!(rules(), rules0, "the rules differ after the undo: {text}");
+    assert!(!connects(&lab, CDN4, 80));
+    eprintln!("csf failing midway: {:?}", started.elapsed());
 }

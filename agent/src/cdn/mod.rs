@@ -6,7 +6,10 @@
 //! # Layout
 //! - this file: [`Provider`], [`ProviderRanges`], [`CdnCatalog`], [`ranges`], [`load`],
 //!   [`list_text`], [`show_text`], [`detect`];
-//! - [`update`]: fetching the official endpoints, validating and saving (`cdn update`).
+//! - [`update`]: fetching the official endpoints, validating and saving (`cdn update`);
+//! - [`evidence`]: a Cloudflare Origin CA certificate among the web server's certificates.
+//!
+//! It builds on [`crate::addrset`] and the host seam only: discovery hands it [`RealIpHints`].
 
 pub mod evidence;
 pub mod update;

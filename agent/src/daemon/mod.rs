@@ -281,28 +281,28 @@ pub fn run<P: LineProcessor + Diagnoser>(
 }
 
 /// Re-applies the last whitelist on a thread of its own (firewall commands take seconds; the
-/// loop and the watchdog go on), logging to the journal what changed or why it failed.
+/// loop and the watchdog go on); what changed, or why it failed, goes through the notifiers
+/// (the log among them). Nothing is sent when nothing changed.
 fn keep_whitelist_current(
     host: Arc<dyn Host>,
     config: &Config,
-    logger: &Logger,
+    notify: Option<notify::NotifySender>,
     busy: &Arc<AtomicBool>,
 ) {
     use crate::whitelist::current;
     busy.store(true, Ordering::SeqCst);
-    let (state_dir, logger, flag) = (config.state_dir.clone(), logger.clone(), busy.clone());
+    let (state_dir, flag) = (config.state_dir.clone(), busy.clone());
     let spawned = std::thread::Builder::new()
         .name("whitelist".to_string())
         .spawn(move || {
             let catalog = crate::cdn::load(&state_dir);
-            match current::keep_current(host.as_ref(), &state_dir, &catalog) {
-                Ok(Some(out)) => match current::summary(&out) {
-                    Some(line) if out.succeeded() => logger.info(&line),
-                    Some(line) => logger.warn(&line),
-                    None => {}
-                },
-                Ok(None) => {}
-                Err(e) => logger.warn(&format!("CDN whitelist NOT kept current: {e}")),
+            let note = match current::keep_current(host.as_ref(), &state_dir, &catalog) {
+                Ok(Some(out)) => current::note(&out),
+                Ok(None) => None,
+                Err(e) => Some(current::error_note(&e)),
+            };
+            if let (Some(note), Some(tx)) = (note, notify) {
+                tx.send_whitelist(note);
             }
             flag.store(false, Ordering::SeqCst);
         });
@@ -449,7 +449,12 @@ pub fn run_with<P: LineProcessor + Diagnoser>(
         if let Some(every) = config.whitelist_every.filter(|e| !e.is_zero()) {
             if last_whitelist.elapsed() >= every && !whitelist_busy.load(Ordering::SeqCst) {
                 last_whitelist = Instant::now();
-                keep_whitelist_current(pipeline.host(), &config, &logger, &whitelist_busy);
+                keep_whitelist_current(
+                    pipeline.host(),
+                    &config,
+                    dispatcher.sender(),
+                    &whitelist_busy,
+                );
             }
         }
         if let Some(rx) = &probing {

@@ -2,7 +2,8 @@
 //! journal through the native protocol on `/run/systemd/journal/socket`, or lines on stderr when
 //! there is no journal), and incident notifications ([`Notifier`]s: the log, a webhook with the
 //! incident as JSON or in Slack's `{"text": ...}` shape, an exec hook that gets the JSON on its
-//! standard input). Notifications are sent from one worker thread ([`Dispatcher`]) behind a small
+//! standard input). What a keep-current re-apply of the CDN whitelist changed (or why it failed)
+//! goes the same ways ([`Notifier::send_whitelist`]). Notifications are sent from one worker thread ([`Dispatcher`]) behind a small
 //! bounded queue, so a slow webhook never stalls the tailing loop; every send is bounded in time.
 
 use std::io::{self, Write};
@@ -16,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, WebhookFormat};
+use crate::whitelist::current::WhitelistNote;
 
 use super::incident::{Notification, NotificationKind};
 use super::metrics::Metrics;
@@ -168,6 +170,8 @@ pub trait Notifier: Send + std::fmt::Debug {
     /// A short name for logs and metrics: `log`, `webhook`, `exec`.
     fn name(&self) -> &'static str;
     fn send(&self, note: &Notification) -> Result<(), NotifyError>;
+    /// Sends what a keep-current re-apply of the CDN whitelist changed, or why it failed.
+    fn send_whitelist(&self, note: &WhitelistNote) -> Result<(), NotifyError>;
 }
 
 /// Notifications into the daemon's own log (journal fields or stderr).
@@ -200,6 +204,17 @@ impl Notifier for LogNotifier {
         );
         Ok(())
     }
+
+    fn send_whitelist(&self, note: &WhitelistNote) -> Result<(), NotifyError> {
+        let level = if note.failure.is_some() {
+            Level::Warning
+        } else {
+            Level::Notice
+        };
+        self.logger
+            .log(level, &note.summary, &[("ORIGIN_AGENT_EVENT", note.kind)]);
+        Ok(())
+    }
 }
 
 /// The JSON body a webhook or exec hook gets.
@@ -223,6 +238,22 @@ pub fn slack_json(note: &Notification) -> String {
             first.title
         ));
     }
+    serde_json::json!({ "text": text }).to_string()
+}
+
+/// The JSON body of a whitelist note (webhook, exec hook).
+pub fn whitelist_json(note: &WhitelistNote) -> String {
+    serde_json::to_string(note).unwrap_or_else(|_| "{}".to_string())
+}
+
+/// A whitelist note in Slack's shape.
+pub fn whitelist_slack_json(note: &WhitelistNote) -> String {
+    let icon = if note.failure.is_some() {
+        ":warning:"
+    } else {
+        ":shield:"
+    };
+    let text = format!("{icon} {}", crate::report::escape::controls(&note.summary));
     serde_json::json!({ "text": text }).to_string()
 }
 
@@ -257,10 +288,22 @@ impl Notifier for WebhookNotifier {
     }
 
     fn send(&self, note: &Notification) -> Result<(), NotifyError> {
-        let body = match self.format {
+        self.post(match self.format {
             WebhookFormat::Json => notification_json(note),
             WebhookFormat::Slack => slack_json(note),
-        };
+        })
+    }
+
+    fn send_whitelist(&self, note: &WhitelistNote) -> Result<(), NotifyError> {
+        self.post(match self.format {
+            WebhookFormat::Json => whitelist_json(note),
+            WebhookFormat::Slack => whitelist_slack_json(note),
+        })
+    }
+}
+
+impl WebhookNotifier {
+    fn post(&self, body: String) -> Result<(), NotifyError> {
         self.agent
             .post(&self.url)
             .header("Content-Type", "application/json")
@@ -287,13 +330,28 @@ impl Notifier for ExecNotifier {
     }
 
     fn send(&self, note: &Notification) -> Result<(), NotifyError> {
+        self.run(
+            note.kind.as_str(),
+            &note.incident.id,
+            notification_json(note),
+        )
+    }
+
+    fn send_whitelist(&self, note: &WhitelistNote) -> Result<(), NotifyError> {
+        self.run(note.kind, "", whitelist_json(note))
+    }
+}
+
+impl ExecNotifier {
+    /// Runs the hook with `json` on its standard input, bounded by the timeout.
+    fn run(&self, event: &str, incident: &str, json: String) -> Result<(), NotifyError> {
         let start_err = |source| NotifyError::ExecStart {
             program: self.program.clone(),
             source,
         };
         let mut child = Command::new(&self.program)
-            .env("ORIGIN_AGENT_EVENT", note.kind.as_str())
-            .env("ORIGIN_AGENT_INCIDENT", &note.incident.id)
+            .env("ORIGIN_AGENT_EVENT", event)
+            .env("ORIGIN_AGENT_INCIDENT", incident)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -302,7 +360,7 @@ impl Notifier for ExecNotifier {
             .map_err(start_err)?;
         if let Some(mut stdin) = child.stdin.take() {
             // Small (well under a pipe buffer); a program that does not read it is fine.
-            let _ = stdin.write_all(notification_json(note).as_bytes());
+            let _ = stdin.write_all(json.as_bytes());
         }
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -367,7 +425,43 @@ pub struct Dispatcher {
 #[derive(Debug)]
 enum Job {
     Send(Box<Notification>),
+    Whitelist(Box<WhitelistNote>),
     Replace(Vec<Box<dyn Notifier>>),
+}
+
+/// A handle that queues notifications from another thread (the whitelist re-apply's).
+#[derive(Debug, Clone)]
+pub struct NotifySender {
+    tx: SyncSender<Job>,
+    logger: Logger,
+}
+
+impl NotifySender {
+    /// Queues a whitelist note for every notifier (never blocks: a full queue drops it).
+    pub fn send_whitelist(&self, note: WhitelistNote) {
+        queue(&self.tx, &self.logger, Job::Whitelist(Box::new(note)));
+    }
+}
+
+fn queue(tx: &SyncSender<Job>, logger: &Logger, job: Job) {
+    match tx.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            logger.warn("notification queue full: a notification was dropped")
+        }
+        Err(TrySendError::Disconnected(_)) => logger.error("notification worker is gone"),
+    }
+}
+
+/// Sends a whitelist note at once through the config's webhook and exec hook (the command line's
+/// `cdn update`, which prints the line itself); the errors, in words.
+pub fn send_whitelist_now(config: &Config, note: &WhitelistNote) -> Vec<String> {
+    notifiers_from_config(config, &Logger::stderr())
+        .iter()
+        .filter(|n| n.name() != "log")
+        .filter_map(|n| n.send_whitelist(note).err())
+        .map(|e| format!("notification failed: {e}"))
+        .collect()
 }
 
 /// Notifications waiting at most.
@@ -394,16 +488,16 @@ impl Dispatcher {
     /// Queues a notification for every notifier.
     pub fn send(&self, note: Notification) {
         if let Some(tx) = &self.tx {
-            match tx.try_send(Job::Send(Box::new(note))) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => self
-                    .logger
-                    .warn("notification queue full: a notification was dropped"),
-                Err(TrySendError::Disconnected(_)) => {
-                    self.logger.error("notification worker is gone")
-                }
-            }
+            queue(tx, &self.logger, Job::Send(Box::new(note)));
         }
+    }
+
+    /// A handle for other threads (`None` once finishing).
+    pub fn sender(&self) -> Option<NotifySender> {
+        self.tx.as_ref().map(|tx| NotifySender {
+            tx: tx.clone(),
+            logger: self.logger.clone(),
+        })
     }
 
     /// Uses new notifiers from the next notification on (after a config reload).
@@ -454,9 +548,13 @@ fn worker(
     for job in rx {
         match job {
             Job::Replace(new) => notifiers = new,
-            Job::Send(note) => {
+            Job::Send(_) | Job::Whitelist(_) => {
                 for notifier in &notifiers {
-                    let result = notifier.send(&note);
+                    let result = match &job {
+                        Job::Whitelist(note) => notifier.send_whitelist(note),
+                        Job::Send(note) => notifier.send(note),
+                        Job::Replace(_) => Ok(()),
+                    };
                     if let Some(metrics) = &metrics {
                         let label = if result.is_ok() { "ok" } else { "error" };
                         metrics.count_notification(notifier.name(), label);
@@ -619,6 +717,9 @@ mod tests {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(())
         }
+        fn send_whitelist(&self, _: &WhitelistNote) -> Result<(), NotifyError> {
+            Ok(())
+        }
     }
 
     #[test]
@@ -652,6 +753,127 @@ mod tests {
         let text = v["text"].as_str().unwrap();
         assert!(text.contains("upstream.saturated"), "{text}");
         assert_eq!(v.as_object().unwrap().len(), 1);
+    }
+
+    fn whitelist_note() -> WhitelistNote {
+        WhitelistNote {
+            kind: "whitelist_changed",
+            summary: "CDN whitelist (firewalld, cloudflare): 1 ranges added, 1 removed, applied and verified".into(),
+            backend: "firewalld".into(),
+            providers: vec!["cloudflare".into()],
+            added_count: 1,
+            removed_count: 1,
+            added: vec!["cloudflare 103.21.244.0/22".into()],
+            removed: vec!["cloudflare 203.0.113.0/24".into()],
+            failure: None,
+            rolled_back: None,
+        }
+    }
+
+    /// A one-request HTTP server on loopback: hands over the body it got, answers 204.
+    fn one_request_server() -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0u8; length.min(1 << 20)];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let _ = tx.send(String::from_utf8(body).unwrap());
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn whitelist_changes_reach_a_real_webhook_through_the_dispatcher_and_the_exec_hook() {
+        let (url, got) = one_request_server();
+        let d = Dispatcher::start(
+            vec![Box::new(WebhookNotifier::new(
+                url,
+                WebhookFormat::Json,
+                Duration::from_secs(5),
+            ))],
+            Logger::stderr(),
+            None,
+        )
+        .unwrap();
+        // From another thread, as the daemon's whitelist thread sends it.
+        let sender = d.sender().unwrap();
+        std::thread::spawn(move || sender.send_whitelist(whitelist_note()))
+            .join()
+            .unwrap();
+        let body = got.recv_timeout(Duration::from_secs(10)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["kind"], "whitelist_changed");
+        assert_eq!(v["backend"], "firewalld");
+        assert_eq!(v["added"][0], "cloudflare 103.21.244.0/22");
+        assert_eq!(v["removed"][0], "cloudflare 203.0.113.0/24");
+        assert!(v.get("failure").is_none());
+        d.finish(Duration::from_secs(2));
+
+        let (url, got) = one_request_server();
+        let mut failed = whitelist_note();
+        failed.kind = "whitelist_failed";
+        failed.summary = "CDN whitelist (firewalld, cloudflare): 1 ranges added, 0 removed NOT kept current: \u{1b}[2Jboom; rolled back: x".into();
+        failed.failure = Some("boom".into());
+        WebhookNotifier::new(url, WebhookFormat::Slack, Duration::from_secs(5))
+            .send_whitelist(&failed)
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&got.recv_timeout(Duration::from_secs(10)).unwrap()).unwrap();
+        let text = v["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":warning: CDN whitelist") && !text.contains('\u{1b}'),
+            "{text}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("got");
+        let script = dir.path().join("hook.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$ORIGIN_AGENT_EVENT\" > {0}\ncat >> {0}\n",
+                out.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        ExecNotifier {
+            program: script,
+            timeout: Duration::from_secs(10),
+        }
+        .send_whitelist(&whitelist_note())
+        .unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        let (event, json) = got.split_once('\n').unwrap();
+        assert_eq!(event, "whitelist_changed");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(json).unwrap()["added_count"],
+            1
+        );
     }
 
     #[test]

@@ -250,6 +250,22 @@ pub struct Loaded {
     pub bytes: u64,
 }
 
+/// `HTTPD_ROOT` and `SERVER_CONFIG_FILE` from `httpd -V` / `apache2 -V`
+/// (` -D HTTPD_ROOT="/etc/httpd"`, ` -D SERVER_CONFIG_FILE="conf/httpd.conf"`).
+pub fn compiled_paths(v: &str) -> Option<(PathBuf, PathBuf)> {
+    let value = |name: &str| {
+        v.lines().find_map(|l| {
+            let rest = l.trim().strip_prefix("-D")?.trim_start();
+            let value = rest.strip_prefix(name)?.strip_prefix('=')?;
+            let value = value.trim().trim_matches('"');
+            (!value.is_empty() && !value.contains('\0')).then(|| PathBuf::from(value))
+        })
+    };
+    let root = value("HTTPD_ROOT")?;
+    let file = value("SERVER_CONFIG_FILE")?;
+    root.is_absolute().then_some((root, file))
+}
+
 /// What the resolver carries from one directive to the next.
 struct State<'a> {
     host: &'a dyn Host,
@@ -1232,6 +1248,23 @@ IncludeOptional sites-enabled/*.conf
         assert!(err.to_string().starts_with("/a.conf:2:"), "{err}");
         let err = parse("<If x>\n</Else>\n", Path::new("/a.conf")).unwrap_err();
         assert!(err.to_string().contains("closes <If>"), "{err}");
+    }
+
+    #[test]
+    fn compiled_paths_come_from_dash_v() {
+        let v = "Server version: Apache/2.4.62 (cPanel)\nServer compiled with....\n -D APR_HAS_SENDFILE\n -D HTTPD_ROOT=\"/etc/apache2\"\n -D SUEXEC_BIN=\"/usr/sbin/suexec\"\n -D SERVER_CONFIG_FILE=\"conf/httpd.conf\"\n";
+        assert_eq!(
+            compiled_paths(v),
+            Some((
+                PathBuf::from("/etc/apache2"),
+                PathBuf::from("conf/httpd.conf")
+            ))
+        );
+        assert_eq!(
+            compiled_paths(" -D HTTPD_ROOT=\"relative\"\n -D SERVER_CONFIG_FILE=\"x\"\n"),
+            None
+        );
+        assert_eq!(compiled_paths(" -D HTTPD_ROOT=\"/etc/httpd\"\n"), None);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! agent's config overrides every path. The result is [`Discovery`] (see [`model`]).
 //!
 //! - [`process`]: the process table and what each process is;
+//! - [`trust`]: which processes, configs and binaries the root agent believes (applied here);
+//! - [`accounts`]: user and group names and ids (`/etc/passwd`, `/etc/group`);
 //! - [`nginx`], [`apache`], [`php_fpm`], [`mysql`]: the config parsers (bytes in, values with file:line out);
 //! - [`logs`]: every log file to read, from what was discovered and the agent's `logs.*`.
 
@@ -653,6 +655,44 @@ fn apache_paths(master: Option<&Proc>) -> (PathBuf, PathBuf) {
     (root, conf)
 }
 
+/// The server root and main config httpd was built with (`-V`: `HTTPD_ROOT`,
+/// `SERVER_CONFIG_FILE`), from a binary at a known path ([`crate::trust::APACHE_PATHS`], the
+/// master's own first when it is one of them), never the path a process named otherwise.
+fn apache_compiled_paths(
+    host: &dyn Host,
+    master: Option<&Proc>,
+    notes: &mut Vec<String>,
+) -> Option<(PathBuf, PathBuf)> {
+    let named = master
+        .and_then(|m| m.words().into_iter().next())
+        .filter(|w| crate::trust::APACHE_PATHS.contains(&w.as_str()));
+    let binary = match crate::trust::known_binary(
+        host,
+        named.as_deref().map(Path::new),
+        crate::trust::APACHE_PATHS,
+    ) {
+        Ok(binary) => binary,
+        Err(why) => {
+            notes.push(format!("apache httpd: -V not run ({why})"));
+            return None;
+        }
+    };
+    let cmd = Command::new(&binary.display().to_string(), &["-V"]).timeout(Duration::from_secs(5));
+    let out = host.run(&cmd).ok()?;
+    let (root, file) = apache::compiled_paths(&out.stdout_text())?;
+    let conf = if file.is_absolute() {
+        file
+    } else {
+        root.join(file)
+    };
+    notes.push(format!(
+        "apache httpd: config {} (from {} -V: the command line names none)",
+        conf.display(),
+        binary.display()
+    ));
+    Some((root, conf))
+}
+
 fn apache_view(
     host: &dyn Host,
     master: Option<&Proc>,
@@ -680,6 +720,18 @@ fn apache_view(
         None => return None,
     };
     let (mut root, mut conf) = apache_paths(master);
+    if trusted.is_some()
+        && process::option_value(&words, Some("-f"), None).is_none()
+        && process::option_value(&words, Some("-d"), None).is_none()
+        && host.metadata(&conf).is_err()
+    {
+        // Neither named on the command line nor where the flavour keeps it (cPanel's httpd in
+        // /etc/apache2/conf, a source build in /usr/local/apache2): ask the binary where it
+        // was built to look.
+        if let Some((r, c)) = apache_compiled_paths(host, master, notes) {
+            (root, conf) = (r, c);
+        }
+    }
     // A config named on a command line is read only when root owns it (the trust model).
     if let Err(why) = crate::trust::file_trusted(host, &conf, &Role::Apache) {
         notes.push(format!("apache httpd: config not read: {why}"));
@@ -963,6 +1015,39 @@ mod tests {
         let a = discover(&host, &config).apache.unwrap();
         assert!(a.master.is_none());
         assert_eq!(a.ports().into_iter().collect::<Vec<_>>(), vec![8080]);
+    }
+
+    #[test]
+    fn apache_config_from_the_binarys_compiled_paths_when_no_default_exists() {
+        // cPanel EasyApache 4: /usr/sbin/httpd, its config in /etc/apache2/conf/httpd.conf.
+        let host = testdata::stack()
+            .file("/proc/500/cmdline", b"/usr/sbin/httpd\0-k\0start\0")
+            .file("/proc/500/status", testdata::status(1, 0, 1000))
+            .file("/usr/sbin/httpd", "")
+            .file("/etc/apache2/conf/httpd.conf", "ErrorLog logs/error_log\n")
+            .command_ok(
+                "/usr/sbin/httpd -V",
+                "Server version: Apache/2.4.62 (cPanel)\n -D HTTPD_ROOT=\"/etc/apache2\"\n -D SERVER_CONFIG_FILE=\"conf/httpd.conf\"\n",
+            );
+        let d = discover(&host, &Config::default());
+        let apache = d.apache.as_ref().unwrap();
+        assert_eq!(
+            apache.config_path.as_deref(),
+            Some(Path::new("/etc/apache2/conf/httpd.conf"))
+        );
+        assert!(apache.config_error.is_none(), "{:?}", apache.config_error);
+        assert!(d.notes.iter().any(|n| n.contains("-V")), "{:?}", d.notes);
+        // A master named by a path outside the known ones is not asked; nothing is run.
+        let odd = testdata::stack()
+            .file("/proc/500/cmdline", b"/home/u/httpd\0-k\0start\0")
+            .file("/proc/500/status", testdata::status(1, 0, 1000))
+            .file("/etc/apache2/conf/httpd.conf", "");
+        let d = discover(&odd, &Config::default());
+        assert!(
+            d.notes.iter().any(|n| n.contains("-V not run")),
+            "{:?}",
+            d.notes
+        );
     }
 
     #[test]

@@ -33,6 +33,15 @@ use crate::host::{FileKind, FileMeta, Host, HostError};
 /// Where Debian, Ubuntu and RHEL install nginx.
 pub const NGINX_PATHS: &[&str] = &["/usr/sbin/nginx", "/usr/local/sbin/nginx"];
 
+/// Where Debian (`apache2`), RHEL and cPanel EasyApache 4 (`httpd`), cPanel EasyApache 3 and
+/// source builds (the official image's `/usr/local/apache2`) install Apache httpd.
+pub const APACHE_PATHS: &[&str] = &[
+    "/usr/sbin/apache2",
+    "/usr/sbin/httpd",
+    "/usr/local/apache/bin/httpd",
+    "/usr/local/apache2/bin/httpd",
+];
+
 /// Why something was not trusted. The text is shown in a check's detail.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Distrust {

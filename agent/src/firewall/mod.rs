@@ -9,6 +9,8 @@
 //! - [`fail2ban`]: current bans and `ignoreip`.
 //! - [`files`]: CSF's `csf.deny` and `/etc/hosts.deny`;
 //! - [`csf`]: CSF's temporary blocks (`csf -t`), `csf.ignore` coverage and country blocks.
+//! - [`firewalld`]: firewalld's zones, sources, services, rich rules and ipsets (permanent XML
+//!   and runtime), so a finding says which zone a CDN range lands in and why it is refused.
 //! - [`ufw`]: ufw's rule files (fixes as `ufw` commands, an inactive ufw's rules).
 //!
 //! A web port that a nat-table DNAT rule forwards (Docker's published ports) is evaluated on the
@@ -24,6 +26,7 @@ pub mod csf;
 pub mod eval;
 pub mod fail2ban;
 pub mod files;
+pub mod firewalld;
 pub mod ipset;
 pub mod iptables;
 pub mod nft;
@@ -787,6 +790,8 @@ pub fn audit(host: &dyn Host, input: &FirewallInput) -> FirewallReport {
     checks.extend(files::csf_check(host, input.catalog, &all_providers));
     checks.extend(csf::checks(host, input.catalog, &all_providers));
     checks.extend(files::hosts_deny_check(host, input.catalog, &all_providers));
+    let explained = firewalld::checks(host, input.catalog, &input.providers, &ports);
+    firewalld::merge(&mut checks, explained);
 
     // Stale allow rules.
     if !rulesets.is_empty() {

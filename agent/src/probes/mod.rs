@@ -10,7 +10,11 @@
 //! - [`queues`]: connections waiting on the pools' and nginx's listening sockets now (`ss`);
 //! - [`cgroup`]: the services' cgroup limits (v2, v1 and hybrid);
 //! - [`disk`]: space and inodes where logs, temp files, sessions and the datadir live;
+//! - [`dns`]: the served names against the CDN ranges and this origin;
+//! - [`tls`]: the certificates nginx serves;
 //! - [`netstat`]: parsers for the kernel's network tables.
+//!
+//! [`run_all`] also runs the direct asks of the stack (`crate::stack::checks`).
 
 pub mod apache;
 pub mod cgroup;
@@ -21,10 +25,10 @@ pub mod load;
 pub mod netstat;
 pub mod queues;
 pub mod services;
-
-// The account look-ups moved to discovery (trust uses them too); the probes keep their names.
-pub(crate) use crate::discover::accounts::{group_id, id_name, user_ids};
 pub mod tls;
+
+// The account look-ups live in discovery (trust uses them too); the probes keep their names.
+pub(crate) use crate::discover::accounts::{group_id, id_name, user_ids};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,11 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
+use crate::firewall::addrset::Family;
 use crate::host::fixture::FixtureHost;
-use crate::host::CommandOutput;
+use crate::host::{CommandOutput, Host};
 
 const BEFORE4: &str = "*filter
 :INPUT DROP [0:0]
@@ -415,4 +417,199 @@ fn keeping_current_reapplies_the_last_whitelist_with_the_new_ranges() {
     );
     let restores = host.journal_of(&format!("run {RESTORE4}"));
     assert_eq!(restores.len(), 2);
+}
+
+/// The fixture host plus the files `firewall-cmd` itself writes in `/etc/firewalld` when a
+/// scripted call succeeds (journalled as `write PATH` right after its `run` line), so the
+/// firewalld back end's undo meets what firewalld really leaves behind: the new ipset, its
+/// `.xml.old` backup, the copy of the stock zone (in directories the fixture declares).
+struct FirewalldSim {
+    inner: FixtureHost,
+    effects: BTreeMap<String, Vec<(PathBuf, String)>>,
+    created: std::sync::Mutex<std::collections::BTreeSet<PathBuf>>,
+}
+
+impl FirewalldSim {
+    fn children(&self, dir: &std::path::Path) -> Vec<String> {
+        let created = self.created.lock().unwrap();
+        created
+            .iter()
+            .filter(|p| self.inner.read(p).is_ok())
+            .filter_map(|p| p.strip_prefix(dir).ok()?.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Host for FirewalldSim {
+    fn read(&self, path: &std::path::Path) -> Result<Vec<u8>, HostError> {
+        self.inner.read(path)
+    }
+    fn open(&self, path: &std::path::Path) -> Result<Box<dyn std::io::Read + Send>, HostError> {
+        self.inner.open(path)
+    }
+    fn read_dir(&self, path: &std::path::Path) -> Result<Vec<String>, HostError> {
+        let mut names = self.inner.read_dir(path)?;
+        names.extend(self.children(path));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+    fn metadata(&self, path: &std::path::Path) -> Result<crate::host::FileMeta, HostError> {
+        self.inner.metadata(path)
+    }
+    fn read_link(&self, path: &std::path::Path) -> Result<PathBuf, HostError> {
+        self.inner.read_link(path)
+    }
+    fn run(&self, command: &crate::host::Command) -> Result<CommandOutput, HostError> {
+        let out = self.inner.run(command)?;
+        if out.success() {
+            for (path, content) in self.effects.get(&command.key()).into_iter().flatten() {
+                self.inner.write_atomic(path, content.as_bytes())?;
+                self.created.lock().unwrap().insert(path.clone());
+            }
+        }
+        Ok(out)
+    }
+    fn connect(
+        &self,
+        endpoint: &crate::host::Endpoint,
+        timeout: std::time::Duration,
+    ) -> crate::host::ConnectOutcome {
+        self.inner.connect(endpoint, timeout)
+    }
+    fn statvfs(&self, path: &std::path::Path) -> Result<crate::host::FsStats, HostError> {
+        self.inner.statvfs(path)
+    }
+    fn now(&self) -> jiff::Timestamp {
+        self.inner.now()
+    }
+    fn pause(&self, duration: std::time::Duration) {
+        self.inner.pause(duration)
+    }
+    fn is_live(&self) -> bool {
+        false
+    }
+    fn write_atomic(&self, path: &std::path::Path, bytes: &[u8]) -> Result<(), HostError> {
+        self.inner.write_atomic(path, bytes)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> Result<(), HostError> {
+        self.inner.remove_file(path)
+    }
+}
+
+#[test]
+fn firewalld_failing_at_the_second_rich_rule_removes_every_file_firewalld_wrote_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "DefaultZone=public\nCleanupOnExit=yes\n";
+    let stock = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<zone>\n  <short>Public</short>\n  <service name=\"ssh\"/>\n  <service name=\"dhcpv6-client\"/>\n  <forward/>\n</zone>\n";
+    let set = "oa-cdn-cloudflare-v4";
+    let set_xml = format!("/etc/firewalld/ipsets/{set}.xml");
+    let empty = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ipset type=\"hash:net\">\n  <option name=\"family\" value=\"inet\"/>\n</ipset>\n";
+    let filled = empty.replace("</ipset>", "  <entry>173.245.48.0/20</entry>\n</ipset>");
+    let rule = |port: u16| firewalld::rich_rule(Family::V4, set, port);
+    let zone_with_443 = stock.replace(
+        "<forward/>",
+        &format!("<forward/>\n  <rule family=\"ipv4\">\n    <source ipset=\"{set}\"/>\n    <port port=\"443\" protocol=\"tcp\"/>\n    <accept/>\n  </rule>"),
+    );
+    let new_set =
+        format!("firewall-cmd --permanent --new-ipset={set} --type=hash:net --option=family=inet");
+    let tmp = format!("/run/origin-agent-{set}.add");
+    let add_entries =
+        format!("firewall-cmd --permanent --ipset={set} --add-entries-from-file={tmp}");
+    let add_rule = |port: u16| {
+        format!(
+            "firewall-cmd --permanent --zone=public --add-rich-rule={}",
+            rule(port)
+        )
+    };
+    let inner = FixtureHost::new()
+        .file("/etc/firewalld/firewalld.conf", conf)
+        .dir("/etc/firewalld/zones")
+        .dir("/etc/firewalld/ipsets")
+        .file("/usr/lib/firewalld/zones/public.xml", stock)
+        .command_ok(&new_set, "success\n")
+        .command_ok(&add_entries, "success\n")
+        .command_ok(&add_rule(443), "success\n")
+        .command(
+            &add_rule(80),
+            fails("Error: COMMAND_FAILED: 'python-nftables' failed: internal:0:0-0: Error: Could not process rule: No space left on device"),
+        )
+        .command_ok("firewall-cmd --reload", "success\n")
+        .command_ok("firewall-cmd --state", "running\n");
+    let mut effects = BTreeMap::new();
+    effects.insert(
+        new_set.clone(),
+        vec![(PathBuf::from(&set_xml), empty.to_string())],
+    );
+    effects.insert(
+        add_entries.clone(),
+        vec![
+            (PathBuf::from(format!("{set_xml}.old")), empty.to_string()),
+            (PathBuf::from(&set_xml), filled.clone()),
+        ],
+    );
+    effects.insert(
+        add_rule(443),
+        vec![(
+            PathBuf::from("/etc/firewalld/zones/public.xml"),
+            zone_with_443,
+        )],
+    );
+    let host = FirewalldSim {
+        inner,
+        effects,
+        created: Default::default(),
+    };
+    let c = catalog(&["173.245.48.0/20"]);
+    let out = run(&host, &request(dir.path(), Backend::Firewalld), &c).unwrap();
+    assert!(!out.applied);
+    let failure = out.failure.clone().unwrap();
+    assert!(
+        failure.contains("No space left on device")
+            && failure.ends_with("the permanent configuration was changed only in part"),
+        "{failure}"
+    );
+    assert_eq!(
+        changes(&host.inner),
+        vec![
+            format!("run {new_set}"),
+            format!("write {set_xml}"),
+            format!("write {tmp}"),
+            format!("run {add_entries}"),
+            format!("write {set_xml}.old"),
+            format!("write {set_xml}"),
+            format!("remove {tmp}"),
+            // (firewall-cmd applies the rules in the order it is given them: 443 sorts first)
+            format!("run {}", add_rule(443)),
+            "write /etc/firewalld/zones/public.xml".to_string(),
+            format!("run {}", add_rule(80)),
+            // The undo: every file firewalld wrote removed (none existed before), then reload.
+            format!("remove {set_xml}"),
+            format!("remove {set_xml}.old"),
+            "remove /etc/firewalld/zones/public.xml".to_string(),
+            "run firewall-cmd --reload".to_string(),
+            "run firewall-cmd --state".to_string(),
+        ]
+    );
+    assert_eq!(
+        out.rolled_back.as_deref(),
+        Some("/etc/firewalld restored (3 files), firewall-cmd --reload")
+    );
+    for gone in [
+        set_xml.clone(),
+        format!("{set_xml}.old"),
+        "/etc/firewalld/zones/public.xml".into(),
+    ] {
+        assert!(
+            host.read(std::path::Path::new(&gone)).is_err(),
+            "{gone} left behind"
+        );
+    }
+    assert_eq!(
+        host.read(std::path::Path::new("/etc/firewalld/firewalld.conf"))
+            .unwrap(),
+        conf.as_bytes()
+    );
+    assert!(state::load(dir.path()).unwrap().is_none());
 }

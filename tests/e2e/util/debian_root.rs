@@ -5,6 +5,7 @@
 //! file exists.
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use super::cmd::{ok, private_mounts, Cmd};
@@ -68,6 +69,8 @@ pub fn debian_root(
     prepare: &dyn Fn(&Path) -> Result<(), String>,
 ) -> Result<PathBuf, String> {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    // One build of a root at a time, whoever asks (two copies into one directory fail).
+    let _building = Turn::take(&format!("{name}.build"));
     let ready = root.join(".origin-agent-ready");
     if ready.exists() {
         return Ok(root);
@@ -101,4 +104,87 @@ pub fn debian_root(
     prepare(&root)?;
     std::fs::write(&ready, "").unwrap();
     Ok(root)
+}
+
+/// What a command chrooted into a Debian root gets besides its fresh `/proc` (see [`in_root`]).
+#[derive(Debug, Default, Clone)]
+pub struct Chroot {
+    /// A PID namespace of its own (`unshare -p -f`): the root's daemons see only themselves.
+    pub pid_namespace: bool,
+    /// `/sys` (read-write, this namespace's view) and `/dev` bound in: daemons such as firewalld
+    /// and dbus need them. Without, `/sys` is mounted read-only where it can be.
+    pub devices: bool,
+    /// `NAME=value` pairs added to the clean environment (PATH, HOME, LANG).
+    pub env: Vec<String>,
+}
+
+/// argv that runs `args` chrooted into `root`: inside network namespace `ns` (a new empty one
+/// when `None`), with `/proc` (and what `how` asks for) mounted in a private mount namespace that
+/// ends with the command, and a clean environment. Without a PID namespace every step execs, so
+/// a spawned child's pid is the command's own.
+pub fn in_root(root: &Path, ns: Option<&str>, how: &Chroot, args: &[&str]) -> Vec<String> {
+    let sys = if how.devices {
+        "{ mount -t sysfs sysfs \"$0/sys\" 2>/dev/null || mount --rbind /sys \"$0/sys\"; } && mount --rbind /dev \"$0/dev\""
+    } else {
+        "{ mount -t sysfs -o ro sysfs \"$0/sys\" 2>/dev/null || :; }"
+    };
+    let env = how.env.join(" ");
+    let inner = format!(
+        "mount -t proc proc \"$0/proc\" && {sys} && exec chroot \"$0\" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 {env} \"$@\""
+    );
+    let mut argv: Vec<String> = match ns {
+        Some(ns) => vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            ns.into(),
+            "unshare".into(),
+        ],
+        None => vec!["unshare".into(), "-n".into()],
+    };
+    if how.pid_namespace {
+        argv.extend(["-p".into(), "-f".into()]);
+    }
+    for a in ["-m", "--propagation", "private", "sh", "-c"] {
+        argv.push(a.into());
+    }
+    argv.push(inner);
+    argv.push(root.display().to_string());
+    argv.extend(args.iter().map(|s| s.to_string()));
+    argv
+}
+
+/// [`in_root`] run to its end (bounded like every [`super::cmd::sh`]).
+pub fn run_in_root(root: &Path, ns: Option<&str>, how: &Chroot, args: &[&str]) -> Output {
+    let argv = in_root(root, ns, how, args);
+    let refs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    super::cmd::sh(&refs)
+}
+
+/// An exclusive `flock` on `{target tmp}/{name}`, held until dropped: across test threads and
+/// test processes alike.
+#[derive(Debug)]
+pub struct Turn(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl Turn {
+    /// Waits for the turn named `name`.
+    fn take(name: &str) -> Turn {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(Path::new(env!("CARGO_TARGET_TMPDIR")).join(name))
+            .unwrap();
+        Turn(
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                .map_err(|(_, e)| e)
+                .unwrap(),
+        )
+    }
+
+    /// The tests that share the named root (its /etc, its daemons' sockets) take turns: take it
+    /// before the root is built or used.
+    pub fn root(name: &str) -> Turn {
+        Turn::take(&format!("{name}.turn"))
+    }
 }

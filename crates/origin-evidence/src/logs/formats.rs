@@ -621,6 +621,42 @@ fn syslog_stamp(e: &[u8]) -> Option<(Civil, usize)> {
     Some((civil, 15))
 }
 
+/// `M월 dd HH:MM:SS` / `M月 dd HH:MM:SS`: syslog's `%b %d` as journalctl and rsyslog write it
+/// under a Korean, Japanese or Chinese locale (the month a number with its CJK suffix).
+/// Leading spaces (a pasted or right-aligned line) are part of the stamp.
+fn cjk_month_stamp(e: &[u8]) -> Option<(Civil, usize)> {
+    const SUFFIXES: [&[u8]; 2] = ["월".as_bytes(), "月".as_bytes()];
+    let start = skip_spaces(e, 0);
+    let n = digit_run(e, start);
+    if !(1..=2).contains(&n) {
+        return None;
+    }
+    let mo = padded(&e[start..start + n])? as u8;
+    let after = start + n;
+    let suffix = SUFFIXES.iter().find(|s| e[after..].starts_with(s))?;
+    if e.get(after + suffix.len()) != Some(&b' ') {
+        return None;
+    }
+    let day_at = skip_spaces(e, after + suffix.len());
+    let dn = digit_run(e, day_at);
+    if !(1..=2).contains(&dn) || e.get(day_at + dn) != Some(&b' ') {
+        return None;
+    }
+    let d = padded(&e[day_at..day_at + dn])? as u8;
+    let time_at = skip_spaces(e, day_at + dn);
+    let (h, mi, s) = hms(e, time_at)?;
+    let civil = Civil {
+        y: 2000,
+        mo,
+        d,
+        h,
+        mi,
+        s,
+        micros: 0,
+    };
+    (1..=12).contains(&mo).then_some((civil, time_at + 8))
+}
+
 /// `[Www Mmm dd HH:MM:SS YYYY]` (dmesg -T).
 fn dmesg_t_stamp(e: &[u8]) -> Option<(Civil, usize)> {
     if e.len() < 26 || e[0] != b'[' || e[4] != b' ' || e[8] != b' ' || e[25] != b']' {
@@ -714,7 +750,8 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
         });
     }
     // syslog / journalctl short, or ISO syslog; then `host prog[pid]: msg`.
-    let (stamp, raw, at) = if let Some((civil, n)) = syslog_stamp(e) {
+    let (stamp, raw, at) = if let Some((civil, n)) = syslog_stamp(e).or_else(|| cjk_month_stamp(e))
+    {
         (Stamp::NoYear(civil), 0..n, n)
     } else if let Some((stamp, n)) = iso8601(e) {
         (stamp, 0..n, n)
@@ -735,6 +772,17 @@ fn kernel(e: &[u8], f: &mut Fields) -> Option<Head> {
     let mut at = skip_spaces(e, at);
     if at >= end {
         return None;
+    }
+    if e[at] == b':' {
+        // `STAMP: message`: a journal excerpt pasted without host and program.
+        let msg = skip_spaces(e, at + 1);
+        return Some(Head {
+            stamp,
+            stamp_raw: raw,
+            msg: msg..end.max(msg),
+            prog: None,
+            tail: None,
+        });
     }
     if !e[at..].starts_with(b"kernel:") {
         // The host name (absent in a few syslog flavours that start at the program).
@@ -933,6 +981,22 @@ mod tests {
     }
 
     #[test]
+    fn cjk_month_stamps_are_read_and_others_refused() {
+        let (c, n) = cjk_month_stamp(" 4월 25 15:08:38: x".as_bytes()).unwrap();
+        assert_eq!((c.mo, c.d, c.h, c.mi, c.s), (4, 25, 15, 8, 38));
+        assert_eq!(n, " 4월 25 15:08:38".len());
+        for bad in [
+            "13월 25 15:08:38 x",
+            "4월25 15:08:38 x",
+            "4x 25 15:08:38 x",
+            "4월 25 1:08:38 x",
+            "월",
+        ] {
+            assert!(cjk_month_stamp(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn kernel_forms() {
         let mut f = Fields::new();
         for (line, msg, prog) in [
@@ -954,6 +1018,19 @@ mod tests {
                 Some("systemd"),
             ),
             ("Feb 29 19:54:23 kernel: TCP: z", "TCP: z", None),
+            // journalctl under ko_KR / ja_JP: the month is a number with its CJK suffix.
+            (
+                " 4월 25 15:08:38 ip-10 kernel: php-fpm invoked oom-killer: x",
+                "php-fpm invoked oom-killer: x",
+                None,
+            ),
+            ("12月  3 01:02:03 web php-fpm[9]: y", "y", Some("php-fpm")),
+            // A journal excerpt pasted without host and program.
+            (
+                " 4월 25 15:08:38: Task in /docker/x killed",
+                "Task in /docker/x killed",
+                None,
+            ),
         ] {
             let h = head(LogSource::Kernel, line.as_bytes(), &mut f)
                 .unwrap_or_else(|| panic!("{line}"));
