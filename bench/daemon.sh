@@ -14,7 +14,9 @@ duration="${DURATION:-30}"
 cargo build --release --quiet --bin origin-agent
 agent="$PWD/target/release/origin-agent"
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+# The daemon is stopped and waited for before its state directory goes (it writes there until
+# it exits).
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir" || true' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 : > "$dir/access.log"; : > "$dir/error.log"
 cat > "$dir/config.yaml" <<YAML

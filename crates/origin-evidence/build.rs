@@ -1,7 +1,7 @@
 //! Compiles the embedded rule packs: every `rules/*.yaml` at the top of the repository (a new
 //! pack is picked up by being there), in name order, read with the same document types as the
 //! runtime (`src/rules/doc.rs`), each pattern's syntax checked, and written as JSON into
-//! `$OUT_DIR/builtin_packs.rs` as `BUILTIN_PACKS: &[(file name, JSON)]`. The binary then reads its
+//! `$OUT_DIR/builtin_packs.rs` as `BUILTIN_PACKS: &[(file name, JSON, samples JSON)]`. The binary then reads its
 //! own rules without a YAML parser or a regex parse at start-up (the meaning checks — sources,
 //! causes, severities, anchors — still run when the set is loaded, and the unit tests run every
 //! rule's samples).
@@ -24,7 +24,7 @@ fn main() {
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
         .collect();
     names.sort();
-    let mut out = String::from("/// The embedded rule packs: (file name, the pack as JSON).\npub const BUILTIN_PACKS: &[(&str, &str)] = &[\n");
+    let mut out = String::from("/// The embedded rule packs: (file name, the pack as JSON without its samples, the samples of\n/// its rules in order as JSON).\npub const BUILTIN_PACKS: &[(&str, &str, &str)] = &[\n");
     for name in &names {
         let path = dir.join(name);
         println!("cargo:rerun-if-changed={}", path.display());
@@ -41,8 +41,17 @@ fn main() {
                 panic!("rules/{name}: rule `{}`: {e}", rule.id);
             }
         }
+        // The samples apart: start-up reads the rules alone; the samples are read only when
+        // checked (`RuleSet::builtin`).
+        let mut doc = doc;
+        let samples: Vec<SamplesDoc> = doc
+            .rules
+            .iter_mut()
+            .map(|r| std::mem::take(&mut r.samples))
+            .collect();
         let json = serde_json::to_string(&doc).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let _ = writeln!(out, "    ({name:?}, {json:?}),");
+        let samples = serde_json::to_string(&samples).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let _ = writeln!(out, "    ({name:?}, {json:?}, {samples:?}),");
     }
     out.push_str("];\n");
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("builtin_packs.rs");

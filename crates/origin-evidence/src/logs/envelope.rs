@@ -43,26 +43,56 @@ const KINDS: [Kind; 5] = [
 
 fn pattern(kind: Kind) -> Option<&'static Regex> {
     use std::sync::OnceLock;
-    static RES: OnceLock<[Option<Regex>; 5]> = OnceLock::new();
-    let res = RES.get_or_init(|| {
-        let color = r"(?:\x1b\[[0-9;]*m)*";
-        let stamp = r"(?:[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)";
-        let build = |p: String| Regex::new(&p).ok();
-        [
-            build(format!(
-                r"^{color}[A-Za-z0-9][A-Za-z0-9_.-]*[ \t]*{color}\|{color} ?"
-            )),
-            build(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d) (?:stdout|stderr) [FP] ".to_string()),
-            build(r"^\[pod/[^\]\s]{1,253}\] ".to_string()),
-            build(format!(r"^{stamp} [^ ]{{1,255}} [^ \[:]{{1,64}}(?:\[\d{{1,10}}\])?: ")),
-            build(r"^nginx: ".to_string()),
-        ]
-    });
-    res[KINDS.iter().position(|k| *k == kind).unwrap_or(0)].as_ref()
+    // One lazily built regex per kind: a file pays only for the kinds its lines may carry (see
+    // `may_have`), and plain server logs for none. ASCII classes: the prefixes are ASCII, and a
+    // Unicode-aware build costs milliseconds of start-up.
+    static RES: [OnceLock<Option<Regex>>; 5] = [const { OnceLock::new() }; 5];
+    let k = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+    RES[k]
+        .get_or_init(|| {
+            let color = r"(?:\x1b\[[0-9;]*m)*";
+            let stamp = r"(?:[A-Z][a-z]{2} [ 0-3]\d \d\d:\d\d:\d\d(?:\.\d+)?|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)";
+            let p = match kind {
+                Kind::Compose => {
+                    format!(r"^{color}[A-Za-z0-9][A-Za-z0-9_.-]*[ \t]*{color}\|{color} ?")
+                }
+                Kind::Cri => r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d) (?:stdout|stderr) [FP] ".to_string(),
+                Kind::Kubectl => r"^\[pod/[^\]\s]{1,253}\] ".to_string(),
+                Kind::Syslog => {
+                    format!(r"^{stamp} [^ ]{{1,255}} [^ \[:]{{1,64}}(?:\[\d{{1,10}}\])?: ")
+                }
+                Kind::NginxStderr => r"^nginx: ".to_string(),
+            };
+            regex::bytes::RegexBuilder::new(&p)
+                .unicode(false)
+                .build()
+                .ok()
+        })
+        .as_ref()
+}
+
+/// A necessary condition for `kind`'s prefix, checked before its regex runs (or is built).
+fn may_have(kind: Kind, line: &[u8]) -> bool {
+    match kind {
+        Kind::Compose => memchr::memchr(b'|', line).is_some(),
+        Kind::Cri => {
+            line.len() > 20 && line[0].is_ascii_digit() && line[4] == b'-' && line[10] == b'T'
+        }
+        Kind::Kubectl => line.starts_with(b"[pod/"),
+        Kind::Syslog => match line.first() {
+            Some(b'A'..=b'Z') => line.get(3) == Some(&b' '),
+            Some(b'0'..=b'9') => line.get(4) == Some(&b'-'),
+            _ => false,
+        },
+        Kind::NginxStderr => line.starts_with(b"nginx: "),
+    }
 }
 
 /// How many bytes of `line` the envelope's prefix takes (0 when the line has none).
 fn prefix_len(kind: Kind, line: &[u8]) -> usize {
+    if !may_have(kind, line) {
+        return 0;
+    }
     pattern(kind)
         .and_then(|re| re.find(line))
         .map_or(0, |m| m.end())
@@ -311,6 +341,45 @@ mod tests {
         .read_to_string(&mut out)
         .unwrap();
         out
+    }
+
+    #[test]
+    fn the_cheap_precheck_never_hides_a_prefix_the_regex_finds() {
+        // `may_have` runs before each kind's regex: on every line where the regex finds a
+        // prefix, the precheck must say yes (else a wrapped file would be read as plain).
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        for prefix in [
+            "web_1  | ",
+            "nginx-1  | ",
+            "\x1b[36mweb_1  |\x1b[0m ",
+            "a|",
+            "2024-03-01T10:00:01.123456789Z stderr F ",
+            "2024-03-01T10:00:01Z stdout P ",
+            "[pod/web-0/nginx] ",
+            "Mar  1 10:00:01 web1 nginx[1234]: ",
+            "2024-03-01T10:00:01+0000 web1 nginx[1234]: ",
+            "Mar 01 10:00:01.123456 web1 nginx: ",
+            "nginx: ",
+        ] {
+            lines.push(format!("{prefix}{NGINX}").into_bytes());
+            lines.push(prefix.as_bytes().to_vec());
+        }
+        lines.push(NGINX.as_bytes().to_vec());
+        lines
+            .push(b"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] \"GET /a|b HTTP/1.1\" 200 5".to_vec());
+        lines.push(b"\xff\xfe|\x00 binary | line".to_vec());
+        lines.push(Vec::new());
+        // Every short prefix of every line, too (a cut line must not slip past the check).
+        let cut: Vec<Vec<u8>> = lines
+            .iter()
+            .flat_map(|l| (0..l.len().min(48)).map(move |n| l[..n].to_vec()))
+            .collect();
+        for line in lines.iter().chain(&cut) {
+            for kind in KINDS {
+                let regex = pattern(kind).unwrap().find(line).map_or(0, |m| m.end());
+                assert_eq!(prefix_len(kind, line), regex, "{kind:?} {line:?}");
+            }
+        }
     }
 
     #[test]

@@ -474,7 +474,7 @@ proptest! {
         flip in 0usize..400,
         byte in any::<u8>(),
     ) {
-        let set = builtin_rules().unwrap();
+        let set = crate::rules::RuleSet::builtin().unwrap();
         let samples: Vec<(LogSource, String)> = set
             .rules()
             .iter()

@@ -123,10 +123,14 @@ pub enum Parsed {
     Bad,
 }
 
-/// The embedded rules, compiled once per process.
+/// The embedded rules (without their samples), compiled once per process.
 pub fn builtin_rules() -> Result<Arc<RuleSet>, LogError> {
     static RULES: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
-    match RULES.get_or_init(|| RuleSet::builtin().map(Arc::new).map_err(|e| e.to_string())) {
+    match RULES.get_or_init(|| {
+        RuleSet::builtin_lean()
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }) {
         Ok(set) => Ok(set.clone()),
         Err(e) => Err(LogError::Rules(RuleError::Invalid {
             file: "(builtin)".into(),
@@ -162,6 +166,8 @@ pub struct LineParser {
     cache: time::StampCache,
     fields: formats::Fields,
     scratch: Vec<u8>,
+    /// The automaton's scratch space for this parser's source.
+    pub(crate) match_cache: crate::rules::MatchCache,
     /// The reference for year-less stamps; `None`: the clock at the time of each line (a
     /// long-running daemon crosses new year).
     now: Option<Timestamp>,
@@ -193,6 +199,7 @@ impl LineParser {
             cache: time::StampCache::default(),
             fields: formats::Fields::new(),
             scratch: Vec::new(),
+            match_cache: Default::default(),
             now: None,
         })
     }
@@ -235,7 +242,10 @@ impl LineParser {
             return Class::Bad;
         };
         let msg = message(&mut self.scratch, entry, &head);
-        let Some(rule) = self.rules.match_index(self.source, msg) else {
+        let Some(rule) = self
+            .rules
+            .match_index_with(self.source, msg, &mut self.match_cache)
+        else {
             return Class::Other;
         };
         let time = stamp_time(&mut self.cache, &self.tz, self.now, entry, &head);
@@ -307,6 +317,7 @@ impl LineParser {
             cache: time::StampCache::default(),
             fields: formats::Fields::new(),
             scratch: Vec::new(),
+            match_cache: Default::default(),
             now: Some(now),
         }
     }
@@ -419,7 +430,7 @@ fn wordpress_component(fields: &mut BTreeMap<String, String>) {
         ]
         .iter()
         .filter_map(|(marker, kind)| {
-            let at = path.find(marker)?;
+            let at = memchr::memmem::find(path.as_bytes(), marker.as_bytes())?;
             let rest = &path[at + marker.len()..];
             let name: String = rest
                 .chars()

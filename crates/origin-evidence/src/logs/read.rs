@@ -18,7 +18,7 @@ use super::{
     MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
-use crate::rules::RuleSet;
+use crate::rules::{MatchCache, RuleSet};
 use origin_host::Host;
 
 /// Bytes per chunk handed to one parsing task.
@@ -294,7 +294,9 @@ fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
+/// `cache`: the worker's automaton scratch space, kept from chunk to chunk (the lazy DFA's
+/// states are built once per worker, not once per chunk).
+fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut MatchCache) -> ChunkOut {
     let mut out = ChunkOut::default();
     if let Some(fmt) = ctx.format {
         let mut acc = AccessAcc::new();
@@ -329,6 +331,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
         return out;
     };
     parser.set_now(ctx.now);
+    parser.match_cache = std::mem::take(cache);
     out.tally = vec![RuleTally::default(); ctx.rules.rules().len()];
     // Pass 1: classify every entry (no allocation), tally matches, remember where they are.
     let mut hits: Vec<(usize, usize, u64, usize, Option<Timestamp>)> = Vec::new();
@@ -399,6 +402,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>) -> ChunkOut {
             None => out.events_dropped += 1,
         }
     }
+    *cache = std::mem::take(&mut parser.match_cache);
     out
 }
 
@@ -581,23 +585,26 @@ fn read_one(
         });
         for _ in 0..workers {
             let (work_rx, done_tx, ctx) = (&work_rx, done_tx.clone(), &ctx);
-            scope.spawn(move || loop {
-                // One worker at a time waits for the next chunk; the others are parsing.
-                let next = match work_rx.lock() {
-                    Ok(rx) => rx.recv(),
-                    Err(_) => break,
-                };
-                let Ok((seq, chunk)) = next else { break };
-                // A bug in a parser must not take the file's other chunks (or the audit) down.
-                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    process_chunk(chunk.bytes(), ctx)
-                }))
-                .unwrap_or_else(|_| ChunkOut {
-                    failed: true,
-                    ..ChunkOut::default()
-                });
-                if done_tx.send((seq, out, chunk)).is_err() {
-                    break;
+            scope.spawn(move || {
+                let mut cache = MatchCache::default();
+                loop {
+                    // One worker at a time waits for the next chunk; the others are parsing.
+                    let next = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok((seq, chunk)) = next else { break };
+                    // A bug in a parser must not take the file's other chunks (or the audit) down.
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        process_chunk(chunk.bytes(), ctx, &mut cache)
+                    }))
+                    .unwrap_or_else(|_| ChunkOut {
+                        failed: true,
+                        ..ChunkOut::default()
+                    });
+                    if done_tx.send((seq, out, chunk)).is_err() {
+                        break;
+                    }
                 }
             });
         }

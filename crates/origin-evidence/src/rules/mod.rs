@@ -162,6 +162,10 @@ pub struct RuleSet {
     matchers: Vec<(LogSource, std::sync::OnceLock<Option<SourceMatcher>>)>,
 }
 
+/// Scratch space of one source's automaton (see [`RuleSet::match_index_with`]).
+#[derive(Debug, Default)]
+pub struct MatchCache(Option<(LogSource, regex_automata::meta::Cache)>);
+
 /// A rule that matched a message, with its named captures (empty captures left out).
 #[derive(Debug, Clone)]
 pub struct RuleMatch<'a> {
@@ -172,16 +176,23 @@ pub struct RuleMatch<'a> {
 }
 
 impl RuleSet {
-    /// The embedded packs.
+    /// The embedded packs, with their samples (for [`check_samples`]).
     pub fn builtin() -> Result<RuleSet, RuleError> {
-        RuleSet::from_rules(builtin_rules()?)
+        RuleSet::from_rules(builtin_rules(true)?)
+    }
+
+    /// The embedded packs without their samples: what the readers need, at a third of the
+    /// start-up cost.
+    pub fn builtin_lean() -> Result<RuleSet, RuleError> {
+        RuleSet::from_rules(builtin_rules(false)?)
     }
 
     /// The embedded packs plus every `*.yaml`/`*.yml` file in `extra_dir` (default
     /// `/etc/origin-agent/rules.d`), in name order; a rule with an existing id replaces it in
-    /// place. A missing directory is not an error.
+    /// place. A missing directory is not an error. The embedded rules come without their
+    /// samples (see [`RuleSet::builtin`]).
     pub fn load(extra_dir: Option<&Path>) -> Result<RuleSet, RuleError> {
-        let mut rules = builtin_rules()?;
+        let mut rules = builtin_rules(false)?;
         let dir = extra_dir.unwrap_or(Path::new(DEFAULT_RULES_DIR));
         for path in pack_files(dir)? {
             let text = std::fs::read_to_string(&path).map_err(|e| RuleError::Io {
@@ -262,6 +273,18 @@ impl RuleSet {
     /// The index (into [`RuleSet::rules`]) of the first rule of `source` whose pattern
     /// matches `message`: one anchored pass of the source's multi-pattern DFA.
     pub fn match_index(&self, source: LogSource, message: &[u8]) -> Option<usize> {
+        self.match_index_with(source, message, &mut MatchCache::default())
+    }
+
+    /// [`RuleSet::match_index`] with the caller's scratch space for the automaton (a parser
+    /// keeps one per source: no shared pool taken and given back on every line). `cache` must
+    /// only ever be used with this set.
+    pub fn match_index_with(
+        &self,
+        source: LogSource,
+        message: &[u8],
+        cache: &mut MatchCache,
+    ) -> Option<usize> {
         let matcher = self.matcher(source)?;
         let Some(first) = &matcher.first else {
             return matcher
@@ -271,7 +294,11 @@ impl RuleSet {
                 .find(|&i| self.rules[i].regex().is_some_and(|re| re.is_match(message)));
         };
         let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
-        let hit = first.search_half(&input)?;
+        let scratch = match &mut cache.0 {
+            Some((s, c)) if *s == source => c,
+            slot => &mut slot.insert((source, first.create_cache())).1,
+        };
+        let hit = first.search_half_with(scratch, &input)?;
         matcher.rules.get(hit.pattern().as_usize()).copied()
     }
 
@@ -343,14 +370,22 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     Some(SourceMatcher { rules: idx, first })
 }
 
-/// The embedded packs' rules, in pack order.
-fn builtin_rules() -> Result<Vec<Rule>, RuleError> {
+/// The embedded packs' rules, in pack order; with their samples when `samples` (start-up does
+/// without: they are most of the packs' text and only the checks read them).
+fn builtin_rules(samples: bool) -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::new();
-    for (name, json) in BUILTIN_PACKS {
-        let doc: PackDoc = serde_json::from_str(json).map_err(|e| RuleError::Pack {
+    for (name, json, samples_json) in BUILTIN_PACKS {
+        let bad = |e: serde_json::Error| RuleError::Pack {
             file: (*name).to_string(),
             message: e.to_string(),
-        })?;
+        };
+        let mut doc: PackDoc = serde_json::from_str(json).map_err(bad)?;
+        if samples {
+            let all: Vec<SamplesDoc> = serde_json::from_str(samples_json).map_err(bad)?;
+            for (rule, s) in doc.rules.iter_mut().zip(all) {
+                rule.samples = s;
+            }
+        }
         merge_rules(&mut rules, pack_rules(name, doc, false)?);
     }
     Ok(rules)
@@ -552,6 +587,46 @@ impl RuleSet {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_kept_match_cache_answers_as_a_fresh_one_across_sources() {
+        // A parser keeps its automaton's scratch space from line to line (and a reader's worker
+        // from chunk to chunk): the answers must be those of a fresh search, also when one
+        // cache meets several sources.
+        let set = RuleSet::builtin().unwrap();
+        let lean = RuleSet::builtin_lean().unwrap();
+        assert_eq!(set.rules().len(), lean.rules().len());
+        let mut cache = MatchCache::default();
+        let mut hits = 0;
+        for rule in set.rules() {
+            let texts = rule
+                .samples
+                .iter()
+                .map(|s| s.line.as_str())
+                .chain(rule.no_match.iter().map(String::as_str));
+            for sample in texts {
+                // The message starts after one of the header's spaces: try the first dozen.
+                let starts = std::iter::once(0)
+                    .chain(sample.match_indices(' ').map(|(i, _)| i + 1).take(12));
+                for at in starts {
+                    let text = &sample.as_bytes()[at..];
+                    for source in [rule.source, LogSource::NginxError] {
+                        let fresh = set.match_index(source, text);
+                        let kept = set.match_index_with(source, text, &mut cache);
+                        assert_eq!(kept, fresh, "{source:?} {sample}");
+                        assert_eq!(lean.match_index(source, text), fresh);
+                        hits += usize::from(fresh.is_some());
+                    }
+                }
+            }
+        }
+        assert!(hits >= set.rules().len(), "{hits} matches");
+        // The lean set has the same rules, without their samples.
+        assert!(lean
+            .rules()
+            .iter()
+            .all(|r| r.samples.is_empty() && r.no_match.is_empty()));
+    }
 
     #[test]
     fn unanchored_patterns_and_access_rules_are_refused() {
