@@ -359,8 +359,12 @@ impl ExecNotifier {
             .spawn()
             .map_err(start_err)?;
         if let Some(mut stdin) = child.stdin.take() {
-            // Small (well under a pipe buffer); a program that does not read it is fine.
-            let _ = stdin.write_all(json.as_bytes());
+            // Written from a thread: a note larger than a pipe buffer (a failure carries the
+            // firewall tool's stderr) to a hook that does not read would otherwise block before
+            // the deadline is watched; the group kill at the deadline ends the write (EPIPE).
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(json.as_bytes());
+            });
         }
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -692,6 +696,18 @@ mod tests {
             timeout: Duration::from_millis(300),
         }
         .send(&opened())
+        .unwrap_err();
+        assert!(matches!(err, NotifyError::ExecTimeout { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // A large note to a hook that never reads its input: still bounded by the timeout.
+        let mut big = whitelist_note();
+        big.failure = Some("x".repeat(1 << 20));
+        let start = Instant::now();
+        let err = ExecNotifier {
+            program: dir.path().join("slow.sh"),
+            timeout: Duration::from_millis(300),
+        }
+        .send_whitelist(&big)
         .unwrap_err();
         assert!(matches!(err, NotifyError::ExecTimeout { .. }), "{err}");
         assert!(start.elapsed() < Duration::from_secs(5));

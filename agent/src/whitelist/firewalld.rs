@@ -24,8 +24,9 @@ use ipnet::IpNet;
 use super::backend::{diff_lines, ApplyError, FirewallBackend, NotPersisted, Restored};
 use super::saves::{run_ok, Saves};
 use super::{ipt, Backend, Change, FamilyPlan, ProviderList, WhitelistError, WhitelistRequest};
-use crate::addrset::{parse_net, Family};
+use crate::addrset::Family;
 use crate::cdn::Provider;
+use crate::firewall::firewalld::conf_default_zone;
 use crate::host::{Command, FileKind, Host};
 
 /// firewalld's administrator configuration.
@@ -77,13 +78,9 @@ fn tree(host: &dyn Host) -> Vec<PathBuf> {
     out
 }
 
-/// The `<entry>` values of an ipset XML.
+/// The `<entry>` values of an ipset XML (the auditor's reader; none when it does not parse).
 fn entries(xml: &str) -> BTreeSet<IpNet> {
-    xml.split("<entry>")
-        .skip(1)
-        .filter_map(|s| s.split("</entry>").next())
-        .filter_map(|s| parse_net(s.trim()))
-        .collect()
+    crate::firewall::firewalld::parse_ipset("ipset", xml).unwrap_or_default()
 }
 
 /// The agent's rich rules in a zone XML, as `rich_rule` writes them.
@@ -147,12 +144,7 @@ impl Firewalld {
             .iter()
             .find(|(p, _)| p.as_path() == Path::new(ETC).join("firewalld.conf"))
             .and_then(|(_, c)| c.as_deref())
-            .and_then(|c| {
-                c.lines()
-                    .find_map(|l| l.trim().strip_prefix("DefaultZone=").map(str::to_string))
-            })
-            .filter(|z| !z.is_empty())
-            .unwrap_or_else(|| "public".to_string())
+            .map_or_else(|| "public".to_string(), conf_default_zone)
     }
 
     fn zone_xml(saves: &Saves) -> String {
