@@ -1,8 +1,9 @@
 //! Compiles the embedded rule packs: every `rules/*.yaml` at the top of the repository (a new
 //! pack is picked up by being there), in name order, read with the same document types as the
-//! runtime (`src/rules/doc.rs`), each pattern's syntax checked, and written as JSON into
-//! `$OUT_DIR/builtin_packs.rs` as `BUILTIN_PACKS: &[(file name, JSON, samples JSON)]`. The binary then reads its
-//! own rules without a YAML parser or a regex parse at start-up (the meaning checks — sources,
+//! runtime (`src/rules/doc.rs`), each pattern's syntax checked, and written as Rust constants
+//! into `$OUT_DIR/builtin_packs.rs`: `BUILTIN_PACKS: &[BuiltinPack]`, each rule's fields as
+//! string literals, its samples apart as JSON. The binary then reads its own rules with no
+//! parser at all at start-up — no YAML, no JSON, no regex parse (the meaning checks — sources,
 //! causes, severities, anchors — still run when the set is loaded, and the unit tests run every
 //! rule's samples).
 
@@ -24,7 +25,7 @@ fn main() {
         .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
         .collect();
     names.sort();
-    let mut out = String::from("/// The embedded rule packs: (file name, the pack as JSON without its samples, the samples of\n/// its rules in order as JSON).\npub const BUILTIN_PACKS: &[(&str, &str, &str)] = &[\n");
+    let mut out = String::from("/// The embedded rule packs, in file name order.\nconst BUILTIN_PACKS: &[BuiltinPack] = &[\n");
     for name in &names {
         let path = dir.join(name);
         println!("cargo:rerun-if-changed={}", path.display());
@@ -49,9 +50,29 @@ fn main() {
             .iter_mut()
             .map(|r| std::mem::take(&mut r.samples))
             .collect();
-        let json = serde_json::to_string(&doc).unwrap_or_else(|e| panic!("{name}: {e}"));
         let samples = serde_json::to_string(&samples).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let _ = writeln!(out, "    ({name:?}, {json:?}, {samples:?}),");
+        let _ = writeln!(
+            out,
+            "    BuiltinPack {{ name: {name:?}, version: {:?}, source: {:?}, samples: {samples:?}, rules: &[",
+            doc.version,
+            doc.source.as_deref()
+        );
+        for r in &doc.rules {
+            let _ = writeln!(
+                out,
+                "        BuiltinRule {{ id: {:?}, source: {:?}, pattern: {:?}, event: {:?}, cause: {:?}, severity: {:?}, fix: {:?}, responds: {:?}, reason: {:?} }},",
+                r.id,
+                r.source.as_deref(),
+                r.pattern,
+                r.event,
+                r.cause,
+                r.severity,
+                r.fix,
+                r.responds,
+                r.reason.as_deref()
+            );
+        }
+        out.push_str("    ] },\n");
     }
     out.push_str("];\n");
     let dest = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("builtin_packs.rs");

@@ -88,6 +88,10 @@ pub struct AccessFormat {
     start_stamp: bool,
     /// Apache's `%D`: the duration in microseconds (`$apache_request_us`).
     request_us: bool,
+    /// How many of `segs` the counting path walks: up to the last of the client, the time and
+    /// the status (the rest of a line — body, referer, user agent, extras — is read for the
+    /// 5xx lines alone).
+    count_segs: usize,
 }
 
 /// The byte ranges of the fields the parser reads, for one line.
@@ -104,6 +108,9 @@ pub(crate) struct Slots {
     pub request_time: Option<(usize, usize)>,
     pub forwarded: Option<(usize, usize)>,
     pub end: usize,
+    /// Every segment of the format was read (not only the counted ones): `end` is where the
+    /// format ends and `key=value` extras may follow.
+    pub complete: bool,
     pub start_stamp: bool,
     pub request_us: bool,
 }
@@ -169,8 +176,20 @@ impl AccessFormat {
             return Err(FormatError::NoStatus);
         }
         let combined_prefix = format.trim() == COMBINED;
+        let count_segs = segs
+            .iter()
+            .rposition(|s| {
+                matches!(
+                    s,
+                    Seg::Var(
+                        Var::RemoteAddr | Var::TimeLocal | Var::TimeIso | Var::Msec | Var::Status
+                    )
+                )
+            })
+            .map_or(segs.len(), |k| k + 1);
         Ok(AccessFormat {
             segs,
+            count_segs,
             combined_prefix,
             name: if combined_prefix {
                 "combined".into()
@@ -188,6 +207,7 @@ impl AccessFormat {
         // COMBINED always compiles.
         AccessFormat::compile(COMBINED).unwrap_or(AccessFormat {
             segs: Vec::new(),
+            count_segs: 0,
             combined_prefix: true,
             name: "combined".into(),
             start_stamp: false,
@@ -229,13 +249,34 @@ impl AccessFormat {
     /// follow the format.
     #[inline]
     pub(crate) fn slots(&self, line: &[u8]) -> Option<Slots> {
+        self.slots_upto(line, self.segs.len())
+    }
+
+    /// The fields a line is counted by (client, time, status), read no further than the last
+    /// of them: `None` when the line does not follow the format up to there. A line whose tail
+    /// (referer, user agent) is broken — cut at the length cap, an unclosed quote — is still a
+    /// response with a status.
+    #[inline]
+    pub(crate) fn count_slots(&self, line: &[u8]) -> Option<Slots> {
+        self.slots_upto(line, self.count_segs)
+    }
+
+    /// The fields of a line wherever they can be read: all of them, or (when the tail is
+    /// broken) those [`AccessFormat::count_slots`] reads.
+    pub(crate) fn best_slots(&self, line: &[u8]) -> Option<Slots> {
+        self.slots(line).or_else(|| self.count_slots(line))
+    }
+
+    #[inline]
+    fn slots_upto(&self, line: &[u8], n: usize) -> Option<Slots> {
         let mut s = Slots {
             start_stamp: self.start_stamp,
             request_us: self.request_us,
+            complete: n >= self.segs.len(),
             ..Slots::default()
         };
         let mut pos = 0usize;
-        let n = self.segs.len();
+        let n = n.min(self.segs.len());
         let mut k = 0;
         while k < n {
             match &self.segs[k] {
@@ -276,7 +317,7 @@ impl AccessFormat {
     /// Extras written after a `combined` prefix: `ua="…" us="…" urt="…" rt=…` and the long
     /// names (`upstream_addr=`, `upstream_status=`, `request_time=`, `cf_connecting_ip=`).
     fn extras(&self, line: &[u8], s: &mut Slots) {
-        if !self.combined_prefix || s.end >= line.len() {
+        if !self.combined_prefix || !s.complete || s.end >= line.len() {
             return;
         }
         let mut pos = s.end;
@@ -341,19 +382,33 @@ fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
     None
 }
 
-/// The first `b` in `hay`. Most fields are a few bytes long: a plain loop over the first ones
-/// costs less than `memchr`'s set-up on every field of every line; longer fields go to `memchr`.
+/// The first `b` in `hay`. Most fields are a few bytes long: eight bytes at a time over the
+/// first ones costs less than `memchr`'s set-up on every field of every line; longer fields go
+/// to `memchr`.
 #[inline]
 fn find_byte(b: u8, hay: &[u8]) -> Option<usize> {
-    const SHORT: usize = 24;
-    let head = &hay[..hay.len().min(SHORT)];
-    if let Some(i) = head.iter().position(|&c| c == b) {
-        return Some(i);
+    const SHORT: usize = 32;
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(b));
+    let mut i = 0;
+    while i < SHORT {
+        let Some(word) = hay.get(i..i + 8) else {
+            // Fewer than eight bytes left.
+            return hay[i..].iter().position(|&c| c == b).map(|k| i + k);
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        // The lowest set bit marks the first zero byte of `x` (a borrow can only set bits
+        // above a true zero byte).
+        let zero = x.wrapping_sub(LO) & !x & HI;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
     }
-    if hay.len() <= SHORT {
-        return None;
-    }
-    memchr::memchr(b, &hay[SHORT..]).map(|i| i + SHORT)
+    memchr::memchr(b, &hay[SHORT..]).map(|k| k + SHORT)
 }
 
 /// Whether a line looks like `combined` (for format detection).
@@ -479,7 +534,7 @@ pub(crate) fn parse_line(
     line_no: u64,
     line: &[u8],
 ) -> Option<Response> {
-    let mut s = fmt.slots(line)?;
+    let mut s = fmt.best_slots(line)?;
     let status = status_of(line, &s)?;
     fmt.extras(line, &mut s);
     let time = s.time.and_then(|(a, b, k)| cache.get(&line[a..b], k));
@@ -701,7 +756,7 @@ impl AccessAcc {
         max_errors: usize,
     ) {
         self.lines += 1;
-        let Some(mut s) = fmt.slots(line) else {
+        let Some(s) = fmt.count_slots(line) else {
             self.bad += 1;
             return;
         };
@@ -747,6 +802,11 @@ impl AccessAcc {
         }
         if error {
             if self.errors.len() < max_errors {
+                let mut s = if s.complete {
+                    s
+                } else {
+                    fmt.slots(line).unwrap_or(s)
+                };
                 fmt.extras(line, &mut s);
                 self.errors
                     .push(response(line, &s, file, line_no, time, status));
@@ -823,6 +883,7 @@ mod tests {
             b"\xff\xfe\x00\x01 binary",
             b"",
             b"\"",
+            br#"1.2.3.4 - - [24/Nov/2026:07:45:17 +0000] "GET /b HTTP/1.1" 503 0 "-" "curl/8 (unclosed"#,
         ]
         .iter()
         .map(|l| l.to_vec())
@@ -879,10 +940,12 @@ mod tests {
         assert_eq!(got[5], want(400, "::1", ""));
         assert_eq!(got[6].as_ref().map(|g| g.0), Some(400));
         assert_eq!(&got[7..10], &[None, None, None]);
+        // A broken tail (the user agent's quote unclosed) after a good status: still a response.
+        assert_eq!(got[10], want(503, "1.2.3.4", "GET /b HTTP/1.1"));
         // Cut at the cap (as the reader cuts it): the quote that ends the request is gone.
-        assert_eq!(got[10], None);
+        assert_eq!(got[11], None);
         assert_eq!(
-            got[11],
+            got[12],
             want(
                 502,
                 "1.2.3.4",
@@ -899,7 +962,7 @@ mod tests {
         assert_eq!(acc.total, parsed);
         assert_eq!(acc.bad, tricky_lines().len() as u64 - parsed);
         let errors: Vec<u16> = acc.errors.iter().map(|r| r.status).collect();
-        assert_eq!(errors, vec![502, 502]);
+        assert_eq!(errors, vec![502, 503, 502]);
     }
 
     #[test]

@@ -27,8 +27,58 @@ use crate::cause::CauseId;
 use crate::event::{LogSource, Severity};
 
 // `BUILTIN_PACKS`: every `rules/*.yaml` at the top of the repository, in name order, read and
-// checked (YAML, pattern syntax) by `crates/origin-evidence/build.rs` and embedded as JSON: `(file name, JSON)`.
+// checked (YAML, pattern syntax) by `crates/origin-evidence/build.rs` and embedded as constants.
 include!(concat!(env!("OUT_DIR"), "/builtin_packs.rs"));
+
+/// One embedded pack as the build script wrote it: its document's fields as literals, so that
+/// start-up reads the rules without parsing anything.
+struct BuiltinPack {
+    name: &'static str,
+    version: Option<u32>,
+    source: Option<&'static str>,
+    rules: &'static [BuiltinRule],
+    /// The samples of the pack's rules, in rule order, as JSON (read only when checked).
+    samples: &'static str,
+}
+
+/// One rule of a [`BuiltinPack`]: the fields of [`RuleDoc`] but its samples.
+struct BuiltinRule {
+    id: &'static str,
+    source: Option<&'static str>,
+    pattern: &'static str,
+    event: &'static str,
+    cause: &'static str,
+    severity: &'static str,
+    fix: &'static str,
+    responds: Option<u16>,
+    reason: Option<&'static str>,
+}
+
+impl BuiltinPack {
+    /// The pack as the document a YAML pack file reads as (samples empty).
+    fn doc(&self) -> PackDoc {
+        PackDoc {
+            version: self.version,
+            source: self.source.map(str::to_string),
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleDoc {
+                    id: r.id.to_string(),
+                    source: r.source.map(str::to_string),
+                    pattern: r.pattern.to_string(),
+                    event: r.event.to_string(),
+                    cause: r.cause.to_string(),
+                    severity: r.severity.to_string(),
+                    fix: r.fix.to_string(),
+                    responds: r.responds,
+                    reason: r.reason.map(str::to_string),
+                    samples: SamplesDoc::default(),
+                })
+                .collect(),
+        }
+    }
+}
 
 /// Where the operator's own rules live.
 pub const DEFAULT_RULES_DIR: &str = "/etc/origin-agent/rules.d";
@@ -374,19 +424,19 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
 /// without: they are most of the packs' text and only the checks read them).
 fn builtin_rules(samples: bool) -> Result<Vec<Rule>, RuleError> {
     let mut rules = Vec::new();
-    for (name, json, samples_json) in BUILTIN_PACKS {
-        let bad = |e: serde_json::Error| RuleError::Pack {
-            file: (*name).to_string(),
-            message: e.to_string(),
-        };
-        let mut doc: PackDoc = serde_json::from_str(json).map_err(bad)?;
+    for pack in BUILTIN_PACKS {
+        let mut doc = pack.doc();
         if samples {
-            let all: Vec<SamplesDoc> = serde_json::from_str(samples_json).map_err(bad)?;
+            let all: Vec<SamplesDoc> =
+                serde_json::from_str(pack.samples).map_err(|e| RuleError::Pack {
+                    file: pack.name.to_string(),
+                    message: e.to_string(),
+                })?;
             for (rule, s) in doc.rules.iter_mut().zip(all) {
                 rule.samples = s;
             }
         }
-        merge_rules(&mut rules, pack_rules(name, doc, false)?);
+        merge_rules(&mut rules, pack_rules(pack.name, doc, false)?);
     }
     Ok(rules)
 }
