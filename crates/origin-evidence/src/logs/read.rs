@@ -750,6 +750,11 @@ fn merge_stats(into: &mut ResponseStats, other: ResponseStats) {
     *into = tmp.responses;
 }
 
+/// Files read at the same time: while one file's last chunks are parsed (or a small file's
+/// few), the next one is already being read. Two keep both cores busy across file boundaries
+/// while memory stays bounded by two files' buffers.
+const FILES_IN_FLIGHT: usize = 2;
+
 pub(crate) fn read_files(
     host: &dyn Host,
     files: &[LogFile],
@@ -758,21 +763,64 @@ pub(crate) fn read_files(
     rules: &Arc<RuleSet>,
     siblings: bool,
 ) -> Evidence {
-    let mut ev = Evidence::default();
+    // Every file to read (rotated siblings first, oldest first), in the order they are merged.
+    let mut jobs: Vec<(&LogFile, std::path::PathBuf)> = Vec::new();
     for file in files {
-        let mut paths = if siblings {
+        if siblings {
             let mut older = super::rotation::rotated_siblings(host, &file.path, window);
             older.retain(|p| super::seek::sibling_in_window(host, p, window, tz));
-            older
-        } else {
-            Vec::new()
-        };
-        paths.push(file.path.clone());
-        for p in paths {
-            ev.merge(read_one(host, &p, file, window, tz, rules));
+            jobs.extend(older.into_iter().map(|p| (file, p)));
         }
+        jobs.push((file, file.path.clone()));
+    }
+    // Read biggest first (the small ones fill the gaps), merged in the order above.
+    let mut by_size: Vec<usize> = (0..jobs.len()).collect();
+    let size = |i: usize| host.metadata(&jobs[i].1).map_or(0, |m| m.size);
+    let sizes: Vec<u64> = by_size.iter().map(|&i| size(i)).collect();
+    by_size.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Evidence>>> =
+        jobs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let run = || loop {
+        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(&i) = by_size.get(k) else { break };
+        let (file, path) = &jobs[i];
+        // A bug in one file's reader must not take the others (or the audit) down.
+        let ev = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_one(host, path, file, window, tz, rules)
+        }));
+        if let (Ok(ev), Ok(mut slot)) = (ev, results[i].lock()) {
+            *slot = Some(ev);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..FILES_IN_FLIGHT.min(jobs.len()) {
+            scope.spawn(run);
+        }
+        run();
+    });
+    let mut ev = Evidence::default();
+    for (slot, (file, path)) in results.into_iter().zip(&jobs) {
+        let one = match slot.into_inner() {
+            Ok(Some(one)) => one,
+            // A reader that panicked (a bug): the file is named, its evidence is missing.
+            _ => failed_read(path, file),
+        };
+        ev.merge(one);
     }
     cap_clients(&mut ev.responses.clients);
+    ev
+}
+
+/// The evidence of a file whose reading failed inside the agent.
+fn failed_read(path: &Path, file: &LogFile) -> Evidence {
+    let mut ev = Evidence::default();
+    ev.files.push(FileSummary {
+        path: path.to_path_buf(),
+        source: file.source,
+        error: Some("the file could not be read (internal error)".into()),
+        ..Default::default()
+    });
     ev
 }
 
