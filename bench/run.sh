@@ -74,11 +74,11 @@ row "all four logs" "≤ 0.5" "$dir/access.log" "$dir/error.log" "$dir/php-fpm.l
 
 : > "$scratch/empty.log"
 mapfile -t res < <(python3 "$here/timing.py" $((runs * 3)) "$out" -- "$agent" scan --json "$scratch/empty.log" -- true)
-read -r ew _ ep <<< "${res[0]}"
+read -r ew _ _ <<< "${res[0]}"
 read -r tw _ _ <<< "${res[1]}"
 echo
-printf 'start-up (scan --json of an empty file): %.2f ms wall (goal ≤ 2 ms), /bin/true %.2f ms; peak RSS %d MB\n' \
-    "$(echo "$ew * 1000" | bc -l)" "$(echo "$tw * 1000" | bc -l)" $((ep / 1024))
+printf 'start-up (scan --json of an empty file): %.2f ms wall (goal ≤ 2 ms), /bin/true %.2f ms: %.2f ms more than starting a program that does nothing\n' \
+    "$(echo "$ew * 1000" | bc -l)" "$(echo "$tw * 1000" | bc -l)" "$(echo "($ew - $tw) * 1000" | bc -l)"
 goal "all four logs, wall / grep" "${wall_ratio[all four logs]}" 0.5 "x"
 goal "error log, wall / grep" "${wall_ratio[error log]}" 0.8 "x"
 goal "access log, wall / grep" "${wall_ratio[access log]}" 0.5 "x"
@@ -86,6 +86,7 @@ for w in "access log" "error log" "all four logs"; do
     goal "$w, CPU / grep" "${cpu_ratio[$w]}" 1.0 "x"
 done
 goal "start-up (empty file), wall" "$(echo "$ew * 1000" | bc -l)" 2 " ms"
+goal "start-up beyond /bin/true's, wall" "$(echo "($ew - $tw) * 1000" | bc -l)" 2 " ms"
 goal "peak memory, all four logs" "$(echo "${peak_kb[all four logs]} / 1024" | bc -l)" 64 " MB"
 
 if [[ "${BIG:-1}" != 0 ]]; then

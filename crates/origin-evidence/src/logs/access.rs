@@ -59,8 +59,48 @@ fn var_kind(name: &str) -> Var {
 
 #[derive(Debug, Clone)]
 enum Seg {
-    Lit(Vec<u8>),
+    Lit(Lit),
     Var(Var),
+}
+
+/// A literal of a format, with its first eight bytes as a word and mask: most literals (`" "`,
+/// `" - "`, `] "`) are compared to a line with one load and one masked compare.
+#[derive(Debug, Clone)]
+struct Lit {
+    bytes: Vec<u8>,
+    word: u64,
+    mask: u64,
+}
+
+impl Lit {
+    fn new(bytes: Vec<u8>) -> Lit {
+        let n = bytes.len().min(8);
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(&bytes[..n]);
+        let mask = if n == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * n)) - 1
+        };
+        Lit {
+            word: u64::from_le_bytes(w),
+            mask,
+            bytes,
+        }
+    }
+
+    /// Whether `hay` starts with the literal.
+    #[inline(always)]
+    fn starts(&self, hay: &[u8]) -> bool {
+        if self.bytes.len() <= 8 {
+            if let Some(head) = hay.get(..8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(head);
+                return (u64::from_le_bytes(w) ^ self.word) & self.mask == 0;
+            }
+        }
+        starts_with_short(hay, &self.bytes)
+    }
 }
 
 /// Why a `log_format` string cannot be compiled.
@@ -144,7 +184,7 @@ impl AccessFormat {
                     continue;
                 }
                 if !lit.is_empty() {
-                    segs.push(Seg::Lit(std::mem::take(&mut lit)));
+                    segs.push(Seg::Lit(Lit::new(std::mem::take(&mut lit))));
                 } else if matches!(segs.last(), Some(Seg::Var(_))) {
                     return Err(FormatError::Adjacent(name.to_string()));
                 }
@@ -167,7 +207,7 @@ impl AccessFormat {
             }
         }
         if !lit.is_empty() {
-            segs.push(Seg::Lit(lit));
+            segs.push(Seg::Lit(Lit::new(lit)));
         }
         if segs.is_empty() {
             return Err(FormatError::Empty);
@@ -281,10 +321,10 @@ impl AccessFormat {
         while k < n {
             match &self.segs[k] {
                 Seg::Lit(l) => {
-                    if !starts_with_short(&line[pos..], l) {
+                    if !l.starts(&line[pos..]) {
                         return None;
                     }
-                    pos += l.len();
+                    pos += l.bytes.len();
                 }
                 Seg::Var(v) => {
                     let end = match self.segs.get(k + 1) {
@@ -369,12 +409,12 @@ impl AccessFormat {
 }
 
 #[inline]
-fn find_lit(hay: &[u8], lit: &[u8]) -> Option<usize> {
-    let first = *lit.first()?;
+fn find_lit(hay: &[u8], lit: &Lit) -> Option<usize> {
+    let first = *lit.bytes.first()?;
     let mut from = 0;
     while let Some(i) = find_byte(first, &hay[from..]) {
         let at = from + i;
-        if starts_with_short(&hay[at..], lit) {
+        if lit.starts(&hay[at..]) {
             return Some(at);
         }
         from = at + 1;
@@ -907,6 +947,33 @@ mod tests {
                         find_byte(b, &line[from..]),
                         memchr::memchr(b, &line[from..]),
                         "{b} from {from}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_word_compare_of_literals_agrees_with_starts_with() {
+        let lits: Vec<Lit> = [
+            &b"\""[..],
+            b"\" ",
+            b" - ",
+            b"] \"",
+            b"\" 502 ",
+            b" HTTP/1.1\" ",
+        ]
+        .iter()
+        .map(|l| Lit::new(l.to_vec()))
+        .collect();
+        for line in tricky_lines() {
+            for from in (0..=line.len()).filter(|f| *f < 200 || f % 97 == 0) {
+                for l in &lits {
+                    assert_eq!(
+                        l.starts(&line[from..]),
+                        line[from..].starts_with(&l.bytes),
+                        "{:?} at {from}",
+                        String::from_utf8_lossy(&l.bytes)
                     );
                 }
             }
