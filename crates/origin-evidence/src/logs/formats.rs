@@ -85,10 +85,14 @@ fn digit_run(e: &[u8], at: usize) -> usize {
 
 /// The shape of `YYYY/MM/DD HH:MM:SS ` (digits and separators where they belong; the values are
 /// checked when the header is parsed): what tells an entry's first line from a continuation.
+#[inline]
 fn nginx_stamp_shape(e: &[u8]) -> bool {
     const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
-    e.len() >= 21
-        && e[4] == b'/'
+    // A fixed-size array: no bounds check per byte.
+    let Some(e) = e.first_chunk::<21>() else {
+        return false;
+    };
+    e[4] == b'/'
         && e[7] == b'/'
         && e[10] == b' '
         && e[13] == b':'
@@ -97,8 +101,8 @@ fn nginx_stamp_shape(e: &[u8]) -> bool {
         && DIGITS.iter().all(|&i| e[i].is_ascii_digit())
 }
 
-/// `YYYY/MM/DD HH:MM:SS`
-fn nginx_stamp(e: &[u8]) -> Option<Civil> {
+/// `YYYY/MM/DD HH:MM:SS` at the start of `e` (true exactly when [`nginx_stamp_shape`] is).
+pub(crate) fn nginx_stamp(e: &[u8]) -> Option<Civil> {
     if e.len() < 21 || e[4] != b'/' || e[7] != b'/' || e[10] != b' ' || e[19] != b' ' {
         return None;
     }
@@ -137,10 +141,13 @@ fn stampless_nginx(e: &[u8]) -> bool {
 }
 
 fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
-    let (stamp, stamp_raw, lb) = match nginx_stamp(e) {
-        Some(civil) => (Stamp::Local(civil), 0..19, 20),
-        None if stampless_nginx(e) => (Stamp::None, 0..0, 0),
-        None => return None,
+    // The stamp's value is read only when the entry's time is needed (see `Stamp::NginxLocal`).
+    let (stamp, stamp_raw, lb) = if nginx_stamp_shape(e) {
+        (Stamp::NginxLocal, 0..19, 20)
+    } else if stampless_nginx(e) {
+        (Stamp::None, 0..0, 0)
+    } else {
+        return None;
     };
     // [level]
     if e.get(lb) != Some(&b'[') {
@@ -846,6 +853,32 @@ mod tests {
         f.iter()
             .find(|(n, _)| *n == name)
             .map(|(_, r)| std::str::from_utf8(&e[r.clone()]).unwrap())
+    }
+
+    #[test]
+    fn the_nginx_stamp_shape_holds_exactly_when_the_stamp_parses() {
+        // The header only checks the shape; the value is read when the time is needed: both must
+        // agree on every line, or an entry would be Bad for one and dated for the other.
+        let good = b"2026/11/24 07:45:17 [error] 1#1: x".to_vec();
+        let mut lines = vec![good.clone(), good[..21].to_vec(), good[..20].to_vec()];
+        for at in 0..22 {
+            for b in [b'0', b'9', b'/', b':', b' ', b'a', b'\xff', b'\n'] {
+                let mut l = good.clone();
+                l[at] = b;
+                lines.push(l);
+            }
+        }
+        for l in &lines {
+            assert_eq!(
+                nginx_stamp_shape(l),
+                nginx_stamp(l).is_some(),
+                "{}",
+                String::from_utf8_lossy(l)
+            );
+        }
+        let mut f = Fields::new();
+        let h = head(LogSource::NginxError, &good, &mut f).unwrap();
+        assert_eq!((h.stamp, h.stamp_raw), (Stamp::NginxLocal, 0..19));
     }
 
     #[test]
