@@ -67,7 +67,8 @@ pub fn implied(
         }
     };
     // (file, pid, connection, request) → (last time, index into `out`)
-    let mut open: BTreeMap<(String, String, String, String), (i64, usize)> = BTreeMap::new();
+    // (Borrowed: no string is copied per event.)
+    let mut open: BTreeMap<(Cow<'_, str>, &str, &str, &str), (i64, usize)> = BTreeMap::new();
     let mut out: Vec<(usize, u16)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let Some(status) = event.field(RESPONDS).and_then(|s| s.parse::<u16>().ok()) else {
@@ -82,10 +83,10 @@ pub fn implied(
         let t = event.time.map_or(0, |t| t.as_second());
         let key = event.field("connection").map(|conn| {
             (
-                event.file.display().to_string(),
-                event.field("pid").unwrap_or_default().to_string(),
-                conn.to_string(),
-                event.field("request").unwrap_or_default().to_string(),
+                event.file.to_string_lossy(),
+                event.field("pid").unwrap_or_default(),
+                conn,
+                event.field("request").unwrap_or_default(),
             )
         });
         if let Some(key) = &key {

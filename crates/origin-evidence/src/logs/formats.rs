@@ -92,13 +92,21 @@ fn nginx_stamp_shape(e: &[u8]) -> bool {
     let Some(e) = e.first_chunk::<21>() else {
         return false;
     };
-    e[4] == b'/'
+    if !(e[4] == b'/'
         && e[7] == b'/'
         && e[10] == b' '
         && e[13] == b':'
         && e[16] == b':'
-        && e[19] == b' '
-        && DIGITS.iter().all(|&i| e[i].is_ascii_digit())
+        && e[19] == b' ')
+    {
+        return false;
+    }
+    for i in DIGITS {
+        if !e[i].is_ascii_digit() {
+            return false;
+        }
+    }
+    true
 }
 
 /// `YYYY/MM/DD HH:MM:SS` at the start of `e` (true exactly when [`nginx_stamp_shape`] is).
@@ -183,9 +191,7 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
     }
     let end = trim_end(e, e.len());
     let at = at.min(end);
-    static CLIENT: std::sync::OnceLock<memmem::Finder<'static>> = std::sync::OnceLock::new();
-    let client = CLIENT.get_or_init(|| memmem::Finder::new(b", client: "));
-    let (msg_end, tail) = match client.find(&e[at..end]) {
+    let (msg_end, tail) = match find_client(&e[at..end]) {
         Some(i) => (at + i, Some((at + i + 2, end))),
         None => (end, None),
     };
@@ -196,6 +202,12 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         prog: None,
         tail,
     })
+}
+
+/// Where `, client: ` first occurs in `hay`: a `memchr` for the comma, then a compare (nginx
+/// messages have few commas before their tail: cheaper than a substring search's set-up per line).
+fn find_client(hay: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b',', hay).find(|&i| hay[i..].starts_with(b", client: "))
 }
 
 /// `client: A, server: B, request: "C", upstream: "D", host: "E", referrer: "F"` from `at`.
@@ -853,6 +865,28 @@ mod tests {
         f.iter()
             .find(|(n, _)| *n == name)
             .map(|(_, r)| std::str::from_utf8(&e[r.clone()]).unwrap())
+    }
+
+    #[test]
+    fn the_client_tail_is_found_where_a_substring_search_finds_it() {
+        let cases: [&[u8]; 8] = [
+            b"connect() failed, client: 1.2.3.4, server: s",
+            b"a, b, c,, client:, client: x",
+            b", client: ",
+            b", client:",
+            b"no tail at all",
+            b"",
+            b",,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,, client: x",
+            b"\xff, client: \xfe, client: y",
+        ];
+        for hay in cases {
+            assert_eq!(
+                find_client(hay),
+                memmem::find(hay, b", client: "),
+                "{}",
+                String::from_utf8_lossy(hay)
+            );
+        }
     }
 
     #[test]

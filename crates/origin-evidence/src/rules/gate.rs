@@ -50,13 +50,25 @@ pub(super) fn gate_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
                 kept.push(l);
             }
         }
-        let shortest = kept.first().map_or(0, Vec::len);
+        // The start the literals share is in every line that starts like the rule's other
+        // branches too (`PHP message: PHP ` before a warning): search for what tells them apart.
+        if kept.len() > 1 {
+            let common = kept.iter().skip(1).fold(kept[0].len(), |n, l| {
+                n.min(l.iter().zip(&kept[0]).take_while(|(a, b)| a == b).count())
+            });
+            if kept.iter().all(|l| l.len() - common >= MIN_LITERAL) {
+                for l in &mut kept {
+                    l.drain(..common);
+                }
+            }
+        }
+        let shortest = kept.iter().map(Vec::len).min().unwrap_or(0);
         if kept.is_empty() || kept.len() > MAX_LITERALS || shortest < MIN_LITERAL {
             continue;
         }
         if best
             .as_ref()
-            .is_none_or(|b| b.first().map_or(0, Vec::len) < shortest)
+            .is_none_or(|b| b.iter().map(Vec::len).min().unwrap_or(0) < shortest)
         {
             best = Some(kept);
         }
@@ -139,10 +151,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             lits,
-            vec![
-                b"PHP message: PHP Fatal error: ".to_vec(),
-                b"PHP message: PHP Parse error: ".to_vec()
-            ]
+            vec![b"Fatal error: ".to_vec(), b"Parse error: ".to_vec()]
         );
         // No optional scan before the text it needs: the automaton settles such lines itself.
         assert_eq!(
