@@ -62,6 +62,10 @@ pub(super) fn gate_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
                 }
             }
         }
+        // Text all of them hold is one search instead of several.
+        if let Some(common) = longest_common(&kept).filter(|c| c.len() >= MIN_LITERAL) {
+            kept = vec![common];
+        }
         let shortest = kept.iter().map(Vec::len).min().unwrap_or(0);
         if kept.is_empty() || kept.len() > MAX_LITERALS || shortest < MIN_LITERAL {
             continue;
@@ -76,24 +80,70 @@ pub(super) fn gate_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     best
 }
 
+/// The longest byte string that every one of `lits` (two or more) contains.
+fn longest_common(lits: &[Vec<u8>]) -> Option<Vec<u8>> {
+    let (first, rest) = lits.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    (1..=first.len()).rev().find_map(|n| {
+        first
+            .windows(n)
+            .find(|w| rest.iter().all(|l| memchr::memmem::find(l, w).is_some()))
+            .map(<[u8]>::to_vec)
+    })
+}
+
+/// The text every match of `pattern` starts with (anchored patterns start at the message's
+/// start): the start its prefix literals share; empty when there is none.
+pub(super) fn prefix(pattern: &str) -> Vec<u8> {
+    let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .build()
+        .parse(pattern)
+    else {
+        return Vec::new();
+    };
+    let seq = Extractor::new().extract(&hir);
+    let Some((first, rest)) = seq.literals().and_then(|l| l.split_first()) else {
+        return Vec::new();
+    };
+    let n = rest.iter().fold(first.len(), |n, l| {
+        n.min(
+            l.as_bytes()
+                .iter()
+                .zip(first.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        )
+    });
+    first.as_bytes()[..n].to_vec()
+}
+
 /// A search for any of a gate's literals: one `memmem` each (a handful of long, rare literals:
 /// cheaper than one multi-literal search, which stops at every shared first bytes).
+/// Checked first: a message that does not start with the rule's `prefix` is not searched.
 #[derive(Debug)]
-pub(super) struct Needs(Vec<memchr::memmem::Finder<'static>>);
+pub(super) struct Needs {
+    starts: Vec<u8>,
+    finders: Vec<memchr::memmem::Finder<'static>>,
+}
 
 impl Needs {
-    pub(super) fn new(literals: &[Vec<u8>]) -> Needs {
-        Needs(
-            literals
+    pub(super) fn new(starts: Vec<u8>, literals: &[Vec<u8>]) -> Needs {
+        Needs {
+            starts,
+            finders: literals
                 .iter()
                 .map(|l| memchr::memmem::Finder::new(l).into_owned())
                 .collect(),
-        )
+        }
     }
 
-    /// True when `text` contains one of the literals.
+    /// True when `text` may match: it starts like the rule and contains one of the literals.
     pub(super) fn found_in(&self, text: &[u8]) -> bool {
-        self.0.iter().any(|f| f.find(text).is_some())
+        text.starts_with(&self.starts) && self.finders.iter().any(|f| f.find(text).is_some())
     }
 }
 
@@ -149,10 +199,7 @@ mod tests {
             r#"^FastCGI sent in stderr: "(?:PHP message: PHP (?:Warning|Notice)[^\n]*\n(?:[^\n]*\n){0,16}?)?PHP message: PHP (?:Fatal|Parse) error: {1,3}(?P<error>[^\n"]+)"#,
         )
         .unwrap();
-        assert_eq!(
-            lits,
-            vec![b"Fatal error: ".to_vec(), b"Parse error: ".to_vec()]
-        );
+        assert_eq!(lits, vec![b" error: ".to_vec()]);
         // No optional scan before the text it needs: the automaton settles such lines itself.
         assert_eq!(
             gate_literals(
@@ -182,6 +229,19 @@ mod tests {
                 b"Maximum execution time".to_vec()
             ]
         );
+        assert_eq!(
+            longest_common(&[b"abcdef".to_vec(), b"xcdey".to_vec(), b"cde".to_vec()]),
+            Some(b"cde".to_vec())
+        );
+        assert_eq!(longest_common(&[b"ab".to_vec(), b"cd".to_vec()]), None);
+        assert_eq!(longest_common(&[b"ab".to_vec()]), None);
+        assert_eq!(
+            prefix(r#"^FastCGI sent in stderr: "(?:x[^\n]*\n)?y"#),
+            b"FastCGI sent in stderr: \"".to_vec()
+        );
+        assert_eq!(prefix(r"^(?:abc|abd)e"), b"ab".to_vec());
+        assert!(prefix(r"^(?:ab|cd)e").is_empty());
+        assert!(prefix(r"^.*x").is_empty());
         // Unparsable patterns are simply not gated.
         assert_eq!(gate_literals("^(x"), None);
     }

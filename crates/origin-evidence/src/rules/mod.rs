@@ -377,7 +377,7 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     let mut ungated = Vec::new();
     for &i in &idx {
         match gate::gate_literals(&rules[i].pattern) {
-            Some(lits) => gated.push((i, gate::Needs::new(&lits))),
+            Some(lits) => gated.push((i, gate::Needs::new(gate::prefix(&rules[i].pattern), &lits))),
             None => ungated.push(i),
         }
     }
@@ -628,12 +628,7 @@ mod tests {
         let mut cache = MatchCache::default();
         let mut hits = 0;
         for rule in set.rules() {
-            let texts = rule
-                .samples
-                .iter()
-                .map(|s| s.line.as_str())
-                .chain(rule.no_match.iter().map(String::as_str));
-            for sample in texts {
+            for sample in sample_lines(rule) {
                 // The message starts after one of the header's spaces: try the first dozen.
                 let starts = std::iter::once(0)
                     .chain(sample.match_indices(' ').map(|(i, _)| i + 1).take(12));
@@ -657,6 +652,14 @@ mod tests {
             .all(|r| r.samples.is_empty() && r.no_match.is_empty()));
     }
 
+    /// A rule's sample lines, those it must match and those it must not.
+    fn sample_lines(rule: &Rule) -> impl Iterator<Item = &str> {
+        rule.samples
+            .iter()
+            .map(|s| s.line.as_str())
+            .chain(rule.no_match.iter().map(String::as_str))
+    }
+
     /// The first rule of `source`, in priority order, whose own regex matches: the meaning of
     /// `match_index`, without the automaton or the gates.
     fn first_by_regex(set: &RuleSet, source: LogSource, text: &[u8]) -> Option<usize> {
@@ -674,12 +677,7 @@ mod tests {
             .is_some_and(|m| !m.gated.is_empty() && m.first.is_some())));
         let mut texts: Vec<(LogSource, Vec<u8>)> = Vec::new();
         for rule in set.rules() {
-            let lines = rule
-                .samples
-                .iter()
-                .map(|s| s.line.as_str())
-                .chain(rule.no_match.iter().map(String::as_str));
-            for line in lines {
+            for line in sample_lines(rule) {
                 // Every message start after one of the header's spaces, whole and cut short.
                 let starts =
                     std::iter::once(0).chain(line.match_indices(' ').map(|(i, _)| i + 1).take(6));
