@@ -13,8 +13,11 @@
 //! together (`regex-automata`'s meta regex, leftmost-first), searched anchored at the start of
 //! the message. It reports the first rule in priority (file) order that matches, and it stops as
 //! soon as no pattern can match any more: a line that starts like no rule costs a few bytes of
-//! DFA walk, with no prefilter to keep in step with the patterns. Captures run afterwards, for the
-//! winning rule only, and only for the entries kept as events.
+//! DFA walk. A rule with an optional part that scans whole lines (a fatal error after up to 16
+//! warning lines) would keep the automaton alive to the end of every line starting like that
+//! part: it is left out of the automaton and tried on its own, only on lines holding the text it
+//! needs (derived from its pattern, see `gate`), so the first matching rule still wins. Captures
+//! run afterwards, for the winning rule only, and only for the entries kept as events.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
