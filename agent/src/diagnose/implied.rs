@@ -36,6 +36,10 @@ pub struct Implied {
     pub by_status: BTreeMap<u16, u64>,
 }
 
+/// One request's entries: (file, pid, connection, request), borrowed from the event (no string
+/// copied per event).
+type RequestKey<'a> = (Cow<'a, str>, &'a str, &'a str, &'a str);
+
 /// The events (indexes into `events`) that stand for implied responses, and their tally.
 pub fn implied(
     events: &[Cow<'_, Event>],
@@ -67,8 +71,7 @@ pub fn implied(
         }
     };
     // (file, pid, connection, request) → (last time, index into `out`)
-    // (Borrowed: no string is copied per event.)
-    let mut open: BTreeMap<(Cow<'_, str>, &str, &str, &str), (i64, usize)> = BTreeMap::new();
+    let mut open: BTreeMap<RequestKey<'_>, (i64, usize)> = BTreeMap::new();
     let mut out: Vec<(usize, u16)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let Some(status) = event.field(RESPONDS).and_then(|s| s.parse::<u16>().ok()) else {
