@@ -10,7 +10,7 @@
 //! error log was read (otherwise the same request would count twice).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -71,7 +71,7 @@ pub fn implied(
         }
     };
     // (file, pid, connection, request) → (last time, index into `out`)
-    let mut open: BTreeMap<RequestKey<'_>, (i64, usize)> = BTreeMap::new();
+    let mut open: HashMap<RequestKey<'_>, (i64, usize)> = HashMap::new();
     let mut out: Vec<(usize, u16)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let Some(status) = event.field(RESPONDS).and_then(|s| s.parse::<u16>().ok()) else {
