@@ -10,7 +10,7 @@
 //! error log was read (otherwise the same request would count twice).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,10 @@ pub struct Implied {
     pub status_5xx: u64,
     pub by_status: BTreeMap<u16, u64>,
 }
+
+/// One request's entries: (file, pid, connection, request), borrowed from the event (no string
+/// copied per event).
+type RequestKey<'a> = (Cow<'a, str>, &'a str, &'a str, &'a str);
 
 /// The events (indexes into `events`) that stand for implied responses, and their tally.
 pub fn implied(
@@ -67,7 +71,7 @@ pub fn implied(
         }
     };
     // (file, pid, connection, request) → (last time, index into `out`)
-    let mut open: BTreeMap<(String, String, String, String), (i64, usize)> = BTreeMap::new();
+    let mut open: HashMap<RequestKey<'_>, (i64, usize)> = HashMap::new();
     let mut out: Vec<(usize, u16)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let Some(status) = event.field(RESPONDS).and_then(|s| s.parse::<u16>().ok()) else {
@@ -82,10 +86,10 @@ pub fn implied(
         let t = event.time.map_or(0, |t| t.as_second());
         let key = event.field("connection").map(|conn| {
             (
-                event.file.display().to_string(),
-                event.field("pid").unwrap_or_default().to_string(),
-                conn.to_string(),
-                event.field("request").unwrap_or_default().to_string(),
+                event.file.to_string_lossy(),
+                event.field("pid").unwrap_or_default(),
+                conn,
+                event.field("request").unwrap_or_default(),
             )
         });
         if let Some(key) = &key {

@@ -378,7 +378,7 @@ struct Acc<'a> {
     statuses: BTreeMap<u16, u64>,
 }
 
-impl Acc<'_> {
+impl<'a> Acc<'a> {
     /// Whether this cause belongs in the list.
     fn qualifies(&self, cause: CauseId, any_errors: bool) -> bool {
         if self.direct + self.weak > 0 {
@@ -435,14 +435,21 @@ impl Acc<'_> {
     fn evidence(&self) -> Vec<EvidenceLine> {
         let mut out: Vec<EvidenceLine> = Vec::new();
         let mut seen_sources: BTreeMap<LogSource, usize> = BTreeMap::new();
-        let mut push = |event: &Event, out: &mut Vec<EvidenceLine>| {
+        // The shape of each line in `out` (computed once, not per comparison).
+        let mut shapes: Vec<&str> = Vec::new();
+        let mut push = |event: &'a Event, out: &mut Vec<EvidenceLine>| {
             if out.len() >= EVIDENCE_LINES {
                 return;
             }
             let per_source = seen_sources.entry(event.source).or_default();
-            if *per_source >= 3 || out.iter().any(|e| same_shape(&e.text, &event.text)) {
+            if *per_source >= 3 {
                 return;
             }
+            let this = shape(&event.text);
+            if shapes.contains(&this) {
+                return;
+            }
+            shapes.push(this);
             *per_source += 1;
             out.push(EvidenceLine {
                 source: event.file.display().to_string(),
@@ -474,19 +481,28 @@ impl Acc<'_> {
     }
 }
 
-/// Two lines say the same thing when they differ only in the time, pid and connection prefix.
-fn same_shape(a: &str, b: &str) -> bool {
-    fn body(s: &str) -> &str {
-        // nginx: after "*CONN "; php-fpm: after "] "; otherwise the whole line.
-        if let Some(i) = s.find(": *") {
-            let rest = &s[i + 3..];
-            return rest.find(' ').map_or(rest, |j| &rest[j + 1..]);
-        }
-        s.find("] ").map_or(s, |i| &s[i + 2..])
-    }
-    let (a, b) = (body(a), body(b));
-    let cut = |s: &str| s.split(", client:").next().unwrap_or(s).to_string();
-    cut(a) == cut(b)
+/// What a line says, without the time, pid and connection prefix and nginx's `, client:` tail:
+/// two lines with the same shape say the same thing.
+fn shape(s: &str) -> &str {
+    use memchr::memmem::Finder;
+    use std::sync::OnceLock;
+    // Built once: a search set up per call costs more than the search (10,000 lines a scan).
+    static FINDERS: OnceLock<[Finder<'static>; 3]> = OnceLock::new();
+    let [conn, php, client] = FINDERS.get_or_init(|| {
+        [
+            Finder::new(b": *"),
+            Finder::new(b"] "),
+            Finder::new(b", client:"),
+        ]
+    });
+    // nginx: after "*CONN "; php-fpm: after "] "; otherwise the whole line.
+    let body = if let Some(i) = conn.find(s.as_bytes()) {
+        let rest = &s[i + 3..];
+        memchr::memchr(b' ', rest.as_bytes()).map_or(rest, |j| &rest[j + 1..])
+    } else {
+        php.find(s.as_bytes()).map_or(s, |i| &s[i + 2..])
+    };
+    client.find(body.as_bytes()).map_or(body, |i| &body[..i])
 }
 
 fn timeline(evidence: &Evidence) -> Option<Timeline> {

@@ -930,3 +930,34 @@ fn apache_unusable_headers_are_a_bad_response_not_a_crash() {
         dx.causes[0].status_direct
     );
 }
+
+#[test]
+fn evidence_line_shapes_cut_the_prefix_and_the_client_tail() {
+    // The string search this replaced, as the reference.
+    fn reference(s: &str) -> &str {
+        let body = if let Some(i) = s.find(": *") {
+            let rest = &s[i + 3..];
+            rest.find(' ').map_or(rest, |j| &rest[j + 1..])
+        } else {
+            s.find("] ").map_or(s, |i| &s[i + 2..])
+        };
+        body.split(", client:").next().unwrap_or(body)
+    }
+    let lines = [
+        "2026/11/24 07:45:17 [crit] 1#1: *12 connect() to unix:/s failed (2: x) while connecting to upstream, client: 1.2.3.4, server: s",
+        "2026/11/24 07:45:18 [crit] 1#1: *13 connect() to unix:/s failed (2: x) while connecting to upstream, client: 5.6.7.8, server: s",
+        "[24-Nov-2026 07:45:35] WARNING: [pool www] server reached pm.max_children setting (5)",
+        "2026/11/24 07:45:17 [error] 1#1: *",
+        "2026/11/24 07:45:17 [error] 1#1: *7",
+        "no prefix at all, client: x",
+        "ünïcödé: *1 ü, client:ü] ü",
+        "",
+        "] ",
+        ": * ",
+    ];
+    for l in lines {
+        assert_eq!(super::shape(l), reference(l), "{l}");
+    }
+    assert_eq!(super::shape(lines[0]), super::shape(lines[1]));
+    assert_ne!(super::shape(lines[0]), super::shape(lines[2]));
+}

@@ -268,12 +268,17 @@ impl LineParser {
         if let Some((a, b)) = head.tail {
             formats::nginx_tail(entry, a, b, &mut self.fields);
         }
+        // Checked once: a field of a valid entry cut at character boundaries is copied as is.
+        let valid = std::str::from_utf8(entry).ok();
+        let text_of = |r: &std::ops::Range<usize>| match valid {
+            Some(s) if s.is_char_boundary(r.start) && s.is_char_boundary(r.end) => {
+                s[r.clone()].to_string()
+            }
+            _ => String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
+        };
         let mut fields: BTreeMap<String, String> = BTreeMap::new();
         for (name, r) in &self.fields {
-            fields.insert(
-                (*name).to_string(),
-                String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
-            );
+            fields.insert((*name).to_string(), text_of(r));
         }
         for (name, value) in m.captures {
             fields.insert(name.to_string(), value);
@@ -285,7 +290,10 @@ impl LineParser {
         if let Some(reason) = m.rule.reason {
             fields.insert(REASON.to_string(), reason.id().to_string());
         }
-        let text = capped_text(entry, EVENT_TEXT_CAP);
+        let text = match valid {
+            Some(s) if s.len() <= EVENT_TEXT_CAP => s.to_string(),
+            _ => capped_text(entry, EVENT_TEXT_CAP),
+        };
         Some(Event {
             source: self.source,
             file: file.to_path_buf(),
@@ -383,6 +391,7 @@ fn stamp_time(
         Stamp::None => None,
         Stamp::Offset(c, off) => c.with_offset(off),
         Stamp::Local(c) => cache.get_or(raw, || c.in_zone(tz)),
+        Stamp::NginxLocal => cache.get_or(raw, || formats::nginx_stamp(entry)?.in_zone(tz)),
         Stamp::Named(c, a, b) => cache.get_or(raw, || {
             let name = std::str::from_utf8(entry.get(a..b)?).ok()?;
             if name == "UTC" || name == "GMT" {

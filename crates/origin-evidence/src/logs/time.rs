@@ -27,6 +27,10 @@ pub(crate) enum Stamp {
     None,
     /// Local time of the host, no zone written.
     Local(Civil),
+    /// Local time of the host in nginx's `YYYY/MM/DD HH:MM:SS` at the entry's start, whose shape
+    /// is checked: its value is read only when the time is needed (and the stamp cache has not
+    /// seen these bytes), not for every line.
+    NginxLocal,
     /// A fixed offset from UTC, in seconds.
     Offset(Civil, i32),
     /// Local time without a year (classic syslog): the year is inferred.

@@ -13,8 +13,11 @@
 //! together (`regex-automata`'s meta regex, leftmost-first), searched anchored at the start of
 //! the message. It reports the first rule in priority (file) order that matches, and it stops as
 //! soon as no pattern can match any more: a line that starts like no rule costs a few bytes of
-//! DFA walk, with no prefilter to keep in step with the patterns. Captures run afterwards, for the
-//! winning rule only, and only for the entries kept as events.
+//! DFA walk. A rule with an optional part that scans whole lines (a fatal error after up to 16
+//! warning lines) would keep the automaton alive to the end of every line starting like that
+//! part: it is left out of the automaton and tried on its own, only on lines holding the text it
+//! needs (derived from its pattern, see `gate`), so the first matching rule still wins. Captures
+//! run afterwards, for the winning rule only, and only for the entries kept as events.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -124,6 +127,8 @@ pub enum RuleError {
 }
 
 include!("doc.rs");
+
+mod gate;
 /// The rule format versions this build reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -194,13 +199,18 @@ impl Rule {
 /// The compiled matcher for one log source.
 #[derive(Debug)]
 struct SourceMatcher {
-    /// Indexes into `RuleSet::rules`, in match priority order.
+    /// Indexes into `RuleSet::rules` of the automaton's patterns, in match priority order.
     rules: Vec<usize>,
-    /// All of this source's patterns as one leftmost-first automaton: anchored at the message's
-    /// start, the pattern it reports is the first (in priority order) that matches. `None` when
-    /// the patterns together pass the automaton size limit (hundreds of big site rules): each
-    /// rule's own regex is then tried in order, slower but the same answer.
+    /// Those patterns as one leftmost-first automaton: anchored at the message's start, the
+    /// pattern it reports is the first (in priority order) that matches. `None` when the
+    /// patterns together pass the automaton size limit (hundreds of big site rules): every rule
+    /// of the source is then tried on its own regex in order, slower but the same answer.
     first: Option<regex_automata::meta::Regex>,
+    /// The source's rules left out of the automaton (see `gate`), in priority order, each with
+    /// a search for the text every match of it contains.
+    gated: Vec<(usize, gate::Needs)>,
+    /// All of the source's rules in priority order (the fallback without an automaton).
+    all: Vec<usize>,
 }
 
 /// A loaded, compiled set of rules.
@@ -336,20 +346,29 @@ impl RuleSet {
         cache: &mut MatchCache,
     ) -> Option<usize> {
         let matcher = self.matcher(source)?;
+        let is_match = |i: usize| self.rules[i].regex().is_some_and(|re| re.is_match(message));
         let Some(first) = &matcher.first else {
-            return matcher
-                .rules
-                .iter()
-                .copied()
-                .find(|&i| self.rules[i].regex().is_some_and(|re| re.is_match(message)));
+            return matcher.all.iter().copied().find(|&i| is_match(i));
         };
         let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
         let scratch = match &mut cache.0 {
             Some((s, c)) if *s == source => c,
             slot => &mut slot.insert((source, first.create_cache())).1,
         };
-        let hit = first.search_half_with(scratch, &input)?;
-        matcher.rules.get(hit.pattern().as_usize()).copied()
+        let hit = first
+            .search_half_with(scratch, &input)
+            .and_then(|h| matcher.rules.get(h.pattern().as_usize()).copied());
+        // The winner is the first rule in priority order that matches: a gated rule before the
+        // automaton's answer wins when its text is there and its own pattern matches.
+        for (i, needs) in &matcher.gated {
+            if hit.is_some_and(|h| h < *i) {
+                break;
+            }
+            if needs.found_in(message) && is_match(*i) {
+                return Some(*i);
+            }
+        }
+        hit
     }
 
     /// The captures of rule `index` over `message` (empty captures left out).
@@ -407,7 +426,15 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     if idx.is_empty() {
         return None;
     }
-    let patterns: Vec<&str> = idx.iter().map(|&i| rules[i].pattern.as_str()).collect();
+    let mut gated = Vec::new();
+    let mut ungated = Vec::new();
+    for &i in &idx {
+        match gate::gate_literals(&rules[i].pattern) {
+            Some(lits) => gated.push((i, gate::Needs::new(gate::prefix(&rules[i].pattern), &lits))),
+            None => ungated.push(i),
+        }
+    }
+    let patterns: Vec<&str> = ungated.iter().map(|&i| rules[i].pattern.as_str()).collect();
     let first = regex_automata::meta::Builder::new()
         .syntax(
             regex_automata::util::syntax::Config::new()
@@ -417,7 +444,12 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
         .configure(regex_automata::meta::Config::new().utf8_empty(false))
         .build_many(&patterns)
         .ok();
-    Some(SourceMatcher { rules: idx, first })
+    Some(SourceMatcher {
+        rules: ungated,
+        first,
+        gated,
+        all: idx,
+    })
 }
 
 /// The embedded packs' rules, in pack order; with their samples when `samples` (start-up does
@@ -649,12 +681,7 @@ mod tests {
         let mut cache = MatchCache::default();
         let mut hits = 0;
         for rule in set.rules() {
-            let texts = rule
-                .samples
-                .iter()
-                .map(|s| s.line.as_str())
-                .chain(rule.no_match.iter().map(String::as_str));
-            for sample in texts {
+            for sample in sample_lines(rule) {
                 // The message starts after one of the header's spaces: try the first dozen.
                 let starts = std::iter::once(0)
                     .chain(sample.match_indices(' ').map(|(i, _)| i + 1).take(12));
@@ -676,6 +703,105 @@ mod tests {
             .rules()
             .iter()
             .all(|r| r.samples.is_empty() && r.no_match.is_empty()));
+    }
+
+    /// A rule's sample lines, those it must match and those it must not.
+    fn sample_lines(rule: &Rule) -> impl Iterator<Item = &str> {
+        rule.samples
+            .iter()
+            .map(|s| s.line.as_str())
+            .chain(rule.no_match.iter().map(String::as_str))
+    }
+
+    /// The first rule of `source`, in priority order, whose own regex matches: the meaning of
+    /// `match_index`, without the automaton or the gates.
+    fn first_by_regex(set: &RuleSet, source: LogSource, text: &[u8]) -> Option<usize> {
+        (0..set.rules().len()).find(|&i| {
+            set.rules()[i].source == source && set.rules()[i].regex().unwrap().is_match(text)
+        })
+    }
+
+    #[test]
+    fn gated_matching_picks_the_rule_that_plain_matching_picks() {
+        let set = RuleSet::builtin().unwrap();
+        // The embedded packs have at least one gated rule (the PHP fatal error after warnings).
+        assert!(LogSource::ALL.iter().any(|s| set
+            .matcher(*s)
+            .is_some_and(|m| !m.gated.is_empty() && m.first.is_some())));
+        let mut texts: Vec<(LogSource, Vec<u8>)> = Vec::new();
+        for rule in set.rules() {
+            for line in sample_lines(rule) {
+                // Every message start after one of the header's spaces, whole and cut short.
+                let starts =
+                    std::iter::once(0).chain(line.match_indices(' ').map(|(i, _)| i + 1).take(6));
+                for at in starts {
+                    let text = &line.as_bytes()[at..];
+                    for cut in [text.len(), text.len() / 2] {
+                        texts.push((rule.source, text[..cut].to_vec()));
+                    }
+                }
+            }
+        }
+        // Messages made of two rules' texts: a warning before a fatal error, and the reverse.
+        let msgs: Vec<Vec<u8>> = texts.iter().map(|(_, t)| t.clone()).collect();
+        for (i, a) in msgs.iter().enumerate().step_by(41) {
+            for b in msgs.iter().skip(i % 7).step_by(97) {
+                for source in [LogSource::NginxError, LogSource::Php, LogSource::PhpFpm] {
+                    let mut joined = a.clone();
+                    joined.push(b'\n');
+                    joined.extend_from_slice(b);
+                    texts.push((source, joined));
+                }
+            }
+        }
+        let gated: Vec<&str> = LogSource::ALL
+            .iter()
+            .filter_map(|s| set.matcher(*s))
+            .flat_map(|m| m.gated.iter().map(|g| set.rules()[g.0].id.as_str()))
+            .collect();
+        eprintln!("gated: {gated:?}, {} texts", texts.len());
+        let mut cache = MatchCache::default();
+        let mut hits = 0;
+        for (source, text) in &texts {
+            let want = first_by_regex(&set, *source, text);
+            assert_eq!(
+                set.match_index_with(*source, text, &mut cache),
+                want,
+                "{source:?} {}",
+                String::from_utf8_lossy(text)
+            );
+            hits += usize::from(want.is_some());
+        }
+        assert!(hits > set.rules().len(), "{hits} of {}", texts.len());
+    }
+
+    #[test]
+    fn a_gated_rule_before_the_automatons_answer_still_wins() {
+        // `a` may scan a line, then needs `needle here`: gated; `b` (after it) and `c` (before it) are not.
+        let yaml = "rules:\n  - {id: c, source: php_fpm, pattern: '^c', event: c, cause: upstream.down, severity: info, fix: f}\n  - {id: a, source: php_fpm, pattern: '^x(?:[^\\n]*\\n)?needle here', event: a, cause: upstream.down, severity: info, fix: f}\n  - {id: b, source: php_fpm, pattern: '^x', event: b, cause: upstream.down, severity: info, fix: f}\n  - {id: d, source: php_fpm, pattern: '^y(?:.*\\n)*needle here', event: d, cause: upstream.down, severity: info, fix: f}\n";
+        let set = RuleSet::from_yaml("t", yaml).unwrap();
+        let m = set.matcher(LogSource::PhpFpm).unwrap();
+        assert_eq!(m.gated.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 3]);
+        let id = |t: &str| {
+            set.match_index(LogSource::PhpFpm, t.as_bytes())
+                .map(|i| set.rules()[i].id.as_str())
+        };
+        assert_eq!(id("x and a\nneedle here"), Some("a"));
+        assert_eq!(id("xneedle here"), Some("a"));
+        assert_eq!(id("x and no needle"), Some("b"));
+        assert_eq!(id("x and a needle here"), Some("b"));
+        assert_eq!(id("needle here x"), None);
+        assert_eq!(id("y then\nneedle here"), Some("d"));
+        assert_eq!(id("y then needle here"), None);
+        assert_eq!(id("c\nneedle here"), Some("c"));
+        // Only gated rules in a source: no automaton patterns at all.
+        let yaml = "rules:\n  - {id: d, source: kernel, pattern: '^y(?:.*\\n)*needle here', event: d, cause: upstream.down, severity: info, fix: f}\n";
+        let set = RuleSet::from_yaml("t", yaml).unwrap();
+        assert_eq!(
+            set.match_index(LogSource::Kernel, b"y\nneedle here"),
+            Some(0)
+        );
+        assert_eq!(set.match_index(LogSource::Kernel, b"y needle"), None);
     }
 
     #[test]
