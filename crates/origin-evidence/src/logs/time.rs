@@ -107,22 +107,27 @@ impl Civil {
 
 /// `Jan` .. `Dec` (case-sensitive, as every log writes them).
 pub(crate) fn month(b: &[u8]) -> Option<u8> {
-    let m = match b.get(..3)? {
-        b"Jan" => 1,
-        b"Feb" => 2,
-        b"Mar" => 3,
-        b"Apr" => 4,
-        b"May" => 5,
-        b"Jun" => 6,
-        b"Jul" => 7,
-        b"Aug" => 8,
-        b"Sep" => 9,
-        b"Oct" => 10,
-        b"Nov" => 11,
-        b"Dec" => 12,
-        _ => return None,
-    };
-    Some(m)
+    // The three letters as one integer: twelve integer compares, not twelve slice compares.
+    const fn key(m: &[u8; 3]) -> u32 {
+        u32::from_le_bytes([m[0], m[1], m[2], 0])
+    }
+    const MONTHS: [u32; 12] = [
+        key(b"Jan"),
+        key(b"Feb"),
+        key(b"Mar"),
+        key(b"Apr"),
+        key(b"May"),
+        key(b"Jun"),
+        key(b"Jul"),
+        key(b"Aug"),
+        key(b"Sep"),
+        key(b"Oct"),
+        key(b"Nov"),
+        key(b"Dec"),
+    ];
+    let m = b.first_chunk::<3>()?;
+    let k = key(m);
+    MONTHS.iter().position(|&x| x == k).map(|i| i as u8 + 1)
 }
 
 /// Exactly the digits of `b` (non-empty, at most 9).
