@@ -208,7 +208,7 @@ pub fn scan(paths: &[PathBuf], since: Option<Duration>, rules: &Arc<RuleSet>) ->
         &discover::Discovery::default(),
         Scope { stack_found },
     );
-    report::build(
+    let report = report::build(
         host.hostname(),
         now,
         report::Window {
@@ -221,5 +221,11 @@ pub fn scan(paths: &[PathBuf], since: Option<Duration>, rules: &Arc<RuleSet>) ->
         Vec::new(),
         None,
         "scan".to_string(),
-    )
+    );
+    // Freeing the kept events and responses takes milliseconds: off the caller's path (the CLI
+    // prints the report meanwhile and exits). Where no thread can be started it is freed here.
+    let _ = std::thread::Builder::new()
+        .name("evidence-free".into())
+        .spawn(move || drop(evidence));
+    report
 }
