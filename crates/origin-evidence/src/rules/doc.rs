@@ -1,6 +1,7 @@
 // The rule-pack document (`rules/*.yaml`) as serde reads it. Included by `rules/mod.rs` and by
 // the build script (`crates/origin-evidence/build.rs`), which reads the embedded packs with these same types and
-// stores them as JSON, so that the binary never parses YAML for its own rules.
+// writes them as Rust constants (their samples as JSON), so that the binary parses neither YAML
+// nor JSON for its own rules at start-up.
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
