@@ -65,7 +65,7 @@ pub fn link<'a>(errors: &[&Response], events: &'a [Cow<'a, Event>]) -> Links<'a>
     let mut links = Links::default();
 
     for (r, response) in errors.iter().enumerate() {
-        let duration = response.request_time.unwrap_or(0.0).ceil() as i64;
+        let duration = duration_secs(response);
         let rt = response.time.map(|t| t.as_second());
         let direct = by_request
             .get_mut(response.request.as_str())
@@ -100,6 +100,18 @@ pub fn link<'a>(errors: &[&Response], events: &'a [Cow<'a, Event>]) -> Links<'a>
         }
     }
     links
+}
+
+/// The request's duration in whole seconds, as far as it can matter: a logged `$request_time` that
+/// is negative, not a number or infinite (`inf` parses as a float) is read as 0 or a day, so the
+/// windows below never overflow or turn inside out.
+fn duration_secs(response: &Response) -> i64 {
+    let t = response.request_time.unwrap_or(0.0);
+    if t.is_nan() {
+        0
+    } else {
+        t.clamp(0.0, 86_400.0).ceil() as i64
+    }
 }
 
 /// The event of `sorted` (by time, then index) nearest to `at`, within `lo..=hi`: the smallest
@@ -331,7 +343,7 @@ mod tests {
         let mut used = vec![false; events.len()];
         let mut out = Vec::new();
         for (r, response) in errors.iter().enumerate() {
-            let duration = response.request_time.unwrap_or(0.0).ceil() as i64;
+            let duration = duration_secs(response);
             let rt = response.time.map(|t| t.as_second());
             let mut best: Option<(i64, usize)> = None;
             for &i in by_request
@@ -395,6 +407,42 @@ mod tests {
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
             self.0 % n
+        }
+    }
+
+    #[test]
+    fn absurd_request_times_neither_overflow_nor_hide_the_entry() {
+        let at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let event: Cow<'_, Event> = Cow::Owned(Event {
+            source: LogSource::NginxError,
+            file: "e.log".into(),
+            line: 1,
+            time: Some(at),
+            rule: "r".into(),
+            event: "e".into(),
+            cause: CauseId::UpstreamTimeout,
+            severity: Severity::Error,
+            text: String::new(),
+            fields: [("request".to_string(), "GET / HTTP/1.1".to_string())].into(),
+        });
+        for t in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -5.0, 1e300] {
+            let response = Response {
+                file: "a.log".into(),
+                line: 1,
+                time: Some(at),
+                status: 504,
+                request: "GET / HTTP/1.1".into(),
+                client: String::new(),
+                upstream_addr: None,
+                upstream_status: None,
+                request_time: Some(t),
+                body_bytes: None,
+                forwarded_for: None,
+            };
+            let events = [event.clone()];
+            let links = link(&[&response], &events);
+            assert_eq!(links.explained, 1, "request_time {t}");
+            assert!(links.links[0].direct);
         }
     }
 
