@@ -774,9 +774,11 @@ pub(crate) fn read_files(
         jobs.push((file, file.path.clone()));
     }
     // Read biggest first (the small ones fill the gaps), merged in the order above.
+    let sizes: Vec<u64> = jobs
+        .iter()
+        .map(|(_, p)| host.metadata(p).map_or(0, |m| m.size))
+        .collect();
     let mut by_size: Vec<usize> = (0..jobs.len()).collect();
-    let size = |i: usize| host.metadata(&jobs[i].1).map_or(0, |m| m.size);
-    let sizes: Vec<u64> = by_size.iter().map(|&i| size(i)).collect();
     by_size.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<std::sync::Mutex<Option<Evidence>>> =

@@ -3,7 +3,7 @@
 // writes them as Rust constants (their samples as JSON), so that the binary parses neither YAML
 // nor JSON for its own rules at start-up.
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PackDoc {
     /// The rule format's version (1, the only one so far; absent means 1).
@@ -15,7 +15,7 @@ struct PackDoc {
     rules: Vec<RuleDoc>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleDoc {
     id: String,
