@@ -335,7 +335,7 @@ impl LineParser {
     pub(crate) fn stamp(&mut self, entry: &[u8]) -> Option<Timestamp> {
         let entry = trim_entry(entry);
         if let Some(fmt) = &self.access {
-            let (a, b, kind) = fmt.count_slots(entry)?.time?;
+            let (a, b, kind) = fmt.counted(entry)?.time?;
             return self.access_cache.get(entry.get(a..b)?, kind);
         }
         let head = formats::head(self.source, entry, &mut self.fields)?;

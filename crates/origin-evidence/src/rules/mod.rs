@@ -16,8 +16,10 @@
 //! DFA walk. A rule with an optional part that scans whole lines (a fatal error after up to 16
 //! warning lines) would keep the automaton alive to the end of every line starting like that
 //! part: it is left out of the automaton and tried on its own, only on lines holding the text it
-//! needs (derived from its pattern, see `gate`), so the first matching rule still wins. Captures
-//! run afterwards, for the winning rule only, and only for the entries kept as events.
+//! needs (derived from its pattern, see `gate`), so the first matching rule still wins. Logs
+//! repeat their messages: each parser remembers the answers to the last few distinct messages
+//! (`memo`), compared byte for byte. Captures run afterwards, for the winning rule only, and
+//! only for the entries kept as events.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +131,7 @@ pub enum RuleError {
 include!("doc.rs");
 
 mod gate;
+mod memo;
 /// The rule format versions this build reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -222,9 +225,15 @@ pub struct RuleSet {
     matchers: Vec<(LogSource, std::sync::OnceLock<Option<SourceMatcher>>)>,
 }
 
-/// Scratch space of one source's automaton (see [`RuleSet::match_index_with`]).
+/// Scratch space of one source's automaton, and the answers to its recent messages (see
+/// [`RuleSet::match_index_with`]).
 #[derive(Debug, Default)]
-pub struct MatchCache(Option<(LogSource, regex_automata::meta::Cache)>);
+pub struct MatchCache {
+    /// The source the memo's answers are for.
+    source: Option<LogSource>,
+    automaton: Option<(LogSource, regex_automata::meta::Cache)>,
+    memo: memo::Memo,
+}
 
 /// A rule that matched a message, with its named captures (empty captures left out).
 #[derive(Debug, Clone)]
@@ -337,8 +346,9 @@ impl RuleSet {
     }
 
     /// [`RuleSet::match_index`] with the caller's scratch space for the automaton (a parser
-    /// keeps one per source: no shared pool taken and given back on every line). `cache` must
-    /// only ever be used with this set.
+    /// keeps one per source: no shared pool taken and given back on every line), which also
+    /// remembers the answers to recent messages (see `memo`): a repeated message is one byte
+    /// compare. `cache` must only ever be used with this set.
     pub fn match_index_with(
         &self,
         source: LogSource,
@@ -346,12 +356,32 @@ impl RuleSet {
         cache: &mut MatchCache,
     ) -> Option<usize> {
         let matcher = self.matcher(source)?;
+        if cache.source != Some(source) {
+            cache.memo.clear();
+            cache.source = Some(source);
+        }
+        if let Some(answer) = cache.memo.get(message) {
+            return answer;
+        }
+        let answer = self.match_uncached(matcher, source, message, cache);
+        cache.memo.put(message, answer);
+        answer
+    }
+
+    /// [`RuleSet::match_index_with`] without the memo: the automaton, then the gated rules.
+    fn match_uncached(
+        &self,
+        matcher: &SourceMatcher,
+        source: LogSource,
+        message: &[u8],
+        cache: &mut MatchCache,
+    ) -> Option<usize> {
         let is_match = |i: usize| self.rules[i].regex().is_some_and(|re| re.is_match(message));
         let Some(first) = &matcher.first else {
             return matcher.all.iter().copied().find(|&i| is_match(i));
         };
         let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
-        let scratch = match &mut cache.0 {
+        let scratch = match &mut cache.automaton {
             Some((s, c)) if *s == source => c,
             slot => &mut slot.insert((source, first.create_cache())).1,
         };
@@ -703,6 +733,40 @@ mod tests {
             .rules()
             .iter()
             .all(|r| r.samples.is_empty() && r.no_match.is_empty()));
+    }
+
+    #[test]
+    fn remembered_answers_are_the_automatons_also_when_messages_repeat() {
+        // The memo answers a message seen before: over every sample of every rule (at several
+        // starts, so near-identical messages collide in its slots), read twice per source, each
+        // answer must be a fresh search's, and the second pass must be served by the memo.
+        let set = RuleSet::builtin().unwrap();
+        let mut texts: Vec<&[u8]> = Vec::new();
+        for rule in set.rules() {
+            for sample in sample_lines(rule) {
+                let starts =
+                    std::iter::once(0).chain(sample.match_indices(' ').map(|(i, _)| i + 1).take(6));
+                texts.extend(starts.map(|at| &sample.as_bytes()[at..]));
+            }
+        }
+        let mut cache = MatchCache::default();
+        let mut remembered = 0;
+        for &source in LogSource::ALL {
+            for pass in 0..2 {
+                for text in &texts {
+                    let fresh = set.match_index(source, text);
+                    if pass == 1 && set.has_source(source) {
+                        remembered += usize::from(cache.memo.get(text) == Some(fresh));
+                    }
+                    assert_eq!(set.match_index_with(source, text, &mut cache), fresh);
+                    // Straight after, the memo holds this message's answer (when short enough).
+                    if set.has_source(source) && text.len() <= memo::MAX_LEN {
+                        assert_eq!(cache.memo.get(text), Some(fresh), "{source:?}");
+                    }
+                }
+            }
+        }
+        assert!(remembered > 0, "the second passes were served by the memo");
     }
 
     /// A rule's sample lines, those it must match and those it must not.

@@ -1,0 +1,146 @@
+//! The answers to recent messages: which rule (if any) each matched, so that a message seen a
+//! moment ago is not walked through the automaton again.
+//!
+//! Server-side logs repeat themselves: an nginx error log under a failing upstream is thousands
+//! of `upstream timed out (110: Connection timed out) while reading response header from
+//! upstream`, differing only in the header and the `, client: …` tail that rules never see. The
+//! rule a message matches is a function of its bytes alone (for one rule set and source), so a
+//! small table of recent messages, compared byte for byte, returns the same answer the
+//! automaton would, for the price of a `memcmp` instead of a DFA walk.
+//!
+//! The table is direct-mapped: a message's slot comes from its length and its first and last
+//! eight bytes; a different message in that slot (or an empty slot) is a miss, and the answer
+//! computed for it replaces the slot's. Messages longer than [`MAX_LEN`] are not kept (a PHP
+//! stack trace is rarely repeated verbatim, and comparing it would cost more than it saves).
+//! Memory: [`SLOTS`] × [`MAX_LEN`] bytes, allocated on the first store.
+
+/// Slots in the table (a power of two).
+const SLOTS: usize = 64;
+/// The longest message kept.
+pub(super) const MAX_LEN: usize = 256;
+/// `answer` of a message that matched no rule.
+const NO_MATCH: u32 = u32::MAX;
+
+/// Recent messages of one source and the rule index each matched.
+#[derive(Debug, Default)]
+pub(crate) struct Memo {
+    /// `SLOTS` runs of `MAX_LEN` bytes: the message held by each slot.
+    bytes: Vec<u8>,
+    /// Each slot's message length; `None`: empty.
+    len: Vec<Option<u16>>,
+    /// Each slot's answer (a rule index, or [`NO_MATCH`]).
+    answer: Vec<u32>,
+}
+
+impl Memo {
+    /// The answer stored for `message`, when the table holds exactly this message.
+    #[inline]
+    pub(crate) fn get(&self, message: &[u8]) -> Option<Option<usize>> {
+        if message.len() > MAX_LEN || self.bytes.is_empty() {
+            return None;
+        }
+        let s = slot(message);
+        if self.len[s] != Some(message.len() as u16) {
+            return None;
+        }
+        let at = s * MAX_LEN;
+        if self.bytes[at..at + message.len()] != *message {
+            return None;
+        }
+        Some(match self.answer[s] {
+            NO_MATCH => None,
+            i => Some(i as usize),
+        })
+    }
+
+    /// Remembers that `message` matched `answer` (replacing the slot's message).
+    #[inline]
+    pub(crate) fn put(&mut self, message: &[u8], answer: Option<usize>) {
+        // A rule index that would not fit (or read as "no match") is not kept.
+        let answer = match answer {
+            None => NO_MATCH,
+            Some(i) => match u32::try_from(i) {
+                Ok(i) if i != NO_MATCH => i,
+                _ => return,
+            },
+        };
+        if message.len() > MAX_LEN {
+            return;
+        }
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; SLOTS * MAX_LEN];
+            self.len = vec![None; SLOTS];
+            self.answer = vec![NO_MATCH; SLOTS];
+        }
+        let s = slot(message);
+        let at = s * MAX_LEN;
+        self.bytes[at..at + message.len()].copy_from_slice(message);
+        self.len[s] = Some(message.len() as u16);
+        self.answer[s] = answer;
+    }
+
+    /// Forgets every message (the cache is about to serve another source).
+    pub(crate) fn clear(&mut self) {
+        self.len.iter_mut().for_each(|l| *l = None);
+    }
+}
+
+/// The slot of `message`: its length mixed with its first and last eight bytes.
+#[inline]
+fn slot(message: &[u8]) -> usize {
+    let n = message.len();
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        let end = (at + 8).min(n);
+        w[..end - at].copy_from_slice(&message[at..end]);
+        u64::from_le_bytes(w)
+    };
+    let first = word(0);
+    let last = word(n.saturating_sub(8));
+    let mixed = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_only_what_was_stored_for_the_same_bytes() {
+        let mut memo = Memo::default();
+        assert_eq!(memo.get(b"upstream timed out"), None);
+        memo.put(b"upstream timed out", Some(7));
+        memo.put(b"no live upstreams", None);
+        assert_eq!(memo.get(b"upstream timed out"), Some(Some(7)));
+        assert_eq!(memo.get(b"no live upstreams"), Some(None));
+        // Same length, same first and last eight bytes, one byte apart in the middle: the slot
+        // is shared, the bytes are not.
+        let a = b"connect() to unix:/run/php/a.sock failed (2)";
+        let b = b"connect() to unix:/run/php/b.sock failed (2)";
+        assert_eq!(slot(a), slot(b));
+        memo.put(a, Some(1));
+        assert_eq!(memo.get(b), None);
+        memo.put(b, Some(2));
+        assert_eq!(memo.get(a), None, "b replaced a in their slot");
+        assert_eq!(memo.get(b), Some(Some(2)));
+        // A prefix of a stored message is another message.
+        assert_eq!(memo.get(&b[..b.len() - 1]), None);
+        memo.clear();
+        assert_eq!(memo.get(b), None);
+    }
+
+    #[test]
+    fn short_empty_and_long_messages() {
+        let mut memo = Memo::default();
+        memo.put(b"", Some(3));
+        memo.put(b"x", Some(4));
+        assert_eq!(memo.get(b""), Some(Some(3)));
+        assert_eq!(memo.get(b"x"), Some(Some(4)));
+        let long = vec![b'a'; MAX_LEN + 1];
+        memo.put(&long, Some(5));
+        assert_eq!(memo.get(&long), None, "longer than MAX_LEN: not kept");
+        let edge = vec![b'b'; MAX_LEN];
+        memo.put(&edge, Some(6));
+        assert_eq!(memo.get(&edge), Some(Some(6)));
+    }
+}
