@@ -168,6 +168,8 @@ pub struct LineParser {
     scratch: Vec<u8>,
     /// The automaton's scratch space for this parser's source.
     pub(crate) match_cache: crate::rules::MatchCache,
+    /// The last captures of each rule (an outage repeats one message).
+    pub(crate) capture_memo: crate::rules::CaptureMemo,
     /// The reference for year-less stamps; `None`: the clock at the time of each line (a
     /// long-running daemon crosses new year).
     now: Option<Timestamp>,
@@ -200,6 +202,7 @@ impl LineParser {
             fields: formats::Fields::new(),
             scratch: Vec::new(),
             match_cache: Default::default(),
+            capture_memo: Default::default(),
             now: None,
         })
     }
@@ -264,7 +267,8 @@ impl LineParser {
         let entry = trim_entry(entry);
         let head = formats::head(self.source, entry, &mut self.fields)?;
         let msg = message(&mut self.scratch, entry, &head);
-        let m = self.rules.captures(rule, msg)?;
+        let rules = Arc::clone(&self.rules);
+        let (rule, captures) = rules.captures_with(rule, msg, &mut self.capture_memo)?;
         if let Some((a, b)) = head.tail {
             formats::nginx_tail(entry, a, b, &mut self.fields);
         }
@@ -280,14 +284,14 @@ impl LineParser {
         for (name, r) in &self.fields {
             fields.insert((*name).to_string(), text_of(r));
         }
-        for (name, value) in m.captures {
-            fields.insert(name.to_string(), value);
+        for (name, value) in captures {
+            fields.insert(name, value);
         }
         wordpress_component(&mut fields);
-        if let Some(status) = m.rule.responds {
+        if let Some(status) = rule.responds {
             fields.insert(RESPONDS.to_string(), status.to_string());
         }
-        if let Some(reason) = m.rule.reason {
+        if let Some(reason) = rule.reason {
             fields.insert(REASON.to_string(), reason.id().to_string());
         }
         let text = match valid {
@@ -299,10 +303,10 @@ impl LineParser {
             file: file.to_path_buf(),
             line: line_no,
             time,
-            rule: m.rule.id.clone(),
-            event: m.rule.event.clone(),
-            cause: m.rule.cause,
-            severity: m.rule.severity,
+            rule: rule.id.clone(),
+            event: rule.event.clone(),
+            cause: rule.cause,
+            severity: rule.severity,
             text,
             fields,
         })
@@ -326,6 +330,7 @@ impl LineParser {
             fields: formats::Fields::new(),
             scratch: Vec::new(),
             match_cache: Default::default(),
+            capture_memo: Default::default(),
             now: Some(now),
         }
     }

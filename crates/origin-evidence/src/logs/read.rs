@@ -18,7 +18,7 @@ use super::{
     MAX_KEEP_EVENTS, MAX_KEEP_PER_RULE,
 };
 use crate::event::{Event, Evidence, FileSummary, LogSource, Response, ResponseStats, RuleTally};
-use crate::rules::{MatchCache, RuleSet};
+use crate::rules::{CaptureMemo, MatchCache, RuleSet};
 use origin_host::Host;
 
 /// Bytes per chunk handed to one parsing task.
@@ -294,9 +294,15 @@ fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// `cache`: the worker's automaton scratch space, kept from chunk to chunk (the lazy DFA's
-/// states are built once per worker, not once per chunk).
-fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut MatchCache) -> ChunkOut {
+/// What a worker keeps from chunk to chunk: the automaton's scratch space (the lazy DFA's
+/// states are built once per worker, not once per chunk) and the rules' last captures.
+#[derive(Debug, Default)]
+struct WorkerCache {
+    matching: MatchCache,
+    captures: CaptureMemo,
+}
+
+fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut WorkerCache) -> ChunkOut {
     let mut out = ChunkOut::default();
     if let Some(fmt) = ctx.format {
         let mut acc = AccessAcc::new();
@@ -331,7 +337,8 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut MatchCache) -> ChunkOu
         return out;
     };
     parser.set_now(ctx.now);
-    parser.match_cache = std::mem::take(cache);
+    parser.match_cache = std::mem::take(&mut cache.matching);
+    parser.capture_memo = std::mem::take(&mut cache.captures);
     out.tally = vec![RuleTally::default(); ctx.rules.rules().len()];
     // Pass 1: classify every entry (no allocation), tally matches, remember where they are.
     let mut hits: Vec<(usize, usize, u64, usize, Option<Timestamp>)> = Vec::new();
@@ -402,7 +409,8 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut MatchCache) -> ChunkOu
             None => out.events_dropped += 1,
         }
     }
-    *cache = std::mem::take(&mut parser.match_cache);
+    cache.matching = std::mem::take(&mut parser.match_cache);
+    cache.captures = std::mem::take(&mut parser.capture_memo);
     out
 }
 
@@ -586,7 +594,7 @@ fn read_one(
         for _ in 0..workers {
             let (work_rx, done_tx, ctx) = (&work_rx, done_tx.clone(), &ctx);
             scope.spawn(move || {
-                let mut cache = MatchCache::default();
+                let mut cache = WorkerCache::default();
                 loop {
                     // One worker at a time waits for the next chunk; the others are parsing.
                     let next = match work_rx.lock() {

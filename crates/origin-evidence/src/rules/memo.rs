@@ -13,6 +13,10 @@
 //! computed for it replaces the slot's. Messages longer than [`MAX_LEN`] are not kept (a PHP
 //! stack trace is rarely repeated verbatim, and comparing it would cost more than it saves).
 //! Memory: [`SLOTS`] × [`MAX_LEN`] bytes, allocated on the first store.
+//!
+//! The same holds for the captures an event is built from: [`CaptureMemo`] keeps, per rule, the
+//! last message captured and its captures. In an outage one fatal error (stack trace included)
+//! repeats on every request; its captures are read once.
 
 /// Slots in the table (a power of two).
 const SLOTS: usize = 64;
@@ -89,16 +93,51 @@ impl Memo {
 #[inline]
 fn slot(message: &[u8]) -> usize {
     let n = message.len();
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        let end = (at + 8).min(n);
-        w[..end - at].copy_from_slice(&message[at..end]);
-        u64::from_le_bytes(w)
+    let (first, last) = match (message.first_chunk::<8>(), message.last_chunk::<8>()) {
+        (Some(a), Some(b)) => (u64::from_le_bytes(*a), u64::from_le_bytes(*b)),
+        // Shorter than eight bytes: one zero-padded word.
+        _ => {
+            let mut w = [0u8; 8];
+            w[..n].copy_from_slice(message);
+            let w = u64::from_le_bytes(w);
+            (w, w)
+        }
     };
-    let first = word(0);
-    let last = word(n.saturating_sub(8));
     let mixed = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// The longest message whose captures are kept (per rule).
+const MAX_CAPTURED_LEN: usize = 2048;
+
+/// The named captures of one message, by name (see [`super::RuleSet::captures_with`]).
+pub type Captures = Vec<(String, String)>;
+
+/// Per rule, the last message captured and its captures.
+#[derive(Debug, Default)]
+pub struct CaptureMemo {
+    last: Vec<Option<(Box<[u8]>, Captures)>>,
+}
+
+impl CaptureMemo {
+    /// The captures kept for rule `index` when its last message was exactly `message`.
+    pub(super) fn get(&self, index: usize, message: &[u8]) -> Option<&Captures> {
+        match self.last.get(index) {
+            Some(Some((m, c))) if **m == *message => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Keeps `captures` as those of `message` for rule `index` (a message too long is not kept).
+    pub(super) fn put(&mut self, index: usize, message: &[u8], captures: &Captures) {
+        if message.len() > MAX_CAPTURED_LEN {
+            return;
+        }
+        if self.last.len() <= index {
+            self.last.resize_with(index + 1, || None);
+        }
+        self.last[index] = Some((message.into(), captures.clone()));
+    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,8 @@ include!("doc.rs");
 
 mod gate;
 mod memo;
+
+pub use memo::{CaptureMemo, Captures};
 /// The rule format versions this build reads.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -416,6 +418,29 @@ impl RuleSet {
             }
         }
         Some(RuleMatch { rule, captures })
+    }
+
+    /// [`RuleSet::captures`] as owned strings, through `memo`: a message equal to the last one
+    /// this rule captured (in this memo) is not searched again. `memo` must only ever be used
+    /// with this set.
+    pub fn captures_with(
+        &self,
+        index: usize,
+        message: &[u8],
+        memo: &mut CaptureMemo,
+    ) -> Option<(&Rule, Captures)> {
+        let rule = self.rules.get(index)?;
+        if let Some(c) = memo.get(index, message) {
+            return Some((rule, c.clone()));
+        }
+        let m = self.captures(index, message)?;
+        let captures: Captures = m
+            .captures
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        memo.put(index, message, &captures);
+        Some((rule, captures))
     }
 
     /// The first rule of `source` whose pattern matches `message`, with its captures.
@@ -767,6 +792,46 @@ mod tests {
             }
         }
         assert!(remembered > 0, "the second passes were served by the memo");
+    }
+
+    #[test]
+    fn remembered_captures_are_those_of_the_message() {
+        // Each rule's samples at several starts, captured through one memo, each twice in a row
+        // (the second time from the memo), the memo also holding other rules' messages: the
+        // same captures as a fresh search, for the message itself, never the one before it.
+        let set = RuleSet::builtin().unwrap();
+        let mut memo = CaptureMemo::default();
+        let mut captured = 0;
+        for _ in 0..2 {
+            for (i, rule) in set.rules().iter().enumerate() {
+                for sample in &rule.samples {
+                    let text = sample.line.as_bytes();
+                    for at in std::iter::once(0)
+                        .chain(sample.line.match_indices(' ').map(|(k, _)| k + 1).take(8))
+                    {
+                        let fresh = set.captures(i, &text[at..]).map(|m| {
+                            m.captures
+                                .into_iter()
+                                .map(|(n, v)| (n.to_string(), v))
+                                .collect::<Captures>()
+                        });
+                        let kept = set.captures_with(i, &text[at..], &mut memo).map(|(_, c)| c);
+                        assert_eq!(kept, fresh, "{}: {}", rule.id, sample.line);
+                        if fresh.is_some() {
+                            // Kept: asked again, the memo answers (and the same).
+                            assert!(memo.get(i, &text[at..]).is_some());
+                            let again = set.captures_with(i, &text[at..], &mut memo);
+                            assert_eq!(again.map(|(_, c)| c), fresh);
+                        }
+                        captured += usize::from(fresh.is_some_and(|c| !c.is_empty()));
+                    }
+                }
+            }
+        }
+        assert!(
+            captured > set.rules().len(),
+            "{captured} messages with captures"
+        );
     }
 
     /// A rule's sample lines, those it must match and those it must not.
