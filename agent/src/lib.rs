@@ -37,7 +37,7 @@ pub mod whitelist;
 pub mod wp;
 
 // The split crates, under the module names the agent has always used.
-pub use origin_evidence::{cause, check, event, logs, rules};
+pub use origin_evidence::{cause, check, event, hash, logs, rules};
 pub use origin_host as host;
 // Trust is applied while discovering (it reads discovery's process model): it lives there, under
 // the name it has always had.

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Evidence, LogSource};
+use crate::hash::FastBuild;
 use crate::logs::RESPONDS;
 
 use super::link::Links;
@@ -46,7 +47,7 @@ pub fn implied(
     links: &Links<'_>,
     evidence: &Evidence,
 ) -> (Vec<(usize, u16)>, Implied) {
-    let linked: HashSet<*const Event> = links
+    let linked: HashSet<*const Event, FastBuild> = links
         .links
         .iter()
         .map(|l| l.event as *const Event)
@@ -71,7 +72,7 @@ pub fn implied(
         }
     };
     // (file, pid, connection, request) → (last time, index into `out`)
-    let mut open: HashMap<RequestKey<'_>, (i64, usize)> = HashMap::new();
+    let mut open: HashMap<RequestKey<'_>, (i64, usize), FastBuild> = HashMap::default();
     let mut out: Vec<(usize, u16)> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let Some(status) = event.field(RESPONDS).and_then(|s| s.parse::<u16>().ok()) else {

@@ -18,5 +18,6 @@ pub mod cause;
 pub mod check;
 pub mod escape;
 pub mod event;
+pub mod hash;
 pub mod logs;
 pub mod rules;

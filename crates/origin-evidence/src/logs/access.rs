@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use super::time::{digits, nginx_time_local};
 use super::Window;
 use crate::event::{MinuteCount, Response, ResponseStats};
+use crate::hash::FastBuild;
 
 /// nginx's built-in `combined` format.
 pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
@@ -738,60 +739,6 @@ fn starts_with_short(hay: &[u8], lit: &[u8]) -> bool {
 impl std::hash::Hash for ClientKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         h.write(self.as_bytes());
-    }
-}
-
-/// A fast multiply-rotate hasher with a per-process random seed (client addresses are chosen
-/// by the outside world; the seed and the map's size cap keep collisions from being steered).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
-        self.0 = h ^ (bytes.len() as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // A final avalanche so that the low bits (the table index) depend on every input bit.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FastBuild(u64);
-
-impl Default for FastBuild {
-    fn default() -> Self {
-        static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-        use std::hash::BuildHasher;
-        FastBuild(*SEED.get_or_init(|| {
-            std::collections::hash_map::RandomState::new().hash_one(0x6f72_6967_696e_u64)
-        }))
-    }
-}
-
-impl std::hash::BuildHasher for FastBuild {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(self.0)
     }
 }
 

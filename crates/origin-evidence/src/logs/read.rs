@@ -296,11 +296,17 @@ fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// What a worker keeps from chunk to chunk: the automaton's scratch space (the lazy DFA's
 /// states are built once per worker, not once per chunk) and the rules' last captures.
+/// And the list of a chunk's matching entries, whose memory is reused (not given back to the
+/// system and faulted in again for every chunk).
 #[derive(Debug, Default)]
 struct WorkerCache {
     matching: MatchCache,
     captures: CaptureMemo,
+    hits: Vec<Hit>,
 }
+
+/// A matching entry of a chunk: (start, end, first line number, rule index, time).
+type Hit = (usize, usize, u64, usize, Option<Timestamp>);
 
 fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut WorkerCache) -> ChunkOut {
     let mut out = ChunkOut::default();
@@ -341,7 +347,8 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut WorkerCache) -> ChunkO
     parser.capture_memo = std::mem::take(&mut cache.captures);
     out.tally = vec![RuleTally::default(); ctx.rules.rules().len()];
     // Pass 1: classify every entry (no allocation), tally matches, remember where they are.
-    let mut hits: Vec<(usize, usize, u64, usize, Option<Timestamp>)> = Vec::new();
+    let mut hits = std::mem::take(&mut cache.hits);
+    hits.clear();
     let mut classify = |out: &mut ChunkOut, s: usize, e: usize, line_no: u64| {
         let entry = &chunk[s..e];
         if entry.len() > LINE_CAP {
@@ -399,7 +406,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut WorkerCache) -> ChunkO
             }
         }
     }
-    for (k, (s, e, line_no, rule, time)) in hits.into_iter().enumerate() {
+    for (k, &(s, e, line_no, rule, time)) in hits.iter().enumerate() {
         if !keep[k] {
             out.events_dropped += 1;
             continue;
@@ -409,6 +416,7 @@ fn process_chunk(chunk: &[u8], ctx: &Ctx<'_>, cache: &mut WorkerCache) -> ChunkO
             None => out.events_dropped += 1,
         }
     }
+    cache.hits = hits;
     cache.matching = std::mem::take(&mut parser.match_cache);
     cache.captures = std::mem::take(&mut parser.capture_memo);
     out

@@ -25,13 +25,24 @@ const MAX_LITERALS: usize = 8;
 /// like it, and that is often a common line of another kind (the warnings that may come before
 /// a fatal error). A required scan (`(?P<request>.*)`) is only reached by lines that start like
 /// the rule itself, near-matches that the automaton settles without help.
+#[cfg(test)]
 pub(super) fn gate_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    let hir = regex_syntax::ParserBuilder::new()
+    gate_literals_of(&parse(pattern)?)
+}
+
+/// A rule's pattern as the source automaton reads it (bytes, no Unicode classes): parsed once
+/// for both the gate and the automaton.
+pub(super) fn parse(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
-        .ok()?;
+        .ok()
+}
+
+/// [`gate_literals`] of a parsed pattern.
+pub(super) fn gate_literals_of(hir: &Hir) -> Option<Vec<Vec<u8>>> {
     let HirKind::Concat(parts) = hir.kind() else {
         return None;
     };
@@ -96,16 +107,14 @@ fn longest_common(lits: &[Vec<u8>]) -> Option<Vec<u8>> {
 
 /// The text every match of `pattern` starts with (anchored patterns start at the message's
 /// start): the start its prefix literals share; empty when there is none.
+#[cfg(test)]
 pub(super) fn prefix(pattern: &str) -> Vec<u8> {
-    let Ok(hir) = regex_syntax::ParserBuilder::new()
-        .unicode(false)
-        .utf8(false)
-        .build()
-        .parse(pattern)
-    else {
-        return Vec::new();
-    };
-    let seq = Extractor::new().extract(&hir);
+    parse(pattern).map(|h| prefix_of(&h)).unwrap_or_default()
+}
+
+/// [`prefix`] of a parsed pattern.
+pub(super) fn prefix_of(hir: &Hir) -> Vec<u8> {
+    let seq = Extractor::new().extract(hir);
     let Some((first, rest)) = seq.literals().and_then(|l| l.split_first()) else {
         return Vec::new();
     };

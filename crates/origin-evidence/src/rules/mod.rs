@@ -483,22 +483,32 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
     }
     let mut gated = Vec::new();
     let mut ungated = Vec::new();
+    // Each pattern is parsed once, for its gate and for the automaton. (Loaded rules all
+    // parse; one that does not leaves the source without an automaton: every rule on its own.)
+    let mut hirs = Vec::new();
+    let mut parsed = true;
     for &i in &idx {
-        match gate::gate_literals(&rules[i].pattern) {
-            Some(lits) => gated.push((i, gate::Needs::new(gate::prefix(&rules[i].pattern), &lits))),
-            None => ungated.push(i),
+        let Some(hir) = gate::parse(&rules[i].pattern) else {
+            parsed = false;
+            ungated.push(i);
+            continue;
+        };
+        match gate::gate_literals_of(&hir) {
+            Some(lits) => gated.push((i, gate::Needs::new(gate::prefix_of(&hir), &lits))),
+            None => {
+                ungated.push(i);
+                hirs.push(hir);
+            }
         }
     }
-    let patterns: Vec<&str> = ungated.iter().map(|&i| rules[i].pattern.as_str()).collect();
-    let first = regex_automata::meta::Builder::new()
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
-        .configure(regex_automata::meta::Config::new().utf8_empty(false))
-        .build_many(&patterns)
-        .ok();
+    let first = parsed
+        .then(|| {
+            regex_automata::meta::Builder::new()
+                .configure(regex_automata::meta::Config::new().utf8_empty(false))
+                .build_many_from_hir(&hirs)
+                .ok()
+        })
+        .flatten();
     Some(SourceMatcher {
         rules: ungated,
         first,
