@@ -163,8 +163,17 @@ impl WordShape {
 }
 
 /// `YYYY/MM/DD HH:MM:SS` at the start of `e` (true exactly when [`nginx_stamp_shape`] is).
+#[cfg(test)]
 pub(crate) fn nginx_stamp(e: &[u8]) -> Option<Civil> {
-    if e.len() < 21 || e[4] != b'/' || e[7] != b'/' || e[10] != b' ' || e[19] != b' ' {
+    if e.len() < 21 || e[19] != b' ' {
+        return None;
+    }
+    nginx_civil(e)
+}
+
+/// `YYYY/MM/DD HH:MM:SS` at the start of `e` (the stamp alone).
+pub(crate) fn nginx_civil(e: &[u8]) -> Option<Civil> {
+    if e.len() < 19 || e[4] != b'/' || e[7] != b'/' || e[10] != b' ' {
         return None;
     }
     let (h, mi, s) = hms(e, 11)?;

@@ -396,7 +396,7 @@ fn stamp_time(
         Stamp::None => None,
         Stamp::Offset(c, off) => c.with_offset(off),
         Stamp::Local(c) => cache.get_or(raw, || c.in_zone(tz)),
-        Stamp::NginxLocal => cache.get_or(raw, || formats::nginx_stamp(entry)?.in_zone(tz)),
+        Stamp::NginxLocal => cache.nginx_local(raw, tz),
         Stamp::Named(c, a, b) => cache.get_or(raw, || {
             let name = std::str::from_utf8(entry.get(a..b)?).ok()?;
             if name == "UTC" || name == "GMT" {

@@ -272,6 +272,9 @@ pub(crate) fn nginx_time_local(b: &[u8]) -> Option<Timestamp> {
 pub(crate) struct StampCache {
     key: Vec<u8>,
     value: Option<Timestamp>,
+    /// nginx stamps: the last minute (`YYYY/MM/DD HH:MM`) and the time of its first second.
+    minute: [u8; 16],
+    minute_start: Option<Option<Timestamp>>,
 }
 
 impl StampCache {
@@ -288,12 +291,104 @@ impl StampCache {
         self.value = f();
         self.value
     }
+
+    /// The time of nginx's `YYYY/MM/DD HH:MM:SS` (`raw`, its shape checked) in `tz`. A sparse
+    /// log changes second on almost every line, but not minute: the minute's first second is
+    /// converted once and the seconds added to it (zone offsets change on whole minutes), the
+    /// same as [`Civil::in_zone`] of each stamp.
+    pub fn nginx_local(&mut self, raw: &[u8], tz: &TimeZone) -> Option<Timestamp> {
+        if !self.key.is_empty() && self.key == raw {
+            return self.value;
+        }
+        let value = match (raw.first_chunk::<16>(), d2(raw, 17)) {
+            (Some(minute), Some(s)) if raw.len() == 19 && raw[16] == b':' => {
+                let start = match self.minute_start {
+                    Some(start) if self.minute == *minute => start,
+                    _ => {
+                        let start = super::formats::nginx_civil(raw).and_then(|c| {
+                            Civil {
+                                s: 0,
+                                micros: 0,
+                                ..c
+                            }
+                            .in_zone(tz)
+                        });
+                        self.minute = *minute;
+                        self.minute_start = Some(start);
+                        start
+                    }
+                };
+                // Seconds 0..=60 are valid (a leap second reads as :59), as in `Civil::valid`.
+                if s < 61 {
+                    start.and_then(|t| {
+                        t.checked_add(jiff::SignedDuration::from_secs(i64::from(s.min(59))))
+                            .ok()
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        self.key.clear();
+        self.key.extend_from_slice(raw);
+        self.value = value;
+        value
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn nginx_stamps_of_one_minute_read_as_each_on_its_own() {
+        // Every second (and the invalid 60..=99) of the hours around 2026's offset changes, in
+        // zones that change by an hour, by half an hour, and not at all; read in order through
+        // one cache (the minute cache at work), then at random through another: each stamp's
+        // time is its own conversion's.
+        let zones = [
+            "Europe/Berlin",
+            "America/New_York",
+            "Australia/Lord_Howe",
+            "Asia/Kathmandu",
+            "UTC",
+        ];
+        let days = [(3, 8), (3, 29), (4, 5), (10, 4), (10, 25), (11, 1)];
+        let mut stamps: Vec<String> = Vec::new();
+        for (mo, d) in days {
+            for h in 0..4 {
+                for mi in 0..60 {
+                    for s in (0..62).chain([99]) {
+                        stamps.push(format!("2026/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02}"));
+                    }
+                }
+            }
+        }
+        stamps.push("2026/02/30 10:00:00".into());
+        stamps.push("2026/02/30 10:00:01".into());
+        stamps.push("2026/12/31 24:00:00".into());
+        let mut shuffled = stamps.clone();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        for zone in zones {
+            let tz = TimeZone::get(zone).unwrap();
+            for order in [&stamps, &shuffled] {
+                let mut cache = StampCache::default();
+                for raw in order.iter() {
+                    let own = crate::logs::formats::nginx_civil(raw.as_bytes())
+                        .and_then(|c| c.in_zone(&tz));
+                    assert_eq!(cache.nginx_local(raw.as_bytes(), &tz), own, "{zone} {raw}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn civil_days_match_jiff() {
