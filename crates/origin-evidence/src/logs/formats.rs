@@ -33,7 +33,7 @@ pub(crate) struct Head {
 pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> {
     f.clear();
     match source {
-        LogSource::NginxError => nginx_error(e, f),
+        LogSource::NginxError => nginx_error(e, Some(f)),
         LogSource::PhpFpm => php_fpm(e, f),
         LogSource::PhpFpmSlow => php_fpm_slow(e, f),
         LogSource::Php => php(e, f),
@@ -41,6 +41,17 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
         LogSource::Kernel => kernel(e, f),
         LogSource::ApacheError => apache_error(e, f),
         LogSource::NginxAccess => None,
+    }
+}
+
+/// [`head`] without the header's fields (level, ids) where a format reads them apart from the
+/// message: what matching an entry needs. The busiest format, nginx's error log, is read
+/// without filling them; the others as by [`head`] (`f` then holds them).
+#[inline]
+pub(crate) fn head_for_match(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> {
+    match source {
+        LogSource::NginxError => nginx_error(e, None),
+        _ => head(source, e, f),
     }
 }
 
@@ -212,7 +223,13 @@ fn stampless_nginx(e: &[u8]) -> bool {
         })
 }
 
-fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
+/// `f`: where the header's fields go (`None`: not wanted).
+fn nginx_error(e: &[u8], mut f: Option<&mut Fields>) -> Option<Head> {
+    let mut push = |name: &'static str, r: Range<usize>| {
+        if let Some(f) = f.as_deref_mut() {
+            f.push((name, r));
+        }
+    };
     // The stamp's value is read only when the entry's time is needed (see `Stamp::NginxLocal`).
     let (stamp, stamp_raw, lb) = if nginx_stamp_shape(e) {
         (Stamp::NginxLocal, 0..19, 20)
@@ -231,7 +248,7 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         .position(|&c| c == b']')?
         + lb
         + 1;
-    f.push(("level", lb + 1..close));
+    push("level", lb + 1..close);
     let mut at = close + 1;
     if e.get(at) != Some(&b' ') {
         return None;
@@ -240,10 +257,10 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
     // PID#TID:
     let n = digit_run(e, at);
     if n > 0 && e.get(at + n) == Some(&b'#') {
-        f.push(("pid", at..at + n));
+        push("pid", at..at + n);
         let t = at + n + 1;
         let m = digit_run(e, t);
-        f.push(("tid", t..t + m));
+        push("tid", t..t + m);
         at = t + m;
         if e.get(at) == Some(&b':') {
             at += 1;
@@ -253,7 +270,7 @@ fn nginx_error(e: &[u8], f: &mut Fields) -> Option<Head> {
         if e.get(at) == Some(&b'*') {
             let c = digit_run(e, at + 1);
             if c > 0 {
-                f.push(("connection", at + 1..at + 1 + c));
+                push("connection", at + 1..at + 1 + c);
                 at = skip_spaces(e, at + 1 + c);
             }
         }
@@ -1120,6 +1137,30 @@ mod tests {
             b"2026/11/24 07:48:33 [crit] 25110#25110: accept4() failed (24: Too many open files)";
         let h = head(LogSource::NginxError, e, &mut f).unwrap();
         assert_eq!(&e[h.msg], b"accept4() failed (24: Too many open files)");
+    }
+
+    #[test]
+    fn the_header_read_for_matching_is_the_full_header() {
+        // `head_for_match` skips the fields; the stamp, message and tail must be `head`'s, on
+        // every cut of a few nginx lines (and of stamp-less ones).
+        let lines: [&[u8]; 4] = [
+            br#"2026/11/24 07:45:17 [crit] 23673#23673: *1 connect() to unix:/run/php/php8.2-fpm.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: example.com"#,
+            b"2026/11/24 07:48:33 [crit] 25110#25110: accept4() failed (24: Too many open files)",
+            b"[error] 1046#1046: *7 upstream timed out (110: Connection timed out), client: ::1",
+            b"2026/11/24 07:45:17 [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)",
+        ];
+        let (mut full, mut none) = (Fields::new(), Fields::new());
+        for line in lines {
+            for n in 0..=line.len() {
+                let e = &line[..n];
+                let h = head(LogSource::NginxError, e, &mut full);
+                assert_eq!(head_for_match(LogSource::NginxError, e, &mut none), h);
+                assert!(none.is_empty());
+                if n == line.len() {
+                    assert!(h.is_some() && !full.is_empty());
+                }
+            }
+        }
     }
 
     #[test]

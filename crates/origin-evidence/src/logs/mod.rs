@@ -241,7 +241,7 @@ impl LineParser {
     /// Which rule (if any) an entry of a server-side log matches, and its time; no allocation.
     pub(crate) fn classify(&mut self, entry: &[u8]) -> Class {
         let entry = trim_entry(entry);
-        let Some(head) = formats::head(self.source, entry, &mut self.fields) else {
+        let Some(head) = formats::head_for_match(self.source, entry, &mut self.fields) else {
             return Class::Bad;
         };
         let msg = message(&mut self.scratch, entry, &head);
