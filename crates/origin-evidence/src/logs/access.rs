@@ -340,14 +340,33 @@ impl AccessFormat {
         else {
             return self.count_slots(line).as_ref().map(Counted::from);
         };
-        // `$remote_addr - $remote_user [$time_local] "$request" $status `
-        let addr_end = find_lit(line, dash)?;
+        // `$remote_addr - $remote_user [$time_local] "$request" $status `: each field ends at
+        // the first occurrence of the literal after it, as in the walk. The usual shape of
+        // each field is checked first (the first space of the line starts ` - `; the user is
+        // `-`; the time is 26 bytes without `]`; the status is 3 bytes without a space): then
+        // that position is the first occurrence, without a search; else the search.
+        let addr_end = match find_byte(b' ', line) {
+            Some(i) if dash.starts(&line[i..]) => i,
+            _ => find_lit(line, dash)?,
+        };
         let user = addr_end + dash.bytes.len();
-        let time = user + find_lit(&line[user..], open)? + open.bytes.len();
-        let time_end = time + find_lit(&line[time..], close)?;
+        let time = if line[user..].starts_with(b"- [") {
+            user + 3
+        } else {
+            user + find_lit(&line[user..], open)? + open.bytes.len()
+        };
+        let time_end = match line.get(time..time + TIME_LOCAL_LEN) {
+            Some(t) if !t.contains(&b']') && close.starts(&line[time + TIME_LOCAL_LEN..]) => {
+                time + TIME_LOCAL_LEN
+            }
+            _ => time + find_lit(&line[time..], close)?,
+        };
         let request = time_end + close.bytes.len();
         let status = request + find_lit(&line[request..], quote)? + quote.bytes.len();
-        let status_end = status + find_lit(&line[status..], space)?;
+        let status_end = match line.get(status..status + 4) {
+            Some(&[a, b, c, b' ']) if a != b' ' && b != b' ' && c != b' ' => status + 3,
+            _ => status + find_lit(&line[status..], space)?,
+        };
         Some(Counted {
             remote_addr: Some((0, addr_end)),
             time: Some((time, time_end, Var::TimeLocal)),
@@ -461,6 +480,9 @@ impl AccessFormat {
         }
     }
 }
+
+/// The length of `$time_local` (`24/Nov/2026:07:45:17 +0000`).
+const TIME_LOCAL_LEN: usize = 26;
 
 /// True when `segs` begin `$remote_addr - $remote_user [$time_local] "$request" $status ` (any
 /// variable in the place of `$remote_user` and `$request`, as the walk ignores them there).
