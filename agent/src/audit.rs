@@ -19,6 +19,9 @@ use crate::probes;
 use crate::report::{self, Report};
 use crate::rules::RuleSet;
 
+/// Kept events and responses freed by `scan` itself (more are freed on a thread of their own).
+const FREE_INLINE: usize = 1_000;
+
 /// How an audit runs.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -222,10 +225,13 @@ pub fn scan(paths: &[PathBuf], since: Option<Duration>, rules: &Arc<RuleSet>) ->
         None,
         "scan".to_string(),
     );
-    // Freeing the kept events and responses takes milliseconds: off the caller's path (the CLI
-    // prints the report meanwhile and exits). Where no thread can be started it is freed here.
-    let _ = std::thread::Builder::new()
-        .name("evidence-free".into())
-        .spawn(move || drop(evidence));
+    // Freeing many kept events and responses takes milliseconds: off the caller's path (the
+    // CLI prints the report meanwhile and exits). A few are freed here, quicker than starting a
+    // thread; so is all of it where no thread can be started.
+    if evidence.events.len() + evidence.errors.len() > FREE_INLINE {
+        let _ = std::thread::Builder::new()
+            .name("evidence-free".into())
+            .spawn(move || drop(evidence));
+    }
     report
 }
