@@ -20,6 +20,7 @@
 //!   `pm.max_children` is reached are the saturation.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use crate::cause::CauseId;
 use crate::event::{Event, LogSource};
@@ -42,17 +43,21 @@ pub const EXPLAINED_BY: &str = "explained_by";
 /// (when no kernel log file was given).
 pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>> {
     let secs = |e: &Event| e.time.map(|t| t.as_second());
-    let timeouts: Vec<(Option<i64>, Option<&str>)> = events
+    // The moments each test looks near, sorted: every test is a range query (a binary search),
+    // so that thousands of events against thousands of others stay cheap.
+    let mut timeouts: Vec<(i64, Option<&str>)> = events
         .iter()
         .filter(|e| is_fpm_timeout_kill(e))
-        .map(|e| (secs(e), e.field("child")))
+        .filter_map(|e| Some((secs(e)?, e.field("child"))))
         .collect();
-    let ooms: Vec<Option<i64>> = events
-        .iter()
-        .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
-        .map(secs)
-        .collect();
-    let oom_victims: Vec<&str> = events
+    timeouts.sort_unstable();
+    let ooms: Vec<i64> = sorted(
+        events
+            .iter()
+            .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
+            .filter_map(secs),
+    );
+    let oom_victims: HashSet<&str> = events
         .iter()
         .filter(|e| e.source == LogSource::Kernel && e.cause == CauseId::HostOomKill)
         .filter_map(|e| e.field("victim_pid"))
@@ -61,19 +66,17 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
     // PHP-FPM children the kernel killed: named by the kernel's report (its pid), or SIGKILLed
     // at the moment of an OOM kill. The kernel's stamps may be uptime only (raw dmesg): the pid
     // is what ties them then.
-    let oom_sigkills: Vec<Option<i64>> = events
-        .iter()
-        .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
-        .filter(|e| {
-            e.field("child").is_some_and(|c| oom_victims.contains(&c))
-                || e.time.is_some_and(|t| {
-                    ooms.iter()
-                        .flatten()
-                        .any(|o| (o - t.as_second()).abs() <= OOM_MOMENT)
-                })
-        })
-        .map(secs)
-        .collect();
+    let oom_sigkills: Vec<i64> = sorted(
+        events
+            .iter()
+            .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
+            .filter(|e| {
+                e.field("child").is_some_and(|c| oom_victims.contains(c))
+                    || e.time
+                        .is_some_and(|t| any_near(&ooms, t.as_second(), OOM_MOMENT))
+            })
+            .filter_map(secs),
+    );
     let disk_full: Option<i64> = events
         .iter()
         .filter(|e| e.cause == CauseId::HostDiskFull)
@@ -82,40 +85,38 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
     let front_log = events
         .iter()
         .any(|e| matches!(e.source, LogSource::NginxError | LogSource::ApacheError));
-    let sigkills: Vec<Option<i64>> = events
+    let sigkill_events: Vec<&Event> = events
         .iter()
         .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
-        .map(secs)
         .collect();
-    let max_children: Vec<i64> = events
-        .iter()
-        .filter(|e| e.source == LogSource::PhpFpm && e.cause == CauseId::UpstreamSaturated)
-        .filter_map(secs)
-        .collect();
-    let no_live: Vec<i64> = events
-        .iter()
-        .filter(|e| e.source == LogSource::NginxError && e.cause == CauseId::UpstreamNoLive)
-        .filter_map(secs)
-        .collect();
+    let sigkills: Vec<i64> = sorted(sigkill_events.iter().filter_map(|e| secs(e)));
+    let max_children: Vec<i64> = sorted(
+        events
+            .iter()
+            .filter(|e| e.source == LogSource::PhpFpm && e.cause == CauseId::UpstreamSaturated)
+            .filter_map(secs),
+    );
+    let no_live: Vec<i64> = sorted(
+        events
+            .iter()
+            .filter(|e| e.source == LogSource::NginxError && e.cause == CauseId::UpstreamNoLive)
+            .filter_map(secs),
+    );
+    // A `max_children` warning up to an episode before `t` (or at its moment).
     let saturated_at = |t: Option<i64>| {
-        t.is_some_and(|t| {
-            max_children
-                .iter()
-                .any(|m| *m <= t + SAME_MOMENT && t - m <= SATURATION_EPISODE)
-        })
+        t.is_some_and(|t| any_in(&max_children, t - SATURATION_EPISODE, t + SAME_MOMENT))
     };
-    let marks_no_live = |t: Option<i64>| {
-        t.is_some_and(|t| no_live.iter().any(|n| *n >= t && n - t <= NO_LIVE_LEAD))
-    };
-    let near_within = |list: &[Option<i64>], t: Option<i64>, secs: i64| match t {
-        Some(t) => list.iter().flatten().any(|s| (s - t).abs() <= secs),
-        None => false,
-    };
+    let marks_no_live = |t: Option<i64>| t.is_some_and(|t| any_in(&no_live, t, t + NO_LIVE_LEAD));
+    let near_within =
+        |list: &[i64], t: Option<i64>, secs: i64| t.is_some_and(|t| any_near(list, t, secs));
     let timeout_near = |t: Option<i64>, child: Option<&str>| match t {
-        Some(t) => timeouts.iter().any(|(s, c)| {
-            s.is_some_and(|s| (s - t).abs() <= SAME_MOMENT)
-                && (child.is_none() || c.is_none() || *c == child)
-        }),
+        Some(t) => {
+            let from = timeouts.partition_point(|(s, _)| *s < t - SAME_MOMENT);
+            timeouts[from..]
+                .iter()
+                .take_while(|(s, _)| *s <= t + SAME_MOMENT)
+                .any(|(_, c)| child.is_none() || c.is_none() || *c == child)
+        }
         None => false,
     };
 
@@ -157,7 +158,7 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
                 cause = CauseId::UpstreamTimeout;
             } else if near_within(&oom_sigkills, t, OOM_MOMENT)
                 || (near_within(&ooms, t, OOM_MOMENT)
-                    && (near_within(&sigkills, t, OOM_MOMENT) || sigkills.is_empty()))
+                    && (near_within(&sigkills, t, OOM_MOMENT) || sigkill_events.is_empty()))
             {
                 cause = CauseId::HostOomKill;
             }
@@ -195,6 +196,24 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
         });
     }
     out
+}
+
+/// `moments`, sorted.
+fn sorted(moments: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut v: Vec<i64> = moments.collect();
+    v.sort_unstable();
+    v
+}
+
+/// Whether sorted `moments` hold one in `lo..=hi`.
+fn any_in(moments: &[i64], lo: i64, hi: i64) -> bool {
+    let i = moments.partition_point(|&m| m < lo);
+    moments.get(i).is_some_and(|&m| m <= hi)
+}
+
+/// Whether sorted `moments` hold one within `secs` of `t`.
+fn any_near(moments: &[i64], t: i64, secs: i64) -> bool {
+    any_in(moments, t - secs, t + secs)
 }
 
 /// A PHP fatal error that is the database refusing or lacking connections: PHP 8.1's
@@ -259,4 +278,24 @@ fn signal(event: &Event) -> Option<u32> {
     let raw = event.field("signal")?;
     let digits: String = raw.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_queries_agree_with_a_scan() {
+        // The binary searches against the plain scans they replaced, bounds included.
+        let moments = sorted([5, -3, 40, 40, 7, 100, 0].into_iter());
+        for lo in -10..110 {
+            for width in [0, 1, 5, 60, 300] {
+                let scan = moments.iter().any(|&m| m >= lo && m <= lo + width);
+                assert_eq!(any_in(&moments, lo, lo + width), scan, "{lo} {width}");
+                let near = moments.iter().any(|&m| (m - lo).abs() <= width);
+                assert_eq!(any_near(&moments, lo, width), near, "{lo} ±{width}");
+            }
+        }
+        assert!(!any_in(&[], 0, 10));
+    }
 }
