@@ -26,6 +26,16 @@ impl std::hash::Hasher for FastHasher {
         self.0 = h ^ (bytes.len() as u64);
     }
 
+    #[inline]
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        self.0 ^= u64::from(b);
+    }
+
     fn finish(&self) -> u64 {
         // A final avalanche so that the low bits (the table index) depend on every input bit.
         let mut x = self.0;
