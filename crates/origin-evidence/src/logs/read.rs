@@ -571,7 +571,9 @@ fn read_one(
     // goes back to the reader only once its result is merged, and the reader owns at most
     // `max_buffers` of them: that bounds both the memory and how far parsing runs ahead.
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
-    let max_buffers = 2 * workers + 2;
+    // One per worker, one being filled, one waiting to be merged: more only adds fresh pages
+    // to fault in (2 MiB each) without keeping the workers any busier.
+    let max_buffers = workers + 2;
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(workers);
     let work_rx = std::sync::Mutex::new(work_rx);
     let (reader_truncated, reader_error) = std::thread::scope(|scope| {
