@@ -293,7 +293,8 @@ fn nginx_error(e: &[u8], mut f: Option<&mut Fields>) -> Option<Head> {
 /// Where `, client: ` first occurs in `hay`: a `memchr` for the comma, then a compare (nginx
 /// messages have few commas before their tail: cheaper than a substring search's set-up per line).
 fn find_client(hay: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b',', hay).find(|&i| hay[i..].starts_with(b", client: "))
+    // A fixed-size compare: inline, no `memcmp` call per comma.
+    memchr::memchr_iter(b',', hay).find(|&i| hay[i..].first_chunk::<10>() == Some(b", client: "))
 }
 
 /// `client: A, server: B, request: "C", upstream: "D", host: "E", referrer: "F"` from `at`.
