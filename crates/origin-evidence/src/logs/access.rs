@@ -484,8 +484,8 @@ impl AccessFormat {
 /// The length of `$time_local` (`24/Nov/2026:07:45:17 +0000`).
 const TIME_LOCAL_LEN: usize = 26;
 
-/// True when `segs` begin `$remote_addr - $remote_user [$time_local] "$request" $status ` (any
-/// variable in the place of `$remote_user` and `$request`, as the walk ignores them there).
+/// True when `segs` begin `$remote_addr - $remote_user [$time_local] "$request" $status ` (in
+/// `$remote_user`'s place any variable the parser does not read).
 fn starts_like_combined(segs: &[Seg]) -> bool {
     let lit = |k: usize, text: &[u8]| matches!(segs.get(k), Some(Seg::Lit(l)) if l.bytes == text);
     let var = |k: usize, v: Var| matches!(segs.get(k), Some(Seg::Var(x)) if *x == v);

@@ -44,9 +44,9 @@ pub(crate) fn head(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> 
     }
 }
 
-/// [`head`] without the header's fields (level, ids) where a format reads them apart from the
-/// message: what matching an entry needs. The busiest format, nginx's error log, is read
-/// without filling them; the others as by [`head`] (`f` then holds them).
+/// The header as matching needs it: [`head`], except that nginx error entries (the busiest
+/// format) leave `f` empty instead of filling it with their level and ids (the event builder
+/// reads the header again).
 #[inline]
 pub(crate) fn head_for_match(source: LogSource, e: &[u8], f: &mut Fields) -> Option<Head> {
     match source {

@@ -295,9 +295,8 @@ fn lines_of(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// What a worker keeps from chunk to chunk: the automaton's scratch space (the lazy DFA's
-/// states are built once per worker, not once per chunk) and the rules' last captures.
-/// And the list of a chunk's matching entries, whose memory is reused (not given back to the
-/// system and faulted in again for every chunk).
+/// states are built once per worker, not once per chunk), the rules' last captures, and the
+/// list of a chunk's matching entries (its memory reused, not faulted in again per chunk).
 #[derive(Debug, Default)]
 struct WorkerCache {
     matching: MatchCache,

@@ -134,6 +134,7 @@ mod gate;
 mod memo;
 
 pub use memo::{CaptureMemo, Captures};
+
 /// The rule format versions this build reads.
 pub const FORMAT_VERSION: u32 = 1;
 
