@@ -85,11 +85,10 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
     let front_log = events
         .iter()
         .any(|e| matches!(e.source, LogSource::NginxError | LogSource::ApacheError));
-    let sigkill_events: Vec<&Event> = events
-        .iter()
-        .filter(|e| e.source == LogSource::PhpFpm && signal(e) == Some(9))
-        .collect();
-    let sigkills: Vec<i64> = sorted(sigkill_events.iter().filter_map(|e| secs(e)));
+    let is_sigkill = |e: &&Event| e.source == LogSource::PhpFpm && signal(e) == Some(9);
+    // Any SIGKILL, with a time or not (one without a time still says the kernel was not alone).
+    let any_sigkill = events.iter().any(|e| is_sigkill(&e));
+    let sigkills: Vec<i64> = sorted(events.iter().filter(is_sigkill).filter_map(secs));
     let max_children: Vec<i64> = sorted(
         events
             .iter()
@@ -158,7 +157,7 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
                 cause = CauseId::UpstreamTimeout;
             } else if near_within(&oom_sigkills, t, OOM_MOMENT)
                 || (near_within(&ooms, t, OOM_MOMENT)
-                    && (near_within(&sigkills, t, OOM_MOMENT) || sigkill_events.is_empty()))
+                    && (near_within(&sigkills, t, OOM_MOMENT) || !any_sigkill))
             {
                 cause = CauseId::HostOomKill;
             }

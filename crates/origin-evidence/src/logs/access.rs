@@ -133,9 +133,10 @@ pub struct AccessFormat {
     /// the status (the rest of a line — body, referer, user agent, extras — is read for the
     /// 5xx lines alone).
     count_segs: usize,
-    /// The format starts like `combined` up to the status and the space after it: the
-    /// counting path reads those fields in straight-line code (see [`AccessFormat::counted`]).
-    combined_head: bool,
+    /// When the format starts like `combined` up to the status and the space after it, its
+    /// literals there (` - `, ` [`, `] "`, `" `, ` `): the counting path reads those fields in
+    /// straight-line code (see [`AccessFormat::counted`]).
+    combined_head: Option<[Lit; 5]>,
 }
 
 /// The fields a line is counted by, as byte ranges: what [`AccessFormat::counted`] returns.
@@ -272,7 +273,7 @@ impl AccessFormat {
         AccessFormat::compile(COMBINED).unwrap_or(AccessFormat {
             segs: Vec::new(),
             count_segs: 0,
-            combined_head: false,
+            combined_head: None,
             combined_prefix: true,
             name: "combined".into(),
             start_stamp: false,
@@ -332,12 +333,7 @@ impl AccessFormat {
     /// occurrence of the literal after it), in straight-line code.
     #[inline]
     pub(crate) fn counted(&self, line: &[u8]) -> Option<Counted> {
-        if !self.combined_head {
-            return self.count_slots(line).as_ref().map(Counted::from);
-        }
-        let [Seg::Lit(dash), _, Seg::Lit(open), _, Seg::Lit(close), _, Seg::Lit(quote), _, Seg::Lit(space), ..] =
-            &self.segs[1..]
-        else {
+        let Some([dash, open, close, quote, space]) = &self.combined_head else {
             return self.count_slots(line).as_ref().map(Counted::from);
         };
         // `$remote_addr - $remote_user [$time_local] "$request" $status `: each field ends at
@@ -484,12 +480,12 @@ impl AccessFormat {
 /// The length of `$time_local` (`24/Nov/2026:07:45:17 +0000`).
 const TIME_LOCAL_LEN: usize = 26;
 
-/// True when `segs` begin `$remote_addr - $remote_user [$time_local] "$request" $status ` (in
-/// `$remote_user`'s place any variable the parser does not read).
-fn starts_like_combined(segs: &[Seg]) -> bool {
+/// The literals of `segs` when they begin `$remote_addr - $remote_user [$time_local] "$request"
+/// $status ` (in `$remote_user`'s place any variable the parser does not read).
+fn starts_like_combined(segs: &[Seg]) -> Option<[Lit; 5]> {
     let lit = |k: usize, text: &[u8]| matches!(segs.get(k), Some(Seg::Lit(l)) if l.bytes == text);
     let var = |k: usize, v: Var| matches!(segs.get(k), Some(Seg::Var(x)) if *x == v);
-    var(0, Var::RemoteAddr)
+    let shaped = var(0, Var::RemoteAddr)
         && lit(1, b" - ")
         && matches!(segs.get(2), Some(Seg::Var(Var::Other)))
         && lit(3, b" [")
@@ -498,7 +494,8 @@ fn starts_like_combined(segs: &[Seg]) -> bool {
         && var(6, Var::Request)
         && lit(7, b"\" ")
         && var(8, Var::Status)
-        && lit(9, b" ")
+        && lit(9, b" ");
+    shaped.then(|| [" - ", " [", "] \"", "\" ", " "].map(|l| Lit::new(l.as_bytes().to_vec())))
 }
 
 #[inline]
@@ -1058,7 +1055,7 @@ mod tests {
         .iter()
         .map(|f| AccessFormat::compile(f).unwrap())
         .collect();
-        assert!(formats.iter().all(|f| f.combined_head));
+        assert!(formats.iter().all(|f| f.combined_head.is_some()));
         // Formats that do not start like it are walked.
         for other in [
             r#"$host $remote_addr - $remote_user [$time_local] "$request" $status"#,
@@ -1066,21 +1063,17 @@ mod tests {
             r#"$remote_addr - $remote_user [$time_iso8601] "$request" $status $body_bytes_sent"#,
         ] {
             assert!(
-                !AccessFormat::compile(other).unwrap().combined_head,
+                AccessFormat::compile(other)
+                    .unwrap()
+                    .combined_head
+                    .is_none(),
                 "{other}"
             );
         }
         let mut checked = 0;
         for base in tricky_lines() {
             let base = &base[..base.len().min(300)];
-            let mut variants: Vec<Vec<u8>> = (0..=base.len()).map(|n| base[..n].to_vec()).collect();
-            for at in 0..base.len() {
-                for b in [b' ', b'"', b']', b'[', b'-', b'\n', b'5'] {
-                    let mut v = base.to_vec();
-                    v[at] = b;
-                    variants.push(v);
-                }
-            }
+            let variants = crate::logs::mutants(base, 0..base.len(), b" \"][-\n5");
             for line in &variants {
                 for f in &formats {
                     let walked = f.count_slots(line).as_ref().map(Counted::from);

@@ -1042,15 +1042,8 @@ mod tests {
             Some((c, 21 + used))
         }
         let good = b"[23-Nov-2026 08:00:59.123456] WARNING: [pool www] x".to_vec();
-        let mut lines = vec![good.clone()];
-        lines.extend((0..good.len()).map(|n| good[..n].to_vec()));
-        for at in 0..30 {
-            for b in 0..=255u8 {
-                let mut l = good.clone();
-                l[at] = b;
-                lines.push(l);
-            }
-        }
+        let every_byte: Vec<u8> = (0..=255u8).collect();
+        let lines = crate::logs::mutants(&good, 0..30, &every_byte);
         let mut read = 0;
         for l in &lines {
             let (got, want) = (fpm_civil(l), reference(l));

@@ -592,6 +592,21 @@ pub fn scan_paths(
     read::read_files(&host, &files, window, tz, rules, false)
 }
 
+/// For tests of a fast reader against a reference one: `base` cut at every length (`base`
+/// itself included), then with each of `bytes` planted at each offset in `at`.
+#[cfg(test)]
+pub(crate) fn mutants(base: &[u8], at: std::ops::Range<usize>, bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..=base.len()).map(|n| base[..n].to_vec()).collect();
+    for i in at {
+        for &b in bytes {
+            let mut v = base.to_vec();
+            v[i] = b;
+            out.push(v);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
