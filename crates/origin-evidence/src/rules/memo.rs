@@ -14,6 +14,13 @@
 //! stack trace is rarely repeated verbatim, and comparing it would cost more than it saves).
 //! Memory: [`SLOTS`] × [`MAX_LEN`] bytes, allocated on the first store.
 //!
+//! Messages that differ only after the point where the automaton made up its mind are kept
+//! apart by that table, but not by [`DeadEnds`]: it holds the prefixes after which the automaton
+//! died (see `automaton`), each with the answer it had by then. Any message that starts with one
+//! gets that answer without a walk: PHP warnings that differ only in their file and line, file
+//! errors with a different path each time. The rules left out of the automaton (`gate`) are
+//! still tried on the whole message.
+//!
 //! The same holds for the captures an event is built from: [`CaptureMemo`] keeps, per rule, the
 //! last message captured and its captures. In an outage one fatal error (stack trace included)
 //! repeats on every request; its captures are read once.
@@ -36,6 +43,22 @@ pub(crate) struct Memo {
     answer: Vec<u32>,
 }
 
+/// An answer as stored: a rule index, or [`NO_MATCH`]; `None` for an index that would not fit
+/// (or would read as "no match"), which is then not kept.
+fn encode(answer: Option<usize>) -> Option<u32> {
+    match answer {
+        None => Some(NO_MATCH),
+        Some(i) => u32::try_from(i).ok().filter(|&i| i != NO_MATCH),
+    }
+}
+
+fn decode(answer: u32) -> Option<usize> {
+    match answer {
+        NO_MATCH => None,
+        i => Some(i as usize),
+    }
+}
+
 impl Memo {
     /// The answer stored for `message`, when the table holds exactly this message.
     #[inline]
@@ -51,23 +74,13 @@ impl Memo {
         if self.bytes[at..at + message.len()] != *message {
             return None;
         }
-        Some(match self.answer[s] {
-            NO_MATCH => None,
-            i => Some(i as usize),
-        })
+        Some(decode(self.answer[s]))
     }
 
     /// Remembers that `message` matched `answer` (replacing the slot's message).
     #[inline]
     pub(crate) fn put(&mut self, message: &[u8], answer: Option<usize>) {
-        // A rule index that would not fit (or read as "no match") is not kept.
-        let answer = match answer {
-            None => NO_MATCH,
-            Some(i) => match u32::try_from(i) {
-                Ok(i) if i != NO_MATCH => i,
-                _ => return,
-            },
-        };
+        let Some(answer) = encode(answer) else { return };
         if message.len() > MAX_LEN {
             return;
         }
@@ -105,6 +118,88 @@ fn slot(message: &[u8]) -> usize {
     };
     let mixed = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (mixed >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// Sets of the dead-end table (a power of two), each of [`WAYS`] prefixes.
+const SETS: usize = 16;
+const WAYS: usize = 4;
+/// How many of a message's first bytes pick its set.
+const KEY_LEN: usize = 16;
+
+/// Prefixes after which the source's automaton died, each with the answer it had by then: any
+/// message that starts with one has that answer (see the module's doc).
+#[derive(Debug, Default)]
+pub(crate) struct DeadEnds {
+    /// `SETS * WAYS` runs of `MAX_LEN` bytes: the prefix held by each entry.
+    bytes: Vec<u8>,
+    /// Each entry's prefix length; 0: empty (the automaton reads a byte before it dies).
+    len: Vec<u16>,
+    /// Each entry's answer (a rule index, or [`NO_MATCH`]).
+    answer: Vec<u32>,
+    /// Per set, the way the next store replaces.
+    next: Vec<u8>,
+}
+
+impl DeadEnds {
+    /// The answer of a stored prefix that `message` starts with.
+    #[inline]
+    pub(crate) fn get(&self, message: &[u8]) -> Option<Option<usize>> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let first = dead_set(message) * WAYS;
+        (first..first + WAYS).find_map(|e| {
+            let n = usize::from(self.len[e]);
+            let at = e * MAX_LEN;
+            (n != 0 && message.get(..n) == Some(&self.bytes[at..at + n]))
+                .then(|| decode(self.answer[e]))
+        })
+    }
+
+    /// Remembers that every message starting with `message[..decided_after]` has `answer`.
+    /// `message` is the whole message that was walked: its first bytes pick the set, as they
+    /// will for the messages looked up.
+    #[inline]
+    pub(crate) fn put(&mut self, message: &[u8], decided_after: usize, answer: Option<usize>) {
+        let Some(answer) = encode(answer) else { return };
+        let Some(prefix) = message.get(..decided_after) else {
+            return;
+        };
+        if prefix.is_empty() || prefix.len() > MAX_LEN {
+            return;
+        }
+        if self.bytes.is_empty() {
+            self.bytes = vec![0; SETS * WAYS * MAX_LEN];
+            self.len = vec![0; SETS * WAYS];
+            self.answer = vec![NO_MATCH; SETS * WAYS];
+            self.next = vec![0; SETS];
+        }
+        let set = dead_set(message);
+        let way = usize::from(self.next[set]);
+        self.next[set] = ((way + 1) % WAYS) as u8;
+        let e = set * WAYS + way;
+        let at = e * MAX_LEN;
+        self.bytes[at..at + prefix.len()].copy_from_slice(prefix);
+        self.len[e] = prefix.len() as u16;
+        self.answer[e] = answer;
+    }
+
+    /// Forgets every prefix (the cache is about to serve another source).
+    pub(crate) fn clear(&mut self) {
+        self.len.iter_mut().for_each(|l| *l = 0);
+    }
+}
+
+/// The dead-end set of `message`: its first [`KEY_LEN`] bytes (fewer when it is shorter).
+#[inline]
+fn dead_set(message: &[u8]) -> usize {
+    let mut key = [0u8; KEY_LEN];
+    let n = message.len().min(KEY_LEN);
+    key[..n].copy_from_slice(&message[..n]);
+    let a = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+    let b = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
+    let mixed = (a ^ b.rotate_left(29) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> (64 - SETS.trailing_zeros())) as usize
 }
 
 /// The longest message whose captures are kept (per rule).
@@ -166,6 +261,56 @@ mod tests {
         assert_eq!(memo.get(&b[..b.len() - 1]), None);
         memo.clear();
         assert_eq!(memo.get(b), None);
+    }
+
+    #[test]
+    fn a_dead_end_answers_every_message_that_starts_with_it() {
+        let mut ends = DeadEnds::default();
+        let warning = b"FastCGI sent in stderr: \"PHP message: PHP Warning:  Undefined x on line 3";
+        assert_eq!(ends.get(warning), None);
+        ends.put(warning, 50, None);
+        ends.put(b"upstream sent too big header", 10, Some(4));
+        assert_eq!(ends.get(warning), Some(None));
+        let mut other = warning[..50].to_vec();
+        other.extend_from_slice(b"Undefined y on line 999");
+        assert_eq!(ends.get(&other), Some(None));
+        assert_eq!(ends.get(&warning[..50]), Some(None));
+        // Shorter than the prefix, or one byte of it different: not answered.
+        assert_eq!(ends.get(&warning[..49]), None);
+        let mut changed = warning.to_vec();
+        changed[30] ^= 1;
+        assert_eq!(ends.get(&changed), None);
+        assert_eq!(ends.get(b"upstream sent too long a header"), Some(Some(4)));
+        assert_eq!(ends.get(b"upstream timed out"), None);
+        // A set keeps its last WAYS prefixes: same first KEY_LEN bytes, different prefixes.
+        let make = |i: u8| {
+            let mut m = b"0123456789abcdef-".to_vec();
+            m.push(i);
+            m.extend_from_slice(b" tail");
+            m
+        };
+        for i in 0..WAYS as u8 + 1 {
+            ends.put(&make(i), 18, Some(usize::from(i)));
+        }
+        assert_eq!(
+            ends.get(&make(0)),
+            None,
+            "the oldest of the set was replaced"
+        );
+        for i in 1..WAYS as u8 + 1 {
+            assert_eq!(ends.get(&make(i)), Some(Some(usize::from(i))));
+        }
+        // Bounds: an empty prefix, one past the message or longer than MAX_LEN is not kept.
+        let long = vec![b'z'; MAX_LEN + 10];
+        ends.put(&long, MAX_LEN + 1, Some(1));
+        ends.put(b"zz", 0, Some(1));
+        ends.put(b"zz", 3, Some(1));
+        assert_eq!(ends.get(&long), None);
+        ends.put(&long, MAX_LEN, Some(2));
+        assert_eq!(ends.get(&long), Some(Some(2)));
+        ends.clear();
+        assert_eq!(ends.get(&long), None);
+        assert_eq!(ends.get(warning), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! of the line, never on a substring a visitor could have written anywhere in it.
 //!
 //! Matching per source is one pass of one automaton: all of the source's patterns compiled
-//! together (`regex-automata`'s meta regex, leftmost-first), searched anchored at the start of
+//! together (one lazy DFA, leftmost-first, see `automaton`), walked anchored at the start of
 //! the message. It reports the first rule in priority (file) order that matches, and it stops as
 //! soon as no pattern can match any more: a line that starts like no rule costs a few bytes of
 //! DFA walk. A rule with an optional part that scans whole lines (a fatal error after up to 16
@@ -18,7 +18,8 @@
 //! part: it is left out of the automaton and tried on its own, only on lines holding the text it
 //! needs (derived from its pattern, see `gate`), so the first matching rule still wins. Logs
 //! repeat their messages: each parser remembers the answers to the last few distinct messages
-//! (`memo`), compared byte for byte. Captures run afterwards, for the winning rule only, and
+//! (`memo`), compared byte for byte, and the prefixes after which its automaton died (any
+//! message starting with one has its answer). Captures run afterwards, for the winning rule only, and
 //! only for the entries kept as events.
 
 use std::collections::BTreeMap;
@@ -130,6 +131,7 @@ pub enum RuleError {
 
 include!("doc.rs");
 
+mod automaton;
 mod gate;
 mod memo;
 
@@ -211,7 +213,7 @@ struct SourceMatcher {
     /// pattern it reports is the first (in priority order) that matches. `None` when the
     /// patterns together pass the automaton size limit (hundreds of big site rules): every rule
     /// of the source is then tried on its own regex in order, slower but the same answer.
-    first: Option<regex_automata::meta::Regex>,
+    first: Option<regex_automata::hybrid::dfa::DFA>,
     /// The source's rules left out of the automaton (see `gate`), in priority order, each with
     /// a search for the text every match of it contains.
     gated: Vec<(usize, gate::Needs)>,
@@ -234,8 +236,9 @@ pub struct RuleSet {
 pub struct MatchCache {
     /// The source the memo's answers are for.
     source: Option<LogSource>,
-    automaton: Option<(LogSource, regex_automata::meta::Cache)>,
+    automaton: Option<(LogSource, regex_automata::hybrid::dfa::Cache)>,
     memo: memo::Memo,
+    dead_ends: memo::DeadEnds,
 }
 
 /// A rule that matched a message, with its named captures (empty captures left out).
@@ -361,38 +364,55 @@ impl RuleSet {
         let matcher = self.matcher(source)?;
         if cache.source != Some(source) {
             cache.memo.clear();
+            cache.dead_ends.clear();
             cache.source = Some(source);
         }
         if let Some(answer) = cache.memo.get(message) {
             return answer;
         }
-        let answer = self.match_uncached(matcher, source, message, cache);
-        cache.memo.put(message, answer);
-        answer
+        let is_match = |i: usize| self.rules[i].regex().is_some_and(|re| re.is_match(message));
+        let Some(dfa) = &matcher.first else {
+            let answer = matcher.all.iter().copied().find(|&i| is_match(i));
+            cache.memo.put(message, answer);
+            return answer;
+        };
+        // The automaton's answer: from a prefix it died after before, or from a walk.
+        let hit = match cache.dead_ends.get(message) {
+            Some(hit) => hit,
+            None => {
+                let scratch = match &mut cache.automaton {
+                    Some((s, c)) if *s == source => c,
+                    slot => &mut slot.insert((source, dfa.create_cache())).1,
+                };
+                let Ok(walk) = automaton::walk(dfa, scratch, message) else {
+                    // A byte the automaton cannot decide: every rule on its own, in order.
+                    return matcher.all.iter().copied().find(|&i| is_match(i));
+                };
+                let hit = walk
+                    .pattern
+                    .and_then(|p| matcher.rules.get(p.as_usize()).copied());
+                if let Some(n) = walk.decided_after {
+                    cache.dead_ends.put(message, n, hit);
+                }
+                let answer = self.gated_answer(matcher, message, hit);
+                // Kept whole too: a repeated message is then one compare, without the gates.
+                cache.memo.put(message, answer);
+                return answer;
+            }
+        };
+        // Not kept whole: messages that share a dead end mostly differ after it.
+        self.gated_answer(matcher, message, hit)
     }
 
-    /// [`RuleSet::match_index_with`] without the memo: the automaton, then the gated rules.
-    fn match_uncached(
+    /// The first rule in priority order that matches `message`, given the automaton's answer
+    /// `hit`: a gated rule before it wins when its text is there and its own pattern matches.
+    fn gated_answer(
         &self,
         matcher: &SourceMatcher,
-        source: LogSource,
         message: &[u8],
-        cache: &mut MatchCache,
+        hit: Option<usize>,
     ) -> Option<usize> {
         let is_match = |i: usize| self.rules[i].regex().is_some_and(|re| re.is_match(message));
-        let Some(first) = &matcher.first else {
-            return matcher.all.iter().copied().find(|&i| is_match(i));
-        };
-        let input = regex_automata::Input::new(message).anchored(regex_automata::Anchored::Yes);
-        let scratch = match &mut cache.automaton {
-            Some((s, c)) if *s == source => c,
-            slot => &mut slot.insert((source, first.create_cache())).1,
-        };
-        let hit = first
-            .search_half_with(scratch, &input)
-            .and_then(|h| matcher.rules.get(h.pattern().as_usize()).copied());
-        // The winner is the first rule in priority order that matches: a gated rule before the
-        // automaton's answer wins when its text is there and its own pattern matches.
         for (i, needs) in &matcher.gated {
             if hit.is_some_and(|h| h < *i) {
                 break;
@@ -502,14 +522,7 @@ fn build_matcher(rules: &[Rule], source: LogSource) -> Option<SourceMatcher> {
             }
         }
     }
-    let first = parsed
-        .then(|| {
-            regex_automata::meta::Builder::new()
-                .configure(regex_automata::meta::Config::new().utf8_empty(false))
-                .build_many_from_hir(&hirs)
-                .ok()
-        })
-        .flatten();
+    let first = parsed.then(|| automaton::build(&hirs)).flatten();
     Some(SourceMatcher {
         rules: ungated,
         first,
@@ -773,9 +786,10 @@ mod tests {
 
     #[test]
     fn remembered_answers_are_the_automatons_also_when_messages_repeat() {
-        // The memo answers a message seen before: over every sample of every rule (at several
-        // starts, so near-identical messages collide in its slots), read twice per source, each
-        // answer must be a fresh search's, and the second pass must be served by the memo.
+        // The memo answers a message seen before, the dead ends one that starts like it: over
+        // every sample of every rule (at several starts, so near-identical messages collide in
+        // their slots), read twice per source, each answer must be a fresh search's, and the
+        // second pass must be served by the memo or the dead ends.
         let set = RuleSet::builtin().unwrap();
         let mut texts: Vec<&[u8]> = Vec::new();
         for rule in set.rules() {
@@ -792,12 +806,21 @@ mod tests {
                 for text in &texts {
                     let fresh = set.match_index(source, text);
                     if pass == 1 && set.has_source(source) {
-                        remembered += usize::from(cache.memo.get(text) == Some(fresh));
+                        remembered += usize::from(
+                            cache.memo.get(text) == Some(fresh)
+                                || cache.dead_ends.get(text).is_some(),
+                        );
                     }
                     assert_eq!(set.match_index_with(source, text, &mut cache), fresh);
-                    // Straight after, the memo holds this message's answer (when short enough).
+                    // Straight after, the memo holds this message's answer (when short enough),
+                    // unless a dead end gave it.
                     if set.has_source(source) && text.len() <= memo::MAX_LEN {
-                        assert_eq!(cache.memo.get(text), Some(fresh), "{source:?}");
+                        let held = cache.memo.get(text);
+                        assert!(
+                            held == Some(fresh)
+                                || (held.is_none() && cache.dead_ends.get(text).is_some()),
+                            "{source:?}"
+                        );
                     }
                 }
             }
@@ -913,6 +936,83 @@ mod tests {
             hits += usize::from(want.is_some());
         }
         assert!(hits > set.rules().len(), "{hits} of {}", texts.len());
+    }
+
+    #[test]
+    fn messages_answered_by_a_dead_end_get_the_rules_answer() {
+        // Each sample (at a few starts) with its end replaced, at every cut, by text that makes
+        // or breaks a rule (a gated one's needed text included): through one cache, so most are
+        // answered by a prefix an earlier message died after, every answer must be that of the
+        // rules' own regexes in order.
+        let set = RuleSet::builtin().unwrap();
+        let tails: [&[u8]; 5] = [
+            b"",
+            b" on line 12",
+            b"\nPHP message: PHP Fatal error:  Uncaught Error: x in /a.php:3",
+            b" (2: No such file or directory) while connecting to upstream",
+            b"\xff\n",
+        ];
+        let mut cache = MatchCache::default();
+        let (mut answered_by_dead_ends, mut checked) = (0, 0);
+        for rule in set.rules() {
+            for line in sample_lines(rule) {
+                let starts =
+                    std::iter::once(0).chain(line.match_indices(' ').map(|(i, _)| i + 1).take(3));
+                for at in starts {
+                    let text = &line.as_bytes()[at..];
+                    for cut in (0..=text.len()).step_by(3) {
+                        for tail in tails {
+                            let mut m = text[..cut].to_vec();
+                            m.extend_from_slice(tail);
+                            let known = cache.memo.get(&m).is_none()
+                                && cache.source == Some(rule.source)
+                                && cache.dead_ends.get(&m).is_some();
+                            answered_by_dead_ends += usize::from(known);
+                            assert_eq!(
+                                set.match_index_with(rule.source, &m, &mut cache),
+                                first_by_regex(&set, rule.source, &m),
+                                "{:?} {}",
+                                rule.source,
+                                String::from_utf8_lossy(&m)
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            answered_by_dead_ends * 4 > checked,
+            "{answered_by_dead_ends} of {checked} answered by a dead end"
+        );
+    }
+
+    #[test]
+    fn a_byte_the_automaton_cannot_decide_leaves_the_answer_to_the_rules_in_order() {
+        // A Unicode word boundary next to a non-ASCII byte is beyond the lazy DFA: the rules
+        // are then tried one by one; ASCII text is still the automaton's.
+        let yaml = "rules:\n  - {id: a, source: kernel, pattern: '^café(?u:\\b)', event: a, cause: upstream.down, severity: info, fix: f}\n  - {id: b, source: kernel, pattern: '^caf', event: b, cause: upstream.down, severity: info, fix: f}\n";
+        let set = RuleSet::from_yaml("t", yaml).unwrap();
+        assert!(set.matcher(LogSource::Kernel).unwrap().first.is_some());
+        let mut cache = MatchCache::default();
+        for _ in 0..2 {
+            assert_eq!(
+                set.match_index_with(LogSource::Kernel, b"cafe", &mut cache),
+                Some(1)
+            );
+            assert_eq!(
+                set.match_index_with(LogSource::Kernel, "café ok".as_bytes(), &mut cache),
+                Some(0)
+            );
+            assert_eq!(
+                set.match_index_with(LogSource::Kernel, "caféx".as_bytes(), &mut cache),
+                Some(1)
+            );
+            assert_eq!(
+                set.match_index_with(LogSource::Kernel, b"tea", &mut cache),
+                None
+            );
+        }
     }
 
     #[test]
