@@ -106,7 +106,7 @@ pub fn refine<'a>(events: Vec<Cow<'a, Event>>, d: &Discovery) -> Vec<Cow<'a, Eve
                 Some(cause) => {
                     let mut owned = e.into_owned();
                     owned.cause = cause;
-                    owned.fields.insert("backend".into(), "apache".into());
+                    owned.fields.insert("backend", "apache");
                     Cow::Owned(owned)
                 }
                 None => e,

@@ -423,7 +423,7 @@ mod tests {
             cause: CauseId::UpstreamTimeout,
             severity: Severity::Error,
             text: String::new(),
-            fields: [("request".to_string(), "GET / HTTP/1.1".to_string())].into(),
+            fields: [("request", "GET / HTTP/1.1")].into_iter().collect(),
         });
         for t in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, -5.0, 1e300] {
             let response = Response {
@@ -475,12 +475,9 @@ mod tests {
             let events: Vec<Cow<'_, Event>> = (0..rng.below(60))
                 .map(|_| {
                     let source = sources[rng.below(3) as usize];
-                    let mut fields = std::collections::BTreeMap::new();
+                    let mut fields = origin_evidence::event::FieldMap::new();
                     if source == LogSource::NginxError && rng.below(4) > 0 {
-                        fields.insert(
-                            "request".to_string(),
-                            format!("GET /{} HTTP/1.1", rng.below(requests)),
-                        );
+                        fields.insert("request", format!("GET /{} HTTP/1.1", rng.below(requests)));
                     }
                     Cow::Owned(Event {
                         source,

@@ -187,9 +187,7 @@ pub fn refine<'a>(events: &'a [Event], oom_pids: &[&str]) -> Vec<Cow<'a, Event>>
                 ..event.clone()
             };
             if let Some(root) = explained_by {
-                event
-                    .fields
-                    .insert(EXPLAINED_BY.to_string(), root.id().to_string());
+                event.fields.insert(EXPLAINED_BY, root.id());
             }
             Cow::Owned(event)
         });

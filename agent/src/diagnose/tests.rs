@@ -908,9 +908,9 @@ fn apache_at_max_request_workers_behind_nginx_is_upstream_saturated() {
 fn apache_unusable_headers_are_a_bad_response_not_a_crash() {
     let mut a = apache_event(CauseId::UpstreamCrashed, "apache.fcgi-no-headers", 10);
     a.severity = Severity::Warning;
-    a.fields.insert("client".into(), "127.0.0.1:5".into());
+    a.fields.insert("client", "127.0.0.1:5");
     let mut b = apache_event(CauseId::UpstreamBadResponse, "apache.fcgi-bad-headers", 10);
-    b.fields.insert("client".into(), "127.0.0.1:5".into());
+    b.fields.insert("client", "127.0.0.1:5");
     let ev = evidence(
         vec![a, b],
         vec![response(500, "GET /h HTTP/1.1", 10, 0.0)],

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::cause::CauseId;
+pub use crate::fields::FieldMap;
 
 /// Which kind of log a line came from. The names are the config keys of `logs:` and the `source`
 /// label of `origin_agent_log_lines_total`.
@@ -108,14 +109,14 @@ pub struct Event {
     pub text: String,
     /// Named captures and parser fields: `errno`, `upstream`, `request`, `client`, `server`,
     /// `host`, `connection`, `pid`, `pool`, `child`, `signal`, `plugin`, `theme`, `script`, ...
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "FieldMap::is_empty")]
+    pub fields: FieldMap,
 }
 
 impl Event {
     /// A named capture or parser field, if present.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
+        self.fields.get(name)
     }
 }
 

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - [`cause`]: the cause catalog (stable ids).
-//! - [`event`]: events, responses, evidence, log sources.
+//! - [`event`]: events, responses, evidence, log sources; [`fields`]: an event's named fields.
 //! - [`check`]: the checks that probes and audits report.
 //! - [`rules`]: the YAML rule packs (log line → event → cause), compiled and tested by example.
 //! - [`logs`]: the log formats and the bounded, parallel reading pipeline.
@@ -18,6 +18,7 @@ pub mod cause;
 pub mod check;
 pub mod escape;
 pub mod event;
+pub mod fields;
 pub mod hash;
 pub mod logs;
 pub mod rules;

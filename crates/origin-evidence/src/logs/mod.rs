@@ -35,7 +35,6 @@ pub mod samples;
 mod seek;
 mod time;
 
-use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -46,7 +45,7 @@ use jiff::Timestamp;
 pub use access::{AccessFormat, FormatError, COMBINED};
 pub use formats::starts_entry;
 
-use crate::event::{Event, Evidence, LogSource, Response};
+use crate::event::{Event, Evidence, FieldMap, LogSource, Response};
 use crate::rules::{RuleError, RuleSet};
 use origin_host::Host;
 
@@ -280,19 +279,19 @@ impl LineParser {
             }
             _ => String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
         };
-        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        let mut fields = FieldMap::new();
         for (name, r) in &self.fields {
-            fields.insert((*name).to_string(), text_of(r));
+            fields.insert(name, text_of(r));
         }
         for (name, value) in captures {
             fields.insert(name, value);
         }
         wordpress_component(&mut fields);
         if let Some(status) = rule.responds {
-            fields.insert(RESPONDS.to_string(), status.to_string());
+            fields.insert(RESPONDS, status.to_string());
         }
         if let Some(reason) = rule.reason {
-            fields.insert(REASON.to_string(), reason.id().to_string());
+            fields.insert(REASON, reason.id());
         }
         let text = match valid {
             Some(s) if s.len() <= EVENT_TEXT_CAP => s.to_string(),
@@ -429,7 +428,7 @@ fn stamp_time(
 }
 
 /// Names the WordPress plugin or theme from a path field (`file`, `script`, `trace`).
-fn wordpress_component(fields: &mut BTreeMap<String, String>) {
+fn wordpress_component(fields: &mut FieldMap) {
     if fields.contains_key("plugin") || fields.contains_key("theme") {
         return;
     }
@@ -454,7 +453,7 @@ fn wordpress_component(fields: &mut BTreeMap<String, String>) {
         })
         .min_by_key(|(at, _, _)| *at);
         if let Some((_, kind, name)) = found {
-            fields.insert(kind.to_string(), name);
+            fields.insert(kind, name);
             return;
         }
     }

@@ -50,7 +50,7 @@ pub fn check_samples(set: &RuleSet) -> Vec<SampleFailure> {
                 Parsed::Event(ev) if ev.rule == rule.id => {
                     for (k, v) in &sample.captures {
                         match ev.fields.get(k) {
-                            Some(got) if got == v => {}
+                            Some(got) if got == v.as_str() => {}
                             got => failures.push(fail(
                                 &sample.line,
                                 format!("field `{k}`: expected {v:?}, got {got:?}"),

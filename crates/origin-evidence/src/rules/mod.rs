@@ -30,7 +30,7 @@ use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::cause::CauseId;
-use crate::event::{LogSource, Severity};
+use crate::event::{FieldMap, LogSource, Severity};
 
 // `BUILTIN_PACKS`: every `rules/*.yaml` at the top of the repository, in name order, read and
 // checked (YAML, pattern syntax) by `crates/origin-evidence/build.rs` and embedded as constants.
@@ -186,7 +186,7 @@ pub struct Rule {
 impl Rule {
     /// The rule's `fix:` text with each `${name}` replaced by that field of `fields` (a capture
     /// or a parser field such as `upstream`); `None` when a named field is missing.
-    pub fn fix_with(&self, fields: &BTreeMap<String, String>) -> Option<String> {
+    pub fn fix_with(&self, fields: &FieldMap) -> Option<String> {
         fill_fix(&self.fix, fields)
     }
 
@@ -473,8 +473,8 @@ impl RuleSet {
 
 /// A rule's `fix:` text with each `${name}` replaced by that field of `fields`; `None` when a
 /// named field is missing.
-pub fn fill_fix(template: &str, fields: &BTreeMap<String, String>) -> Option<String> {
-    substitute(template, |name| fields.get(name).map(String::as_str))
+pub fn fill_fix(template: &str, fields: &FieldMap) -> Option<String> {
+    substitute(template, |name| fields.get(name))
 }
 
 /// `template` with each `${name}` replaced by `value(name)`; `None` when a value is missing or
@@ -1150,12 +1150,12 @@ mod tests {
         // Placeholders are filled from the event's fields; `$var` without braces stays.
         let set =
             RuleSet::from_yaml("t", &pack("source: php_fpm\n", "", "set ${n} in $conf")).unwrap();
-        let fields: BTreeMap<String, String> = [("n".to_string(), "7".to_string())].into();
+        let fields: FieldMap = [("n", "7")].into_iter().collect();
         assert_eq!(
             set.rules()[0].fix_with(&fields).as_deref(),
             Some("set 7 in $conf")
         );
-        assert_eq!(set.rules()[0].fix_with(&BTreeMap::new()), None);
+        assert_eq!(set.rules()[0].fix_with(&FieldMap::new()), None);
     }
 
     #[test]
