@@ -74,8 +74,10 @@ impl FieldMap {
 
     /// Where `name` is in `spans` (`Err`: where it would go).
     fn find(&self, name: &str) -> Result<usize, usize> {
+        // Bytes compare as `str` does (and skip its character-boundary checks).
+        let text = self.text.as_bytes();
         self.spans
-            .binary_search_by(|&[a, b, _]| self.text[a..b].cmp(name))
+            .binary_search_by(|&[a, b, _]| text[a..b].cmp(name.as_bytes()))
     }
 }
 
