@@ -48,6 +48,15 @@ impl FieldMap {
         Self::default()
     }
 
+    /// An empty map with room for `fields` fields of `text` bytes of names and values in all
+    /// (no reallocation while an event is built).
+    pub fn with_capacity(fields: usize, text: usize) -> Self {
+        FieldMap {
+            text: String::with_capacity(text),
+            spans: Vec::with_capacity(fields),
+        }
+    }
+
     /// The value of field `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         let i = self.find(name).ok()?;

@@ -279,7 +279,15 @@ impl LineParser {
             }
             _ => String::from_utf8_lossy(&entry[r.clone()]).into_owned(),
         };
-        let mut fields = FieldMap::new();
+        // Sized once: the parser's fields, the captures, and the three added below.
+        let count = self.fields.len() + captures.len() + 3;
+        let text: usize = self
+            .fields
+            .iter()
+            .map(|(name, r)| name.len() + r.len())
+            .chain(captures.iter().map(|(name, value)| name.len() + value.len()))
+            .sum();
+        let mut fields = FieldMap::with_capacity(count, text + 64);
         for (name, r) in &self.fields {
             fields.insert(name, text_of(r));
         }
