@@ -285,7 +285,11 @@ impl LineParser {
             .fields
             .iter()
             .map(|(name, r)| name.len() + r.len())
-            .chain(captures.iter().map(|(name, value)| name.len() + value.len()))
+            .chain(
+                captures
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len()),
+            )
             .sum();
         let mut fields = FieldMap::with_capacity(count, text + 64);
         for (name, r) in &self.fields {

@@ -61,22 +61,36 @@ pub(super) fn walk(dfa: &DFA, cache: &mut Cache, message: &[u8]) -> Result<Walk,
     let input = Input::new(message).anchored(Anchored::Yes);
     let mut sid = dfa.start_state_forward(cache, &input)?;
     let mut pattern = None;
-    for (at, &byte) in message.iter().enumerate() {
+    let mut at = 0;
+    loop {
+        // The common step, between ordinary states along transitions already computed: one
+        // table read per byte.
+        if !sid.is_tagged() {
+            while let Some(&byte) = message.get(at) {
+                let next = dfa.next_state_untagged(cache, sid, byte);
+                if next.is_tagged() {
+                    break;
+                }
+                sid = next;
+                at += 1;
+            }
+        }
+        // Anything else takes the full step: a match state to leave, a transition not computed
+        // yet, a match, the dead state.
+        let Some(&byte) = message.get(at) else { break };
         sid = dfa
             .next_state(cache, sid, byte)
             .map_err(|_| MatchError::gave_up(at))?;
-        if !sid.is_tagged() {
-            continue;
-        }
+        at += 1;
         if sid.is_match() {
             pattern = Some(dfa.match_pattern(cache, sid, 0));
         } else if sid.is_dead() {
             return Ok(Walk {
                 pattern,
-                decided_after: Some(at + 1),
+                decided_after: Some(at),
             });
         } else if sid.is_quit() {
-            return Err(MatchError::quit(byte, at));
+            return Err(MatchError::quit(byte, at - 1));
         }
     }
     sid = dfa
@@ -87,6 +101,17 @@ pub(super) fn walk(dfa: &DFA, cache: &mut Cache, message: &[u8]) -> Result<Walk,
     }
     Ok(Walk {
         pattern,
+        decided_after: None,
+    })
+}
+
+/// The automaton's answer for `message` by `regex-automata`'s own search (unrolled, a few
+/// instructions per byte), without where it was decided: for logs whose messages share no
+/// decided prefixes (a pid before the automaton dies), where the walk would find none to keep.
+pub(super) fn search(dfa: &DFA, cache: &mut Cache, message: &[u8]) -> Result<Walk, MatchError> {
+    let input = Input::new(message).anchored(Anchored::Yes);
+    Ok(Walk {
+        pattern: dfa.try_search_fwd(cache, &input)?.map(|m| m.pattern()),
         decided_after: None,
     })
 }
@@ -138,6 +163,7 @@ mod tests {
         for m in messages {
             let w = walk(&d, &mut cache, m).unwrap();
             assert_eq!(w.pattern, searched(&d, &mut cache, m), "{m:?}");
+            assert_eq!(search(&d, &mut cache, m).unwrap().pattern, w.pattern);
             if let Some(n) = w.decided_after {
                 // Anything after the first n bytes changes nothing.
                 for tail in [&b""[..], b" (2)", b"\n", b"))))", b"\xff"] {

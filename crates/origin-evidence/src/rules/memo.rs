@@ -138,7 +138,21 @@ pub(crate) struct DeadEnds {
     answer: Vec<u32>,
     /// Per set, the way the next store replaces.
     next: Vec<u8>,
+    /// Misses that may still be walked (see [`DeadEnds::walk_next_miss`]); `None`: not
+    /// started (the first [`FIRST_WALKS`] are).
+    credit: Option<u32>,
+    /// Misses searched since the last one walked.
+    searched: u32,
 }
+
+/// Misses walked before any dead end has answered: enough to learn a log's usual prefixes.
+const FIRST_WALKS: u32 = 32;
+/// Each answer from a dead end pays for this many walks (a walk costs a search and half again;
+/// an answer saves a search), up to [`MAX_CREDIT`].
+const WALKS_PER_HIT: u32 = 2;
+const MAX_CREDIT: u32 = 64;
+/// Without credit, one miss in this many is still walked, to learn prefixes that appear later.
+const RELEARN_EVERY: u32 = 16;
 
 impl DeadEnds {
     /// The answer of a stored prefix that `message` starts with.
@@ -154,6 +168,29 @@ impl DeadEnds {
             (n != 0 && message.get(..n) == Some(&self.bytes[at..at + n]))
                 .then(|| decode(self.answer[e]))
         })
+    }
+
+    /// Counts a lookup's outcome, and after a miss says whether to walk the message (to learn
+    /// where it is decided) rather than search it. Some logs decide every message after a part
+    /// that differs each time (`[pool www] child 20601 started`: the pid comes before the
+    /// automaton dies): no dead end ever answers, and walking them all would cost more than the
+    /// memo saves. Only which way the answer is found changes: it is the same answer.
+    pub(crate) fn walk_next_miss(&mut self, hit: bool) -> bool {
+        let credit = self.credit.get_or_insert(FIRST_WALKS);
+        if hit {
+            *credit = (*credit + WALKS_PER_HIT).min(MAX_CREDIT);
+            return false;
+        }
+        if *credit > 0 {
+            *credit -= 1;
+            return true;
+        }
+        self.searched += 1;
+        if self.searched >= RELEARN_EVERY {
+            self.searched = 0;
+            return true;
+        }
+        false
     }
 
     /// Remembers that every message starting with `message[..decided_after]` has `answer`.
@@ -187,6 +224,8 @@ impl DeadEnds {
     /// Forgets every prefix (the cache is about to serve another source).
     pub(crate) fn clear(&mut self) {
         self.len.iter_mut().for_each(|l| *l = 0);
+        self.credit = None;
+        self.searched = 0;
     }
 }
 
@@ -311,6 +350,28 @@ mod tests {
         ends.clear();
         assert_eq!(ends.get(&long), None);
         assert_eq!(ends.get(warning), None);
+    }
+
+    #[test]
+    fn misses_are_walked_while_dead_ends_pay_for_it() {
+        let mut ends = DeadEnds::default();
+        let walked =
+            |ends: &mut DeadEnds, n: u32| (0..n).filter(|_| ends.walk_next_miss(false)).count();
+        // The first misses are walked, to learn; then one in RELEARN_EVERY.
+        assert_eq!(walked(&mut ends, FIRST_WALKS), FIRST_WALKS as usize);
+        assert_eq!(walked(&mut ends, 10 * RELEARN_EVERY), 10);
+        // Each answer from a dead end buys walks again.
+        for _ in 0..3 {
+            assert!(!ends.walk_next_miss(true));
+        }
+        assert_eq!(
+            walked(&mut ends, 3 * WALKS_PER_HIT),
+            (3 * WALKS_PER_HIT) as usize
+        );
+        assert!(!ends.walk_next_miss(false) || RELEARN_EVERY == 1);
+        // Another source starts over.
+        ends.clear();
+        assert_eq!(walked(&mut ends, FIRST_WALKS), FIRST_WALKS as usize);
     }
 
     #[test]

@@ -377,14 +377,21 @@ impl RuleSet {
             return answer;
         };
         // The automaton's answer: from a prefix it died after before, or from a walk.
-        let hit = match cache.dead_ends.get(message) {
+        let known = cache.dead_ends.get(message);
+        let walk_it = cache.dead_ends.walk_next_miss(known.is_some());
+        let hit = match known {
             Some(hit) => hit,
             None => {
                 let scratch = match &mut cache.automaton {
                     Some((s, c)) if *s == source => c,
                     slot => &mut slot.insert((source, dfa.create_cache())).1,
                 };
-                let Ok(walk) = automaton::walk(dfa, scratch, message) else {
+                let found = if walk_it {
+                    automaton::walk(dfa, scratch, message)
+                } else {
+                    automaton::search(dfa, scratch, message)
+                };
+                let Ok(walk) = found else {
                     // A byte the automaton cannot decide: every rule on its own, in order.
                     return matcher.all.iter().copied().find(|&i| is_match(i));
                 };
